@@ -1,0 +1,654 @@
+// Lowers a plan to the Program: for each pipeline stage, the ops of one training step in
+// the order the schedule runs them, with their data dependencies, FLOPs and bytes.
+#include <algorithm>
+#include <map>
+
+#include "model/accounting.hpp"
+#include "model/errors.hpp"
+#include "model/program.hpp"
+
+namespace ditwin {
+
+const char* to_string(OpKind k) {
+  static const char* n[] = {"compute", "collective", "p2p", "copy", "optimizer"};
+  return n[static_cast<int>(k)];
+}
+const char* to_string(Stream s) {
+  static const char* n[] = {"compute", "tp", "cp", "dp", "pp"};
+  return n[static_cast<int>(s)];
+}
+const char* to_string(ComputeClass c) {
+  static const char* n[] = {"none", "gemm", "attention", "norm", "elementwise", "embedding", "loss", "optimizer"};
+  return n[static_cast<int>(c)];
+}
+const char* to_string(Collective c) {
+  static const char* n[] = {"none", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send", "recv"};
+  return n[static_cast<int>(c)];
+}
+const char* to_string(GroupKind g) {
+  static const char* n[] = {"none", "tp", "cp", "dp", "dp_cp", "pp", "embedding"};
+  return n[static_cast<int>(g)];
+}
+const char* to_string(Phase p) {
+  static const char* n[] = {"forward", "backward", "recompute", "gradient_sync", "optimizer"};
+  return n[static_cast<int>(p)];
+}
+
+std::vector<long long> Program::group_members(GroupKind kind, long long rank) const {
+  long long tp_i = rank % tp, cp_i = (rank / tp) % cp, dp_i = (rank / (1LL * tp * cp)) % dp;
+  long long pp_i = rank / (1LL * tp * cp * dp);
+  auto at = [&](long long t, long long c, long long d, long long p) { return t + tp * (c + cp * (d + 1LL * dp * p)); };
+  std::vector<long long> out;
+  switch (kind) {
+    case GroupKind::none: out.push_back(rank); break;
+    case GroupKind::tp: for (long long t = 0; t < tp; ++t) out.push_back(at(t, cp_i, dp_i, pp_i)); break;
+    case GroupKind::cp: for (long long c = 0; c < cp; ++c) out.push_back(at(tp_i, c, dp_i, pp_i)); break;
+    case GroupKind::dp: for (long long d = 0; d < dp; ++d) out.push_back(at(tp_i, cp_i, d, pp_i)); break;
+    case GroupKind::dp_cp:
+      for (long long d = 0; d < dp; ++d)
+        for (long long c = 0; c < cp; ++c) out.push_back(at(tp_i, c, d, pp_i));
+      std::sort(out.begin(), out.end());
+      break;
+    case GroupKind::pp: for (long long p = 0; p < pp; ++p) out.push_back(at(tp_i, cp_i, dp_i, p)); break;
+    case GroupKind::embedding:
+      out.push_back(at(tp_i, cp_i, dp_i, 0));
+      if (pp > 1) out.push_back(at(tp_i, cp_i, dp_i, pp - 1));
+      break;
+  }
+  return out;
+}
+
+std::size_t Program::op_count() const {
+  std::size_t n = 0;
+  for (const auto& c : classes) n += c.ops.size();
+  return n;
+}
+
+double Program::total_flops() const {
+  double total = 0;
+  for (const auto& c : classes) {
+    double per_rank = 0;
+    for (const auto& op : c.ops) per_rank += op.flops;
+    total += per_rank * c.rank_count;
+  }
+  return total;
+}
+
+namespace {
+
+using Index = std::uint32_t;
+constexpr Index none = ~Index(0);
+
+// One stream of tokens through a block (MMDiT has an image and a text stream).
+struct TokenStream {
+  std::string prefix;  // "" or "img." / "txt."
+  double tokens;       // per sample, on this CP rank
+};
+
+class StageLowering {
+ public:
+  StageLowering(const Plan& plan, int stage, RankClass& out)
+      : plan_(plan), m_(plan.model), par_(plan.parallelism), stage_(stage), out_(out) {
+    tp_ = par_.tp;
+    cp_ = par_.cp;
+    sp_ = par_.sequence_parallel && tp_ > 1;
+    b_ = plan.training.micro_batch;
+    e_ = element_bytes(plan.training.precision == Precision::fp8 ? Precision::bf16 : plan.training.precision);
+    chunk_first_ = chunk_first_layers(m_.layers, par_.pp * par_.virtual_stages);
+    if (m_.family == ModelFamily::mmdit) {
+      streams_ = {{"img.", 1.0 * m_.image_tokens() / cp_}, {"txt.", 1.0 * m_.text_tokens / cp_}};
+    } else {
+      streams_ = {{"", 1.0 * m_.tokens_per_sample() / cp_}};
+    }
+    params_ = count_parameters(m_);
+    dp_group_ = par_.dp * par_.cp;
+  }
+
+  void run() {
+    schedule();
+    gradient_sync_and_optimizer();
+  }
+
+ private:
+  const Plan& plan_;
+  const ModelSpec& m_;
+  const ParallelismSpec& par_;
+  int stage_;
+  RankClass& out_;
+  int tp_, cp_;
+  bool sp_;
+  long long b_;
+  double e_;
+  std::vector<int> chunk_first_;  // first layer of each model chunk
+  std::vector<TokenStream> streams_;
+  ParameterCounts params_;
+  int dp_group_;
+  Index cursor_ = none;            // last op of the current data chain
+  std::vector<Index> compute_ops_;  // every compute op, for "end of backward"
+  // Last backward op touching each parameter group, per micro-batch: "L12", "embed", "head".
+  std::map<std::string, std::map<int, Index>> grads_ready_;
+  std::map<std::string, double> group_params_;  // parameters per group on this rank
+  std::vector<std::string> group_order_;        // groups in the order their gradients complete
+  Index last_layer_start_ = none, last_layer_end_ = none;
+
+  double total_tokens() const { return static_cast<double>(m_.tokens_per_sample()); }
+  double stream_rows(const TokenStream& s) const { return b_ * s.tokens; }
+
+  Index add(Op op) {
+    if (cursor_ != none && op.kind != OpKind::p2p) op.deps.push_back(cursor_);
+    if (extra_dep_ != none && op.kind != OpKind::p2p) {
+      op.deps.push_back(extra_dep_);
+      extra_dep_ = none;
+    }
+    std::sort(op.deps.begin(), op.deps.end());
+    op.deps.erase(std::unique(op.deps.begin(), op.deps.end()), op.deps.end());
+    out_.ops.push_back(std::move(op));
+    Index i = static_cast<Index>(out_.ops.size() - 1);
+    if (out_.ops[i].stream == Stream::compute) compute_ops_.push_back(i);
+    return i;
+  }
+  // Adds an op on the data chain: it waits for the chain and becomes its new end.
+  Index chain(Op op) {
+    Index i = add(std::move(op));
+    cursor_ = i;
+    return i;
+  }
+
+  static std::string phase_tag(Phase p) {
+    return p == Phase::forward ? "fwd" : p == Phase::backward ? "bwd" : "recompute";
+  }
+  std::string name(const std::string& base, Phase p, int mb) const {
+    return base + "." + phase_tag(p) + ".mb" + std::to_string(mb);
+  }
+
+  Op gemm(const std::string& base, Phase p, int mb, int layer, double rows, double k, double n) {
+    Op op;
+    op.name = name(base, p, mb);
+    op.kind = OpKind::compute;
+    op.compute = ComputeClass::gemm;
+    op.phase = p;
+    op.layer = layer;
+    op.microbatch = mb;
+    op.m = static_cast<std::int64_t>(rows);
+    op.k = static_cast<std::int64_t>(k);
+    op.n = static_cast<std::int64_t>(n);
+    double fwd = 2 * rows * k * n;
+    op.flops = p == Phase::backward ? 2 * fwd : fwd;
+    double traffic = e_ * (rows * k + k * n + rows * n);
+    op.bytes = p == Phase::backward ? 2 * traffic : traffic;
+    return op;
+  }
+
+  Op memory_op(const std::string& base, ComputeClass cls, Phase p, int mb, int layer, double bytes) {
+    Op op;
+    op.name = name(base, p, mb);
+    op.kind = OpKind::compute;
+    op.compute = cls;
+    op.phase = p;
+    op.layer = layer;
+    op.microbatch = mb;
+    op.bytes = p == Phase::backward ? 2 * bytes : bytes;
+    return op;
+  }
+
+  Op collective(const std::string& base, Phase p, int mb, int layer, Stream stream, Collective c,
+                GroupKind g, int size, double bytes) {
+    Op op;
+    op.name = p == Phase::gradient_sync || p == Phase::optimizer ? base : name(base, p, mb);
+    op.kind = OpKind::collective;
+    op.stream = stream;
+    op.collective = c;
+    op.group = g;
+    op.group_size = size;
+    op.phase = p;
+    op.layer = layer;
+    op.microbatch = mb;
+    op.bytes = bytes;
+    return op;
+  }
+
+  // Megatron's tensor-parallel boundary: `enter` before a column-parallel GEMM (identity forward,
+  // all-reduce backward; all-gather with sequence parallel) and `exit` after a row-parallel one.
+  void tp_enter(const std::string& base, Phase p, int mb, int layer, double rows) {
+    if (tp_ == 1) return;
+    double bytes = rows * m_.hidden * e_;
+    if (sp_) chain(collective(base + ".sp_allgather", p, mb, layer, Stream::tp,
+                              p == Phase::backward ? Collective::reduce_scatter : Collective::all_gather,
+                              GroupKind::tp, tp_, bytes));
+    else if (p == Phase::backward)
+      chain(collective(base + ".tp_allreduce", p, mb, layer, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_, bytes));
+  }
+  void tp_exit(const std::string& base, Phase p, int mb, int layer, double rows) {
+    if (tp_ == 1) return;
+    double bytes = rows * m_.hidden * e_;
+    if (sp_) chain(collective(base + ".sp_reducescatter", p, mb, layer, Stream::tp,
+                              p == Phase::backward ? Collective::all_gather : Collective::reduce_scatter,
+                              GroupKind::tp, tp_, bytes));
+    else if (p != Phase::backward)
+      chain(collective(base + ".tp_allreduce", p, mb, layer, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_, bytes));
+  }
+
+  // One transformer block, forward (or its recompute) or backward.
+  void block(int layer, int mb, Phase p) {
+    std::string L = "L" + std::to_string(layer) + ".";
+    double h = m_.hidden, kv = m_.kv_dim(), f = m_.ffn_hidden;
+    double sp_div = sp_ ? tp_ : 1;
+    double fc1_out = (m_.gated_mlp ? 2 : 1) * f / tp_;
+    auto attention_core = [&](Phase ph) {
+      double q_rows = 0;
+      for (const auto& s : streams_) q_rows += s.tokens;
+      Op op;
+      op.name = name(L + "attn.core", ph, mb);
+      op.kind = OpKind::compute;
+      op.compute = ComputeClass::attention;
+      op.phase = ph;
+      op.layer = layer;
+      op.microbatch = mb;
+      op.m = static_cast<std::int64_t>(q_rows);
+      op.n = static_cast<std::int64_t>(total_tokens());
+      op.k = m_.head_dim();
+      op.batch = b_ * m_.heads / tp_;
+      op.causal = m_.causal();
+      double fwd = 4.0 * b_ * q_rows * total_tokens() * h / tp_;
+      op.flops = ph == Phase::backward ? 2 * fwd : fwd;
+      double io = e_ * b_ * (2 * q_rows * h + 2 * total_tokens() * kv) / tp_;
+      op.bytes = ph == Phase::backward ? 2.5 * io : io;
+      chain(std::move(op));
+    };
+    auto cp_kv = [&](Phase ph) {
+      if (cp_ == 1) return;
+      double bytes = e_ * b_ * total_tokens() * 2 * kv / tp_;
+      chain(collective(L + "attn.cp_kv", ph, mb, layer, Stream::cp,
+                       ph == Phase::backward ? Collective::reduce_scatter : Collective::all_gather,
+                       GroupKind::cp, cp_, bytes));
+    };
+    if (p != Phase::backward) {
+      if (p == Phase::recompute && plan_.training.recompute == Recompute::selective) {
+        attention_core(p);
+        return;
+      }
+      for (const auto& s : streams_) {
+        std::string P = L + s.prefix;
+        double rows = stream_rows(s);
+        if (m_.adaln()) {
+          Op op = gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h);
+          chain(std::move(op));
+        }
+        chain(memory_op(P + "norm1", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
+        tp_enter(P + "attn", p, mb, layer, rows);
+        chain(gemm(P + "attn.qkv", p, mb, layer, rows, h, (h + 2 * kv) / tp_));
+      }
+      cp_kv(p);
+      attention_core(p);
+      for (const auto& s : streams_) {
+        std::string P = L + s.prefix;
+        double rows = stream_rows(s);
+        chain(gemm(P + "attn.proj", p, mb, layer, rows, h / tp_, h));
+        tp_exit(P + "attn", p, mb, layer, rows);
+        chain(memory_op(P + "attn.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
+        chain(memory_op(P + "norm2", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
+        tp_enter(P + "mlp", p, mb, layer, rows);
+        chain(gemm(P + "mlp.fc1", p, mb, layer, rows, h, fc1_out));
+        chain(memory_op(P + "mlp.act", ComputeClass::elementwise, p, mb, layer,
+                        e_ * rows * (fc1_out + f / tp_)));
+        chain(gemm(P + "mlp.fc2", p, mb, layer, rows, f / tp_, h));
+        tp_exit(P + "mlp", p, mb, layer, rows);
+        chain(memory_op(P + "mlp.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
+      }
+      return;
+    }
+    // Backward: the same ops in reverse, per stream, then the joint attention, then the inputs.
+    for (auto it = streams_.rbegin(); it != streams_.rend(); ++it) {
+      std::string P = L + it->prefix;
+      double rows = stream_rows(*it);
+      chain(memory_op(P + "mlp.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
+      tp_exit(P + "mlp", p, mb, layer, rows);
+      chain(gemm(P + "mlp.fc2", p, mb, layer, rows, f / tp_, h));
+      chain(memory_op(P + "mlp.act", ComputeClass::elementwise, p, mb, layer, e_ * rows * (fc1_out + f / tp_)));
+      chain(gemm(P + "mlp.fc1", p, mb, layer, rows, h, fc1_out));
+      tp_enter(P + "mlp", p, mb, layer, rows);
+      chain(memory_op(P + "norm2", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
+      chain(memory_op(P + "attn.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
+      tp_exit(P + "attn", p, mb, layer, rows);
+      chain(gemm(P + "attn.proj", p, mb, layer, rows, h / tp_, h));
+    }
+    attention_core(p);
+    cp_kv(p);
+    for (auto it = streams_.rbegin(); it != streams_.rend(); ++it) {
+      std::string P = L + it->prefix;
+      double rows = stream_rows(*it);
+      chain(gemm(P + "attn.qkv", p, mb, layer, rows, h, (h + 2 * kv) / tp_));
+      tp_enter(P + "attn", p, mb, layer, rows);
+      chain(memory_op(P + "norm1", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
+      if (m_.adaln()) chain(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h));
+    }
+  }
+
+  // ZeRO-3 / FSDP: gather a parameter group before use; with overlap, the gather of one group
+  // may start as soon as the previous group starts computing (one group of prefetch).
+  void gather_params(const std::string& group, double params, Phase p, int mb) {
+    if (par_.zero != 3 || dp_group_ == 1) return;
+    Index saved = cursor_;
+    cursor_ = none;
+    Op op = collective(group + ".params.all_gather", p, mb, -1, Stream::dp, Collective::all_gather,
+                       GroupKind::dp_cp, dp_group_, params * e_);
+    Index after = par_.overlap_param_gather ? last_layer_start_ : last_layer_end_;
+    if (after != none) op.deps.push_back(after);
+    Index g = add(std::move(op));
+    cursor_ = saved;
+    extra_dep_ = g;  // the next op on the chain waits for the parameters too
+  }
+  Index extra_dep_ = none;
+
+  void grads_done(const std::string& group, int mb, double params) {
+    Index last = cursor_;
+    if (!grads_ready_.count(group)) group_order_.push_back(group);
+    grads_ready_[group][mb] = last;
+    group_params_[group] = params;
+    if (par_.zero == 3 && dp_group_ > 1) {
+      Op op = collective(group + ".grads.reduce_scatter.mb" + std::to_string(mb), Phase::gradient_sync, mb, -1,
+                         Stream::dp, Collective::reduce_scatter, GroupKind::dp_cp, dp_group_,
+                         params * e_);
+      Index saved = cursor_;
+      add(std::move(op));
+      cursor_ = saved;
+    }
+  }
+
+  double layer_params() const { return params_.per_layer_sharded / tp_ + params_.per_layer_replicated; }
+
+  void run_layer(int layer, int mb, Phase p) {
+    std::string group = "L" + std::to_string(layer);
+    gather_params(group, layer_params(), p, mb);
+    Index start_before = static_cast<Index>(out_.ops.size());
+    if (p == Phase::backward && plan_.training.recompute != Recompute::none) block(layer, mb, Phase::recompute);
+    block(layer, mb, p);
+    last_layer_start_ = start_before;
+    last_layer_end_ = cursor_;
+    if (p == Phase::backward) grads_done(group, mb, layer_params());
+  }
+  // Embedding (first model chunk) and head + loss (last model chunk).
+  void embed(int mb, Phase p) {
+    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0);
+    double rows_txt = b_ * (m_.family == ModelFamily::mmdit || m_.family == ModelFamily::unified
+                                ? m_.text_tokens / static_cast<double>(cp_)
+                                : (m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_)));
+    double h = m_.hidden;
+    double patch_in = 1.0 * m_.patch * m_.patch * m_.latent_channels;
+    gather_params("embed", params_.embedding / tp_, p, mb);
+    if (m_.has_image()) {
+      chain(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h)));
+      chain(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)));
+    }
+    if (m_.family == ModelFamily::dit && m_.num_classes > 0)
+      chain(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h));
+    if (m_.family == ModelFamily::mmdit) {
+      chain(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h)));
+      chain(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)));
+    }
+    if (m_.has_text_vocab()) {
+      chain(memory_op("embed.tokens", ComputeClass::embedding, p, mb, -1, 2 * e_ * rows_txt * h));
+      if (tp_ > 1 && p == Phase::forward)  // vocabulary-parallel lookup: partial rows summed
+        chain(collective("embed.tp_allreduce", p, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
+                         e_ * rows_txt * h));
+    }
+    if (p == Phase::backward) grads_done("embed", mb, params_.embedding / tp_);
+  }
+
+  void head(int mb, Phase p) {
+    double h = m_.hidden;
+    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0);
+    double rows_txt = b_ * (m_.family == ModelFamily::unified ? m_.text_tokens / static_cast<double>(cp_)
+                            : m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_));
+    double patch_out = 1.0 * m_.patch * m_.patch * m_.out_channels();
+    gather_params("head", params_.head / tp_, p, mb);
+    auto body = [&](Phase ph) {
+      if (m_.adaln()) chain(replicated(gemm("head.adaln", ph, mb, -1, static_cast<double>(b_), h, 2 * h)));
+      chain(memory_op("head.norm", ComputeClass::norm, ph, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
+      if (m_.has_image()) chain(replicated(gemm("head.image", ph, mb, -1, rows_img, h, patch_out)));
+      if (m_.has_text_vocab()) chain(gemm("head.lm", ph, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_));
+      double loss_bytes = m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0;
+      loss_bytes += 3 * e_ * rows_img * patch_out;
+      chain(memory_op("loss", ComputeClass::loss, ph, mb, -1, loss_bytes));
+      if (m_.has_text_vocab() && tp_ > 1 && ph == Phase::forward)  // max and sum of the split softmax
+        chain(collective("loss.tp_allreduce", ph, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
+                         2 * 4.0 * rows_txt));
+    };
+    if (p == Phase::forward) {
+      body(p);
+      return;
+    }
+    // Backward: loss gradient, then the head GEMMs in reverse.
+    chain(memory_op("loss", ComputeClass::loss, p, mb, -1,
+                    (m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0) + 3 * e_ * rows_img * patch_out));
+    if (m_.has_text_vocab()) chain(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_));
+    if (m_.has_image()) chain(replicated(gemm("head.image", p, mb, -1, rows_img, h, patch_out)));
+    chain(memory_op("head.norm", ComputeClass::norm, p, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
+    if (m_.adaln()) chain(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)));
+    grads_done("head", mb, params_.head / tp_);
+  }
+
+  // Small input/output ops whose work every TP rank repeats: counted once in the model FLOPs.
+  Op replicated(Op op) {
+    op.flops /= tp_;
+    op.bytes /= tp_;
+    return op;
+  }
+
+  // Pipeline p2p.
+  double p2p_bytes() const {
+    double tokens = 0;
+    for (const auto& s : streams_) tokens += s.tokens;
+    return e_ * b_ * tokens * m_.hidden / (sp_ ? tp_ : 1);
+  }
+  Op p2p(const std::string& nm, Collective c, int peer, const std::string& match, Phase p, int mb) {
+    Op op;
+    op.name = nm;
+    op.kind = OpKind::p2p;
+    op.stream = Stream::pp;
+    op.collective = c;
+    op.group = GroupKind::pp;
+    op.group_size = 2;
+    op.peer_stage = peer;
+    op.match = match;
+    op.phase = p;
+    op.microbatch = mb;
+    op.bytes = p2p_bytes();
+    return op;
+  }
+
+  std::string chunk_tag(int chunk) const {
+    return par_.virtual_stages > 1 ? ".c" + std::to_string(chunk) : "";
+  }
+
+  // Forward or backward of one model chunk for one micro-batch on this stage.
+  void pass(int chunk, int mb, Phase p) {
+    int p_count = par_.pp;
+    int model_chunk = chunk * p_count + stage_;
+    int last_chunk = p_count * par_.virtual_stages - 1;
+    int first_layer = chunk_first_[model_chunk], end_layer = chunk_first_[model_chunk + 1];
+    std::string mbs = ".mb" + std::to_string(mb);
+    std::string dir = p == Phase::forward ? "fwd" : "bwd";
+    cursor_ = none;
+    // Receive the input (activations forward, their gradient backward).
+    bool receives = p == Phase::forward ? model_chunk > 0 : model_chunk < last_chunk;
+    if (receives) {
+      int from = p == Phase::forward ? model_chunk - 1 : model_chunk + 1;
+      std::string match = (p == Phase::forward ? "act." : "grad.") + std::to_string(from) + mbs;
+      Index r = add(p2p("pp." + dir + ".recv" + chunk_tag(chunk) + mbs, Collective::recv, from % p_count, match, p, mb));
+      cursor_ = r;
+    } else if (p == Phase::backward) {
+      // The last chunk starts its backward from its own forward's loss.
+      auto it = forward_end_.find({chunk, mb});
+      if (it != forward_end_.end()) cursor_ = it->second;
+    }
+    if (p == Phase::forward) {
+      if (model_chunk == 0) embed(mb, p);
+      for (int l = first_layer; l < end_layer; ++l) run_layer(l, mb, p);
+      if (model_chunk == last_chunk) head(mb, p);
+      forward_end_[{chunk, mb}] = cursor_;
+    } else {
+      if (model_chunk == last_chunk) head(mb, p);
+      for (int l = end_layer - 1; l >= first_layer; --l) run_layer(l, mb, p);
+      if (model_chunk == 0) embed(mb, p);
+    }
+    bool sends = p == Phase::forward ? model_chunk < last_chunk : model_chunk > 0;
+    if (sends) {
+      int to = p == Phase::forward ? model_chunk + 1 : model_chunk - 1;
+      std::string match = (p == Phase::forward ? "act." : "grad.") + std::to_string(model_chunk) + mbs;
+      Op op = p2p("pp." + dir + ".send" + chunk_tag(chunk) + mbs, Collective::send, to % p_count, match, p, mb);
+      op.deps.push_back(cursor_);
+      add(std::move(op));
+    }
+  }
+  std::map<std::pair<int, int>, Index> forward_end_;
+
+  // The order of forward and backward passes on this stage.
+  void schedule() {
+    int p = par_.pp, s = stage_, v = par_.virtual_stages;
+    int m = static_cast<int>(plan_.micro_batches());
+    struct Work { int chunk, mb; bool forward; };
+    std::vector<Work> order;
+    if (par_.schedule == PipelineSchedule::gpipe || p == 1) {
+      for (int c = 0; c < v; ++c)
+        for (int i = 0; i < m; ++i) order.push_back({c, i, true});
+      for (int c = v - 1; c >= 0; --c)
+        for (int i = 0; i < m; ++i) order.push_back({c, i, false});
+      if (p == 1) {  // no pipeline: one forward and one backward per micro-batch, back to back
+        order.clear();
+        for (int i = 0; i < m; ++i) {
+          order.push_back({0, i, true});
+          order.push_back({0, i, false});
+        }
+      }
+    } else if (v == 1) {
+      int warmup = std::min(p - s - 1, m);
+      for (int i = 0; i < warmup; ++i) order.push_back({0, i, true});
+      for (int i = 0; i < m - warmup; ++i) {
+        order.push_back({0, warmup + i, true});
+        order.push_back({0, i, false});
+      }
+      for (int i = m - warmup; i < m; ++i) order.push_back({0, i, false});
+    } else {
+      // Megatron's interleaved 1F1B: virtual micro-batch k maps to a chunk and a micro-batch.
+      int total = m * v;
+      auto fwd_of = [&](int k) { return Work{(k / p) % v, (k / (p * v)) * p + k % p, true}; };
+      auto bwd_of = [&](int k) { return Work{v - 1 - (k / p) % v, (k / (p * v)) * p + k % p, false}; };
+      int warmup = std::min((p - s - 1) * 2 + (v - 1) * p, total);
+      for (int k = 0; k < warmup; ++k) order.push_back(fwd_of(k));
+      for (int k = 0; k < total - warmup; ++k) {
+        order.push_back(fwd_of(warmup + k));
+        order.push_back(bwd_of(k));
+      }
+      for (int k = total - warmup; k < total; ++k) order.push_back(bwd_of(k));
+    }
+    for (const auto& w : order) pass(w.chunk, w.mb, w.forward ? Phase::forward : Phase::backward);
+  }
+
+  void gradient_sync_and_optimizer() {
+    int m = static_cast<int>(plan_.micro_batches());
+    Index end_of_backward = compute_ops_.empty() ? none : compute_ops_.back();
+    std::vector<Index> sync_ops;
+    if (dp_group_ > 1 && par_.zero < 3) {
+      // Buckets of whole parameter groups, in the order their gradients complete.
+      bool per_microbatch = par_.zero == 2;
+      for (int mb = per_microbatch ? 0 : m - 1; mb < m; ++mb) {
+        std::vector<std::string> order = group_order_;
+        std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+          return grads_ready_[a][mb] < grads_ready_[b][mb];
+        });
+        double bucket_params = 0;
+        Index ready = 0;
+        int bucket = 0;
+        auto flush = [&] {
+          if (bucket_params == 0) return;
+          bool rs = par_.zero >= 1;
+          std::string nm = "grads.bucket" + std::to_string(bucket) + (rs ? ".reduce_scatter" : ".allreduce");
+          if (per_microbatch) nm += ".mb" + std::to_string(mb);
+          Op op = collective(nm, Phase::gradient_sync, mb, -1, Stream::dp,
+                             rs ? Collective::reduce_scatter : Collective::all_reduce, GroupKind::dp_cp,
+                             dp_group_, bucket_params * e_);
+          op.calls = std::max(1, static_cast<int>(bucket_params * e_ / par_.bucket_bytes + 0.999));
+          op.deps.push_back(par_.overlap_grad_reduce ? ready : end_of_backward);
+          Index saved = cursor_;
+          cursor_ = none;
+          sync_ops.push_back(add(std::move(op)));
+          cursor_ = saved;
+          bucket_params = 0;
+          ++bucket;
+        };
+        for (const auto& g : order) {
+          bucket_params += group_params_[g];
+          ready = std::max(ready, grads_ready_[g][mb]);
+          if (bucket_params * e_ >= par_.bucket_bytes) flush();
+        }
+        flush();
+        buckets_ = bucket;
+      }
+    }
+    // Tied input/output embeddings live on the first and last stage: their gradients are summed.
+    if (m_.tied_embeddings && par_.pp > 1 && (stage_ == 0 || stage_ == par_.pp - 1)) {
+      Op op = collective("grads.embedding.allreduce", Phase::gradient_sync, -1, -1, Stream::dp,
+                         Collective::all_reduce, GroupKind::embedding, 2, 1.0 * m_.vocab * m_.hidden / tp_ * e_);
+      op.deps.push_back(end_of_backward);
+      cursor_ = none;
+      sync_ops.push_back(add(std::move(op)));
+    }
+    // ZeRO-3 reduce-scatters were issued per layer; the optimizer waits for all of them.
+    for (Index i = 0; i < out_.ops.size(); ++i)
+      if (out_.ops[i].phase == Phase::gradient_sync && out_.ops[i].kind == OpKind::collective) sync_ops.push_back(i);
+    std::sort(sync_ops.begin(), sync_ops.end());
+    sync_ops.erase(std::unique(sync_ops.begin(), sync_ops.end()), sync_ops.end());
+
+    double local = 0;
+    for (const auto& [g, p] : group_params_) local += p;
+    double shard = par_.zero >= 1 ? local / dp_group_ : local;
+    double master = plan_.training.precision == Precision::fp32 ? 0 : 4;
+    double states = plan_.training.optimizer.state_bytes_per_param();
+    Op opt;
+    opt.name = "optimizer.step";
+    opt.kind = OpKind::optimizer;
+    opt.compute = ComputeClass::optimizer;
+    opt.phase = Phase::optimizer;
+    // Read gradient, master weights and states; write master, states and the working copy.
+    opt.bytes = shard * (e_ + 2 * (master + states) + e_ + (master == 0 ? 4 : 0));
+    opt.deps = sync_ops;
+    if (end_of_backward != none) opt.deps.push_back(end_of_backward);
+    cursor_ = none;
+    Index step = add(std::move(opt));
+    if (dp_group_ > 1 && (par_.zero == 1 || par_.zero == 2)) {
+      // Each rank updated its shard: gather the updated parameters, bucket by bucket.
+      double per_bucket = local / std::max(1, buckets_);
+      for (int k = 0; k < buckets_; ++k) {
+        Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
+                           Collective::all_gather, GroupKind::dp_cp, dp_group_, per_bucket * e_);
+        op.calls = std::max(1, static_cast<int>(per_bucket * e_ / par_.bucket_bytes + 0.999));
+        op.deps.push_back(step);
+        cursor_ = none;
+        add(std::move(op));
+      }
+    }
+  }
+  int buckets_ = 0;
+};
+
+}  // namespace
+
+Program lower(const Plan& plan) {
+  Program program;
+  const auto& par = plan.parallelism;
+  program.dp = par.dp;
+  program.tp = par.tp;
+  program.pp = par.pp;
+  program.cp = par.cp;
+  program.classes.resize(par.pp);
+  for (int s = 0; s < par.pp; ++s) {
+    RankClass& rc = program.classes[s];
+    rc.stage = s;
+    rc.rank_count = 1LL * par.dp * par.tp * par.cp;
+    StageLowering(plan, s, rc).run();
+  }
+  return program;
+}
+
+}  // namespace ditwin

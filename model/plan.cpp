@@ -1,0 +1,433 @@
+// Plan parsing and validation. Every rule lives here, once, and its message names the path.
+#include "model/plan.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "model/errors.hpp"
+#include "model/json_reader.hpp"
+
+namespace ditwin {
+
+const char* to_string(Recompute r) {
+  switch (r) {
+    case Recompute::none: return "none";
+    case Recompute::selective: return "selective";
+    case Recompute::full: return "full";
+  }
+  return "?";
+}
+const char* to_string(PipelineSchedule s) {
+  switch (s) {
+    case PipelineSchedule::gpipe: return "gpipe";
+    case PipelineSchedule::one_f_one_b: return "1f1b";
+    case PipelineSchedule::interleaved: return "interleaved";
+  }
+  return "?";
+}
+const char* to_string(Topology t) { return t == Topology::fat_tree ? "fat_tree" : "rail_optimized"; }
+
+double OptimizerSpec::state_bytes_per_param() const {
+  if (kind == "adamw") return 8;                  // m and v in fp32
+  return momentum > 0 ? 4 : 0;                    // sgd: momentum buffer in fp32
+}
+
+double ClusterSpec::nic_bytes_per_s() const {
+  double gbps = network.nic_gbps > 0 ? network.nic_gbps : device.default_nic_gbps;
+  return gbps * 1e9 / 8;
+}
+
+long long Plan::micro_batches() const {
+  return training.global_batch / (training.micro_batch * parallelism.dp);
+}
+
+long long Plan::tokens_per_step() const { return training.global_batch * model.tokens_per_sample(); }
+
+namespace {
+
+void require(bool ok, JsonReader& r, const std::string& key, const std::string& rule) {
+  if (!ok) r.fail(key, rule);
+}
+
+int positive_int(JsonReader& r, const std::string& key, long long fallback, bool required = false) {
+  long long v = required ? r.integer(key) : r.integer(key, fallback);
+  if (v < 1) r.fail(key, "must be >= 1, got " + std::to_string(v));
+  if (v > (1LL << 30)) r.fail(key, "is implausibly large (" + std::to_string(v) + ")");
+  return static_cast<int>(v);
+}
+
+double positive_number(JsonReader& r, const std::string& key, double fallback) {
+  double v = r.number(key, fallback);
+  if (!(v > 0)) r.fail(key, "must be > 0");
+  return v;
+}
+
+double non_negative(JsonReader& r, const std::string& key, double fallback) {
+  double v = r.number(key, fallback);
+  if (v < 0) r.fail(key, "must be >= 0");
+  return v;
+}
+
+ModelSpec parse_model(JsonReader r) {
+  ModelSpec m;
+  std::string preset = r.string("preset", "");
+  static const std::vector<std::string> families = {"dit", "mmdit", "unified", "gpt", "llama"};
+  if (!preset.empty()) {
+    m = model_preset(preset, r.path_of("preset"));
+  } else {
+    std::string family = r.choice("family", families, "");
+    if (family.empty()) r.fail("preset", "is required unless \"family\" and the sizes are spelled out");
+    m.family = static_cast<ModelFamily>(std::find(families.begin(), families.end(), family) -
+                                        families.begin());
+    m.preset = "";
+    if (m.family == ModelFamily::llama || m.family == ModelFamily::unified) m.gated_mlp = true;
+    if (m.family == ModelFamily::dit || m.family == ModelFamily::mmdit ||
+        m.family == ModelFamily::gpt)
+      m.linear_bias = true;
+    if (m.family == ModelFamily::gpt) m.tied_embeddings = true;
+  }
+  if (!preset.empty() && r.has("family")) {
+    std::string family = r.choice("family", families, to_string(m.family));
+    if (family != to_string(m.family))
+      r.fail("family", "\"" + family + "\" contradicts preset " + preset + " (family " +
+                           to_string(m.family) + ")");
+  }
+  bool spelled = preset.empty();
+  m.layers = positive_int(r, "layers", m.layers, spelled);
+  m.hidden = positive_int(r, "hidden", m.hidden, spelled);
+  m.heads = positive_int(r, "heads", m.heads, spelled);
+  m.kv_heads = positive_int(r, "kv_heads", m.kv_heads ? m.kv_heads : m.heads);
+  m.ffn_hidden = positive_int(r, "ffn_hidden", m.ffn_hidden ? m.ffn_hidden : 4LL * m.hidden);
+  m.gated_mlp = r.boolean("gated_mlp", m.gated_mlp);
+  m.linear_bias = r.boolean("linear_bias", m.linear_bias);
+  require(m.hidden % m.heads == 0, r, "heads",
+          std::to_string(m.heads) + " does not divide model.hidden " + std::to_string(m.hidden));
+  require(m.heads % m.kv_heads == 0, r, "kv_heads",
+          std::to_string(m.kv_heads) + " does not divide model.heads " + std::to_string(m.heads));
+
+  bool image = m.family != ModelFamily::gpt && m.family != ModelFamily::llama;
+  m.image_size = static_cast<int>(r.integer("image_size", m.image_size));
+  m.vae_downsample = positive_int(r, "vae_downsample", m.vae_downsample);
+  m.latent_channels = positive_int(r, "latent_channels", m.latent_channels);
+  m.patch = positive_int(r, "patch", m.patch);
+  m.num_classes = static_cast<int>(r.integer("num_classes", m.num_classes));
+  m.learn_sigma = r.boolean("learn_sigma", m.learn_sigma);
+  m.frequency_embedding = positive_int(r, "frequency_embedding", m.frequency_embedding);
+  m.text_tokens = static_cast<int>(r.integer("text_tokens", m.text_tokens));
+  m.context_dim = static_cast<int>(r.integer("context_dim", m.context_dim));
+  m.pooled_dim = static_cast<int>(r.integer("pooled_dim", m.pooled_dim));
+  m.seq_len = static_cast<int>(r.integer("seq_len", m.seq_len));
+  m.vocab = static_cast<int>(r.integer("vocab", m.vocab));
+  m.tied_embeddings = r.boolean("tied_embeddings", m.tied_embeddings);
+  if (m.num_classes < 0) r.fail("num_classes", "must be >= 0");
+  if (m.text_tokens < 0) r.fail("text_tokens", "must be >= 0");
+  if (m.vocab < 0) r.fail("vocab", "must be >= 0");
+  if (image) {
+    require(m.image_size > 0, r, "image_size", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
+    int cell = m.vae_downsample * m.patch;
+    require(m.image_size % cell == 0, r, "image_size",
+            std::to_string(m.image_size) + " is not a multiple of vae_downsample x patch = " +
+                std::to_string(cell));
+  } else {
+    require(m.seq_len > 0, r, "seq_len", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
+    require(m.vocab > 0, r, "vocab", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
+  }
+  if (m.family == ModelFamily::mmdit) {
+    require(m.text_tokens > 0, r, "text_tokens", "must be > 0 for an mmdit model (the context length)");
+    require(m.context_dim > 0, r, "context_dim", "must be > 0 for an mmdit model");
+  }
+  if (m.family == ModelFamily::unified) {
+    require(m.vocab > 0, r, "vocab", "must be > 0 for a unified model (its text tokens)");
+    require(m.text_tokens > 0, r, "text_tokens", "must be > 0 for a unified model");
+  }
+  r.finish();
+  return m;
+}
+
+TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
+  TrainingSpec t;
+  t.global_batch = r.integer("global_batch");
+  if (t.global_batch < 1) r.fail("global_batch", "must be >= 1");
+  t.micro_batch = r.integer("micro_batch", 1);
+  if (t.micro_batch < 1) r.fail("micro_batch", "must be >= 1");
+  std::string precision = r.choice("precision", {"fp32", "bf16", "fp16", "fp8"}, "bf16");
+  t.precision = precision == "fp32" ? Precision::fp32
+                : precision == "bf16" ? Precision::bf16
+                : precision == "fp16" ? Precision::fp16
+                                      : Precision::fp8;
+  {
+    JsonReader o = r.object("optimizer");
+    t.optimizer.kind = o.choice("kind", {"adamw", "sgd"}, "adamw");
+    t.optimizer.lr = positive_number(o, "lr", 1e-4);
+    t.optimizer.beta1 = o.number("beta1", 0.9);
+    t.optimizer.beta2 = o.number("beta2", 0.999);
+    t.optimizer.eps = positive_number(o, "eps", 1e-8);
+    t.optimizer.weight_decay = non_negative(o, "weight_decay", 0.0);
+    t.optimizer.momentum = non_negative(o, "momentum", 0.0);
+    if (t.optimizer.beta1 < 0 || t.optimizer.beta1 >= 1) o.fail("beta1", "must be in [0, 1)");
+    if (t.optimizer.beta2 < 0 || t.optimizer.beta2 >= 1) o.fail("beta2", "must be in [0, 1)");
+    if (t.optimizer.momentum >= 1) o.fail("momentum", "must be in [0, 1)");
+    o.finish();
+  }
+  {
+    JsonReader o = r.object("objective");
+    std::string fallback = model.is_diffusion() || model.family == ModelFamily::unified
+                               ? "rectified_flow" : "next_token";
+    t.objective.kind = o.choice("kind", {"rectified_flow", "ddpm", "next_token"}, fallback);
+    bool lm = model.family == ModelFamily::gpt || model.family == ModelFamily::llama;
+    if (lm && t.objective.kind != "next_token")
+      o.fail("kind", "\"" + t.objective.kind + "\" needs images; a " + to_string(model.family) +
+                         " model trains with \"next_token\"");
+    if (!lm && t.objective.kind == "next_token" && model.family != ModelFamily::unified)
+      o.fail("kind", "\"next_token\" needs a text model; a " + std::string(to_string(model.family)) +
+                         " model trains with \"rectified_flow\" or \"ddpm\"");
+    JsonReader ts = o.object("timesteps");
+    t.objective.timesteps = ts.choice("kind", {"logit_normal", "uniform"}, "logit_normal");
+    t.objective.m = ts.number("m", 0.0);
+    t.objective.s = positive_number(ts, "s", 1.0);
+    ts.finish();
+    o.finish();
+  }
+  std::string recompute = r.choice("recompute", {"none", "selective", "full"}, "none");
+  t.recompute = recompute == "none" ? Recompute::none
+                : recompute == "selective" ? Recompute::selective
+                                           : Recompute::full;
+  t.flash_attention = r.boolean("flash_attention", true);
+  {
+    JsonReader p = r.object("privacy");
+    t.privacy.enabled = p.boolean("enabled", false);
+    t.privacy.clip_norm = positive_number(p, "clip_norm", 1.0);
+    t.privacy.noise_multiplier = non_negative(p, "noise_multiplier", 0.0);
+    t.privacy.target_epsilon = non_negative(p, "target_epsilon", 0.0);
+    t.privacy.delta = p.number("delta", 1e-5);
+    if (!(t.privacy.delta > 0 && t.privacy.delta < 1)) p.fail("delta", "must be in (0, 1)");
+    t.privacy.sampling = p.choice("sampling", {"poisson", "shuffle"}, "poisson");
+    t.privacy.dataset_size = p.integer("dataset_size", 0);
+    if (t.privacy.enabled) {
+      if (t.privacy.noise_multiplier == 0 && t.privacy.target_epsilon == 0)
+        p.fail("noise_multiplier", "or target_epsilon must be set when privacy is enabled");
+      if (t.privacy.dataset_size < t.global_batch)
+        p.fail("dataset_size", "must be >= training.global_batch (" +
+                                   std::to_string(t.global_batch) + ") when privacy is enabled");
+    }
+    p.finish();
+  }
+  long long seed = r.integer("seed", 0);
+  if (seed < 0) r.fail("seed", "must be >= 0");
+  t.seed = static_cast<std::uint64_t>(seed);
+  r.finish();
+  return t;
+}
+
+ParallelismSpec parse_parallelism(JsonReader r) {
+  ParallelismSpec p;
+  p.dp = positive_int(r, "dp", 1);
+  p.tp = positive_int(r, "tp", 1);
+  p.pp = positive_int(r, "pp", 1);
+  p.cp = positive_int(r, "cp", 1);
+  p.sequence_parallel = r.boolean("sequence_parallel", false);
+  long long zero = r.integer("zero", 0);
+  if (zero < 0 || zero > 3) r.fail("zero", std::to_string(zero) + " is not a ZeRO stage (0, 1, 2 or 3)");
+  p.zero = static_cast<int>(zero);
+  if (r.has("fsdp")) {
+    if (r.boolean("fsdp", false)) {
+      if (r.has("zero") && p.zero != 3) r.fail("fsdp", "true contradicts zero " + std::to_string(p.zero) + " (FSDP full shard is zero 3)");
+      p.zero = 3;
+    }
+  }
+  std::string schedule = r.choice("schedule", {"1f1b", "interleaved", "gpipe"}, "1f1b");
+  p.schedule = schedule == "1f1b" ? PipelineSchedule::one_f_one_b
+               : schedule == "interleaved" ? PipelineSchedule::interleaved
+                                           : PipelineSchedule::gpipe;
+  p.virtual_stages = positive_int(r, "virtual_stages", p.schedule == PipelineSchedule::interleaved ? 2 : 1);
+  if (p.virtual_stages > 1 && p.schedule != PipelineSchedule::interleaved)
+    r.fail("virtual_stages", "> 1 needs schedule \"interleaved\"");
+  p.bucket_bytes = positive_number(r, "bucket_mb", 25) * 1e6;
+  p.overlap_grad_reduce = r.boolean("overlap_grad_reduce", true);
+  p.overlap_param_gather = r.boolean("overlap_param_gather", true);
+  r.finish();
+  return p;
+}
+
+ClusterSpec parse_cluster(JsonReader r) {
+  ClusterSpec c;
+  c.device = device_preset(r.string("device"), r.path_of("device"));
+  c.nodes = positive_int(r, "nodes", 1);
+  c.devices_per_node = positive_int(r, "devices_per_node", 8);
+  c.nvlink_bytes_per_s = positive_number(r, "nvlink_gbps", c.device.nvlink_bytes_per_s > 0 ? c.device.nvlink_bytes_per_s * 8 / 1e9 : 1) * 1e9 / 8;
+  c.nvlink_latency_s = non_negative(r, "nvlink_latency_us", 1.0) * 1e-6;
+  JsonReader n = r.object("network");
+  std::string topology = n.choice("topology", {"fat_tree", "rail_optimized"}, "fat_tree");
+  c.network.topology = topology == "fat_tree" ? Topology::fat_tree : Topology::rail_optimized;
+  c.network.nic_gbps = positive_number(n, "nic_gbps", c.device.default_nic_gbps > 0 ? c.device.default_nic_gbps : 100);
+  c.network.nics_per_node = positive_int(n, "nics_per_node", c.devices_per_node);
+  c.network.oversubscription = n.number("oversubscription", 1);
+  if (c.network.oversubscription < 1) n.fail("oversubscription", "must be >= 1 (1 = full bisection)");
+  long long levels = n.integer("levels", 2);
+  if (levels < 1 || levels > 3) n.fail("levels", "must be 1, 2 or 3");
+  c.network.levels = static_cast<int>(levels);
+  c.network.nodes_per_leaf = positive_int(n, "nodes_per_leaf", 16);
+  c.network.latency_s = non_negative(n, "latency_us", 5.0) * 1e-6;
+  n.finish();
+  r.finish();
+  return c;
+}
+
+ReliabilitySpec parse_reliability(JsonReader r) {
+  ReliabilitySpec s;
+  s.failures = r.choice("failures", {"none", "llama3", "meta-rsc"}, "none");
+  s.failure_rate_scale = non_negative(r, "failure_rate_scale", 1.0);
+  {
+    JsonReader c = r.object("checkpoint");
+    if (c.has("interval_min") && c.raw("interval_min").is_string()) {
+      std::string v = c.string("interval_min");
+      if (v != "optimal") c.fail("interval_min", "must be a number of minutes or \"optimal\", got \"" + v + "\"");
+      s.checkpoint.interval_s = -1;
+    } else {
+      s.checkpoint.interval_s = positive_number(c, "interval_min", 30) * 60;
+    }
+    s.checkpoint.mode = c.choice("mode", {"sync", "async", "in_memory"}, "async");
+    s.checkpoint.write_bytes_per_s = positive_number(c, "write_gbps", 16) * 1e9 / 8;
+    s.checkpoint.read_bytes_per_s = positive_number(c, "read_gbps", 32) * 1e9 / 8;
+    s.checkpoint.keep = positive_int(c, "keep", 2);
+    c.finish();
+  }
+  s.heartbeat_s = positive_number(r, "heartbeat_s", 30);
+  s.nccl_timeout_s = positive_number(r, "nccl_timeout_s", 600);
+  s.reschedule_s = non_negative(r, "reschedule_s", 120);
+  s.process_start_s = non_negative(r, "process_start_s", 60);
+  s.comm_init_s = non_negative(r, "comm_init_s", 30);
+  s.spare_nodes = static_cast<int>(r.integer("spare_nodes", 0));
+  if (s.spare_nodes < 0) r.fail("spare_nodes", "must be >= 0");
+  s.straggler_fraction = non_negative(r, "straggler_fraction", 0);
+  if (s.straggler_fraction > 1) r.fail("straggler_fraction", "must be in [0, 1]");
+  s.straggler_slowdown = r.number("straggler_slowdown", 1.0);
+  if (s.straggler_slowdown < 1) r.fail("straggler_slowdown", "must be >= 1 (1 = no slowdown)");
+  r.finish();
+  return s;
+}
+
+RunSpec parse_run(JsonReader r) {
+  RunSpec run;
+  run.steps = r.integer("steps", 1000);
+  if (run.steps < 1) r.fail("steps", "must be >= 1");
+  run.duration_s = non_negative(r, "duration_days", 0) * 86400;
+  r.finish();
+  return run;
+}
+
+std::string str(long long v) { return std::to_string(v); }
+
+// Rules that tie sections together. Each names the field a user would change.
+void cross_validate(Plan& p) {
+  const auto& m = p.model;
+  const auto& par = p.parallelism;
+  auto fail = [](const std::string& path, const std::string& rule) { throw InputError(path + ": " + rule); };
+  if (p.parallelism.world() != p.cluster.gpus())
+    fail("parallelism", "dp x tp x pp x cp = " + str(par.dp) + " x " + str(par.tp) + " x " + str(par.pp) +
+                            " x " + str(par.cp) + " = " + str(par.world()) + " ranks, but the cluster has " +
+                            str(p.cluster.nodes) + " x " + str(p.cluster.devices_per_node) + " = " +
+                            str(p.cluster.gpus()) + " devices");
+  if (m.heads % par.tp != 0)
+    fail("parallelism.tp", str(par.tp) + " does not divide model.heads " + str(m.heads));
+  if (m.kv_heads % par.tp != 0 && par.tp % m.kv_heads != 0)
+    fail("parallelism.tp", str(par.tp) + " and model.kv_heads " + str(m.kv_heads) +
+                               " must divide one another (KV heads are split or replicated across TP)");
+  if (m.ffn_hidden % par.tp != 0)
+    fail("parallelism.tp", str(par.tp) + " does not divide model.ffn_hidden " + str(m.ffn_hidden));
+  if (m.vocab > 0 && m.vocab % par.tp != 0)
+    fail("parallelism.tp", str(par.tp) + " does not divide model.vocab " + str(m.vocab) +
+                               " (pad the vocabulary to a multiple of tp)");
+  int chunks = par.pp * par.virtual_stages;
+  if (m.layers < chunks)
+    fail("parallelism.pp", "pp x virtual_stages = " + str(chunks) + " exceeds model.layers " + str(m.layers));
+  if (m.layers % chunks != 0 && m.layers / chunks < 2)
+    fail("parallelism.pp", "pp x virtual_stages = " + str(chunks) + " does not divide model.layers " + str(m.layers) +
+                               " and leaves under two layers per stage to rebalance");
+  if (m.tokens_per_sample() % par.cp != 0)
+    fail("parallelism.cp", str(par.cp) + " does not divide the " + str(m.tokens_per_sample()) + " tokens of a sample");
+  if (par.sequence_parallel && (m.tokens_per_sample() / par.cp) % par.tp != 0)
+    fail("parallelism.sequence_parallel", "tokens per CP rank " + str(m.tokens_per_sample() / par.cp) +
+                                              " are not divisible by tp " + str(par.tp));
+  const auto& t = p.training;
+  if (t.global_batch % (t.micro_batch * par.dp) != 0)
+    fail("training.global_batch", str(t.global_batch) + " is not a multiple of micro_batch x dp = " +
+                                      str(t.micro_batch) + " x " + str(par.dp) + " = " + str(t.micro_batch * par.dp));
+  long long mb = p.micro_batches();
+  if (par.schedule == PipelineSchedule::interleaved && par.pp > 1 && mb % par.pp != 0)
+    fail("parallelism.schedule", "interleaved 1F1B needs micro-batches per step (" + str(mb) +
+                                     ") to be a multiple of pp (" + str(par.pp) + ")");
+  if (t.precision == Precision::fp8 && p.cluster.device.peak_flops_fp8 <= 0 && !p.cluster.device.measured)
+    fail("training.precision", "fp8 is not supported by " + p.cluster.device.name);
+  if (t.privacy.enabled && par.pp > 1)
+    fail("training.privacy.enabled", "DP-SGD with pipeline parallelism is not supported (per-sample norms span stages)");
+  if (p.model.family != ModelFamily::mmdit && (p.model.context_dim > 0 || p.model.pooled_dim > 0) )
+    fail("model.context_dim", "only mmdit models take a text context");
+  if (p.model.family == ModelFamily::dit && p.model.text_tokens > 0)
+    fail("model.text_tokens", "a dit model has no text tokens (use mmdit or unified)");
+
+  // Legal, but a user should hear about it.
+  auto warn = [&](const std::string& w) { p.warnings.push_back(w); };
+  if (m.layers % chunks != 0)
+    warn("model.layers " + str(m.layers) + " is not a multiple of pp x virtual_stages " + str(chunks) +
+         ": the first and last stages get fewer layers");
+  if (par.tp > p.cluster.devices_per_node)
+    warn("parallelism.tp " + str(par.tp) + " spans nodes: tensor-parallel traffic leaves NVLink");
+  if (par.sequence_parallel && par.tp == 1) warn("parallelism.sequence_parallel has no effect with tp 1");
+  if (par.pp > 1 && mb < par.pp)
+    warn("only " + str(mb) + " micro-batches for " + str(par.pp) + " pipeline stages: most of the step is bubble");
+  if (par.pp > 1 && par.schedule == PipelineSchedule::gpipe)
+    warn("parallelism.schedule gpipe keeps every micro-batch's activations alive; 1f1b keeps pp of them");
+  if (par.zero == 3 && par.dp == 1) warn("parallelism.zero 3 with dp 1 shards nothing");
+  if (t.precision == Precision::fp32 && !p.cluster.device.measured)
+    warn("training.precision fp32 runs on TF32 tensor cores at half the bf16 peak");
+}
+
+}  // namespace
+
+Plan parse_plan(const nlohmann::json& document) {
+  JsonReader root(document, "");
+  // Unknown top-level keys first: a misspelt section would otherwise look like a missing one.
+  for (const char* key : {"name", "description", "model", "training", "parallelism", "cluster",
+                          "reliability", "run"})
+    root.accept(key);
+  root.finish();
+  Plan p;
+  p.name = root.string("name", "unnamed");
+  p.description = root.string("description", "");
+  JsonReader model = root.object("model");
+  if (!root.has("model")) root.fail("model", "is required");
+  p.model = parse_model(model);
+  if (!root.has("training")) root.fail("training", "is required");
+  p.training = parse_training(root.object("training"), p.model);
+  p.parallelism = parse_parallelism(root.object("parallelism"));
+  if (!root.has("cluster")) root.fail("cluster", "is required");
+  p.cluster = parse_cluster(root.object("cluster"));
+  p.reliability = parse_reliability(root.object("reliability"));
+  p.run = parse_run(root.object("run"));
+  cross_validate(p);
+  return p;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open file");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  try {
+    return nlohmann::json::parse(buffer.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(path + ": not valid JSON (byte " + std::to_string(e.byte) + "): " + e.what());
+  }
+}
+
+Plan load_plan(const std::string& path) {
+  auto document = read_json_file(path);
+  try {
+    return parse_plan(document);
+  } catch (const InputError& e) {
+    throw InputError(path + ": " + e.what());
+  }
+}
+
+}  // namespace ditwin

@@ -1,0 +1,138 @@
+// The training plan: everything a user decides, parsed and validated from JSON
+// (schema and defaults: docs/plan.md). Both the simulator and the executor start from it.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/device.hpp"
+#include "model/model_spec.hpp"
+
+namespace ditwin {
+
+enum class Recompute { none, selective, full };
+enum class PipelineSchedule { gpipe, one_f_one_b, interleaved };
+enum class Topology { fat_tree, rail_optimized };
+const char* to_string(Recompute r);
+const char* to_string(PipelineSchedule s);
+const char* to_string(Topology t);
+
+struct OptimizerSpec {
+  std::string kind = "adamw";  // adamw | sgd
+  double lr = 1e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+  // Bytes of optimizer state per parameter, on top of the master weights (Adam: m and v in fp32).
+  double state_bytes_per_param() const;
+};
+
+struct ObjectiveSpec {
+  std::string kind;             // rectified_flow | ddpm | next_token
+  std::string timesteps = "logit_normal";  // logit_normal | uniform
+  double m = 0.0, s = 1.0;      // logit-normal location and scale
+};
+
+struct PrivacySpec {
+  bool enabled = false;
+  double clip_norm = 1.0;
+  double noise_multiplier = 0.0;  // 0 with target_epsilon set: solved for later
+  double target_epsilon = 0.0;
+  double delta = 1e-5;
+  std::string sampling = "poisson";  // poisson | shuffle
+  long long dataset_size = 0;
+};
+
+struct TrainingSpec {
+  long long global_batch = 0;
+  long long micro_batch = 1;
+  Precision precision = Precision::bf16;
+  OptimizerSpec optimizer;
+  ObjectiveSpec objective;
+  Recompute recompute = Recompute::none;
+  bool flash_attention = true;
+  PrivacySpec privacy;
+  std::uint64_t seed = 0;
+};
+
+struct ParallelismSpec {
+  int dp = 1, tp = 1, pp = 1, cp = 1;
+  bool sequence_parallel = false;
+  int zero = 0;  // 0 = DDP, 1/2/3 = ZeRO stages (3 = FSDP full shard)
+  PipelineSchedule schedule = PipelineSchedule::one_f_one_b;
+  int virtual_stages = 1;          // model chunks per pipeline rank (interleaved schedule)
+  double bucket_bytes = 25e6;      // gradient bucket size
+  bool overlap_grad_reduce = true;  // launch bucket collectives while backward continues
+  bool overlap_param_gather = true;  // ZeRO-3: prefetch the next layer's parameters
+
+  long long world() const { return 1LL * dp * tp * pp * cp; }
+};
+
+struct NetworkSpec {
+  Topology topology = Topology::fat_tree;
+  double nic_gbps = 0;         // per NIC; 0 = the device's usual NIC
+  int nics_per_node = 0;       // 0 = one per GPU
+  double oversubscription = 1;  // leaf uplink : downlink bandwidth ratio is 1 : this
+  int levels = 2;              // fat-tree levels (leaf/spine = 2, +core = 3)
+  int nodes_per_leaf = 16;     // nodes (or, rail-optimized, rail GPUs) under one leaf switch
+  double latency_s = 5e-6;     // one-way, NIC to NIC through the fabric
+};
+
+struct ClusterSpec {
+  DeviceSpec device;
+  int nodes = 1;
+  int devices_per_node = 8;
+  double nvlink_bytes_per_s = 0;  // per direction per GPU; 0 = the device's
+  double nvlink_latency_s = 1e-6;
+  NetworkSpec network;
+
+  long long gpus() const { return 1LL * nodes * devices_per_node; }
+  double nic_bytes_per_s() const;  // per NIC, per direction
+  int nics() const { return network.nics_per_node > 0 ? network.nics_per_node : devices_per_node; }
+};
+
+struct CheckpointSpec {
+  double interval_s = 1800;   // < 0: optimal (Young/Daly) interval
+  std::string mode = "async";  // sync | async | in_memory
+  double write_bytes_per_s = 2e9;  // per node, to the checkpoint store
+  double read_bytes_per_s = 4e9;   // per node, from the checkpoint store
+  int keep = 2;
+};
+
+struct ReliabilitySpec {
+  std::string failures = "none";  // none | llama3 | meta-rsc
+  double failure_rate_scale = 1.0;
+  CheckpointSpec checkpoint;
+  double heartbeat_s = 30, nccl_timeout_s = 600;
+  double reschedule_s = 120, process_start_s = 60, comm_init_s = 30;
+  int spare_nodes = 0;
+  double straggler_fraction = 0.0, straggler_slowdown = 1.0;
+};
+
+struct RunSpec {
+  long long steps = 0;
+  double duration_s = 0;  // wall-clock length of the job for long-run simulation
+};
+
+struct Plan {
+  std::string name;
+  std::string description;
+  ModelSpec model;
+  TrainingSpec training;
+  ParallelismSpec parallelism;
+  ClusterSpec cluster;
+  ReliabilitySpec reliability;
+  RunSpec run;
+  std::vector<std::string> warnings;  // legal but probably unintended choices
+
+  long long micro_batches() const;  // per step, per pipeline (gradient accumulation steps)
+  long long tokens_per_step() const;
+};
+
+// Parses and validates; throws InputError naming the JSON path and the rule on the first problem.
+Plan parse_plan(const nlohmann::json& document);
+// Reads a file (errors name the file and, for bad JSON, the byte offset).
+nlohmann::json read_json_file(const std::string& path);
+Plan load_plan(const std::string& path);
+
+}  // namespace ditwin
