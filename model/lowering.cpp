@@ -68,7 +68,7 @@ double Program::total_flops() const {
   double total = 0;
   for (const auto& c : classes) {
     double per_rank = 0;
-    for (const auto& op : c.ops) per_rank += op.flops;
+    for (const auto& op : c.ops) per_rank += op.flops / op.replicas;
     total += per_rank * c.rank_count;
   }
   return total;
@@ -271,8 +271,7 @@ class StageLowering {
         std::string P = L + s.prefix;
         double rows = stream_rows(s);
         if (m_.adaln()) {
-          Op op = gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h);
-          chain(std::move(op));
+          chain(replicated(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h)));
         }
         chain(memory_op(P + "norm1", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
         tp_enter(P + "attn", p, mb, layer, rows);
@@ -320,7 +319,7 @@ class StageLowering {
       chain(gemm(P + "attn.qkv", p, mb, layer, rows, h, (h + 2 * kv) / tp_));
       tp_enter(P + "attn", p, mb, layer, rows);
       chain(memory_op(P + "norm1", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
-      if (m_.adaln()) chain(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h));
+      if (m_.adaln()) chain(replicated(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h)));
     }
   }
 
@@ -430,8 +429,7 @@ class StageLowering {
 
   // Small input/output ops whose work every TP rank repeats: counted once in the model FLOPs.
   Op replicated(Op op) {
-    op.flops /= tp_;
-    op.bytes /= tp_;
+    op.replicas = tp_;
     return op;
   }
 

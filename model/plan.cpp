@@ -75,8 +75,8 @@ ModelSpec parse_model(JsonReader r) {
   if (!preset.empty()) {
     m = model_preset(preset, r.path_of("preset"));
   } else {
+    if (!r.has("family")) r.fail("preset", "is required unless \"family\" and the sizes are spelled out");
     std::string family = r.choice("family", families, "");
-    if (family.empty()) r.fail("preset", "is required unless \"family\" and the sizes are spelled out");
     m.family = static_cast<ModelFamily>(std::find(families.begin(), families.end(), family) -
                                         families.begin());
     m.preset = "";

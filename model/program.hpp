@@ -43,6 +43,7 @@ struct Op {
   int layer = -1;            // transformer block, -1 for embedding/head/optimizer
   int microbatch = -1;
   int calls = 1;             // collectives: how many library calls this op stands for
+  int replicas = 1;          // ranks of the TP group that repeat this same work (adaLN, embedders)
   double flops = 0;          // model-convention FLOPs this op performs (recompute included)
   double bytes = 0;          // compute: memory traffic; communication: the buffer's full size
                              // (nccl-tests' "size": all-gather output, reduce-scatter input)
@@ -72,7 +73,8 @@ struct Program {
   // The ranks of `rank`'s group of this kind, in ascending order.
   std::vector<long long> group_members(GroupKind kind, long long rank) const;
   std::size_t op_count() const;
-  double total_flops() const;  // summed over every rank of every class
+  // Model FLOPs of one step: summed over every rank, work repeated across TP ranks counted once.
+  double total_flops() const;
 };
 
 // Lowers a validated plan. Throws InputError only for plans the lowering cannot express.

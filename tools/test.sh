@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's second command: set up, build, and run the whole test suite. GPU tests
+# (label `gpu`) skip themselves where no GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+bash tools/build.sh
+cd build
+ctest --output-on-failure -j"$(nproc)" "$@"
