@@ -142,10 +142,11 @@ double activation_bytes_per_layer(const Plan& plan) {
   switch (plan.training.recompute) {
     case Recompute::none: break;
     case Recompute::selective: core = 0; break;       // attention core recomputed in backward
-    case Recompute::full: return e * h * tokens * m.streams() * plan.training.micro_batch / sp;
+    case Recompute::full: return e * h * tokens * plan.training.micro_batch / sp;
   }
+  // `tokens` already spans both MMDiT streams: each token passes through one stream's weights.
   double per_token = replicated / sp + (sharded + core) / t;
-  return per_token * tokens * plan.training.micro_batch * m.streams();
+  return per_token * tokens * plan.training.micro_batch;
 }
 
 std::vector<int> layers_per_chunk(int layers, int chunks) {
@@ -198,14 +199,20 @@ MemoryReport account_memory(const Plan& plan) {
     double psi = layers_per_stage * (params.per_layer_sharded / par.tp + params.per_layer_replicated);
     if (s == 0) psi += params.embedding / par.tp;
     if (s == par.pp - 1) psi += params.head / par.tp;
+    // Tied embeddings split over stages: the last stage keeps its own copy for the LM head.
+    if (s == par.pp - 1 && par.pp > 1 && m.tied_embeddings) psi += 1.0 * m.vocab * m.hidden / par.tp;
     st.params_on_gpu = psi;
-    double all = psi * (w + g + master + states);
     switch (par.zero) {
       case 0: st.weights_bytes = psi * w; st.gradients_bytes = psi * g; st.optimizer_bytes = psi * (master + states); break;
       case 1: st.weights_bytes = psi * w; st.gradients_bytes = psi * g; st.optimizer_bytes = psi * (master + states) / shards; break;
       case 2: st.weights_bytes = psi * w; st.gradients_bytes = psi * g / shards; st.optimizer_bytes = psi * (master + states) / shards; break;
       default: {
         st.weights_bytes = psi * w / shards;
+        if (shards == 1) {
+          st.gradients_bytes = psi * g;
+          st.optimizer_bytes = psi * (master + states);
+          break;
+        }
         st.gradients_bytes = psi * g / shards;
         st.optimizer_bytes = psi * (master + states) / shards;
         // Gathered copies in flight: the layer in use and the one prefetched, weights and grads.
@@ -214,7 +221,6 @@ MemoryReport account_memory(const Plan& plan) {
         st.gradients_bytes += layer * g;
       }
     }
-    (void)all;
     // Micro-batches whose activations stage s holds at its peak.
     double in_flight;
     switch (par.schedule) {

@@ -354,6 +354,11 @@ class StageLowering {
     }
   }
 
+  // With tied embeddings split over stages the last stage holds its own copy of the matrix.
+  double head_params() const {
+    double extra = m_.tied_embeddings && par_.pp > 1 ? 1.0 * m_.vocab * m_.hidden : 0;
+    return (params_.head + extra) / tp_;
+  }
   double layer_params() const { return params_.per_layer_sharded / tp_ + params_.per_layer_replicated; }
 
   void run_layer(int layer, int mb, Phase p) {
@@ -400,7 +405,7 @@ class StageLowering {
     double rows_txt = b_ * (m_.family == ModelFamily::unified ? m_.text_tokens / static_cast<double>(cp_)
                             : m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_));
     double patch_out = 1.0 * m_.patch * m_.patch * m_.out_channels();
-    gather_params("head", params_.head / tp_, p, mb);
+    gather_params("head", head_params(), p, mb);
     auto body = [&](Phase ph) {
       if (m_.adaln()) chain(replicated(gemm("head.adaln", ph, mb, -1, static_cast<double>(b_), h, 2 * h)));
       chain(memory_op("head.norm", ComputeClass::norm, ph, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
@@ -424,7 +429,7 @@ class StageLowering {
     if (m_.has_image()) chain(replicated(gemm("head.image", p, mb, -1, rows_img, h, patch_out)));
     chain(memory_op("head.norm", ComputeClass::norm, p, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
     if (m_.adaln()) chain(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)));
-    grads_done("head", mb, params_.head / tp_);
+    grads_done("head", mb, head_params());
   }
 
   // Small input/output ops whose work every TP rank repeats: counted once in the model FLOPs.

@@ -93,11 +93,13 @@ ModelSpec parse_model(JsonReader r) {
                            to_string(m.family) + ")");
   }
   bool spelled = preset.empty();
+  // Overriding a preset's width or heads carries its ratios along unless those are set too.
+  bool mha = m.kv_heads == m.heads, mlp4 = m.ffn_hidden == 4 * m.hidden;
   m.layers = positive_int(r, "layers", m.layers, spelled);
   m.hidden = positive_int(r, "hidden", m.hidden, spelled);
   m.heads = positive_int(r, "heads", m.heads, spelled);
-  m.kv_heads = positive_int(r, "kv_heads", m.kv_heads ? m.kv_heads : m.heads);
-  m.ffn_hidden = positive_int(r, "ffn_hidden", m.ffn_hidden ? m.ffn_hidden : 4LL * m.hidden);
+  m.kv_heads = positive_int(r, "kv_heads", m.kv_heads && !mha ? m.kv_heads : m.heads);
+  m.ffn_hidden = positive_int(r, "ffn_hidden", m.ffn_hidden && !mlp4 ? m.ffn_hidden : 4LL * m.hidden);
   m.gated_mlp = r.boolean("gated_mlp", m.gated_mlp);
   m.linear_bias = r.boolean("linear_bias", m.linear_bias);
   require(m.hidden % m.heads == 0, r, "heads",
@@ -122,6 +124,9 @@ ModelSpec parse_model(JsonReader r) {
   if (m.num_classes < 0) r.fail("num_classes", "must be >= 0");
   if (m.text_tokens < 0) r.fail("text_tokens", "must be >= 0");
   if (m.vocab < 0) r.fail("vocab", "must be >= 0");
+  if (m.seq_len < 0) r.fail("seq_len", "must be >= 0");
+  if (m.context_dim < 0) r.fail("context_dim", "must be >= 0");
+  if (m.pooled_dim < 0) r.fail("pooled_dim", "must be >= 0");
   if (image) {
     require(m.image_size > 0, r, "image_size", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
     int cell = m.vae_downsample * m.patch;
@@ -229,11 +234,10 @@ ParallelismSpec parse_parallelism(JsonReader r) {
   long long zero = r.integer("zero", 0);
   if (zero < 0 || zero > 3) r.fail("zero", std::to_string(zero) + " is not a ZeRO stage (0, 1, 2 or 3)");
   p.zero = static_cast<int>(zero);
-  if (r.has("fsdp")) {
-    if (r.boolean("fsdp", false)) {
-      if (r.has("zero") && p.zero != 3) r.fail("fsdp", "true contradicts zero " + std::to_string(p.zero) + " (FSDP full shard is zero 3)");
-      p.zero = 3;
-    }
+  if (r.boolean("fsdp", false)) {
+    if (r.has("zero") && !r.raw("zero").is_null() && p.zero != 3)
+      r.fail("fsdp", "true contradicts zero " + std::to_string(p.zero) + " (FSDP full shard is zero 3)");
+    p.zero = 3;
   }
   std::string schedule = r.choice("schedule", {"1f1b", "interleaved", "gpipe"}, "1f1b");
   p.schedule = schedule == "1f1b" ? PipelineSchedule::one_f_one_b
@@ -264,7 +268,7 @@ ClusterSpec parse_cluster(JsonReader r) {
   c.network.oversubscription = n.number("oversubscription", 1);
   if (c.network.oversubscription < 1) n.fail("oversubscription", "must be >= 1 (1 = full bisection)");
   long long levels = n.integer("levels", 2);
-  if (levels < 1 || levels > 3) n.fail("levels", "must be 1, 2 or 3");
+  if (levels < 1 || levels > 2) n.fail("levels", "must be 1 (one switch) or 2 (leaf and spine)");
   c.network.levels = static_cast<int>(levels);
   c.network.nodes_per_leaf = positive_int(n, "nodes_per_leaf", 16);
   c.network.latency_s = non_negative(n, "latency_us", 5.0) * 1e-6;
@@ -361,8 +365,14 @@ void cross_validate(Plan& p) {
     fail("training.precision", "fp8 is not supported by " + p.cluster.device.name);
   if (t.privacy.enabled && par.pp > 1)
     fail("training.privacy.enabled", "DP-SGD with pipeline parallelism is not supported (per-sample norms span stages)");
-  if (p.model.family != ModelFamily::mmdit && (p.model.context_dim > 0 || p.model.pooled_dim > 0) )
+  if (p.model.family != ModelFamily::mmdit && p.model.context_dim > 0)
     fail("model.context_dim", "only mmdit models take a text context");
+  if (p.model.family != ModelFamily::mmdit && p.model.pooled_dim > 0)
+    fail("model.pooled_dim", "only mmdit models take a pooled text vector");
+  if (p.model.is_diffusion() && p.model.vocab > 0)
+    fail("model.vocab", "a " + std::string(to_string(p.model.family)) + " model has no text vocabulary (use unified)");
+  if (par.schedule == PipelineSchedule::interleaved && par.pp == 1)
+    fail("parallelism.schedule", "\"interleaved\" needs pp > 1");
   if (p.model.family == ModelFamily::dit && p.model.text_tokens > 0)
     fail("model.text_tokens", "a dit model has no text tokens (use mmdit or unified)");
 
@@ -378,7 +388,7 @@ void cross_validate(Plan& p) {
     warn("only " + str(mb) + " micro-batches for " + str(par.pp) + " pipeline stages: most of the step is bubble");
   if (par.pp > 1 && par.schedule == PipelineSchedule::gpipe)
     warn("parallelism.schedule gpipe keeps every micro-batch's activations alive; 1f1b keeps pp of them");
-  if (par.zero == 3 && par.dp == 1) warn("parallelism.zero 3 with dp 1 shards nothing");
+  if (par.zero == 3 && par.dp * par.cp == 1) warn("parallelism.zero 3 with dp x cp = 1 shards nothing");
   if (t.precision == Precision::fp32 && !p.cluster.device.measured)
     warn("training.precision fp32 runs on TF32 tensor cores at half the bf16 peak");
 }

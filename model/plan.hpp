@@ -73,7 +73,7 @@ struct NetworkSpec {
   double nic_gbps = 0;         // per NIC; 0 = the device's usual NIC
   int nics_per_node = 0;       // 0 = one per GPU
   double oversubscription = 1;  // leaf uplink : downlink bandwidth ratio is 1 : this
-  int levels = 2;              // fat-tree levels (leaf/spine = 2, +core = 3)
+  int levels = 2;              // 1 = one switch, 2 = leaf and spine
   int nodes_per_leaf = 16;     // nodes (or, rail-optimized, rail GPUs) under one leaf switch
   double latency_s = 5e-6;     // one-way, NIC to NIC through the fabric
 };
@@ -82,7 +82,7 @@ struct ClusterSpec {
   DeviceSpec device;
   int nodes = 1;
   int devices_per_node = 8;
-  double nvlink_bytes_per_s = 0;  // per direction per GPU; 0 = the device's
+  double nvlink_bytes_per_s = 0;  // per direction per GPU (the device's unless the plan sets it)
   double nvlink_latency_s = 1e-6;
   NetworkSpec network;
 
@@ -110,7 +110,7 @@ struct ReliabilitySpec {
 };
 
 struct RunSpec {
-  long long steps = 0;
+  long long steps = 1000;
   double duration_s = 0;  // wall-clock length of the job for long-run simulation
 };
 

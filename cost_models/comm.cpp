@@ -1,0 +1,45 @@
+// Analytic collective model; the simulator moves the same volumes as flows on its links.
+#include "cost_models/comm.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace ditwin::cost {
+
+double bus_factor(Collective c, int n) {
+  if (n <= 1) return 0;
+  switch (c) {
+    case Collective::all_reduce: return 2.0 * (n - 1) / n;
+    case Collective::all_gather:
+    case Collective::reduce_scatter:
+    case Collective::all_to_all: return 1.0 * (n - 1) / n;
+    case Collective::send:
+    case Collective::recv: return 1;
+    case Collective::none: return 0;
+  }
+  return 0;
+}
+
+double bus_bandwidth(const GroupShape& g, const DeviceProfile& p) {
+  double nvlink = p.nvlink_bytes_per_s * p.nvlink_efficiency;
+  if (g.nodes() <= 1) return nvlink;
+  double network = g.per_node * p.nic_bytes_per_s * p.network_efficiency;
+  return g.per_node > 1 ? std::min(nvlink, network) : network;
+}
+
+double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfile& p) {
+  if (g.n <= 1) return 0;
+  double hop = g.nodes() > 1 ? p.network_latency_s : p.nvlink_latency_s;
+  double step = hop + p.collective_step_latency_s;
+  double ring_steps = c == Collective::all_reduce ? 2.0 * (g.n - 1) : 1.0 * (g.n - 1);
+  double tree_steps = c == Collective::all_reduce ? 2.0 * std::ceil(std::log2(g.n)) : std::ceil(std::log2(g.n));
+  if (c == Collective::send || c == Collective::recv) ring_steps = tree_steps = 1;
+  return step * std::min(ring_steps, tree_steps);
+}
+
+double collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p) {
+  if (g.n <= 1 && c != Collective::send && c != Collective::recv) return 0;
+  return collective_latency_s(c, g, p) + bytes * bus_factor(c, std::max(g.n, 2)) / bus_bandwidth(g, p);
+}
+
+}  // namespace ditwin::cost

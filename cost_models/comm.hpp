@@ -1,0 +1,28 @@
+// NCCL-style collective costs: bus-bandwidth factors as nccl-tests defines them, ring and tree
+// latency terms, and a hierarchical (NVLink inside a node, NICs between nodes) bandwidth.
+#pragma once
+#include "cost_models/profile.hpp"
+#include "model/program.hpp"
+
+namespace ditwin::cost {
+
+// busbw = algbw x this factor: all-reduce 2(n-1)/n; all-gather, reduce-scatter, all-to-all (n-1)/n;
+// send/recv and broadcast 1.
+double bus_factor(Collective c, int n);
+
+// Where a group's ranks sit: n ranks, `per_node` of them on each node they span.
+struct GroupShape {
+  int n = 1;
+  int per_node = 1;
+  int nodes() const { return (n + per_node - 1) / per_node; }
+};
+
+// Bus bandwidth NCCL reaches for this group (bytes/s): NVLink inside one node; across nodes, the
+// slower of NVLink and the NICs of the group's GPUs on a node (rings leave a node through every NIC).
+double bus_bandwidth(const GroupShape& g, const DeviceProfile& p);
+// Latency part: the cheaper of ring (steps grow with n) and tree (with log n) algorithms.
+double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfile& p);
+// Whole collective on an idle network: latency + bytes x bus_factor / bus bandwidth.
+double collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p);
+
+}  // namespace ditwin::cost

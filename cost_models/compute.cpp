@@ -1,0 +1,51 @@
+// Roofline with efficiency curves per op class.
+#include "cost_models/compute.hpp"
+
+#include <algorithm>
+
+namespace ditwin::cost {
+
+double gemm_efficiency(const DeviceProfile& p, double m, double n, double k) {
+  auto s = [&](double d) { return d / (d + p.gemm_half_dim); };
+  return p.gemm_efficiency * s(m) * s(n) * s(k);
+}
+
+double compute_time_s(const Op& op, const DeviceProfile& p, Precision precision, bool flash_attention) {
+  if (op.kind != OpKind::compute && op.kind != OpKind::optimizer) return 0;
+  double peak = p.peak_flops(precision);
+  double memory_s = op.bytes / (p.hbm_bytes_per_s * p.memory_efficiency);
+  double math_s = 0;
+  switch (op.compute) {
+    case ComputeClass::gemm:
+      if (op.flops > 0) math_s = op.flops / (peak * gemm_efficiency(p, op.m, op.n, op.k));
+      break;
+    case ComputeClass::attention: {
+      bool backward = op.phase == Phase::backward;
+      double flops = op.flops;
+      if (flash_attention) {
+        // Causal kernels skip the masked half; flash backward recomputes QK^T (5 matmuls, not 4).
+        if (op.causal) flops *= 0.5;
+        if (backward) flops *= 1.25;
+        double head = static_cast<double>(op.k);
+        double eff = p.attention_efficiency * (head / (head + 32.0)) / (128.0 / 160.0);
+        eff *= static_cast<double>(op.m) / (op.m + 128.0);  // short sequences fill few tiles
+        if (backward) eff *= p.attention_backward_ratio;
+        math_s = flops / (peak * std::min(eff, 0.95));
+      } else {
+        // Unfused: batched QK^T and AV GEMMs plus softmax (and its backward) through HBM.
+        double eff = gemm_efficiency(p, op.m, op.n, op.k);
+        math_s = flops / (peak * eff);
+        double scores = static_cast<double>(op.batch) * op.m * op.n;
+        double elem = precision == Precision::fp32 ? 4 : 2;
+        double softmax_bytes = scores * (4 * elem + 2);  // write scores, read, write probs+mask, read in AV
+        memory_s += (backward ? 2 : 1) * softmax_bytes / (p.hbm_bytes_per_s * p.memory_efficiency);
+        return math_s + memory_s + 4 * p.kernel_overhead_s;
+      }
+      break;
+    }
+    default: break;  // norms, elementwise, embeddings, loss, optimizer: memory-bound
+  }
+  return std::max(math_s, memory_s) + p.kernel_overhead_s;
+}
+
+}  // namespace ditwin::cost

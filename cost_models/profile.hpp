@@ -1,0 +1,43 @@
+// Device and link constants the cost models run on: from a device preset plus ditwin's
+// efficiency constants, or from a measured profile (`ditwin calibrate`, `--profile FILE`).
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "model/plan.hpp"
+
+namespace ditwin::cost {
+
+struct DeviceProfile {
+  std::string device;
+  std::string source;  // "preset" or the profile file
+  double peak_flops_bf16 = 0, peak_flops_fp8 = 0, peak_flops_fp32 = 0;
+  double hbm_bytes_per_s = 0;
+  // Fractions of peak that well-shaped kernels reach, and how shape erodes them.
+  double gemm_efficiency = 0;       // large GEMMs
+  double gemm_half_dim = 0;         // a GEMM dimension this small halves the efficiency
+  double attention_efficiency = 0;  // fused (flash) attention forward
+  double attention_backward_ratio = 0;  // backward efficiency relative to forward
+  double memory_efficiency = 0;     // memory-bound kernels, of HBM bandwidth
+  double kernel_overhead_s = 0;     // fixed cost per op (launch, tail)
+  // Interconnect.
+  double nvlink_bytes_per_s = 0;    // per GPU per direction
+  double nvlink_latency_s = 0;
+  double nvlink_efficiency = 0;     // NCCL bus bandwidth over NVLink / link bandwidth
+  double nic_bytes_per_s = 0;       // per NIC per direction
+  double network_latency_s = 0;
+  double network_efficiency = 0;    // NCCL bus bandwidth over the NIC / NIC bandwidth
+  double collective_step_latency_s = 0;  // per algorithm step (NCCL protocol overhead)
+
+  double peak_flops(Precision p) const;
+  nlohmann::json to_json() const;
+};
+
+// The constants for a plan's cluster: device preset figures plus ditwin's default efficiencies
+// (docs/validation.md says where each comes from), or throws if the device must be measured.
+DeviceProfile profile_for(const ClusterSpec& cluster);
+// Reads a profile file; every key is required; errors name the file and key.
+DeviceProfile load_profile(const std::string& path);
+DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& where);
+
+}  // namespace ditwin::cost
