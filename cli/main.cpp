@@ -9,26 +9,58 @@
 #include "model/plan.hpp"
 #include "model/plan_summary.hpp"
 #include "model/program.hpp"
+#include "model/report.hpp"
+#include "cost_models/profile.hpp"
+#include "sim/step_sim.hpp"
 
 namespace {
 
-void write_json(const nlohmann::json& j, const std::string& path) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw ditwin::InputError(path + ": cannot write");
-    out << j.dump(2) << "\n";
-    if (!out) throw ditwin::InputError(path + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw ditwin::InputError(path + ": cannot rename " + tmp);
-}
 
 int run_plan(const std::string& plan_path, const std::string& report_path) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
   ditwin::Program program = ditwin::lower(plan);
   nlohmann::json summary = ditwin::plan_summary(plan, program);
   std::cout << ditwin::format_plan_summary(summary);
-  if (!report_path.empty()) write_json(summary, report_path);
+  if (!report_path.empty()) ditwin::write_json_file(summary, report_path, 2);
+  return 0;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+void print_step_report(const ditwin::StepReport& r) {
+  using ditwin::human_count;
+  std::cout << r.source << " step of " << r.plan << " on " << r.gpus << " x " << r.device << "\n"
+            << "  step time        " << fixed(r.step_time_s * 1e3, 2) << " ms\n"
+            << "  throughput       " << human_count(r.samples_per_s) << " samples/s, " << human_count(r.tokens_per_s) << " tokens/s\n"
+            << "  per GPU          " << fixed(r.tflops_per_gpu, 1) << " TFLOP/s model, " << fixed(r.hardware_tflops_per_gpu, 1)
+            << " TFLOP/s hardware\n"
+            << "  MFU / HFU        " << fixed(100 * r.mfu, 1) << "% / " << fixed(100 * r.hfu, 1) << "%\n";
+  const auto& b = r.breakdown;
+  auto pct = [&](double s) { return fixed(r.step_time_s > 0 ? 100 * s / r.step_time_s : 0, 1) + "%"; };
+  std::cout << "  breakdown (rank " << b.rank << ")  compute " << pct(b.compute_s) << ", optimizer " << pct(b.optimizer_s);
+  for (const auto& [k, v] : b.exposed_comm_s)
+    if (v > 0) std::cout << ", exposed " << k << " " << pct(v);
+  std::cout << ", bubble " << pct(b.bubble_s) << "\n";
+  std::cout << "  memory per GPU   " << ditwin::human_bytes(r.memory["peak_bytes"].get<double>()) << " of "
+            << ditwin::human_bytes(r.memory["capacity_bytes"].get<double>())
+            << (r.memory["fits"].get<bool>() ? " (fits)" : " (DOES NOT FIT)") << "\n";
+}
+
+int run_simulate(const std::string& plan_path, const std::string& report_path, const std::string& trace_path,
+                 const std::string& profile_path, const std::string& mode) {
+  ditwin::Plan plan = ditwin::load_plan(plan_path);
+  if (mode != "step") throw ditwin::InputError("--mode " + mode + ": only \"step\" is available in this build");
+  ditwin::cost::DeviceProfile profile =
+      profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
+  ditwin::Program program = ditwin::lower(plan);
+  ditwin::StepReport report = ditwin::sim::simulate_step(plan, program, profile);
+  print_step_report(report);
+  if (!report_path.empty()) ditwin::write_json_file(ditwin::to_json(report), report_path);
+  if (!trace_path.empty()) ditwin::write_json_file(ditwin::to_trace(report), trace_path, -1);
   return 0;
 }
 
@@ -44,6 +76,14 @@ int main(int argc, char** argv) {
   plan_cmd->add_option("plan", plan_path, "Training plan (JSON)")->required();
   plan_cmd->add_option("--report", report_path, "Also write the summary as JSON");
 
+  std::string sim_plan, sim_report, sim_trace, sim_profile, sim_mode = "step";
+  auto* sim_cmd = app.add_subcommand("simulate", "Predict a training step on a simulated cluster (SimGrid)");
+  sim_cmd->add_option("plan", sim_plan, "Training plan (JSON)")->required();
+  sim_cmd->add_option("--report", sim_report, "Write the predicted report (JSON)");
+  sim_cmd->add_option("--trace", sim_trace, "Write the predicted timeline (Chrome trace JSON, opens in Perfetto)");
+  sim_cmd->add_option("--profile", sim_profile, "Device profile from `ditwin calibrate` instead of the preset");
+  sim_cmd->add_option("--mode", sim_mode, "step: one training step");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -51,6 +91,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
+    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";
     return 2;

@@ -1,0 +1,66 @@
+// One report and trace schema for predicted (sim/) and measured (exec/) steps, so that
+// `ditwin compare` and the GUI treat both alike. Keys are documented in docs/report.md.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/plan.hpp"
+#include "model/program.hpp"
+
+namespace ditwin {
+
+// One executed (or simulated) op on one rank.
+struct OpRecord {
+  std::string name;
+  long long rank = 0;
+  int stage = 0;
+  Stream stream = Stream::compute;
+  OpKind kind = OpKind::compute;
+  Collective collective = Collective::none;
+  int group_size = 1;
+  double start_s = 0;     // from the start of the step
+  double duration_s = 0;
+  double flops = 0;
+  double bytes = 0;
+};
+
+// Where a rank's step time went; the parts add up to the step time.
+struct StepBreakdown {
+  long long rank = 0;                       // the rank the breakdown is taken on (the slowest)
+  double compute_s = 0;                     // compute stream busy, optimizer excluded
+  double optimizer_s = 0;
+  std::map<std::string, double> exposed_comm_s;  // by stream: tp, cp, dp, pp; compute idle meanwhile
+  double bubble_s = 0;                      // nothing running: waiting on other pipeline stages
+};
+
+struct StepReport {
+  std::string source;  // "predicted" or "measured"
+  std::string plan;
+  std::string device;
+  long long gpus = 0;
+  double step_time_s = 0;
+  double samples_per_s = 0, tokens_per_s = 0;
+  double tflops_per_gpu = 0, hardware_tflops_per_gpu = 0;
+  double mfu = 0, hfu = 0;
+  StepBreakdown breakdown;
+  nlohmann::json memory;   // from the accounting
+  nlohmann::json extra;    // source-specific details (simulator statistics, losses, ...)
+  std::vector<OpRecord> ops;
+};
+
+// Fills throughput, TFLOP/s, MFU/HFU (PaLM's definitions: model FLOPs without recompute over
+// the dense peak; hardware FLOPs with it) and the memory section from the plan and step time.
+void fill_metrics(StepReport& report, const Plan& plan, double peak_flops_per_gpu);
+// Splits the slowest rank's step into compute, optimizer, exposed communication and bubble.
+StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s);
+
+nlohmann::json to_json(const StepReport& report);
+// Chrome Trace Event Format: pid = rank, tid = stream, X events in microseconds, M metadata,
+// one ProfilerStep#N slice per step.
+nlohmann::json to_trace(const StepReport& report);
+void write_json_file(const nlohmann::json& j, const std::string& path, int indent = 1);
+
+}  // namespace ditwin

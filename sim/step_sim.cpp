@@ -1,0 +1,418 @@
+// One training step on the simulated cluster.
+//
+// One actor per rank class (pipeline stage) plays that class's Program on its representative
+// rank: compute ops are executions on the GPU host, collectives are flows over the links their
+// ring would use (one flow set per collective, not one message per ring step), pipeline
+// transfers are flows to the peer stage's representative. Streams run their ops in order; an op
+// starts when its stream is free and its dependencies are done, so overlap, exposed
+// communication and pipeline bubbles come out of the simulation.
+#include "sim/step_sim.hpp"
+
+#include <simgrid/s4u.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <deque>
+#include <set>
+#include <stdexcept>
+
+#include "cost_models/comm.hpp"
+#include "cost_models/compute.hpp"
+#include "model/errors.hpp"
+#include "sim/platform.hpp"
+
+XBT_LOG_NEW_DEFAULT_CATEGORY(ditwin_sim_step, "ditwin: one simulated training step");
+
+namespace ditwin::sim {
+
+namespace {
+
+struct Flow {
+  sg4::Host* from;
+  sg4::Host* to;
+  double bytes;
+};
+
+struct Context {
+  const Plan& plan;
+  const Program& program;
+  const cost::DeviceProfile& profile;
+  Platform* platform = nullptr;
+  std::vector<OpRecord> records;
+  std::map<std::string, double> p2p_flow_start;  // match key -> when the transfer began
+  long long flows = 0, execs = 0;
+  double t0 = 0;
+};
+
+// The flows one collective puts on the network, seen from `rank`: its ring neighbour inside the
+// node over NVLink and its neighbour on the next node through the NIC. Ranks of the same class on
+// the same node run the same collective at the same time; their inter-node flows are added when
+// they leave the leaf, where they share an uplink with ours.
+std::vector<Flow> collective_flows(const Context& ctx, const Op& op, long long rank, bool with_siblings = true) {
+  std::vector<Flow> flows;
+  const Platform& pf = *ctx.platform;
+  auto members = ctx.program.group_members(op.group, rank);
+  int n = static_cast<int>(members.size());
+  if (n <= 1) return flows;
+  long long node = pf.node_of(rank);
+  std::vector<long long> local;
+  std::vector<long long> nodes;
+  for (long long m : members) {
+    if (pf.node_of(m) == node) local.push_back(m);
+    if (nodes.empty() || nodes.back() != pf.node_of(m)) nodes.push_back(pf.node_of(m));
+  }
+  int k = static_cast<int>(local.size());
+  double volume = op.bytes * cost::bus_factor(op.collective, n);  // what each rank moves
+  int position = static_cast<int>(std::find(local.begin(), local.end(), rank) - local.begin());
+  if (k > 1) {
+    double intra = nodes.size() > 1 ? volume * (k - 1) / k : volume;
+    flows.push_back({pf.gpu(rank), pf.gpu(local[(position + 1) % k]), intra});
+  }
+  if (nodes.size() > 1) {
+    size_t at = std::find(nodes.begin(), nodes.end(), node) - nodes.begin();
+    long long next_node = nodes[(at + 1) % nodes.size()];
+    std::vector<long long> there;
+    for (long long m : members)
+      if (pf.node_of(m) == next_node) there.push_back(m);
+    long long peer = there[position % there.size()];
+    flows.push_back({pf.nic(rank), pf.nic(peer), volume / k});
+    if (with_siblings && pf.leaf_of(rank) != pf.leaf_of(peer)) {
+      long long first = node * ctx.plan.cluster.devices_per_node;
+      for (long long s = first; s < first + ctx.plan.cluster.devices_per_node; ++s) {
+        if (s == rank || ctx.program.stage_of(s) != ctx.program.stage_of(rank)) continue;
+        auto more = collective_flows(ctx, op, s, false);
+        for (const auto& f : more)
+          if (f.from != pf.gpu(s)) flows.push_back(f);  // only their network flows
+      }
+    }
+  }
+  return flows;
+}
+
+// Nodes a simulation touches: each representative's node and the nodes its (and its node
+// siblings') collective rings step to next.
+std::set<long long> nodes_needed(const Plan& plan, const Program& program, const std::vector<long long>& reps) {
+  std::set<long long> nodes;
+  long long dpn = plan.cluster.devices_per_node;
+  for (long long r : reps) {
+    nodes.insert(r / dpn);
+    std::set<GroupKind> kinds;
+    for (const auto& op : program.class_of(r).ops)
+      if (op.kind == OpKind::collective) kinds.insert(op.group);
+    long long first = (r / dpn) * dpn;
+    for (GroupKind g : kinds) {
+      for (long long s = first; s < first + dpn && s < program.world(); ++s) {
+        auto members = program.group_members(g, s);
+        auto self = std::find(members.begin(), members.end(), s);
+        if (self == members.end()) continue;
+        size_t i = self - members.begin();
+        for (size_t j = 1; j < members.size(); ++j) {
+          long long m = members[(i + j) % members.size()];
+          if (m / dpn != s / dpn) {
+            nodes.insert(m / dpn);
+            break;
+          }
+        }
+      }
+    }
+  }
+  return nodes;
+}
+
+class RankActor {
+ public:
+  RankActor(Context& ctx, long long rank) : ctx_(ctx), rank_(rank), rc_(ctx.program.class_of(rank)) {}
+
+  void operator()() {
+    const auto& ops = rc_.ops;
+    size_t n = ops.size();
+    waiting_.assign(n, 0);
+    dependents_.assign(n, {});
+    pending_.assign(n, 0);
+    start_.assign(n, -1);
+    for (size_t i = 0; i < n; ++i) {
+      waiting_[i] = static_cast<int>(ops[i].deps.size());
+      for (auto d : ops[i].deps) dependents_[d].push_back(static_cast<std::uint32_t>(i));
+      if (ops[i].stream == Stream::pp) {
+        if (waiting_[i] == 0) pp_ready_.push_back(static_cast<std::uint32_t>(i));
+      } else {
+        queue_[static_cast<int>(ops[i].stream)].push_back(static_cast<std::uint32_t>(i));
+      }
+    }
+    size_t finished = 0;
+    while (finished < n) {
+      launch_ready();
+      if (running_.empty())
+        throw std::logic_error("rank " + std::to_string(rank_) + ": the program deadlocked after " +
+                               std::to_string(finished) + " of " + std::to_string(n) + " ops");
+      ssize_t i = sg4::Activity::wait_any(running_);
+      std::uint32_t op = running_op_[i];
+      running_[i] = running_.back();
+      running_.pop_back();
+      running_op_[i] = running_op_.back();
+      running_op_.pop_back();
+      if (--pending_[op] == 0) {
+        finish(op);
+        ++finished;
+      }
+    }
+  }
+
+ private:
+  Context& ctx_;
+  long long rank_;
+  const RankClass& rc_;
+  std::vector<int> waiting_, pending_;
+  std::vector<double> start_;
+  std::vector<std::vector<std::uint32_t>> dependents_;
+  std::array<std::deque<std::uint32_t>, stream_count> queue_;
+  std::array<bool, stream_count> busy_{};
+  std::vector<std::uint32_t> pp_ready_;
+  std::vector<sg4::ActivityPtr> running_;
+  std::vector<std::uint32_t> running_op_;
+
+  double now() const { return sg4::Engine::get_clock() - ctx_.t0; }
+
+  void track(sg4::ActivityPtr a, std::uint32_t op) {
+    running_.push_back(std::move(a));
+    running_op_.push_back(op);
+    ++pending_[op];
+  }
+
+  void launch_ready() {
+    for (int s = 0; s < stream_count; ++s) {
+      if (s == static_cast<int>(Stream::pp) || busy_[s] || queue_[s].empty()) continue;
+      std::uint32_t op = queue_[s].front();
+      if (waiting_[op] > 0) continue;
+      queue_[s].pop_front();
+      busy_[s] = true;
+      launch(op);
+    }
+    std::vector<std::uint32_t> ready;
+    ready.swap(pp_ready_);
+    for (auto op : ready) launch(op);
+  }
+
+  void delay(double seconds, std::uint32_t op, const std::string& name) {
+    auto e = sg4::this_actor::exec_init(std::max(seconds, 0.0) * 1.0);
+    e->set_host(ctx_.platform->delay())->set_name(name);
+    e->start();
+    ++ctx_.execs;
+    track(e, op);
+  }
+
+  void launch(std::uint32_t i) {
+    const Op& op = rc_.ops[i];
+    start_[i] = now();
+    switch (op.kind) {
+      case OpKind::compute:
+      case OpKind::optimizer:
+      case OpKind::copy: {
+        double t = cost::compute_time_s(op, ctx_.profile, ctx_.plan.training.precision, ctx_.plan.training.flash_attention);
+        auto e = sg4::this_actor::exec_init(t * Platform::gpu_speed);
+        e->set_host(ctx_.platform->gpu(rank_))->set_name(op.name);
+        e->start();
+        ++ctx_.execs;
+        track(e, i);
+        break;
+      }
+      case OpKind::collective: {
+        auto members = ctx_.program.group_members(op.group, rank_);
+        cost::GroupShape shape;
+        shape.n = static_cast<int>(members.size());
+        long long node = ctx_.platform->node_of(rank_);
+        shape.per_node = static_cast<int>(std::count_if(members.begin(), members.end(),
+                                                        [&](long long m) { return ctx_.platform->node_of(m) == node; }));
+        delay(cost::collective_latency_s(op.collective, shape, ctx_.profile) * std::max(1, op.calls), i, op.name + ".latency");
+        for (const auto& f : collective_flows(ctx_, op, rank_)) {
+          if (f.bytes <= 0) continue;
+          auto c = sg4::Comm::sendto_init(f.from, f.to);
+          c->set_payload_size(static_cast<std::uint64_t>(f.bytes))->set_name(op.name);
+          c->start();
+          ++ctx_.flows;
+          track(c, i);
+        }
+        break;
+      }
+      case OpKind::p2p: {
+        long long peer = peer_rank(op);
+        auto* box = sg4::Mailbox::by_name("p2p:" + op.match);
+        if (op.collective == Collective::send) {
+          sg4::Host* from = same_node(peer) ? ctx_.platform->gpu(rank_) : ctx_.platform->nic(rank_);
+          sg4::Host* to = same_node(peer) ? ctx_.platform->gpu(peer) : ctx_.platform->nic(peer);
+          auto c = sg4::Comm::sendto_init(from, to);
+          c->set_payload_size(static_cast<std::uint64_t>(std::max(op.bytes, 1.0)))->set_name(op.name);
+          c->start();
+          ++ctx_.flows;
+          ctx_.p2p_flow_start[op.match] = now();
+          track(c, i);
+        } else {
+          static int token = 0;
+          auto c = box->get_init()->set_dst_data(reinterpret_cast<void**>(&recv_slot_), sizeof(void*));
+          c->set_name(op.name);
+          c->start();
+          (void)token;
+          track(c, i);
+        }
+        break;
+      }
+    }
+  }
+  void* recv_slot_ = nullptr;
+
+  bool same_node(long long peer) const { return ctx_.platform->node_of(peer) == ctx_.platform->node_of(rank_); }
+  long long peer_rank(const Op& op) const {
+    long long stage_size = 1LL * ctx_.program.tp * ctx_.program.cp * ctx_.program.dp;
+    return rank_ + (op.peer_stage - ctx_.program.stage_of(rank_)) * stage_size;
+  }
+
+  void finish(std::uint32_t i) {
+    const Op& op = rc_.ops[i];
+    double end = now();
+    double begin = start_[i];
+    if (op.kind == OpKind::p2p) {
+      if (op.collective == Collective::send) {
+        // Tell the receiver the data is there (the control plane costs nothing).
+        static int token = 0;
+        sg4::Mailbox::by_name("p2p:" + op.match)->put_init(&token, 0)->detach();
+      } else {
+        auto it = ctx_.p2p_flow_start.find(op.match);
+        if (it != ctx_.p2p_flow_start.end()) begin = std::max(begin, it->second);  // time spent transferring
+      }
+    }
+    if (op.stream != Stream::pp) busy_[static_cast<int>(op.stream)] = false;
+    OpRecord rec;
+    rec.name = op.name;
+    rec.rank = rank_;
+    rec.stage = rc_.stage;
+    rec.stream = op.stream;
+    rec.kind = op.kind;
+    rec.collective = op.collective;
+    rec.group_size = op.group_size;
+    rec.start_s = begin;
+    rec.duration_s = end - begin;
+    rec.flops = op.flops;
+    rec.bytes = op.bytes;
+    ctx_.records.push_back(std::move(rec));
+    for (auto d : dependents_[i])
+      if (--waiting_[d] == 0 && rc_.ops[d].stream == Stream::pp) pp_ready_.push_back(d);
+  }
+};
+
+nlohmann::json run_in_this_process(const Plan& plan, const Program& program, const cost::DeviceProfile& profile) {
+  int argc = 1;
+  char name[] = "ditwin";
+  char* argv[] = {name, nullptr};
+  xbt_log_control_set("root.thresh:critical");
+  sg4::Engine engine(&argc, argv);
+  // Plain max-min sharing with no latency/bandwidth fudge: the profile's efficiencies are the
+  // only correction to datasheet link bandwidth.
+  sg4::Engine::set_config("network/model:CM02");
+  sg4::Engine::set_config("network/crosstraffic:0");
+  sg4::Engine::set_config("network/TCP-gamma:0");
+  xbt_log_control_set("root.thresh:critical");
+
+  std::vector<long long> reps;
+  long long stage_size = 1LL * program.tp * program.cp * program.dp;
+  for (int s = 0; s < program.pp; ++s) reps.push_back(s * stage_size);
+  std::set<long long> actor_ranks(reps.begin(), reps.end());
+  Context ctx{plan, program, profile, nullptr, {}, {}, 0, 0, 0};
+  Platform platform(plan, profile, nodes_needed(plan, program, reps), actor_ranks);
+  ctx.platform = &platform;
+  ctx.t0 = sg4::Engine::get_clock();
+  for (long long r : reps)
+    sg4::Actor::create("rank-" + std::to_string(r), platform.control(r), RankActor(ctx, r));
+  engine.run();
+
+  nlohmann::json out;
+  out["t0"] = ctx.t0;
+  out["flows"] = ctx.flows;
+  out["execs"] = ctx.execs;
+  out["hosts"] = engine.get_host_count();
+  out["links"] = engine.get_link_count();
+  auto& recs = out["ops"] = nlohmann::json::array();
+  std::sort(ctx.records.begin(), ctx.records.end(), [](const OpRecord& a, const OpRecord& b) {
+    return a.rank != b.rank ? a.rank < b.rank : a.start_s != b.start_s ? a.start_s < b.start_s : a.name < b.name;
+  });
+  for (const auto& r : ctx.records)
+    recs.push_back({r.name, r.rank, r.stage, static_cast<int>(r.stream), static_cast<int>(r.kind),
+                    static_cast<int>(r.collective), r.group_size, r.start_s, r.duration_s, r.flops, r.bytes});
+  return out;
+}
+
+}  // namespace
+
+StepReport simulate_step(const Plan& plan, const Program& program, const cost::DeviceProfile& profile) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("simulate: pipe failed");
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("simulate: fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string payload;
+    int code = 0;
+    try {
+      payload = run_in_this_process(plan, program, profile).dump();
+    } catch (const std::exception& e) {
+      payload = nlohmann::json{{"error", e.what()}}.dump();
+      code = 1;
+    }
+    const char* p = payload.data();
+    size_t left = payload.size();
+    while (left > 0) {
+      ssize_t w = write(fds[1], p, left);
+      if (w <= 0) break;
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+    close(fds[1]);
+    _exit(code);
+  }
+  close(fds[1]);
+  std::string payload;
+  char buf[1 << 16];
+  ssize_t got;
+  while ((got = read(fds[0], buf, sizeof buf)) > 0) payload.append(buf, static_cast<size_t>(got));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (payload.empty())
+    throw std::runtime_error("simulate: the simulation process died (status " + std::to_string(status) + ")");
+  nlohmann::json out = nlohmann::json::parse(payload);
+  if (out.contains("error")) throw std::runtime_error("simulate: " + out["error"].get<std::string>());
+
+  StepReport report;
+  report.source = "predicted";
+  for (const auto& r : out["ops"]) {
+    OpRecord rec;
+    rec.name = r[0];
+    rec.rank = r[1];
+    rec.stage = r[2];
+    rec.stream = static_cast<Stream>(r[3].get<int>());
+    rec.kind = static_cast<OpKind>(r[4].get<int>());
+    rec.collective = static_cast<Collective>(r[5].get<int>());
+    rec.group_size = r[6];
+    rec.start_s = r[7];
+    rec.duration_s = r[8];
+    rec.flops = r[9];
+    rec.bytes = r[10];
+    report.step_time_s = std::max(report.step_time_s, rec.start_s + rec.duration_s);
+    report.ops.push_back(std::move(rec));
+  }
+  fill_metrics(report, plan, profile.peak_flops(plan.training.precision));
+  report.breakdown = breakdown_of(report.ops, report.step_time_s);
+  report.extra = {{"simulator", "SimGrid S4U"},
+                  {"simulated_ranks", program.pp},
+                  {"flows", out["flows"]},
+                  {"executions", out["execs"]},
+                  {"hosts", out["hosts"]},
+                  {"links", out["links"]},
+                  {"profile", profile.source}};
+  return report;
+}
+
+}  // namespace ditwin::sim
