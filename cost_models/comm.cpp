@@ -23,8 +23,12 @@ double bus_factor(Collective c, int n) {
 double bus_bandwidth(const GroupShape& g, const DeviceProfile& p) {
   double nvlink = p.nvlink_bytes_per_s * p.nvlink_efficiency;
   if (g.nodes() <= 1) return nvlink;
-  double network = g.per_node * p.nic_bytes_per_s * p.network_efficiency;
-  return g.per_node > 1 ? std::min(nvlink, network) : network;
+  double nic = p.nic_bytes_per_s * p.network_efficiency;
+  // Hierarchical rings: each GPU moves (k-1)/k of its volume over NVLink and 1/k through its
+  // NIC at the same time; the slower of the two sets the pace.
+  double k = g.per_node;
+  double seconds_per_byte = std::max((k - 1) / k / nvlink, 1 / k / nic);
+  return 1 / seconds_per_byte;
 }
 
 double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfile& p) {

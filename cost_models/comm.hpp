@@ -17,8 +17,9 @@ struct GroupShape {
   int nodes() const { return (n + per_node - 1) / per_node; }
 };
 
-// Bus bandwidth NCCL reaches for this group (bytes/s): NVLink inside one node; across nodes, the
-// slower of NVLink and the NICs of the group's GPUs on a node (rings leave a node through every NIC).
+// Bus bandwidth NCCL reaches for this group (bytes/s): NVLink inside one node; across nodes, each
+// of the group's k GPUs on a node sends (k-1)/k of its ring volume over NVLink and 1/k through
+// its own NIC (rings leave a node through every NIC), and the slower path sets the pace.
 double bus_bandwidth(const GroupShape& g, const DeviceProfile& p);
 // Latency part: the cheaper of ring (steps grow with n) and tree (with log n) algorithms.
 double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfile& p);
