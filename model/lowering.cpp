@@ -478,7 +478,10 @@ class StageLowering {
     if (receives) {
       int from = p == Phase::forward ? model_chunk - 1 : model_chunk + 1;
       std::string match = (p == Phase::forward ? "act." : "grad.") + std::to_string(from) + mbs;
-      Index r = add(p2p("pp." + dir + ".recv" + chunk_tag(chunk) + mbs, Collective::recv, from % p_count, match, p, mb));
+      Op recv = p2p("pp." + dir + ".recv" + chunk_tag(chunk) + mbs, Collective::recv, from % p_count, match, p, mb);
+      // Posted when the previous pass on this stage ends, as Megatron's schedules do.
+      if (previous_pass_end_ != none) recv.deps.push_back(previous_pass_end_);
+      Index r = add(std::move(recv));
       cursor_ = r;
     } else if (p == Phase::backward) {
       // The last chunk starts its backward from its own forward's loss.
@@ -503,8 +506,10 @@ class StageLowering {
       op.deps.push_back(cursor_);
       add(std::move(op));
     }
+    previous_pass_end_ = cursor_;
   }
   std::map<std::pair<int, int>, Index> forward_end_;
+  Index previous_pass_end_ = none;
 
   // The order of forward and backward passes on this stage.
   void schedule() {

@@ -36,12 +36,19 @@ struct Flow {
   double bytes;
 };
 
+// What the simulation hands back per op: which op (stage, index) ran when.
+struct Timing {
+  std::int32_t stage;
+  std::uint32_t op;
+  double start_s, duration_s;
+};
+
 struct Context {
   const Plan& plan;
   const Program& program;
   const cost::DeviceProfile& profile;
   Platform* platform = nullptr;
-  std::vector<OpRecord> records;
+  std::vector<Timing> records;
   std::map<std::string, double> p2p_flow_start;  // match key -> when the transfer began
   long long flows = 0, execs = 0;
   double t0 = 0;
@@ -154,10 +161,7 @@ class RankActor {
       running_.pop_back();
       running_op_[i] = running_op_.back();
       running_op_.pop_back();
-      if (--pending_[op] == 0) {
-        finish(op);
-        ++finished;
-      }
+      if (--pending_[op] == 0) finished += complete(op);
     }
   }
 
@@ -204,6 +208,27 @@ class RankActor {
     track(e, op);
   }
 
+  double op_time(std::uint32_t i) const {
+    return cost::compute_time_s(rc_.ops[i], ctx_.profile, ctx_.plan.training.precision, ctx_.plan.training.flash_attention);
+  }
+
+  // Compute ops that only feed the next op of the compute stream run back to back whatever
+  // happens elsewhere, so they are simulated as one execution and their times split exactly.
+  std::vector<std::pair<std::uint32_t, double>> fusable_chain(std::uint32_t i) {
+    std::vector<std::pair<std::uint32_t, double>> chain{{i, op_time(i)}};
+    auto& q = queue_[static_cast<int>(Stream::compute)];
+    while (!q.empty()) {
+      std::uint32_t last = chain.back().first, next = q.front();
+      if (dependents_[last].size() != 1 || dependents_[last][0] != next) break;
+      const Op& n = rc_.ops[next];
+      if (n.deps.size() != 1 || n.kind != OpKind::compute) break;
+      q.pop_front();
+      chain.push_back({next, op_time(next)});
+    }
+    return chain;
+  }
+  std::map<std::uint32_t, std::vector<std::pair<std::uint32_t, double>>> fused_;
+
   void launch(std::uint32_t i) {
     const Op& op = rc_.ops[i];
     start_[i] = now();
@@ -211,7 +236,15 @@ class RankActor {
       case OpKind::compute:
       case OpKind::optimizer:
       case OpKind::copy: {
-        double t = cost::compute_time_s(op, ctx_.profile, ctx_.plan.training.precision, ctx_.plan.training.flash_attention);
+        double t = op_time(i);
+        if (op.kind == OpKind::compute && op.stream == Stream::compute) {
+          auto chain = fusable_chain(i);
+          if (chain.size() > 1) {
+            t = 0;
+            for (const auto& c : chain) t += c.second;
+            fused_[i] = std::move(chain);
+          }
+        }
         auto e = sg4::this_actor::exec_init(t * Platform::gpu_speed);
         e->set_host(ctx_.platform->gpu(rank_))->set_name(op.name);
         e->start();
@@ -269,10 +302,28 @@ class RankActor {
     return rank_ + (op.peer_stage - ctx_.program.stage_of(rank_)) * stage_size;
   }
 
-  void finish(std::uint32_t i) {
+  // Finishes op i (and the ops fused behind it); returns how many ops finished.
+  size_t complete(std::uint32_t i) {
+    auto it = fused_.find(i);
+    if (it == fused_.end()) {
+      finish(i, start_[i], now());
+      return 1;
+    }
+    auto chain = std::move(it->second);
+    fused_.erase(it);
+    double total = 0;
+    for (const auto& c : chain) total += c.second;
+    double t = start_[i], span = now() - start_[i];
+    for (const auto& [op, seconds] : chain) {
+      double d = total > 0 ? span * seconds / total : 0;
+      finish(op, t, t + d);
+      t += d;
+    }
+    return chain.size();
+  }
+
+  void finish(std::uint32_t i, double begin, double end) {
     const Op& op = rc_.ops[i];
-    double end = now();
-    double begin = start_[i];
     if (op.kind == OpKind::p2p) {
       if (op.collective == Collective::send) {
         // Tell the receiver the data is there (the control plane costs nothing).
@@ -284,25 +335,15 @@ class RankActor {
       }
     }
     if (op.stream != Stream::pp) busy_[static_cast<int>(op.stream)] = false;
-    OpRecord rec;
-    rec.name = op.name;
-    rec.rank = rank_;
-    rec.stage = rc_.stage;
-    rec.stream = op.stream;
-    rec.kind = op.kind;
-    rec.collective = op.collective;
-    rec.group_size = op.group_size;
-    rec.start_s = begin;
-    rec.duration_s = end - begin;
-    rec.flops = op.flops;
-    rec.bytes = op.bytes;
-    ctx_.records.push_back(std::move(rec));
+    ctx_.records.push_back({rc_.stage, i, begin, end - begin});
     for (auto d : dependents_[i])
       if (--waiting_[d] == 0 && rc_.ops[d].stream == Stream::pp) pp_ready_.push_back(d);
   }
 };
 
-nlohmann::json run_in_this_process(const Plan& plan, const Program& program, const cost::DeviceProfile& profile) {
+// Runs the simulation; returns its statistics and fills `records`.
+nlohmann::json run_in_this_process(const Plan& plan, const Program& program, const cost::DeviceProfile& profile,
+                                   std::vector<Timing>& records) {
   int argc = 1;
   char name[] = "ditwin";
   char* argv[] = {name, nullptr};
@@ -333,14 +374,22 @@ nlohmann::json run_in_this_process(const Plan& plan, const Program& program, con
   out["execs"] = ctx.execs;
   out["hosts"] = engine.get_host_count();
   out["links"] = engine.get_link_count();
-  auto& recs = out["ops"] = nlohmann::json::array();
-  std::sort(ctx.records.begin(), ctx.records.end(), [](const OpRecord& a, const OpRecord& b) {
-    return a.rank != b.rank ? a.rank < b.rank : a.start_s != b.start_s ? a.start_s < b.start_s : a.name < b.name;
-  });
-  for (const auto& r : ctx.records)
-    recs.push_back({r.name, r.rank, r.stage, static_cast<int>(r.stream), static_cast<int>(r.kind),
-                    static_cast<int>(r.collective), r.group_size, r.start_s, r.duration_s, r.flops, r.bytes});
+  records = std::move(ctx.records);
   return out;
+}
+
+}  // namespace
+
+namespace {
+
+void write_all(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t w = write(fd, p, size);
+    if (w <= 0) _exit(3);
+    p += w;
+    size -= static_cast<size_t>(w);
+  }
 }
 
 }  // namespace
@@ -352,54 +401,66 @@ StepReport simulate_step(const Plan& plan, const Program& program, const cost::D
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("simulate: fork failed");
   if (pid == 0) {
+    // Child: [u64 record count][records][u64 json size][json statistics or error].
     close(fds[0]);
-    std::string payload;
+    std::vector<Timing> records;
+    std::string stats;
     int code = 0;
     try {
-      payload = run_in_this_process(plan, program, profile).dump();
+      stats = run_in_this_process(plan, program, profile, records).dump();
     } catch (const std::exception& e) {
-      payload = nlohmann::json{{"error", e.what()}}.dump();
+      records.clear();
+      stats = nlohmann::json{{"error", e.what()}}.dump();
       code = 1;
     }
-    const char* p = payload.data();
-    size_t left = payload.size();
-    while (left > 0) {
-      ssize_t w = write(fds[1], p, left);
-      if (w <= 0) break;
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
+    std::uint64_t n = records.size(), len = stats.size();
+    write_all(fds[1], &n, sizeof n);
+    write_all(fds[1], records.data(), n * sizeof(Timing));
+    write_all(fds[1], &len, sizeof len);
+    write_all(fds[1], stats.data(), len);
     close(fds[1]);
     _exit(code);
   }
   close(fds[1]);
   std::string payload;
-  char buf[1 << 16];
+  std::vector<char> buf(1 << 20);
   ssize_t got;
-  while ((got = read(fds[0], buf, sizeof buf)) > 0) payload.append(buf, static_cast<size_t>(got));
+  while ((got = read(fds[0], buf.data(), buf.size())) > 0) payload.append(buf.data(), static_cast<size_t>(got));
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  if (payload.empty())
-    throw std::runtime_error("simulate: the simulation process died (status " + std::to_string(status) + ")");
-  nlohmann::json out = nlohmann::json::parse(payload);
+  std::uint64_t n = 0, len = 0;
+  if (payload.size() < sizeof n) throw std::runtime_error("simulate: the simulation process died (status " + std::to_string(status) + ")");
+  std::memcpy(&n, payload.data(), sizeof n);
+  size_t at = sizeof n + n * sizeof(Timing);
+  if (payload.size() < at + sizeof len) throw std::runtime_error("simulate: truncated simulation output");
+  std::memcpy(&len, payload.data() + at, sizeof len);
+  nlohmann::json out = nlohmann::json::parse(payload.substr(at + sizeof len, len));
   if (out.contains("error")) throw std::runtime_error("simulate: " + out["error"].get<std::string>());
+  std::vector<Timing> timings(n);
+  std::memcpy(timings.data(), payload.data() + sizeof n, n * sizeof(Timing));
+  std::sort(timings.begin(), timings.end(), [](const Timing& a, const Timing& b) {
+    return a.stage != b.stage ? a.stage < b.stage : a.start_s != b.start_s ? a.start_s < b.start_s : a.op < b.op;
+  });
 
   StepReport report;
   report.source = "predicted";
-  for (const auto& r : out["ops"]) {
+  long long stage_size = 1LL * program.tp * program.cp * program.dp;
+  report.ops.reserve(n);
+  for (const auto& t : timings) {
+    const Op& op = program.classes[t.stage].ops[t.op];
     OpRecord rec;
-    rec.name = r[0];
-    rec.rank = r[1];
-    rec.stage = r[2];
-    rec.stream = static_cast<Stream>(r[3].get<int>());
-    rec.kind = static_cast<OpKind>(r[4].get<int>());
-    rec.collective = static_cast<Collective>(r[5].get<int>());
-    rec.group_size = r[6];
-    rec.start_s = r[7];
-    rec.duration_s = r[8];
-    rec.flops = r[9];
-    rec.bytes = r[10];
+    rec.name = op.name;
+    rec.rank = t.stage * stage_size;
+    rec.stage = t.stage;
+    rec.stream = op.stream;
+    rec.kind = op.kind;
+    rec.collective = op.collective;
+    rec.group_size = op.group_size;
+    rec.start_s = t.start_s;
+    rec.duration_s = t.duration_s;
+    rec.flops = op.flops;
+    rec.bytes = op.bytes;
     report.step_time_s = std::max(report.step_time_s, rec.start_s + rec.duration_s);
     report.ops.push_back(std::move(rec));
   }
