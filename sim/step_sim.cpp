@@ -161,7 +161,15 @@ class RankActor {
       running_.pop_back();
       running_op_[i] = running_op_.back();
       running_op_.pop_back();
-      if (--pending_[op] == 0) finished += complete(op);
+      if (--pending_[op] > 0) continue;
+      auto latency = awaiting_flows_.find(op);
+      if (latency != awaiting_flows_.end()) {  // the latency part is over: now the data moves
+        auto flows = std::move(latency->second);
+        awaiting_flows_.erase(latency);
+        start_flows(op, flows);
+        if (pending_[op] > 0) continue;
+      }
+      finished += complete(op);
     }
   }
 
@@ -259,15 +267,9 @@ class RankActor {
         long long node = ctx_.platform->node_of(rank_);
         shape.per_node = static_cast<int>(std::count_if(members.begin(), members.end(),
                                                         [&](long long m) { return ctx_.platform->node_of(m) == node; }));
+        // Latency first (algorithm steps, one per library call), then the flows.
         delay(cost::collective_latency_s(op.collective, shape, ctx_.profile) * std::max(1, op.calls), i, op.name + ".latency");
-        for (const auto& f : collective_flows(ctx_, op, rank_)) {
-          if (f.bytes <= 0) continue;
-          auto c = sg4::Comm::sendto_init(f.from, f.to);
-          c->set_payload_size(static_cast<std::uint64_t>(f.bytes))->set_name(op.name);
-          c->start();
-          ++ctx_.flows;
-          track(c, i);
-        }
+        awaiting_flows_[i] = collective_flows(ctx_, op, rank_);
         break;
       }
       case OpKind::p2p: {
@@ -295,6 +297,18 @@ class RankActor {
     }
   }
   void* recv_slot_ = nullptr;
+  std::map<std::uint32_t, std::vector<Flow>> awaiting_flows_;
+
+  void start_flows(std::uint32_t i, const std::vector<Flow>& flows) {
+    for (const auto& f : flows) {
+      if (f.bytes <= 0) continue;
+      auto c = sg4::Comm::sendto_init(f.from, f.to);
+      c->set_payload_size(static_cast<std::uint64_t>(f.bytes))->set_name(rc_.ops[i].name);
+      c->start();
+      ++ctx_.flows;
+      track(c, i);
+    }
+  }
 
   bool same_node(long long peer) const { return ctx_.platform->node_of(peer) == ctx_.platform->node_of(rank_); }
   long long peer_rank(const Op& op) const {
