@@ -618,8 +618,15 @@ class StageLowering {
     opt.kind = OpKind::optimizer;
     opt.compute = ComputeClass::optimizer;
     opt.phase = Phase::optimizer;
-    // Read gradient, master weights and states; write master, states and the working copy.
-    opt.bytes = shard * (e_ + 2 * (master + states) + e_ + (master == 0 ? 4 : 0));
+    // The memory passes of a mixed-precision step over this rank's shard, as Megatron/Apex run
+    // them: unscale and inf-check the fp32 gradients (read + write), the global gradient norm
+    // (read), the update (read gradient, master and states; write master and states), the cast of
+    // the master weights to the working copy, and zeroing the gradients. fp32 training has no
+    // unscale and no cast.
+    double grad = master > 0 ? 4 : e_;
+    double unscale = master > 0 ? 2 * grad : 0, cast = master > 0 ? master + e_ : 0;
+    double weights = master > 0 ? master : e_;
+    opt.bytes = shard * (unscale + grad + (grad + 2 * (weights + states)) + cast + grad);
     opt.deps = sync_ops;
     if (end_of_backward != none) opt.deps.push_back(end_of_backward);
     cursor_ = none;

@@ -86,9 +86,27 @@ StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s)
 nlohmann::json to_json(const StepReport& r) {
   using nlohmann::json;
   json ops = json::array();
-  for (const auto& op : r.ops)
-    ops.push_back({{"name", op.name}, {"rank", op.rank}, {"stage", op.stage}, {"stream", to_string(op.stream)},
-                   {"start_s", op.start_s}, {"duration_s", op.duration_s}, {"flops", op.flops}, {"bytes", op.bytes}});
+  json summary = json::object();
+  bool full = r.ops.size() <= max_report_ops;
+  if (full) {
+    for (const auto& op : r.ops)
+      ops.push_back({{"name", op.name}, {"rank", op.rank}, {"stage", op.stage}, {"stream", to_string(op.stream)},
+                     {"start_s", op.start_s}, {"duration_s", op.duration_s}, {"flops", op.flops}, {"bytes", op.bytes}});
+  } else {
+    // Too many to list: per op family (name without its micro-batch), per stage, totals.
+    std::map<std::string, std::pair<long long, double>> families;
+    for (const auto& op : r.ops) {
+      std::string family = op.name.substr(0, op.name.rfind(".mb"));
+      std::string key = "s";
+      key += std::to_string(op.stage);
+      key += ':';
+      key += family;
+      auto& f = families[key];
+      ++f.first;
+      f.second += op.duration_s;
+    }
+    for (const auto& [k, v] : families) summary[k] = {{"count", v.first}, {"total_s", v.second}};
+  }
   json exposed = r.breakdown.exposed_comm_s;
   double exposed_total = 0;
   for (const auto& [k, v] : r.breakdown.exposed_comm_s) exposed_total += v;
@@ -109,7 +127,9 @@ nlohmann::json to_json(const StepReport& r) {
                          {"exposed_comm_total_s", exposed_total}, {"bubble_s", r.breakdown.bubble_s}}},
           {"memory", r.memory},
           {"extra", r.extra},
-          {"ops", ops}};
+          {"ops_listed", full},
+          {"ops", ops},
+          {"op_summary", summary}};
 }
 
 nlohmann::json to_trace(const StepReport& r) {

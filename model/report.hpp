@@ -57,6 +57,8 @@ void fill_metrics(StepReport& report, const Plan& plan, double peak_flops_per_gp
 // Splits the slowest rank's step into compute, optimizer, exposed communication and bubble.
 StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s);
 
+// Reports list every op up to this many; beyond, `op_summary` totals them per op family and stage.
+constexpr std::size_t max_report_ops = 200000;
 nlohmann::json to_json(const StepReport& report);
 // Chrome Trace Event Format: pid = rank, tid = stream, X events in microseconds, M metadata,
 // one ProfilerStep#N slice per step.
