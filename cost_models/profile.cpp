@@ -41,6 +41,11 @@ DeviceProfile profile_for(const ClusterSpec& cluster) {
   p.attention_backward_ratio = 0.75;
   p.memory_efficiency = 0.80;
   p.kernel_overhead_s = 4e-6;
+  // The one fitted constant: the value that zeroes the mean error over the five rows of
+  // Megatron-LM's Table 1 (A100, 2021). The Korthikanti et al. 2022 and Llama 3 rows are held out
+  // and checked with it (docs/validation.md). Microbenchmarks run seconds at boost clock; a
+  // training job runs for days at the clock its power budget sustains.
+  p.sustained_compute_ratio = 0.89;
   p.nvlink_bytes_per_s = cluster.nvlink_bytes_per_s;
   p.nvlink_latency_s = cluster.nvlink_latency_s;
   p.nvlink_efficiency = 0.80;
@@ -63,6 +68,7 @@ nlohmann::json DeviceProfile::to_json() const {
           {"attention_backward_ratio", attention_backward_ratio},
           {"memory_efficiency", memory_efficiency},
           {"kernel_overhead_s", kernel_overhead_s},
+          {"sustained_compute_ratio", sustained_compute_ratio},
           {"nvlink_bytes_per_s", nvlink_bytes_per_s},
           {"nvlink_latency_s", nvlink_latency_s},
           {"nvlink_efficiency", nvlink_efficiency},
@@ -103,6 +109,7 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     p.attention_backward_ratio = positive("attention_backward_ratio");
     p.memory_efficiency = fraction("memory_efficiency");
     p.kernel_overhead_s = non_negative("kernel_overhead_s");
+    p.sustained_compute_ratio = fraction("sustained_compute_ratio");
     p.nvlink_bytes_per_s = positive("nvlink_bytes_per_s");
     p.nvlink_latency_s = non_negative("nvlink_latency_s");
     p.nvlink_efficiency = fraction("nvlink_efficiency");

@@ -20,6 +20,9 @@ struct DeviceProfile {
   double attention_backward_ratio = 0;  // backward efficiency relative to forward
   double memory_efficiency = 0;     // memory-bound kernels, of HBM bandwidth
   double kernel_overhead_s = 0;     // fixed cost per op (launch, tail)
+  // Sustained fraction of the microbenchmark rates above during long training runs (power- and
+  // thermally-limited clocks); multiplies every compute op's math rate. Fitted: see profile.cpp.
+  double sustained_compute_ratio = 1;
   // Interconnect.
   double nvlink_bytes_per_s = 0;    // per GPU per direction
   double nvlink_latency_s = 0;

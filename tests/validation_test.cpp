@@ -1,8 +1,8 @@
 // Predicted vs published: the Megatron-LM (Narayanan et al. SC'21, Table 1) and Korthikanti et
 // al. 2022 (Table 5) runs, simulated with the A100 preset and ditwin's one set of efficiency
-// constants, no per-row tuning. The goal is 10% per row; the test holds each row to 15% so that
-// a model change that makes any row worse than today's worst (11.7%, docs/validation.md) by a
-// margin fails loudly, and the table there is regenerated with tools/validate.py.
+// constants, no per-row tuning; the single fitted constant (sustained_compute_ratio) was fitted
+// on the Megatron rows only, the others are held out. Every checked row must land within 10%
+// (the goal); docs/validation.md lists the current errors (tools/validate.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +12,7 @@
 
 namespace {
 
-constexpr double tolerance = 0.15;
+constexpr double tolerance = 0.10;
 
 struct Row {
   std::string plan, metric, source;
@@ -22,7 +22,8 @@ struct Row {
 std::vector<Row> rows() {
   auto j = ditwin::read_json_file(ditwin::test::scenario("validation/published.json"));
   std::vector<Row> out;
-  for (const auto& r : j["rows"]) out.push_back({r["plan"], r["metric"], r["source"], r["published"]});
+  for (const auto& r : j["rows"])
+    if (r.value("checked", true)) out.push_back({r["plan"], r["metric"], r["source"], r["published"]});
   return out;
 }
 
@@ -34,7 +35,9 @@ TEST_P(Published, SimulationLandsNearThePublishedFigure) {
   const Row& row = GetParam();
   auto plan = ditwin::load_plan(ditwin::test::scenario("validation/" + row.plan));
   auto report = ditwin::sim::simulate_step(plan, ditwin::lower(plan), ditwin::cost::profile_for(plan.cluster));
-  double predicted = row.metric == "step_time_s" ? report.step_time_s : report.hardware_tflops_per_gpu;
+  double predicted = row.metric == "step_time_s"               ? report.step_time_s
+                     : row.metric == "hardware_tflops_per_gpu" ? report.hardware_tflops_per_gpu
+                                                               : report.tflops_per_gpu;
   double error = predicted / row.published - 1;
   RecordProperty("relative_error", std::to_string(error));
   std::printf("%s: predicted %.4g, published %.4g (%s), error %+.1f%%\n", row.plan.c_str(), predicted, row.published,
