@@ -1,6 +1,7 @@
 // Lowers a plan to the Program: for each pipeline stage, the ops of one training step in
 // the order the schedule runs them, with their data dependencies, FLOPs and bytes.
 #include <algorithm>
+#include <functional>
 #include <map>
 
 #include "model/accounting.hpp"
@@ -380,22 +381,33 @@ class StageLowering {
     double h = m_.hidden;
     double patch_in = 1.0 * m_.patch * m_.patch * m_.latent_channels;
     gather_params("embed", params_.embedding / tp_, p, mb);
+    // Forward: patches, timestep, class (which sums the conditioning), then context/tokens.
+    // Backward runs the same ops in reverse, so each gets its output gradient first.
+    std::vector<std::function<void()>> ops;
     if (m_.has_image()) {
-      chain(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h)));
-      chain(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)));
+      ops.push_back([&] { chain(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h))); });
+      ops.push_back([&] {
+        chain(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)));
+      });
     }
     if (m_.family == ModelFamily::dit && m_.num_classes > 0)
-      chain(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h));
+      ops.push_back([&] { chain(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h)); });
     if (m_.family == ModelFamily::mmdit) {
-      chain(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h)));
-      chain(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)));
+      ops.push_back([&] { chain(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h))); });
+      ops.push_back([&] {
+        chain(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)));
+      });
     }
     if (m_.has_text_vocab()) {
-      chain(memory_op("embed.tokens", ComputeClass::embedding, p, mb, -1, 2 * e_ * rows_txt * h));
-      if (tp_ > 1 && p == Phase::forward)  // vocabulary-parallel lookup: partial rows summed
-        chain(collective("embed.tp_allreduce", p, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
-                         e_ * rows_txt * h));
+      ops.push_back([&] {
+        chain(memory_op("embed.tokens", ComputeClass::embedding, p, mb, -1, 2 * e_ * rows_txt * h));
+        if (tp_ > 1 && p == Phase::forward)  // vocabulary-parallel lookup: partial rows summed
+          chain(collective("embed.tp_allreduce", p, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
+                           e_ * rows_txt * h));
+      });
     }
+    if (p == Phase::backward) std::reverse(ops.begin(), ops.end());
+    for (auto& op : ops) op();
     if (p == Phase::backward) grads_done("embed", mb, params_.embedding / tp_);
   }
 
