@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
   libssl-dev                # SHA-256 / encryption for checkpoints
   qt6-base-dev              # the optional GUI
+  python3-torch libopenblas0-pthread python3-numpy  # the PyTorch oracle for CPU parity tests
 )
 if [ "${DITWIN_NO_GUI:-0}" = 1 ]; then
   packages=("${packages[@]/qt6-base-dev}")
