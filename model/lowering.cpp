@@ -332,6 +332,7 @@ class StageLowering {
     cursor_ = none;
     Op op = collective(group + ".params.all_gather", p, mb, -1, Stream::dp, Collective::all_gather,
                        GroupKind::dp_cp, dp_group_, params * e_);
+    op.param_groups = {group};
     Index after = par_.overlap_param_gather ? last_layer_start_ : last_layer_end_;
     if (after != none) op.deps.push_back(after);
     Index g = add(std::move(op));
@@ -349,6 +350,7 @@ class StageLowering {
       Op op = collective(group + ".grads.reduce_scatter.mb" + std::to_string(mb), Phase::gradient_sync, mb, -1,
                          Stream::dp, Collective::reduce_scatter, GroupKind::dp_cp, dp_group_,
                          params * e_);
+      op.param_groups = {group};
       Index saved = cursor_;
       add(std::move(op));
       cursor_ = saved;
@@ -580,6 +582,8 @@ class StageLowering {
         double bucket_params = 0;
         Index ready = 0;
         int bucket = 0;
+        std::vector<std::string> members;
+        bucket_groups_.clear();
         auto flush = [&] {
           if (bucket_params == 0) return;
           bool rs = par_.zero >= 1;
@@ -590,6 +594,12 @@ class StageLowering {
                              dp_group_, bucket_params * e_);
           op.calls = std::max(1, static_cast<int>(bucket_params * e_ / par_.bucket_bytes + 0.999));
           op.deps.push_back(par_.overlap_grad_reduce ? ready : end_of_backward);
+          std::sort(members.begin(), members.end(), [&](const std::string& a, const std::string& b) {
+            return group_rank(a) < group_rank(b);
+          });
+          op.param_groups = members;
+          bucket_groups_.push_back({members, bucket_params});
+          members.clear();
           Index saved = cursor_;
           cursor_ = none;
           sync_ops.push_back(add(std::move(op)));
@@ -599,6 +609,7 @@ class StageLowering {
         };
         for (const auto& g : order) {
           bucket_params += group_params_[g];
+          members.push_back(g);
           ready = std::max(ready, grads_ready_[g][mb]);
           if (bucket_params * e_ >= par_.bucket_bytes) flush();
         }
@@ -645,10 +656,11 @@ class StageLowering {
     Index step = add(std::move(opt));
     if (dp_group_ > 1 && (par_.zero == 1 || par_.zero == 2)) {
       // Each rank updated its shard: gather the updated parameters, bucket by bucket.
-      double per_bucket = local / std::max(1, buckets_);
       for (int k = 0; k < buckets_; ++k) {
+        double per_bucket = bucket_groups_[k].second;
         Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
                            Collective::all_gather, GroupKind::dp_cp, dp_group_, per_bucket * e_);
+        op.param_groups = bucket_groups_[k].first;
         op.calls = std::max(1, static_cast<int>(per_bucket * e_ / par_.bucket_bytes + 0.999));
         op.deps.push_back(step);
         cursor_ = none;
@@ -657,6 +669,13 @@ class StageLowering {
     }
   }
   int buckets_ = 0;
+  std::vector<std::pair<std::vector<std::string>, double>> bucket_groups_;  // last micro-batch's buckets
+  // Position of a group in the flat parameter order: embed, L0 ... L{n-1}, head.
+  int group_rank(const std::string& g) const {
+    if (g == "embed") return -1;
+    if (g == "head") return 1 << 30;
+    return std::stoi(g.substr(1));
+  }
 };
 
 }  // namespace

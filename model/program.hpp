@@ -52,6 +52,9 @@ struct Op {
   std::int64_t m = 0, n = 0, k = 0, batch = 1;
   bool causal = false;
   std::string match;         // p2p: the key a send and its recv share
+  // Gradient and parameter collectives: the parameter groups they move ("embed", "L3", "head"),
+  // in the flat order an executor lays parameters out.
+  std::vector<std::string> param_groups;
   std::vector<std::uint32_t> deps;  // indices of earlier ops in the same RankClass
 };
 
