@@ -11,6 +11,7 @@
 #include "model/program.hpp"
 #include "model/report.hpp"
 #include "cost_models/profile.hpp"
+#include "sim/longrun.hpp"
 #include "sim/step_sim.hpp"
 
 namespace {
@@ -50,14 +51,69 @@ void print_step_report(const ditwin::StepReport& r) {
             << (r.memory["fits"].get<bool>() ? " (fits)" : " (DOES NOT FIT)") << "\n";
 }
 
+struct RunModeOptions {
+  int trials = 100;
+  std::uint64_t seed = 1;
+  std::string optimize;
+};
+
+// --mode run: weeks of training through failures, from the step time the step simulator predicts.
+int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const std::string& report_path,
+                const std::string& trace_path, const RunModeOptions& o) {
+  ditwin::sim::LongRunOptions options;
+  options.trials = o.trials;
+  options.seed = o.seed;
+  options.timeline = !trace_path.empty();
+  auto inputs = ditwin::sim::longrun_inputs(plan, step.step_time_s, step.mfu);
+  auto result = ditwin::sim::simulate_longrun(inputs, options);
+  nlohmann::json report = ditwin::sim::to_json(result);
+  report["step_report"] = ditwin::to_json(step);
+  report["step_report"].erase("ops");
+  if (!o.optimize.empty())
+    report["optimize"] = ditwin::sim::optimize_checkpoint(plan, step.step_time_s, step.mfu, options,
+                                                          o.optimize == "checkpoint");
+  const auto& e = report["ettr"];
+  std::cout << "long run of " << plan.name << ": " << o.trials << " trials, seed " << o.seed << ", "
+            << fixed(report["wall_days"]["mean"].get<double>(), 1) << " days each\n"
+            << "  ETTR             " << fixed(100 * e["mean"].get<double>(), 2) << "% (p5 "
+            << fixed(100 * e["p5"].get<double>(), 2) << "%, p95 " << fixed(100 * e["p95"].get<double>(), 2)
+            << "%, 95% CI of the mean " << fixed(100 * e["ci95"][0].get<double>(), 2) << "-"
+            << fixed(100 * e["ci95"][1].get<double>(), 2) << "%)\n"
+            << "  interruptions   " << fixed(report["interruptions_per_day"].get<double>(), 2) << " per day, "
+            << fixed(report["planned_per_day"].get<double>(), 2) << " planned per day\n"
+            << "  effective MFU    " << fixed(100 * report["effective_mfu"].get<double>(), 1) << "% (step MFU "
+            << fixed(100 * step.mfu, 1) << "%)\n"
+            << "  checkpoint       " << inputs.checkpoint_mode << " every " << fixed(inputs.interval_s / 60, 1)
+            << " min, stall " << fixed(inputs.stall_s, 2) << " s\n  lost (h/trial)  ";
+  for (const auto& [k, v] : report["lost_hours_by_cause"].items()) std::cout << " " << k << " " << fixed(v.get<double>(), 1);
+  std::cout << "\n";
+  if (report.contains("optimize")) {
+    const auto& b = report["optimize"]["best"];
+    std::cout << "  best checkpoint  " << b["mode"].get<std::string>() << " every "
+              << fixed(b["interval_min"].get<double>(), 1) << " min: ETTR "
+              << fixed(100 * b["ettr"]["mean"].get<double>(), 2) << "%\n";
+    for (const auto& [mode, m] : report["optimize"]["by_mode"].items())
+      std::cout << "  " << mode << ": Young " << fixed(m["young_interval_min"].get<double>(), 1) << " min (ETTR "
+                << fixed(100 * m["young_ettr"]["mean"].get<double>(), 2) << "%), Daly "
+                << fixed(m["daly_interval_min"].get<double>(), 1) << " min (ETTR "
+                << fixed(100 * m["daly_ettr"]["mean"].get<double>(), 2) << "%)\n";
+  }
+  if (!report_path.empty()) ditwin::write_json_file(report, report_path);
+  if (!trace_path.empty()) ditwin::write_json_file(ditwin::sim::to_trace(result), trace_path, -1);
+  return 0;
+}
+
 int run_simulate(const std::string& plan_path, const std::string& report_path, const std::string& trace_path,
-                 const std::string& profile_path, const std::string& mode) {
+                 const std::string& profile_path, const std::string& mode, const RunModeOptions& run_options) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
-  if (mode != "step") throw ditwin::InputError("--mode " + mode + ": only \"step\" is available in this build");
+  if (mode != "step" && mode != "run")
+    throw ditwin::InputError("--mode " + mode + ": must be \"step\" (one step) or \"run\" (a long run through failures)");
+  if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");
   ditwin::cost::DeviceProfile profile =
       profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
   ditwin::Program program = ditwin::lower(plan);
   ditwin::StepReport report = ditwin::sim::simulate_step(plan, program, profile);
+  if (mode == "run") return run_longrun(plan, report, report_path, trace_path, run_options);
   print_step_report(report);
   if (!report_path.empty()) ditwin::write_json_file(ditwin::to_json(report), report_path);
   if (!trace_path.empty()) ditwin::write_json_file(ditwin::to_trace(report), trace_path, -1);
@@ -82,7 +138,13 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--report", sim_report, "Write the predicted report (JSON)");
   sim_cmd->add_option("--trace", sim_trace, "Write the predicted timeline (Chrome trace JSON, opens in Perfetto)");
   sim_cmd->add_option("--profile", sim_profile, "Device profile from `ditwin calibrate` instead of the preset");
-  sim_cmd->add_option("--mode", sim_mode, "step: one training step");
+  sim_cmd->add_option("--mode", sim_mode, "step: one training step; run: weeks of training through failures (ETTR)");
+  RunModeOptions run_options;
+  sim_cmd->add_option("--trials", run_options.trials, "--mode run: independent trials (default 100)")->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--seed", run_options.seed, "--mode run: random seed (default 1)");
+  sim_cmd->add_option("--optimize", run_options.optimize,
+                      "--mode run: checkpoint-interval (sweep the interval) or checkpoint (interval and mode)")
+      ->check(CLI::IsMember({"checkpoint-interval", "checkpoint"}));
 
   try {
     app.parse(argc, argv);
@@ -91,7 +153,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
-    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode);
+    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";
     return 2;

@@ -279,7 +279,40 @@ ClusterSpec parse_cluster(JsonReader r) {
 
 ReliabilitySpec parse_reliability(JsonReader r) {
   ReliabilitySpec s;
-  s.failures = r.choice("failures", {"none", "llama3", "meta-rsc"}, "none");
+  static const std::vector<std::string> presets = {"none", "llama3", "meta-rsc"};
+  if (r.has("failures") && r.raw("failures").is_object()) {
+    // Spelled out: a preset to start from (optional), the distribution, categories, planned maintenance.
+    JsonReader f = r.object("failures");
+    s.failures = f.choice("preset", presets, "none");
+    s.distribution = f.choice("distribution", {"exponential", "weibull"}, "exponential");
+    s.weibull_shape = positive_number(f, "weibull_shape", 1.0);
+    if (s.distribution == "exponential" && s.weibull_shape != 1.0)
+      f.fail("weibull_shape", "needs \"distribution\": \"weibull\"");
+    s.planned_per_node_day = f.has("planned_per_node_day") ? non_negative(f, "planned_per_node_day", 0) : -1;
+    if (f.has("categories")) {
+      const auto& list = f.raw("categories");
+      if (!list.is_array()) f.fail("categories", "must be an array of objects");
+      for (size_t i = 0; i < list.size(); ++i) {
+        std::string at = f.path_of("categories") + "[" + std::to_string(i) + "]";
+        if (!list[i].is_object()) throw InputError(at + ": must be an object");
+        JsonReader c(list[i], at);
+        FailureCategorySpec cat;
+        cat.name = c.string("name");
+        if (cat.name.empty()) c.fail("name", "must not be empty");
+        cat.per_node_day = non_negative(c, "per_node_day", 0);
+        cat.per_device_hour = non_negative(c, "per_device_hour", 0);
+        if (c.has("per_node_day") == c.has("per_device_hour"))
+          c.fail("per_node_day", "give exactly one of per_node_day and per_device_hour");
+        cat.detection = c.choice("detection", {"heartbeat", "timeout"}, "heartbeat");
+        cat.node_lost = c.boolean("node_lost", true);
+        c.finish();
+        s.categories.push_back(cat);
+      }
+    }
+    f.finish();
+  } else {
+    s.failures = r.choice("failures", presets, "none");
+  }
   s.failure_rate_scale = non_negative(r, "failure_rate_scale", 1.0);
   {
     JsonReader c = r.object("checkpoint");
@@ -293,6 +326,9 @@ ReliabilitySpec parse_reliability(JsonReader r) {
     s.checkpoint.mode = c.choice("mode", {"sync", "async", "in_memory"}, "async");
     s.checkpoint.write_bytes_per_s = positive_number(c, "write_gbps", 16) * 1e9 / 8;
     s.checkpoint.read_bytes_per_s = positive_number(c, "read_gbps", 32) * 1e9 / 8;
+    s.checkpoint.snapshot_bytes_per_s = positive_number(c, "snapshot_gbps", 200) * 1e9 / 8;
+    s.checkpoint.write_s = c.has("write_s") ? non_negative(c, "write_s", 0) : -1;
+    s.checkpoint.load_s = c.has("load_s") ? non_negative(c, "load_s", 0) : -1;
     s.checkpoint.keep = positive_int(c, "keep", 2);
     c.finish();
   }
@@ -305,6 +341,8 @@ ReliabilitySpec parse_reliability(JsonReader r) {
   if (s.spare_nodes < 0) r.fail("spare_nodes", "must be >= 0");
   s.straggler_fraction = non_negative(r, "straggler_fraction", 0);
   if (s.straggler_fraction > 1) r.fail("straggler_fraction", "must be in [0, 1]");
+  s.spare_swap_s = non_negative(r, "spare_swap_s", 60);
+  s.spare_repair_s = non_negative(r, "spare_repair_hours", 48) * 3600;
   s.straggler_slowdown = r.number("straggler_slowdown", 1.0);
   if (s.straggler_slowdown < 1) r.fail("straggler_slowdown", "must be >= 1 (1 = no slowdown)");
   r.finish();

@@ -96,12 +96,30 @@ struct CheckpointSpec {
   std::string mode = "async";  // sync | async | in_memory
   double write_bytes_per_s = 2e9;  // per node, to the checkpoint store
   double read_bytes_per_s = 4e9;   // per node, from the checkpoint store
+  double snapshot_bytes_per_s = 25e9;  // per GPU, device to host memory (async and in_memory)
+  double write_s = -1;  // >= 0: time to write one checkpoint, instead of size / write bandwidth
+  double load_s = -1;   // >= 0: time to load one checkpoint, instead of size / read bandwidth
   int keep = 2;
 };
 
+// One failure category of the long-run model (docs/plan.md, reliability.failures).
+struct FailureCategorySpec {
+  std::string name;
+  double per_node_day = 0;     // rate per node per day, or
+  double per_device_hour = 0;  // rate per device (GPU) per hour; exactly one is > 0
+  std::string detection = "heartbeat";  // heartbeat (process dies) | timeout (collective hangs)
+  bool node_lost = true;                // the node must be replaced before the job restarts
+};
+
 struct ReliabilitySpec {
-  std::string failures = "none";  // none | llama3 | meta-rsc
+  std::string failures = "none";  // preset: none | llama3 | meta-rsc
   double failure_rate_scale = 1.0;
+  std::string distribution = "exponential";  // exponential | weibull (job-level inter-arrival times)
+  double weibull_shape = 1.0;
+  std::vector<FailureCategorySpec> categories;  // added to the preset's, or replacing those of the same name
+  double planned_per_node_day = -1;             // planned maintenance; < 0: the preset's
+  double spare_swap_s = 60;                     // bringing a hot spare into the job
+  double spare_repair_s = 2 * 86400;            // until a failed node returns to the spare pool
   CheckpointSpec checkpoint;
   double heartbeat_s = 30, nccl_timeout_s = 600;
   double reschedule_s = 120, process_start_s = 60, comm_init_s = 30;

@@ -1,0 +1,98 @@
+// Weeks of training through failures: detection, restart (on hot spares when there are any),
+// rollback to the last checkpoint, checkpoint stalls and stragglers, played on SimGrid for many
+// independent trials. Gives ETTR, goodput and wall-clock lost by cause (docs/architecture.md).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cost_models/reliability.hpp"
+#include "model/plan.hpp"
+
+namespace ditwin::sim {
+
+// Everything a long run needs, in seconds; longrun_inputs() fills it from a plan, tests by hand.
+struct LongRunInputs {
+  std::string plan;
+  int nodes = 1;
+  double step_time_s = 1;  // nominal, from the step simulator
+  double mfu = 0;
+  double tokens_per_step = 0;
+  cost::FailureModel failures;
+  double heartbeat_s = 30, timeout_s = 600;
+  double reschedule_s = 120, process_start_s = 60, comm_init_s = 30;
+  int spare_nodes = 0;
+  double spare_swap_s = 60, spare_repair_s = 2 * 86400;
+  std::string checkpoint_mode = "async";
+  double interval_s = 1800;  // working time between checkpoints (> 0, whole steps)
+  double stall_s = 0;        // training blocked per checkpoint
+  double persist_s = 0;      // after the stall, until the checkpoint survives a failure
+  double load_s = 0;         // reading a checkpoint back on restart
+  double stop_write_s = 0;   // synchronous checkpoint before a planned stop
+  double checkpoint_bytes = 0;
+  double straggler_fraction = 0, straggler_slowdown = 1;
+  double duration_s = 0;  // > 0: a fixed wall-clock window
+  double work_s = 0;      // else: nominal training time to finish (steps x step time)
+};
+
+// `step_time_s` and `mfu` come from sim::simulate_step on the same plan. An "optimal" interval is
+// Daly's for the checkpoint stall and the job's mean time between unexpected failures.
+LongRunInputs longrun_inputs(const Plan& plan, double step_time_s, double mfu);
+
+enum class Cause {
+  detection, reschedule, spare_swap, process_start, comm_init, checkpoint_load,
+  rollback, checkpoint_stall, stragglers, planned_maintenance, count
+};
+const char* to_string(Cause c);
+constexpr int cause_count = static_cast<int>(Cause::count);
+
+struct TrialResult {
+  double wall_s = 0;        // from the start of the job to its end (or the window's)
+  double productive_s = 0;  // nominal training time kept (what an ideal run takes for the same work)
+  std::array<double, cause_count> lost_s{};  // productive_s + sum(lost_s) == wall_s
+  int failures = 0, planned = 0;
+  bool finished = true;     // a step-count run reached its steps before the simulation cap
+  double ettr() const { return wall_s > 0 ? productive_s / wall_s : 0; }
+};
+
+struct TimelineEvent {  // one trial's timeline, seconds from the job's start
+  std::string name, category;
+  double start_s = 0, duration_s = 0;
+};
+
+struct LongRunOptions {
+  int trials = 100;
+  std::uint64_t seed = 1;
+  int workers = 2;         // processes that play trials in parallel (results do not depend on it)
+  bool timeline = false;   // record trial 0's timeline
+};
+
+struct LongRunResult {
+  LongRunInputs inputs;
+  std::vector<TrialResult> trials;  // in trial order
+  std::vector<TimelineEvent> timeline;
+  double simgrid_events = 0;        // activities simulated, all trials
+};
+
+// Deterministic for (inputs, trials, seed); trial i draws only from (seed, i).
+LongRunResult simulate_longrun(const LongRunInputs& inputs, const LongRunOptions& options);
+
+struct Summary {
+  double mean = 0, p5 = 0, p50 = 0, p95 = 0, stddev = 0, ci95 = 0;  // ci95: half-width of the mean's 95% interval
+};
+Summary summarize(std::vector<double> values);
+
+nlohmann::json to_json(const LongRunResult& result);
+// Chrome Trace Event Format: one process (the job), threads for training, checkpoints, failures
+// and recovery; X events in microseconds.
+nlohmann::json to_trace(const LongRunResult& result);
+
+// Sweeps the checkpoint interval (around Young's and Daly's, which are reported with their ETTR)
+// and, with `modes`, the checkpoint mode; same seed for every candidate (common random numbers).
+nlohmann::json optimize_checkpoint(const Plan& plan, double step_time_s, double mfu, const LongRunOptions& options,
+                                   bool modes);
+
+}  // namespace ditwin::sim
