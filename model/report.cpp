@@ -135,8 +135,11 @@ nlohmann::json to_json(const StepReport& r) {
 nlohmann::json to_trace(const StepReport& r) {
   using nlohmann::json;
   json events = json::array();
+  const auto& ops = r.timeline.empty() ? r.ops : r.timeline;
+  std::vector<std::pair<double, double>> steps = r.steps;
+  if (steps.empty()) steps.push_back({0.0, r.step_time_s});
   std::map<long long, int> stage_of;
-  for (const auto& op : r.ops) stage_of[op.rank] = op.stage;
+  for (const auto& op : ops) stage_of[op.rank] = op.stage;
   for (const auto& [rank, stage] : stage_of) {
     events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", rank}, {"tid", 0},
                       {"args", {{"name", "rank " + std::to_string(rank) + " (stage " + std::to_string(stage) + ")"}}}});
@@ -145,10 +148,11 @@ nlohmann::json to_trace(const StepReport& r) {
     for (int s = 0; s < stream_count; ++s)
       events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", rank}, {"tid", s + 1},
                         {"args", {{"name", to_string(static_cast<Stream>(s))}}}});
-    events.push_back({{"ph", "X"}, {"name", "ProfilerStep#0"}, {"pid", rank}, {"tid", 0}, {"ts", 0.0},
-                      {"dur", r.step_time_s * 1e6}, {"cat", "step"}});
+    for (std::size_t k = 0; k < steps.size(); ++k)
+      events.push_back({{"ph", "X"}, {"name", "ProfilerStep#" + std::to_string(k)}, {"pid", rank}, {"tid", 0},
+                        {"ts", steps[k].first * 1e6}, {"dur", steps[k].second * 1e6}, {"cat", "step"}});
   }
-  for (const auto& op : r.ops) {
+  for (const auto& op : ops) {
     json args = {{"flops", op.flops}, {"bytes", op.bytes}};
     if (op.duration_s > 0 && op.flops > 0) args["tflops_per_s"] = op.flops / op.duration_s / 1e12;
     if (op.duration_s > 0 && op.bytes > 0) args["gbytes_per_s"] = op.bytes / op.duration_s / 1e9;

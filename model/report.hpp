@@ -49,6 +49,10 @@ struct StepReport {
   nlohmann::json memory;   // from the accounting
   nlohmann::json extra;    // source-specific details (simulator statistics, losses, ...)
   std::vector<OpRecord> ops;
+  // Optional: every op of every step on every rank (measured runs), with the steps' spans.
+  // Empty for predictions, whose trace is drawn from `ops` as one step.
+  std::vector<OpRecord> timeline;
+  std::vector<std::pair<double, double>> steps;  // start, duration (seconds)
 };
 
 // Fills throughput, TFLOP/s, MFU/HFU (PaLM's definitions: model FLOPs without recompute over

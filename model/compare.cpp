@@ -1,0 +1,148 @@
+// ditwin compare: lines a prediction up against a measurement.
+#include "model/compare.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
+#include "model/errors.hpp"
+#include "model/plan.hpp"
+
+namespace ditwin {
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+std::string family_of(const std::string& name) {
+  std::string f = name.substr(0, name.rfind(".mb"));
+  if (f.size() > 1 && f[0] == 'L' && std::isdigit(static_cast<unsigned char>(f[1]))) f = "L*" + f.substr(f.find('.'));
+  return f;
+}
+
+}  // namespace
+
+RunTimes read_run_times(const std::string& path) {
+  nlohmann::json j = read_json_file(path);
+  RunTimes t;
+  t.path = path;
+  try {
+    if (j.is_object() && j.value("schema", "") == "ditwin.step_report/1") {
+      t.source = j.at("source").get<std::string>();
+      t.plan = j.at("plan").get<std::string>();
+      t.step_time_s = j.at("step_time_s").get<double>();
+      long long lowest = -1;
+      for (const auto& op : j.at("ops")) lowest = lowest < 0 ? op.at("rank").get<long long>() : std::min(lowest, op.at("rank").get<long long>());
+      for (const auto& op : j.at("ops"))
+        if (op.at("rank").get<long long>() == lowest) t.op_seconds[op.at("name").get<std::string>()] = op.at("duration_s").get<double>();
+      return t;
+    }
+    if (j.is_object() && j.contains("traceEvents")) {
+      const auto& other = j.value("otherData", nlohmann::json::object());
+      t.source = other.value("source", "unknown");
+      t.plan = other.value("plan", "");
+      long long lowest = -1;
+      for (const auto& e : j["traceEvents"])
+        if (e.value("ph", "") == "X") lowest = lowest < 0 ? e.at("pid").get<long long>() : std::min(lowest, e.at("pid").get<long long>());
+      std::vector<double> steps;
+      std::map<std::string, std::vector<double>> per_name;
+      for (const auto& e : j["traceEvents"]) {
+        if (e.value("ph", "") != "X" || e.at("pid").get<long long>() != lowest) continue;
+        std::string name = e.at("name").get<std::string>();
+        double dur = e.at("dur").get<double>() * 1e-6;
+        if (name.rfind("ProfilerStep#", 0) == 0) steps.push_back(dur);
+        else per_name[name].push_back(dur);
+      }
+      if (steps.empty()) throw InputError(path + ": the trace has no ProfilerStep# slices");
+      t.step_time_s = median(steps);
+      for (auto& [name, d] : per_name) t.op_seconds[name] = median(d);
+      return t;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": not a ditwin report or trace (" + e.what() + ")");
+  }
+  throw InputError(path + ": neither a ditwin report (\"schema\": \"ditwin.step_report/1\") nor a trace (\"traceEvents\")");
+}
+
+nlohmann::json compare_runs(const RunTimes& p, const RunTimes& m, int top) {
+  using nlohmann::json;
+  if (!(m.step_time_s > 0)) throw InputError(m.path + ": measured step time is not positive");
+  json out;
+  out["predicted"] = {{"path", p.path}, {"source", p.source}, {"plan", p.plan}, {"step_time_s", p.step_time_s}};
+  out["measured"] = {{"path", m.path}, {"source", m.source}, {"plan", m.plan}, {"step_time_s", m.step_time_s}};
+  out["step_time_error"] = p.step_time_s / m.step_time_s - 1;
+  if (!p.plan.empty() && !m.plan.empty() && p.plan != m.plan)
+    out["warning"] = "the two runs are of different plans (" + p.plan + " vs " + m.plan + ")";
+  struct Row { std::string name; double predicted, measured; };
+  std::vector<Row> rows;
+  std::map<std::string, std::pair<double, double>> families;
+  int only_predicted = 0, only_measured = 0;
+  for (const auto& [name, pred] : p.op_seconds) {
+    auto it = m.op_seconds.find(name);
+    if (it == m.op_seconds.end()) {
+      ++only_predicted;
+      continue;
+    }
+    rows.push_back({name, pred, it->second});
+    auto& f = families[family_of(name)];
+    f.first += pred;
+    f.second += it->second;
+  }
+  for (const auto& [name, meas] : m.op_seconds)
+    if (!p.op_seconds.count(name)) ++only_measured;
+  auto by_gap = [](const Row& a, const Row& b) {
+    return std::fabs(a.predicted - a.measured) > std::fabs(b.predicted - b.measured);
+  };
+  std::sort(rows.begin(), rows.end(), by_gap);
+  json ops = json::array();
+  for (int i = 0; i < static_cast<int>(rows.size()) && i < top; ++i) {
+    const auto& r = rows[i];
+    ops.push_back({{"name", r.name}, {"predicted_s", r.predicted}, {"measured_s", r.measured},
+                   {"difference_s", r.predicted - r.measured},
+                   {"error", r.measured > 0 ? r.predicted / r.measured - 1 : 0.0}});
+  }
+  std::vector<Row> fam;
+  for (const auto& [name, v] : families) fam.push_back({name, v.first, v.second});
+  std::sort(fam.begin(), fam.end(), by_gap);
+  json families_json = json::array();
+  for (const auto& r : fam)
+    families_json.push_back({{"family", r.name}, {"predicted_s", r.predicted}, {"measured_s", r.measured},
+                             {"difference_s", r.predicted - r.measured},
+                             {"error", r.measured > 0 ? r.predicted / r.measured - 1 : 0.0}});
+  out["ops"] = ops;
+  out["families"] = families_json;
+  out["matched_ops"] = rows.size();
+  out["only_predicted_ops"] = only_predicted;
+  out["only_measured_ops"] = only_measured;
+  return out;
+}
+
+std::string format_comparison(const nlohmann::json& c) {
+  std::ostringstream os;
+  char line[256];
+  std::snprintf(line, sizeof line, "step time   predicted %.3f ms   measured %.3f ms   error %+.1f%%\n",
+                1e3 * c["predicted"]["step_time_s"].get<double>(), 1e3 * c["measured"]["step_time_s"].get<double>(),
+                100 * c["step_time_error"].get<double>());
+  os << line;
+  if (c.contains("warning")) os << "warning: " << c["warning"].get<std::string>() << "\n";
+  os << c["matched_ops"] << " ops matched by name (" << c["only_predicted_ops"] << " only predicted, "
+     << c["only_measured_ops"] << " only measured)\n\nop families, largest gap first (summed over micro-batches and layers)\n";
+  std::snprintf(line, sizeof line, "  %-34s %12s %12s %8s\n", "family", "predicted ms", "measured ms", "error");
+  os << line;
+  int shown = 0;
+  for (const auto& f : c["families"]) {
+    if (++shown > 12) break;
+    std::snprintf(line, sizeof line, "  %-34s %12.3f %12.3f %+7.1f%%\n", f["family"].get<std::string>().c_str(),
+                  1e3 * f["predicted_s"].get<double>(), 1e3 * f["measured_s"].get<double>(), 100 * f["error"].get<double>());
+    os << line;
+  }
+  return os.str();
+}
+
+}  // namespace ditwin

@@ -1,0 +1,24 @@
+// Predicted vs measured, step and op by op. Works on reports or traces of either source,
+// matching ops by the Program's names.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <map>
+#include <string>
+
+namespace ditwin {
+
+// Reads a report (`ditwin.step_report/1`) or a Chrome trace written by ditwin; throws InputError
+// naming the file when it is neither.
+struct RunTimes {
+  std::string source, plan, path;
+  double step_time_s = 0;
+  std::map<std::string, double> op_seconds;  // per op name, on the lowest rank present
+};
+RunTimes read_run_times(const std::string& path);
+
+// The comparison: `step_time_error` = predicted / measured - 1; ops sorted by how much of the
+// step-time gap they explain; op families (names without micro-batch) likewise.
+nlohmann::json compare_runs(const RunTimes& predicted, const RunTimes& measured, int top = 25);
+std::string format_comparison(const nlohmann::json& comparison);
+
+}  // namespace ditwin
