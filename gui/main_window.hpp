@@ -1,0 +1,65 @@
+// The viewer's window: toolbar (open, fit, zoom, fold, search), the timeline, a side panel of
+// metrics and, for a predicted/measured pair, the table of the largest differences.
+#pragma once
+#include <QMainWindow>
+#include <QString>
+#include <QStringList>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "gui/compare_model.hpp"
+#include "gui/trace_model.hpp"
+
+class QLabel;
+class QLineEdit;
+class QSortFilterProxyModel;
+class QSplitter;
+class QTableView;
+class QTextBrowser;
+
+namespace ditwin::gui {
+
+class CompareTableModel;
+class TimelineWidget;
+
+class MainWindow : public QMainWindow {
+  Q_OBJECT
+
+ public:
+  explicit MainWindow(QWidget* parent = nullptr);
+
+  // Loads one trace, or a predicted/measured pair (in that order). Returns an empty string on
+  // success; otherwise the message, and what was shown before stays.
+  QString open_traces(const QStringList& paths);
+  // open_traces, and on failure the message in a dialog (the interactive path: never a crash).
+  bool open_or_explain(const QStringList& paths);
+  // A step report (ditwin simulate --report) for the side panel; `measured` for the second trace's.
+  QString open_report(const QString& path, bool measured = false);
+  // Shows a message box without blocking (tests find it as a child of the window).
+  void show_error(const QString& message);
+
+  TimelineWidget* timeline() const { return timeline_; }
+  QTableView* diff_table() const { return table_; }
+  QLineEdit* search_box() const { return search_; }
+  QTextBrowser* metrics_panel() const { return panel_; }
+
+ private:
+  void open_dialog(bool pair);
+  void update_panel();
+  void update_status();
+  void zoom_to_diff(const QModelIndex& index);
+
+  std::shared_ptr<const Trace> primary_, measured_;
+  std::shared_ptr<const Comparison> comparison_;
+  nlohmann::json report_, measured_report_;
+  TimelineWidget* timeline_ = nullptr;
+  QTextBrowser* panel_ = nullptr;
+  QTableView* table_ = nullptr;
+  CompareTableModel* table_model_ = nullptr;
+  QSortFilterProxyModel* table_proxy_ = nullptr;
+  QLineEdit* search_ = nullptr;
+  QLabel* matches_ = nullptr;
+};
+
+}  // namespace ditwin::gui

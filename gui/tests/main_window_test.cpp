@@ -1,0 +1,113 @@
+// The window: a malformed trace shows an error and never crashes; a pair opens the compare view
+// with its table sorted by the largest difference; a report fills the side panel.
+#include <QtTest>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QSortFilterProxyModel>
+#include <QTableView>
+#include <QTextBrowser>
+
+#include "gui/main_window.hpp"
+#include "gui/tests/fixtures.hpp"
+#include "gui/timeline_widget.hpp"
+
+using namespace ditwin;
+using namespace ditwin::gui;
+using namespace ditwin::gui::testing;
+
+class MainWindowTest : public QObject {
+  Q_OBJECT
+ private slots:
+  void MalformedTraceShowsAnErrorAndKeepsTheView_data() {
+    QTest::addColumn<QString>("text");
+    QTest::addColumn<QString>("message");
+    QTest::newRow("truncated") << "{\"traceEvents\": [{\"ph\": \"X\"" << "not valid JSON";
+    QTest::newRow("pid not integer") << R"({"traceEvents":[{"ph":"X","name":"a","pid":"r0","tid":1,"ts":0,"dur":1}]})"
+                                     << "traceEvents[0].pid: expected an integer";
+    QTest::newRow("missing fields") << R"({"traceEvents":[{"ph":"X","name":"a"}]})" << "missing \"pid\"";
+    QTest::newRow("binary") << QString::fromLatin1("\x01\x02\xff\xfe") << "not valid JSON";
+  }
+  void MalformedTraceShowsAnErrorAndKeepsTheView() {
+    QFETCH(QString, text);
+    QFETCH(QString, message);
+    QTemporaryDir dir;
+    MainWindow w;
+    w.resize(1000, 600);
+    w.show();
+    std::string good = write(dir, "good.json", to_trace(small_step(1)).dump());
+    QVERIFY(w.open_or_explain({QString::fromStdString(good)}));
+    std::string bad = write(dir, "bad.json", text.toStdString());
+    QVERIFY(!w.open_or_explain({QString::fromStdString(bad)}));
+    auto* box = w.findChild<QMessageBox*>();
+    QVERIFY(box);
+    QVERIFY(box->isVisible());
+    QVERIFY2(box->text().contains(message), qPrintable(box->text()));
+    QVERIFY(box->text().contains("bad.json"));
+    QCOMPARE(w.timeline()->primary()->slice_count, std::size_t(4));  // the good trace is still shown
+    box->accept();
+  }
+  void MissingSecondTraceIsAnErrorToo() {
+    QTemporaryDir dir;
+    MainWindow w;
+    std::string good = write(dir, "good.json", to_trace(small_step(1)).dump());
+    QString error = w.open_traces({QString::fromStdString(good), dir.filePath("absent.json")});
+    QVERIFY2(error.contains("absent.json: cannot open"), qPrintable(error));
+    QVERIFY(w.timeline()->primary() == nullptr);
+    QVERIFY(!w.open_report(dir.filePath("absent.json")).isEmpty());
+  }
+  void PairOpensTheCompareViewSortedByLargestDifference() {
+    QTemporaryDir dir;
+    StepReport measured = small_step(2, "measured");
+    for (auto& o : measured.ops) {
+      if (o.name == "L0.attn.qkv.fwd.mb0") o.duration_s *= 1.1;
+      if (o.name == "grads.bucket0.allreduce" && o.rank == 1) o.duration_s *= 2;  // +2 ms, the largest
+    }
+    std::string a = write(dir, "p.json", to_trace(small_step(2)).dump());
+    std::string b = write(dir, "m.json", to_trace(measured).dump());
+    MainWindow w;
+    w.resize(1400, 900);
+    QCOMPARE(w.open_traces({QString::fromStdString(a), QString::fromStdString(b)}), QString());
+    w.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&w));
+    QVERIFY(w.diff_table()->isVisible());
+    auto* model = w.diff_table()->model();
+    QCOMPARE(model->rowCount(), 8);
+    QCOMPARE(model->index(0, 0).data().toString(), QString("grads.bucket0.allreduce"));
+    QCOMPARE(model->index(0, 1).data().toLongLong(), 1LL);
+    QCOMPARE(model->index(0, 5).data().toString(), QString("+100.0%"));
+    // Sort by error, ascending: an exact match (0%) comes first.
+    w.diff_table()->sortByColumn(5, Qt::AscendingOrder);
+    QCOMPARE(model->index(0, 5).data().toString(), QString("+0.0%"));
+    QVERIFY(w.metrics_panel()->toPlainText().contains("ops matched"));
+    QVERIFY(w.metrics_panel()->toPlainText().contains("measured"));
+  }
+  void ReportFillsTheSidePanel() {
+    QTemporaryDir dir;
+    StepReport r = small_step(1);
+    r.breakdown.compute_s = 3e-3;
+    r.breakdown.exposed_comm_s = {{"dp", 1e-3}};
+    r.memory = {{"peak_bytes", 8.0 * (1 << 30)}, {"capacity_bytes", 80.0 * (1 << 30)}, {"fits", true}};
+    std::string t = write(dir, "t.json", to_trace(r).dump());
+    std::string rep = write(dir, "r.json", to_json(r).dump());
+    MainWindow w;
+    QCOMPARE(w.open_traces({QString::fromStdString(t)}), QString());
+    QCOMPARE(w.open_report(QString::fromStdString(rep)), QString());
+    QString text = w.metrics_panel()->toPlainText();
+    QVERIFY2(text.contains("step time") && text.contains("4 ms"), qPrintable(text));
+    QVERIFY2(text.contains("MFU") && text.contains("40.0%"), qPrintable(text));
+    QVERIFY2(text.contains("8.00 GiB of 80.00 GiB (fits)"), qPrintable(text));
+    QVERIFY2(text.contains("exposed dp") && text.contains("25.0%"), qPrintable(text));
+    QVERIFY2(text.contains("compute") && text.contains("75.0%"), qPrintable(text));
+  }
+  void SearchBoxHighlightsOps() {
+    QTemporaryDir dir;
+    MainWindow w;
+    std::string t = write(dir, "t.json", to_trace(small_step(3)).dump());
+    QCOMPARE(w.open_traces({QString::fromStdString(t)}), QString());
+    QTest::keyClicks(w.search_box(), "allreduce");
+    QCOMPARE(w.timeline()->search_matches(), std::size_t(3));
+  }
+};
+
+QTEST_MAIN(MainWindowTest)
+#include "main_window_test.moc"

@@ -1,0 +1,612 @@
+// Painting and interaction of the timeline widget.
+#include "gui/timeline_widget.hpp"
+
+#include <QFontMetrics>
+#include <QHelpEvent>
+#include <QKeyEvent>
+#include <QMouseEvent>
+#include <QPainter>
+#include <QToolTip>
+#include <QWheelEvent>
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+namespace ditwin::gui {
+
+namespace {
+
+const QColor background(255, 255, 255);
+const QColor stripe(243, 245, 249);
+const QColor measured_stripe(250, 245, 236);
+const QColor label_background(236, 238, 242);
+const QColor ruler_background(226, 229, 235);
+
+std::uint32_t fnv(const std::string& s) {
+  std::uint32_t h = 2166136261u;
+  for (unsigned char c : s) h = (h ^ c) * 16777619u;
+  return h;
+}
+
+QColor category_colour(const std::string& c) {
+  if (c == "compute") return {76, 114, 176};
+  if (c == "collective") return {221, 132, 82};
+  if (c == "p2p") return {85, 168, 104};
+  if (c == "copy") return {129, 114, 179};
+  if (c == "optimizer") return {196, 78, 82};
+  if (c == "step") return {190, 190, 190};
+  // The run view's categories: what a long run spent its hours on.
+  if (c == "productive" || c == "train") return {77, 175, 74};
+  if (c == "checkpoint") return {55, 126, 184};
+  if (c == "failure") return {228, 26, 28};
+  if (c == "restart" || c == "recovery") return {255, 127, 0};
+  if (c == "detection") return {152, 78, 163};
+  if (c == "lost" || c == "rollback") return {120, 120, 120};
+  return QColor::fromHsv(static_cast<int>(fnv(c) % 360), 120, 200);
+}
+
+QColor dimmed(const QColor& c) {
+  return QColor((c.red() + 3 * background.red()) / 4, (c.green() + 3 * background.green()) / 4,
+                (c.blue() + 3 * background.blue()) / 4);
+}
+
+QColor mix(const QColor& a, const QColor& b, double f) {
+  f = std::clamp(f, 0.0, 1.0);
+  return QColor(static_cast<int>(std::lround(a.red() + (b.red() - a.red()) * f)),
+                static_cast<int>(std::lround(a.green() + (b.green() - a.green()) * f)),
+                static_cast<int>(std::lround(a.blue() + (b.blue() - a.blue()) * f)));
+}
+
+QString number_with_unit(double v, const char* unit) {
+  const char* prefixes[] = {"", " K", " M", " G", " T", " P", " E"};
+  int i = 0;
+  while (std::fabs(v) >= 1000 && i < 6) {
+    v /= 1000;
+    ++i;
+  }
+  return QString::number(v, 'g', 4) + prefixes[i] + (i == 0 ? " " : "") + unit;
+}
+
+// Unit for times around `scale`: its divisor in seconds and its name.
+std::pair<double, QString> unit_for(double scale) {
+  scale = std::fabs(scale);
+  if (scale < 1e-6) return {1e-9, "ns"};
+  if (scale < 1e-3) return {1e-6, QString::fromUtf8("\u00b5s")};
+  if (scale < 1) return {1e-3, "ms"};
+  if (scale < 120) return {1, "s"};
+  if (scale < 7200) return {60, "min"};
+  return {3600, "h"};
+}
+
+}  // namespace
+
+QString format_time(double seconds) {
+  auto [unit, name] = unit_for(seconds);
+  if (seconds == 0) return "0";
+  return QString::number(seconds / unit, 'g', 4) + " " + name;
+}
+
+TimelineWidget::TimelineWidget(QWidget* parent) : QWidget(parent) {
+  setMouseTracking(true);
+  setFocusPolicy(Qt::StrongFocus);
+  setMinimumSize(label_width + 200, ruler_height + 4 * row_height);
+  setAttribute(Qt::WA_OpaquePaintEvent);
+}
+
+void TimelineWidget::set_traces(std::shared_ptr<const Trace> primary, std::shared_ptr<const Trace> measured,
+                                std::shared_ptr<const Comparison> comparison) {
+  primary_ = std::move(primary);
+  measured_ = primary_ ? std::move(measured) : nullptr;
+  comparison_ = measured_ ? std::move(comparison) : nullptr;
+  expanded_.assign((primary_ ? primary_->classes.size() : 0) + (measured_ ? measured_->classes.size() : 0), false);
+  scroll_y_ = 0;
+  rebuild_rows();
+  set_search(search_);
+  fit();
+}
+
+double TimelineWidget::data_start() const {
+  double s = primary_ ? primary_->start_s : 0;
+  return measured_ ? std::min(s, measured_->start_s) : s;
+}
+
+double TimelineWidget::data_end() const {
+  double e = primary_ ? primary_->end_s : 1;
+  return measured_ ? std::max(e, measured_->end_s) : e;
+}
+
+void TimelineWidget::changed() {
+  update();
+  emit view_changed();
+}
+
+void TimelineWidget::set_mapping(const TimeMapping& m) {
+  mapping_ = m.resized(time_width()).clamped(data_start(), data_end());
+  changed();
+}
+
+void TimelineWidget::fit() {
+  mapping_ = TimeMapping::fit(data_start(), data_end(), time_width());
+  changed();
+}
+
+void TimelineWidget::zoom_to(double t0_s, double t1_s) {
+  if (t1_s < t0_s) std::swap(t0_s, t1_s);
+  set_mapping(TimeMapping(t0_s, t1_s, time_width()));
+}
+
+void TimelineWidget::zoom_by(double factor) { set_mapping(mapping_.zoomed(factor, time_width() / 2)); }
+
+void TimelineWidget::set_scroll_y(int y) {
+  int content = static_cast<int>(rows_.size()) * row_height;
+  int view = std::max(0, height() - ruler_height);
+  scroll_y_ = std::clamp(y, 0, std::max(0, content - view));
+  changed();
+}
+
+void TimelineWidget::set_search(const QString& text) {
+  search_ = text.trimmed();
+  search_matches_ = 0;
+  auto matches = [&](const Trace* t, std::vector<bool>& out) {
+    out.clear();
+    if (!t) return;
+    out.resize(t->names.size());
+    for (std::size_t i = 0; i < t->names.size(); ++i)
+      out[i] = !search_.isEmpty() && QString::fromStdString(t->names[i]).contains(search_, Qt::CaseInsensitive);
+    if (search_.isEmpty()) return;
+    for (const auto& p : t->processes)
+      for (const auto& tr : p.tracks)
+        for (const auto& s : tr.slices) search_matches_ += out[static_cast<std::size_t>(s.name)] ? 1 : 0;
+  };
+  matches(primary_.get(), primary_match_);
+  matches(measured_.get(), measured_match_);
+  changed();
+}
+
+bool TimelineWidget::name_matches(const Trace& t, const Slice& s) const {
+  const auto& m = &t == measured_.get() ? measured_match_ : primary_match_;
+  return m[static_cast<std::size_t>(s.name)];
+}
+
+bool TimelineWidget::is_expanded(std::size_t c) const { return c < expanded_.size() && expanded_[c]; }
+
+void TimelineWidget::set_expanded(std::size_t c, bool e) {
+  if (c >= expanded_.size()) return;
+  expanded_[c] = e;
+  rebuild_rows();
+  set_scroll_y(scroll_y_);
+}
+
+void TimelineWidget::set_all_expanded(bool e) {
+  std::fill(expanded_.begin(), expanded_.end(), e);
+  rebuild_rows();
+  set_scroll_y(scroll_y_);
+}
+
+void TimelineWidget::rebuild_rows() {
+  rows_.clear();
+  if (!primary_) return;
+  const Trace& pt = *primary_;
+  std::unordered_map<long long, std::size_t> measured_of_pid;
+  std::vector<bool> measured_shown;
+  if (measured_) {
+    for (std::size_t i = 0; i < measured_->processes.size(); ++i) measured_of_pid.emplace(measured_->processes[i].pid, i);
+    measured_shown.assign(measured_->processes.size(), false);
+  }
+  auto add_process = [&](bool measured, std::size_t proc, std::size_t cls, std::size_t size) {
+    const Process& p = (measured ? *measured_ : pt).processes[proc];
+    for (std::size_t k = 0; k < p.tracks.size(); ++k) rows_.push_back(Row{measured, proc, k, cls, size, k == 0});
+  };
+  for (std::size_t c = 0; c < pt.classes.size(); ++c) {
+    const auto& members = pt.classes[c].members;
+    std::size_t shown = expanded_[c] ? members.size() : 1;
+    std::size_t size = expanded_[c] ? 1 : members.size();
+    for (std::size_t m = 0; m < shown; ++m) {
+      std::size_t proc = members[m];
+      const Process& p = pt.processes[proc];
+      auto other = measured_ ? measured_of_pid.find(p.pid) : measured_of_pid.end();
+      if (other == measured_of_pid.end()) {
+        add_process(false, proc, c, size);
+        continue;
+      }
+      // Pair each predicted lane with the measured lane of the same rank and stream.
+      const Process& mp = measured_->processes[other->second];
+      measured_shown[other->second] = true;
+      std::vector<bool> used(mp.tracks.size(), false);
+      for (std::size_t k = 0; k < p.tracks.size(); ++k) {
+        rows_.push_back(Row{false, proc, k, c, size, k == 0});
+        for (std::size_t j = 0; j < mp.tracks.size(); ++j)
+          if (mp.tracks[j].tid == p.tracks[k].tid) {
+            rows_.push_back(Row{true, other->second, j, c, size, false});
+            used[j] = true;
+          }
+      }
+      for (std::size_t j = 0; j < mp.tracks.size(); ++j)
+        if (!used[j]) rows_.push_back(Row{true, other->second, j, c, size, false});
+    }
+  }
+  if (!measured_) return;
+  // Measured ranks with no predicted counterpart, folded by their own classes.
+  for (std::size_t c = 0; c < measured_->classes.size(); ++c) {
+    std::size_t global = pt.classes.size() + c;
+    const auto& members = measured_->classes[c].members;
+    std::size_t shown = expanded_[global] ? members.size() : 1;
+    std::size_t size = expanded_[global] ? 1 : members.size();
+    for (std::size_t m = 0; m < shown; ++m)
+      if (!measured_shown[members[m]]) add_process(true, members[m], global, size);
+  }
+}
+
+int TimelineWidget::row_of(long long pid, long long tid, bool measured) const {
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    const Row& row = rows_[r];
+    if (row.measured != measured) continue;
+    const Trace& t = trace_of(row);
+    if (t.processes[row.process].pid == pid && track_of(row).tid == tid) return static_cast<int>(r);
+  }
+  return -1;
+}
+
+int TimelineWidget::x_of(double t_s) const {
+  return label_width + static_cast<int>(std::floor(mapping_.x_of(t_s)));
+}
+
+QColor TimelineWidget::error_colour(double e) {
+  if (std::isnan(e)) return {150, 150, 150};  // no counterpart in the other trace
+  const QColor good(102, 189, 99), warm(254, 224, 139), bad(215, 48, 39), cool(145, 191, 219), fast(69, 117, 180);
+  double a = std::fabs(e);
+  if (a <= 0.05) return good;
+  if (e > 0) return a <= 0.25 ? mix(good, warm, (a - 0.05) / 0.20) : mix(warm, bad, (a - 0.25) / 0.25);
+  return a <= 0.25 ? mix(good, cool, (a - 0.05) / 0.20) : mix(cool, fast, (a - 0.25) / 0.25);
+}
+
+QColor TimelineWidget::colour_of(const Row& row, std::size_t slice) const {
+  const Trace& t = trace_of(row);
+  const Slice& s = track_of(row).slices[slice];
+  if (comparison_) {
+    const auto& errors = row.measured ? comparison_->measured_error : comparison_->predicted_error;
+    return error_colour(errors[row.process][row.track][slice]);
+  }
+  QColor c = category_colour(t.category_of(s));
+  // Neighbouring ops of one kind get one of three shades, so their boundaries show.
+  return QColor(c.lighter(100 + static_cast<int>(fnv(t.name_of(s)) % 3) * 12).rgb());
+}
+
+void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) const {
+  const Track& tr = track_of(row);
+  const Trace& t = trace_of(row);
+  const double width = right - label_width;
+  auto [first, last] = tr.visible(mapping_.t_of(-1), mapping_.t_of(width + 1));
+  const bool searching = !search_.isEmpty();
+  const int top = y + 2, h = row_height - 4;
+  const QFontMetrics fm(p.font());
+
+  // A run of merged sub-pixel slices, in pixel columns [run_x0, run_x1].
+  int run_x0 = -1, run_x1 = -1;
+  QColor run_colour;
+  auto flush = [&] {
+    if (run_x0 < 0) return;
+    p.fillRect(QRect(label_width + run_x0, top, run_x1 - run_x0 + 1, h), run_colour);
+    run_x0 = -1;
+  };
+  for (std::size_t i = first; i < last; ++i) {
+    const Slice& s = tr.slices[i];
+    double x0 = mapping_.x_of(s.start_s), x1 = mapping_.x_of(s.end_s());
+    if (x1 < 0 || x0 > width) continue;
+    bool hit = !searching || name_matches(t, s);
+    if (s.instant) {  // a marker 5 px wide, so a failure shows at any zoom
+      flush();
+      QColor c = colour_of(row, i);
+      p.fillRect(QRect(label_width + static_cast<int>(std::floor(x0)) - 2, top, 5, h), hit ? c : dimmed(c));
+      continue;
+    }
+    if (x1 - x0 >= 1.0) {
+      flush();
+      double a = std::max(x0, -2.0), b = std::min(x1, width + 2);
+      QColor c = colour_of(row, i);
+      QRectF r(label_width + a, top, b - a >= 4 ? b - a - 1 : b - a, h);  // a 1 px gap between wide neighbours
+      p.fillRect(r, hit ? c : dimmed(c));
+      if (searching && hit) {
+        p.setPen(QPen(QColor(20, 20, 20), 2));
+        p.drawRect(r.adjusted(1, 1, -1, -1));
+      }
+      if (r.width() > 50) {
+        p.setPen(c.lightness() > 150 || !hit ? QColor(20, 20, 20) : QColor(255, 255, 255));
+        QRectF text = r.adjusted(6, 0, -2, 0);  // clear of the search outline
+        p.drawText(text, Qt::AlignVCenter | Qt::AlignLeft,
+                   fm.elidedText(QString::fromStdString(t.name_of(s)), Qt::ElideRight, static_cast<int>(text.width())));
+      }
+      continue;
+    }
+    int px0 = std::max(0, static_cast<int>(std::floor(x0)));
+    int px1 = std::max(px0, static_cast<int>(std::floor(x1)));
+    if (run_x0 >= 0 && px0 <= run_x1 + 1) {
+      run_x1 = std::max(run_x1, px1);
+    } else {
+      flush();
+      run_x0 = px0;
+      run_x1 = px1;
+      QColor c = colour_of(row, i);
+      run_colour = hit ? c : dimmed(c);
+    }
+    // Everything else starting in this pixel column joins the run: one binary search skips it,
+    // unless one of the skipped slices reaches further (then walk them one by one).
+    double next = mapping_.t_of(run_x1 + 1);
+    auto j = static_cast<std::size_t>(
+        std::lower_bound(tr.slices.begin() + static_cast<std::ptrdiff_t>(i) + 1, tr.slices.begin() + static_cast<std::ptrdiff_t>(last),
+                         next, [](const Slice& sl, double v) { return sl.start_s < v; }) - tr.slices.begin());
+    if (j > i + 1 && tr.max_end_s[j - 1] <= next) i = j - 1;
+  }
+  flush();
+}
+
+void TimelineWidget::paint_labels(QPainter& p, int first, int last, int height) const {
+  p.fillRect(QRect(0, ruler_height, label_width, height - ruler_height), label_background);
+  QFont bold = p.font();
+  bold.setBold(true);
+  const QFont normal = p.font();
+  for (int r = first; r < last; ++r) {
+    const Row& row = rows_[static_cast<std::size_t>(r)];
+    const Trace& t = trace_of(row);
+    int y = row_top(r);
+    QRect box(6, y, label_width - 12, row_height);
+    QString stream = QString::fromStdString(track_of(row).name);
+    if (measured_) stream = (row.measured ? "measured " : "predicted ") + stream;
+    p.setFont(normal);
+    p.setPen(QColor(90, 90, 90));
+    p.drawText(box, Qt::AlignVCenter | Qt::AlignRight, stream);
+    if (row.first_of_process) {
+      const Process& proc = t.processes[row.process];
+      QString name = QString::fromStdString(proc.name);
+      const auto& classes = row.measured && row.rank_class >= primary_->classes.size() ? measured_->classes : primary_->classes;
+      std::size_t local = row.rank_class >= primary_->classes.size() ? row.rank_class - primary_->classes.size() : row.rank_class;
+      bool foldable = local < classes.size() && classes[local].members.size() > 1;
+      if (foldable) name = QString(is_expanded(row.rank_class) ? "- " : "+ ") + name;
+      if (row.class_size > 1) name += QString::fromUtf8(" \u00d7") + QString::number(row.class_size);
+      p.setFont(bold);
+      p.setPen(QColor(20, 20, 20));
+      p.drawText(box.adjusted(0, 0, -p.fontMetrics().horizontalAdvance(stream) - 6, 0), Qt::AlignVCenter | Qt::AlignLeft,
+                 p.fontMetrics().elidedText(name, Qt::ElideRight, box.width() - 70));
+    }
+  }
+  p.setFont(normal);
+  p.setPen(QColor(180, 183, 190));
+  p.drawLine(label_width - 1, ruler_height, label_width - 1, height);
+}
+
+void TimelineWidget::paint_ruler(QPainter& p, int width) const {
+  p.fillRect(QRect(0, 0, width, ruler_height), ruler_background);
+  double raw = mapping_.seconds_per_px() * 110;
+  double decade = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = decade * (raw / decade <= 2 ? 2 : raw / decade <= 5 ? 5 : 10);
+  auto [unit, unit_name] = unit_for(step);
+  int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step / unit) + 1e-9)));
+  p.setPen(QColor(60, 60, 60));
+  double t = std::ceil(mapping_.t_of(0) / step) * step;
+  for (int n = 0; t <= mapping_.t_of(width - label_width) && n < 1000; t += step, ++n) {
+    int x = x_of(t);
+    p.drawLine(x, ruler_height - 8, x, ruler_height - 1);
+    double v = t / unit;
+    if (std::fabs(v) < 1e-9) v = 0;
+    p.drawText(QRect(x + 3, 2, 120, ruler_height - 10), Qt::AlignLeft | Qt::AlignVCenter,
+               QString::number(v, 'f', decimals) + " " + unit_name);
+  }
+  // The top-left corner: what is shown, or in compare mode the error legend.
+  p.fillRect(QRect(0, 0, label_width, ruler_height), label_background);
+  if (comparison_) {
+    QRect bar(8, 4, label_width - 16, 10);
+    for (int x = 0; x < bar.width(); ++x)
+      p.fillRect(QRect(bar.x() + x, bar.y(), 1, bar.height()), error_colour(-0.6 + 1.2 * x / (bar.width() - 1)));
+    QFont small = p.font();
+    small.setPointSizeF(small.pointSizeF() * 0.85);
+    QFont keep = p.font();
+    p.setFont(small);
+    p.setPen(QColor(40, 40, 40));
+    QRect under(bar.x(), bar.bottom() + 1, bar.width(), ruler_height - bar.bottom() - 2);
+    p.drawText(under, Qt::AlignLeft | Qt::AlignVCenter, "faster");
+    p.drawText(under, Qt::AlignHCenter | Qt::AlignVCenter, "measured vs predicted");
+    p.drawText(under, Qt::AlignRight | Qt::AlignVCenter, "slower");
+    p.setFont(keep);
+  } else if (primary_) {
+    p.setPen(QColor(20, 20, 20));
+    QString what = QString::fromStdString(primary_->plan.empty() ? primary_->origin : primary_->plan);
+    if (!primary_->source.empty()) what += " (" + QString::fromStdString(primary_->source) + ")";
+    p.drawText(QRect(6, 0, label_width - 12, ruler_height), Qt::AlignVCenter | Qt::AlignLeft,
+               p.fontMetrics().elidedText(what, Qt::ElideMiddle, label_width - 12));
+  }
+  p.setPen(QColor(170, 173, 180));
+  p.drawLine(0, ruler_height - 1, width, ruler_height - 1);
+}
+
+void TimelineWidget::paint(QPainter& p, QSize size) const {
+  p.fillRect(QRect(QPoint(0, 0), size), background);
+  if (!primary_) {
+    p.setPen(QColor(90, 90, 90));
+    p.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter, "Open a trace (File > Open) to see its timeline");
+    return;
+  }
+  int first = std::max(0, scroll_y_ / row_height);
+  int last = std::min(static_cast<int>(rows_.size()), (scroll_y_ + size.height() - ruler_height) / row_height + 1);
+  p.save();
+  p.setClipRect(QRect(label_width, ruler_height, size.width() - label_width, size.height() - ruler_height));
+  // Stripes per rank, a tint on measured lanes, then the time grid, then the slices.
+  std::size_t stripe_index = 0;
+  for (int r = 0; r < last; ++r) {
+    const Row& row = rows_[static_cast<std::size_t>(r)];
+    if (row.first_of_process && r > 0) ++stripe_index;
+    if (r < first) continue;
+    QColor c = row.measured ? measured_stripe : (stripe_index % 2 ? stripe : background);
+    p.fillRect(QRect(label_width, row_top(r), size.width() - label_width, row_height), c);
+  }
+  for (int r = first; r < last; ++r) paint_row(p, rows_[static_cast<std::size_t>(r)], row_top(r), size.width());
+  p.restore();
+  paint_labels(p, first, last, size.height());
+  paint_ruler(p, size.width());
+  if (drag_ == Drag::box) {
+    QRect band = QRect(drag_from_, drag_to_).normalized();
+    band.setTop(ruler_height);
+    band.setBottom(size.height());
+    p.fillRect(band, QColor(66, 133, 244, 50));
+    p.setPen(QColor(66, 133, 244));
+    p.drawRect(band.adjusted(0, 0, -1, -1));
+  }
+}
+
+void TimelineWidget::paintEvent(QPaintEvent*) {
+  QPainter p(this);
+  paint(p, size());
+}
+
+void TimelineWidget::resizeEvent(QResizeEvent*) {
+  mapping_ = mapping_.resized(time_width());
+  set_scroll_y(scroll_y_);
+}
+
+std::optional<TimelineWidget::Hit> TimelineWidget::hit_at(QPoint pos) const {
+  if (!primary_ || pos.x() < label_width || pos.y() < ruler_height) return std::nullopt;
+  int r = (pos.y() - ruler_height + scroll_y_) / row_height;
+  if (r < 0 || r >= static_cast<int>(rows_.size())) return std::nullopt;
+  const Row& row = rows_[static_cast<std::size_t>(r)];
+  const Track& tr = track_of(row);
+  double t = mapping_.t_of(pos.x() - label_width + 0.5);
+  double tolerance = 2 * mapping_.seconds_per_px();
+  auto [first, last] = tr.visible(t - tolerance, t + tolerance);
+  std::optional<std::size_t> best;
+  double best_score = INFINITY;
+  for (std::size_t i = first; i < last; ++i) {
+    const Slice& s = tr.slices[i];
+    if (s.end_s() < t - tolerance) continue;
+    // Inside beats near; among those inside, the shortest (innermost) wins.
+    double outside = s.start_s > t ? s.start_s - t : t > s.end_s() ? t - s.end_s() : 0;
+    double score = outside > 0 ? 1e30 + outside : s.duration_s;
+    if (score < best_score) {
+      best_score = score;
+      best = i;
+    }
+  }
+  if (!best) return std::nullopt;
+  return Hit{r, row.measured, row.process, row.track, *best};
+}
+
+QString TimelineWidget::tooltip_at(QPoint pos) const {
+  auto hit = hit_at(pos);
+  if (!hit) return {};
+  const Row& row = rows_[static_cast<std::size_t>(hit->row)];
+  const Trace& t = trace_of(row);
+  const Process& proc = t.processes[hit->process];
+  const Track& tr = proc.tracks[hit->track];
+  const Slice& s = tr.slices[hit->slice];
+  QString html = "<b>" + QString::fromStdString(t.name_of(s)).toHtmlEscaped() + "</b><br>";
+  html += QString::fromStdString(proc.name).toHtmlEscaped() + " &middot; " + QString::fromStdString(tr.name).toHtmlEscaped();
+  if (!t.category_of(s).empty()) html += " &middot; " + QString::fromStdString(t.category_of(s)).toHtmlEscaped();
+  if (row.class_size > 1) html += QString("<br><i>one of %1 identical ranks</i>").arg(row.class_size);
+  html += "<br>start: " + format_time(s.start_s) + "<br>duration: " + format_time(s.duration_s);
+  if (s.flops > 0) html += "<br>FLOPs: " + number_with_unit(s.flops, "FLOP");
+  if (s.bytes > 0) html += "<br>bytes: " + number_with_unit(s.bytes, "B");
+  if (s.duration_s > 0 && s.flops > 0) html += "<br>achieved: " + QString::number(s.flops / s.duration_s / 1e12, 'f', 1) + " TFLOP/s";
+  if (s.duration_s > 0 && s.bytes > 0) html += "<br>achieved: " + QString::number(s.bytes / s.duration_s / 1e9, 'f', 1) + " GB/s";
+  if (comparison_) {
+    float e = (row.measured ? comparison_->measured_error : comparison_->predicted_error)[hit->process][hit->track][hit->slice];
+    html += std::isnan(e) ? QString("<br>no counterpart in the other trace")
+                          : QString("<br>measured vs predicted: %1%2%").arg(e >= 0 ? "+" : "").arg(100.0 * e, 0, 'f', 1);
+  }
+  return html;
+}
+
+void TimelineWidget::wheelEvent(QWheelEvent* e) {
+  double dy = e->angleDelta().y();
+  if (dy == 0) dy = e->angleDelta().x();
+  if (e->modifiers() & Qt::ShiftModifier) {
+    set_scroll_y(scroll_y_ - static_cast<int>(dy / 120 * 3 * row_height));
+  } else {
+    // One notch (120) zooms by sqrt(2) about the time under the cursor.
+    set_mapping(mapping_.zoomed(std::pow(2.0, dy / 240.0), e->position().x() - label_width));
+  }
+  e->accept();
+}
+
+void TimelineWidget::mousePressEvent(QMouseEvent* e) {
+  QPoint pos = e->position().toPoint();
+  if (e->button() == Qt::LeftButton && pos.x() < label_width && pos.y() >= ruler_height) {
+    int r = (pos.y() - ruler_height + scroll_y_) / row_height;
+    if (r >= 0 && r < static_cast<int>(rows_.size())) {
+      std::size_t c = rows_[static_cast<std::size_t>(r)].rank_class;
+      set_expanded(c, !is_expanded(c));
+    }
+    return;
+  }
+  if (e->button() == Qt::RightButton || (e->button() == Qt::LeftButton && (e->modifiers() & Qt::ShiftModifier))) {
+    drag_ = Drag::box;
+  } else if (e->button() == Qt::LeftButton) {
+    drag_ = Drag::pan;
+    setCursor(Qt::ClosedHandCursor);
+  } else {
+    return;
+  }
+  drag_from_ = drag_to_ = pos;
+  drag_mapping_ = mapping_;
+  drag_scroll_ = scroll_y_;
+}
+
+void TimelineWidget::mouseMoveEvent(QMouseEvent* e) {
+  QPoint pos = e->position().toPoint();
+  if (drag_ == Drag::pan) {
+    set_mapping(drag_mapping_.panned(pos.x() - drag_from_.x()));
+    set_scroll_y(drag_scroll_ - (pos.y() - drag_from_.y()));
+  } else if (drag_ == Drag::box) {
+    drag_to_ = pos;
+    update();
+  }
+}
+
+void TimelineWidget::mouseReleaseEvent(QMouseEvent* e) {
+  if (drag_ == Drag::box) {
+    drag_to_ = e->position().toPoint();
+    int a = std::min(drag_from_.x(), drag_to_.x()) - label_width;
+    int b = std::max(drag_from_.x(), drag_to_.x()) - label_width;
+    drag_ = Drag::none;
+    if (b - a >= 3) zoom_to(mapping_.t_of(a), mapping_.t_of(b));
+    else update();
+  }
+  drag_ = Drag::none;
+  unsetCursor();
+}
+
+void TimelineWidget::mouseDoubleClickEvent(QMouseEvent* e) {
+  if (e->button() == Qt::LeftButton && e->position().x() >= label_width) fit();
+}
+
+void TimelineWidget::keyPressEvent(QKeyEvent* e) {
+  double w = time_width();
+  switch (e->key()) {
+    case Qt::Key_F: case Qt::Key_0: case Qt::Key_Home: fit(); break;
+    case Qt::Key_Plus: case Qt::Key_Equal: zoom_by(2); break;
+    case Qt::Key_Minus: zoom_by(0.5); break;
+    case Qt::Key_Left: set_mapping(mapping_.panned(w / 5)); break;
+    case Qt::Key_Right: set_mapping(mapping_.panned(-w / 5)); break;
+    case Qt::Key_Up: set_scroll_y(scroll_y_ - row_height); break;
+    case Qt::Key_Down: set_scroll_y(scroll_y_ + row_height); break;
+    case Qt::Key_PageUp: set_scroll_y(scroll_y_ - (height() - ruler_height)); break;
+    case Qt::Key_PageDown: set_scroll_y(scroll_y_ + (height() - ruler_height)); break;
+    default: QWidget::keyPressEvent(e); return;
+  }
+  e->accept();
+}
+
+bool TimelineWidget::event(QEvent* e) {
+  if (e->type() == QEvent::ToolTip) {
+    auto* help = static_cast<QHelpEvent*>(e);
+    QString text = tooltip_at(help->pos());
+    if (text.isEmpty()) {
+      QToolTip::hideText();
+      e->ignore();
+    } else {
+      QToolTip::showText(help->globalPos(), text, this);
+    }
+    return true;
+  }
+  return QWidget::event(e);
+}
+
+}  // namespace ditwin::gui

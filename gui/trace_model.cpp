@@ -1,0 +1,330 @@
+// Reading Chrome-trace JSON into the GUI's trace model, and folding identical ranks.
+#include "gui/trace_model.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <unordered_map>
+
+namespace ditwin::gui {
+
+using nlohmann::json;
+
+std::pair<std::size_t, std::size_t> Track::visible(double t0_s, double t1_s) const {
+  // First slice whose running max end reaches t0: every earlier one ends before the view.
+  auto first = std::lower_bound(max_end_s.begin(), max_end_s.end(), t0_s) - max_end_s.begin();
+  auto last = std::upper_bound(slices.begin() + first, slices.end(), t1_s,
+                               [](double t, const Slice& s) { return t < s.start_s; }) - slices.begin();
+  return {static_cast<std::size_t>(first), static_cast<std::size_t>(std::max(first, last))};
+}
+
+std::int32_t Trace::intern_name(const std::string& n) {
+  auto [it, fresh] = name_index_.try_emplace(n, static_cast<std::int32_t>(names.size()));
+  if (fresh) names.push_back(n);
+  return it->second;
+}
+
+std::int32_t Trace::intern_category(const std::string& c) {
+  auto [it, fresh] = category_index_.try_emplace(c, static_cast<std::int32_t>(categories.size()));
+  if (fresh) categories.push_back(c);
+  return it->second;
+}
+
+std::optional<std::size_t> Trace::process_of(long long pid) const {
+  for (std::size_t i = 0; i < processes.size(); ++i)
+    if (processes[i].pid == pid) return i;
+  return std::nullopt;
+}
+
+bool is_productive_category(const std::string& c) { return c == "train" || c == "productive"; }
+bool is_lost_category(const std::string& c) { return c == "rollback" || c == "lost"; }
+bool is_run_category(const std::string& c) {
+  return is_productive_category(c) || is_lost_category(c) || c == "failure" || c == "restart" || c == "recovery";
+}
+
+namespace {
+
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  return h * 0xff51afd7ed558ccdULL;
+}
+
+std::uint64_t bits_of(double d) {
+  std::uint64_t u;
+  static_assert(sizeof u == sizeof d);
+  std::memcpy(&u, &d, sizeof u);
+  return u;
+}
+
+std::uint64_t signature(const Process& p) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (const auto& t : p.tracks) {
+    h = mix(h, static_cast<std::uint64_t>(t.tid));
+    h = mix(h, t.slices.size());
+    for (const auto& s : t.slices) {
+      h = mix(h, static_cast<std::uint64_t>(s.name));
+      h = mix(h, bits_of(s.start_s));
+      h = mix(h, bits_of(s.duration_s));
+    }
+  }
+  return h;
+}
+
+bool same_slices(const Process& a, const Process& b) {
+  if (a.tracks.size() != b.tracks.size()) return false;
+  for (std::size_t i = 0; i < a.tracks.size(); ++i) {
+    const auto& x = a.tracks[i];
+    const auto& y = b.tracks[i];
+    if (x.tid != y.tid || x.slices.size() != y.slices.size()) return false;
+    for (std::size_t k = 0; k < x.slices.size(); ++k)
+      if (x.slices[k].name != y.slices[k].name || x.slices[k].start_s != y.slices[k].start_s ||
+          x.slices[k].duration_s != y.slices[k].duration_s)
+        return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void Trace::finalize() {
+  slice_count = 0;
+  start_s = 0;
+  end_s = 0;
+  bool any = false;
+  for (auto& p : processes) {
+    std::erase_if(p.tracks, [](const Track& t) { return t.slices.empty(); });
+    std::sort(p.tracks.begin(), p.tracks.end(), [](const Track& a, const Track& b) { return a.tid < b.tid; });
+    for (auto& t : p.tracks) {
+      // Longer first among equal starts, so an enclosing slice is drawn under what it holds.
+      std::stable_sort(t.slices.begin(), t.slices.end(), [](const Slice& a, const Slice& b) {
+        return a.start_s < b.start_s || (a.start_s == b.start_s && a.duration_s > b.duration_s);
+      });
+      t.max_end_s.resize(t.slices.size());
+      double m = -INFINITY;
+      for (std::size_t i = 0; i < t.slices.size(); ++i) t.max_end_s[i] = m = std::max(m, t.slices[i].end_s());
+      slice_count += t.slices.size();
+      double lo = t.slices.front().start_s, hi = t.max_end_s.back();
+      start_s = any ? std::min(start_s, lo) : lo;
+      end_s = any ? std::max(end_s, hi) : hi;
+      any = true;
+    }
+  }
+  std::erase_if(processes, [](const Process& p) { return p.tracks.empty(); });
+  std::stable_sort(processes.begin(), processes.end(), [](const Process& a, const Process& b) {
+    return a.sort_index < b.sort_index || (a.sort_index == b.sort_index && a.pid < b.pid);
+  });
+
+  classes.clear();
+  std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_signature;  // signature -> class indices
+  for (std::size_t i = 0; i < processes.size(); ++i) {
+    auto& candidates = by_signature[signature(processes[i])];
+    bool placed = false;
+    for (std::size_t c : candidates)
+      if (same_slices(processes[classes[c].representative()], processes[i])) {
+        classes[c].members.push_back(i);
+        placed = true;
+        break;
+      }
+    if (!placed) {
+      candidates.push_back(classes.size());
+      classes.push_back(RankClass{{i}});
+    }
+  }
+
+  is_run = other_data.is_object() &&
+           (other_data.value("mode", std::string()) == "run" || other_data.value("kind", std::string()) == "longrun");
+  for (const auto& c : categories) is_run = is_run || is_run_category(c);
+}
+
+namespace {
+
+[[noreturn]] void fail(const std::string& origin, const std::string& where, const std::string& what) {
+  throw TraceError(origin + ": " + where + ": " + what);
+}
+
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+struct EventReader {
+  const json& e;
+  std::size_t index;
+  const std::string& origin;
+
+  std::string where(const char* key = nullptr) const {
+    std::string w = "traceEvents[" + std::to_string(index) + "]";
+    if (key) w += std::string(".") + key;
+    return w;
+  }
+  const json& need(const char* key) const {
+    auto it = e.find(key);
+    if (it == e.end()) fail(origin, where(), std::string("missing \"") + key + "\"");
+    return *it;
+  }
+  long long integer(const char* key) const {
+    const json& v = need(key);
+    if (v.is_number_integer()) return v.get<long long>();
+    if (v.is_number_float()) {
+      double d = v.get<double>();
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<long long>(d);
+    }
+    fail(origin, where(key), "expected an integer, got " + shown(v));
+  }
+  double number(const char* key) const {
+    const json& v = need(key);
+    if (!v.is_number()) fail(origin, where(key), "expected a number, got " + shown(v));
+    double d = v.get<double>();
+    if (!std::isfinite(d)) fail(origin, where(key), "expected a finite number");
+    return d;
+  }
+  const std::string& string(const char* key) const {
+    const json& v = need(key);
+    if (!v.is_string()) fail(origin, where(key), "expected a string, got " + shown(v));
+    return v.get_ref<const std::string&>();
+  }
+  const json& args() const {
+    auto it = e.find("args");
+    if (it == e.end() || it->is_null()) return empty();
+    if (!it->is_object()) fail(origin, where("args"), "expected an object, got " + shown(*it));
+    return *it;
+  }
+  static const json& empty() {
+    static const json e = json::object();
+    return e;
+  }
+};
+
+double optional_number(const json& args, const char* key) {
+  auto it = args.find(key);
+  if (it == args.end() || !it->is_number()) return 0;
+  double d = it->get<double>();
+  return std::isfinite(d) ? d : 0;
+}
+
+}  // namespace
+
+Trace parse_trace(const json& j, const std::string& origin) {
+  Trace t;
+  t.origin = origin;
+  const json* events = nullptr;
+  if (j.is_array()) {
+    events = &j;  // the format also allows a bare array of events
+  } else if (j.is_object()) {
+    auto it = j.find("traceEvents");
+    if (it == j.end()) fail(origin, "top level", "no \"traceEvents\" (is this a Chrome trace? a report is opened with --report)");
+    if (!it->is_array()) fail(origin, "traceEvents", "expected an array, got " + shown(*it));
+    events = &*it;
+    if (auto o = j.find("otherData"); o != j.end() && o->is_object()) {
+      t.other_data = *o;
+      auto text = [&](const char* k) { auto v = o->find(k); return v != o->end() && v->is_string() ? v->get<std::string>() : std::string(); };
+      auto num = [&](const char* k) -> std::optional<double> {
+        auto v = o->find(k);
+        if (v != o->end() && v->is_number() && std::isfinite(v->get<double>())) return v->get<double>();
+        return std::nullopt;
+      };
+      t.source = text("source");
+      t.plan = text("plan");
+      t.step_time_s = num("step_time_s");
+      t.mfu = num("mfu");
+      t.ettr = num("ettr");
+    }
+  } else {
+    fail(origin, "top level", "expected an object with \"traceEvents\" or an array of events, got " + shown(j));
+  }
+
+  std::unordered_map<long long, std::size_t> process_index;
+  std::vector<std::unordered_map<long long, std::size_t>> track_index;
+  auto process = [&](long long pid) -> Process& {
+    auto [it, fresh] = process_index.try_emplace(pid, t.processes.size());
+    if (fresh) {
+      t.processes.push_back(Process{pid, "rank " + std::to_string(pid), pid, {}});
+      track_index.emplace_back();
+    }
+    return t.processes[it->second];
+  };
+  auto track = [&](long long pid, long long tid) -> Track& {
+    Process& p = process(pid);
+    auto& index = track_index[process_index[pid]];
+    auto [it, fresh] = index.try_emplace(tid, p.tracks.size());
+    if (fresh) p.tracks.push_back(Track{tid, "thread " + std::to_string(tid), {}, {}});
+    return p.tracks[it->second];
+  };
+
+  for (std::size_t i = 0; i < events->size(); ++i) {
+    const json& e = (*events)[i];
+    EventReader r{e, i, origin};
+    if (!e.is_object()) fail(origin, r.where(), "expected an event object, got " + shown(e));
+    const std::string& ph = r.string("ph");
+    if (ph == "X" || ph == "i" || ph == "I") {
+      Slice s;
+      s.instant = ph != "X";
+      s.name = t.intern_name(r.string("name"));
+      long long pid = r.integer("pid");
+      long long tid = r.integer("tid");
+      s.start_s = r.number("ts") * 1e-6;
+      double dur = s.instant ? 0 : r.number("dur");
+      if (dur < 0) fail(origin, r.where("dur"), "negative duration " + shown(e["dur"]));
+      s.duration_s = dur * 1e-6;
+      auto cat = e.find("cat");
+      s.category = t.intern_category(cat != e.end() && cat->is_string() ? cat->get<std::string>() : std::string());
+      const json& args = r.args();
+      s.flops = optional_number(args, "flops");
+      s.bytes = optional_number(args, "bytes");
+      track(pid, tid).slices.push_back(s);
+    } else if (ph == "M") {
+      const std::string& what = r.string("name");
+      if (what == "process_name") {
+        process(r.integer("pid")).name = EventReader{r.args(), i, origin}.string("name");
+      } else if (what == "process_sort_index") {
+        process(r.integer("pid")).sort_index = EventReader{r.args(), i, origin}.integer("sort_index");
+      } else if (what == "thread_name") {
+        track(r.integer("pid"), r.integer("tid")).name = EventReader{r.args(), i, origin}.string("name");
+      }
+    }
+    // Other phases (counters, instants, flows, B/E pairs) are not drawn.
+  }
+  if (t.processes.empty()) fail(origin, "traceEvents", "no events to show (complete \"X\" or instant \"i\")");
+  t.finalize();
+  if (t.slice_count == 0) fail(origin, "traceEvents", "no events to show (complete \"X\" or instant \"i\")");
+  return t;
+}
+
+Trace parse_trace(const std::string& text, const std::string& origin) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw TraceError(origin + ": not valid JSON (" + e.what() + ")");
+  }
+  return parse_trace(j, origin);
+}
+
+namespace {
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw TraceError(path + ": cannot open");
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (in.bad()) throw TraceError(path + ": read failed");
+  return s.str();
+}
+}  // namespace
+
+Trace load_trace(const std::string& path) { return parse_trace(read_file(path), path); }
+
+json load_report(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(read_file(path));
+  } catch (const json::parse_error& e) {
+    throw TraceError(path + ": not valid JSON (" + e.what() + ")");
+  }
+  if (!j.is_object()) throw TraceError(path + ": expected a report object, got " + shown(j));
+  return j;
+}
+
+}  // namespace ditwin::gui
