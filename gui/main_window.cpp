@@ -29,7 +29,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   setWindowTitle("ditwin-gui");
   timeline_ = new TimelineWidget;
   panel_ = new QTextBrowser;
-  panel_->setMinimumWidth(260);
+  panel_->setMinimumWidth(240);
   table_model_ = new CompareTableModel(this);
   table_proxy_ = new QSortFilterProxyModel(this);
   table_proxy_->setSourceModel(table_model_);
@@ -51,8 +51,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   auto* split = new QSplitter(Qt::Horizontal);
   split->addWidget(left);
   split->addWidget(panel_);
-  split->setStretchFactor(0, 4);
-  split->setStretchFactor(1, 1);
+  split->setStretchFactor(0, 1);
+  split->setStretchFactor(1, 0);
+  split->setSizes({1200, 320});  // scaled to the window: the timeline gets the room
+  left->setSizes({700, 250});
   setCentralWidget(split);
 
   QToolBar* bar = addToolBar("view");
@@ -178,7 +180,18 @@ std::map<std::string, double> busy_by_category(const Trace& t) {
   std::map<std::string, double> out;
   if (t.processes.empty()) return out;
   for (const auto& tr : t.processes[t.classes.front().representative()].tracks)
-    for (const auto& s : tr.slices) out[t.category_of(s)] += s.duration_s;
+    for (const auto& s : tr.slices)
+      if (!s.instant) out[t.category_of(s)] += s.duration_s;
+  return out;
+}
+
+// Instant events (failures in a run trace) per category, on the same rank.
+std::map<std::string, std::size_t> instants_by_category(const Trace& t) {
+  std::map<std::string, std::size_t> out;
+  if (t.processes.empty()) return out;
+  for (const auto& tr : t.processes[t.classes.front().representative()].tracks)
+    for (const auto& s : tr.slices)
+      if (s.instant) ++out[t.category_of(s)];
   return out;
 }
 
@@ -188,7 +201,7 @@ QString row(const QString& k, const QString& v, const QString& w = QString()) {
 
 QString trace_section(const Trace& t, const json& report) {
   QString h;
-  h += row("source", QString::fromStdString(t.source.empty() ? "?" : t.source));
+  if (!t.source.empty()) h += row("source", QString::fromStdString(t.source).toHtmlEscaped());
   if (!t.plan.empty()) h += row("plan", QString::fromStdString(t.plan).toHtmlEscaped());
   auto step = number_at(report, {"step_time_s"});
   if (!step) step = t.step_time_s;
@@ -198,7 +211,7 @@ QString trace_section(const Trace& t, const json& report) {
   if (mfu) h += row("MFU", pct(*mfu));
   if (auto v = number_at(report, {"hfu"})) h += row("HFU", pct(*v));
   if (auto v = number_at(report, {"tflops_per_gpu"})) h += row("TFLOP/s per GPU", QString::number(*v, 'f', 1));
-  if (auto v = number_at(report, {"tokens_per_s"})) h += row("tokens/s", QString::number(*v, 'g', 4));
+  if (auto v = number_at(report, {"tokens_per_s"})) h += row("tokens/s", QString::number(*v / 1e6, 'f', 2) + " M");
   if (auto peak = number_at(report, {"memory", "peak_bytes"})) {
     QString m = fmt_bytes(*peak);
     if (auto cap = number_at(report, {"memory", "capacity_bytes"})) m += " of " + fmt_bytes(*cap);
@@ -237,6 +250,8 @@ QString trace_section(const Trace& t, const json& report) {
     for (const auto& [cat, secs] : busy)
       if (!is_productive_category(cat) && !is_lost_category(cat))
         h += row("&nbsp;&nbsp;" + QString::fromStdString(cat.empty() ? "(none)" : cat).toHtmlEscaped(), format_time(secs));
+    for (const auto& [cat, n] : instants_by_category(t))
+      h += row("&nbsp;&nbsp;" + QString::fromStdString(cat.empty() ? "(none)" : cat).toHtmlEscaped() + " events", QString::number(n));
   } else {
     auto busy = busy_by_category(t);
     if (!busy.empty()) {

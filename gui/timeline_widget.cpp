@@ -83,7 +83,7 @@ std::pair<double, QString> unit_for(double scale) {
 
 QString format_time(double seconds) {
   auto [unit, name] = unit_for(seconds);
-  if (seconds == 0) return "0";
+  if (std::fabs(seconds) < 1e-12) return "0";  // below a trace's resolution (1 ns would be 1e-3 us)
   return QString::number(seconds / unit, 'g', 4) + " " + name;
 }
 
@@ -330,13 +330,15 @@ void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) co
       QColor c = colour_of(row, i);
       run_colour = hit ? c : dimmed(c);
     }
-    // Everything else starting in this pixel column joins the run: one binary search skips it,
-    // unless one of the skipped slices reaches further (then walk them one by one).
+    // Everything else starting in this pixel column joins the run: one binary search skips it.
+    // The last of them may reach past the column: it is then taken next, as usual; if an earlier
+    // one reaches further (an enclosing slice), they are walked one by one.
     double next = mapping_.t_of(run_x1 + 1);
     auto j = static_cast<std::size_t>(
         std::lower_bound(tr.slices.begin() + static_cast<std::ptrdiff_t>(i) + 1, tr.slices.begin() + static_cast<std::ptrdiff_t>(last),
                          next, [](const Slice& sl, double v) { return sl.start_s < v; }) - tr.slices.begin());
     if (j > i + 1 && tr.max_end_s[j - 1] <= next) i = j - 1;
+    else if (j > i + 2 && tr.max_end_s[j - 2] <= next) i = j - 2;
   }
   flush();
 }
@@ -377,10 +379,12 @@ void TimelineWidget::paint_labels(QPainter& p, int first, int last, int height) 
 
 void TimelineWidget::paint_ruler(QPainter& p, int width) const {
   p.fillRect(QRect(0, 0, width, ruler_height), ruler_background);
+  // A tick every ~110 px, at 1, 2 or 5 times a power of ten of the unit shown (so hours tick at
+  // 100 h, not at 500,000 s).
   double raw = mapping_.seconds_per_px() * 110;
-  double decade = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = decade * (raw / decade <= 2 ? 2 : raw / decade <= 5 ? 5 : 10);
-  auto [unit, unit_name] = unit_for(step);
+  auto [unit, unit_name] = unit_for(raw);
+  double decade = std::pow(10.0, std::floor(std::log10(raw / unit)));
+  double step = unit * decade * (raw / unit / decade <= 2 ? 2 : raw / unit / decade <= 5 ? 5 : 10);
   int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step / unit) + 1e-9)));
   p.setPen(QColor(60, 60, 60));
   double t = std::ceil(mapping_.t_of(0) / step) * step;

@@ -99,6 +99,29 @@ class MainWindowTest : public QObject {
     QVERIFY2(text.contains("exposed dp") && text.contains("25.0%"), qPrintable(text));
     QVERIFY2(text.contains("compute") && text.contains("75.0%"), qPrintable(text));
   }
+  void RunTraceShowsEttrLostTimeAndFailures() {
+    // The shape sim/longrun.cpp writes: lanes train, checkpoint, failure (instants), recovery, rollback.
+    const char* trace = R"json({"traceEvents":[
+      {"ph":"M","name":"process_name","pid":0,"tid":0,"args":{"name":"job x (trial 0)"}},
+      {"ph":"X","name":"train","pid":0,"tid":0,"ts":0,"dur":9.0e9,"cat":"train"},
+      {"ph":"X","name":"checkpoint","pid":0,"tid":1,"ts":3.6e9,"dur":1e6,"cat":"checkpoint"},
+      {"ph":"i","s":"p","name":"failure: GPU","pid":0,"tid":2,"ts":9.0e9,"cat":"failure"},
+      {"ph":"X","name":"restart","pid":0,"tid":3,"ts":9.0e9,"dur":1.0e9,"cat":"recovery"},
+      {"ph":"X","name":"rolled back","pid":0,"tid":4,"ts":7.2e9,"dur":1.8e9,"cat":"rollback"}],
+      "otherData":{"plan":"x","kind":"longrun"}})json";
+    QTemporaryDir dir;
+    std::string t = write(dir, "run.json", trace);
+    std::string r = write(dir, "run_report.json", R"({"ettr": {"mean": 0.8123}})");
+    MainWindow w;
+    QCOMPARE(w.open_traces({QString::fromStdString(t)}), QString());
+    QCOMPARE(w.open_report(QString::fromStdString(r)), QString());
+    QString text = w.metrics_panel()->toPlainText();
+    QVERIFY2(text.contains("ETTR (reported)") && text.contains("81.2%"), qPrintable(text));
+    // (9000 s trained - 1800 s rolled back) / 10000 s span = 72%.
+    QVERIFY2(text.contains("ETTR of this trial") && text.contains("72.0%"), qPrintable(text));
+    QVERIFY2(text.contains("lost (rolled back)") && text.contains("30 min"), qPrintable(text));
+    QVERIFY2(text.contains(QRegularExpression("failure events\\s+1\\b")), qPrintable(text));
+  }
   void SearchBoxHighlightsOps() {
     QTemporaryDir dir;
     MainWindow w;

@@ -168,6 +168,22 @@ class TimelineWidgetTest : public QObject {
     QCOMPARE(w.search_matches(), std::size_t(0));
   }
 
+  void FailureInstantsShowAsMarkersAtAnyZoom() {
+    const char* text = R"json({"traceEvents":[
+      {"ph":"X","name":"train","pid":0,"tid":0,"ts":0,"dur":3.6e10,"cat":"train"},
+      {"ph":"i","s":"p","name":"failure: GPU","pid":0,"tid":2,"ts":1.8e10,"cat":"failure"}],
+      "otherData":{"kind":"longrun"}})json";
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 1000, 120);
+    w.set_traces(std::make_shared<const Trace>(parse_trace(std::string(text), "run.json")));
+    QVERIFY(w.primary()->is_run);
+    int lane = w.row_of(0, 2);
+    QImage image = render(w);  // ten hours over 1000 px: the instant has no width of its own
+    QColor marker = pixel(image, w.x_of(1.8e4), mid_y(w, lane));
+    QVERIFY(marker.red() > 200 && marker.green() < 60);
+    QVERIFY(pixel(image, w.x_of(1.8e4) - 6, mid_y(w, lane)).lightness() > 230);
+    QVERIFY(pixel(image, w.x_of(1.0e4), mid_y(w, w.row_of(0, 0))).green() > 150);  // train: green
+  }
   void TooltipNamesTheOpWithItsFigures() {
     TimelineWidget w;
     w.resize(TimelineWidget::label_width + 820, 200);
