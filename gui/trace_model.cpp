@@ -207,62 +207,38 @@ double optional_number(const json& args, const char* key) {
 
 }  // namespace
 
-Trace parse_trace(const json& j, const std::string& origin) {
-  Trace t;
-  t.origin = origin;
-  const json* events = nullptr;
-  if (j.is_array()) {
-    events = &j;  // the format also allows a bare array of events
-  } else if (j.is_object()) {
-    auto it = j.find("traceEvents");
-    if (it == j.end()) fail(origin, "top level", "no \"traceEvents\" (is this a Chrome trace? a report is opened with --report)");
-    if (!it->is_array()) fail(origin, "traceEvents", "expected an array, got " + shown(*it));
-    events = &*it;
-    if (auto o = j.find("otherData"); o != j.end() && o->is_object()) {
-      t.other_data = *o;
-      auto text = [&](const char* k) { auto v = o->find(k); return v != o->end() && v->is_string() ? v->get<std::string>() : std::string(); };
-      auto num = [&](const char* k) -> std::optional<double> {
-        auto v = o->find(k);
-        if (v != o->end() && v->is_number() && std::isfinite(v->get<double>())) return v->get<double>();
-        return std::nullopt;
-      };
-      t.source = text("source");
-      t.plan = text("plan");
-      t.step_time_s = num("step_time_s");
-      t.mfu = num("mfu");
-      t.ettr = num("ettr");
-    }
-  } else {
-    fail(origin, "top level", "expected an object with \"traceEvents\" or an array of events, got " + shown(j));
+namespace {
+
+// Turns events, one at a time, into the trace: shared by the DOM and the streaming reader.
+class TraceBuilder {
+ public:
+  explicit TraceBuilder(const std::string& origin) { t_.origin = origin; }
+
+  void other_data(const json& o) {
+    if (!o.is_object()) return;
+    t_.other_data = o;
+    auto text = [&](const char* k) { auto v = o.find(k); return v != o.end() && v->is_string() ? v->get<std::string>() : std::string(); };
+    auto num = [&](const char* k) -> std::optional<double> {
+      auto v = o.find(k);
+      if (v != o.end() && v->is_number() && std::isfinite(v->get<double>())) return v->get<double>();
+      return std::nullopt;
+    };
+    t_.source = text("source");
+    t_.plan = text("plan");
+    t_.step_time_s = num("step_time_s");
+    t_.mfu = num("mfu");
+    t_.ettr = num("ettr");
   }
 
-  std::unordered_map<long long, std::size_t> process_index;
-  std::vector<std::unordered_map<long long, std::size_t>> track_index;
-  auto process = [&](long long pid) -> Process& {
-    auto [it, fresh] = process_index.try_emplace(pid, t.processes.size());
-    if (fresh) {
-      t.processes.push_back(Process{pid, "rank " + std::to_string(pid), pid, {}});
-      track_index.emplace_back();
-    }
-    return t.processes[it->second];
-  };
-  auto track = [&](long long pid, long long tid) -> Track& {
-    Process& p = process(pid);
-    auto& index = track_index[process_index[pid]];
-    auto [it, fresh] = index.try_emplace(tid, p.tracks.size());
-    if (fresh) p.tracks.push_back(Track{tid, "thread " + std::to_string(tid), {}, {}});
-    return p.tracks[it->second];
-  };
-
-  for (std::size_t i = 0; i < events->size(); ++i) {
-    const json& e = (*events)[i];
+  void event(const json& e, std::size_t i) {
+    const std::string& origin = t_.origin;
     EventReader r{e, i, origin};
     if (!e.is_object()) fail(origin, r.where(), "expected an event object, got " + shown(e));
     const std::string& ph = r.string("ph");
     if (ph == "X" || ph == "i" || ph == "I") {
       Slice s;
       s.instant = ph != "X";
-      s.name = t.intern_name(r.string("name"));
+      s.name = t_.intern_name(r.string("name"));
       long long pid = r.integer("pid");
       long long tid = r.integer("tid");
       s.start_s = r.number("ts") * 1e-6;
@@ -270,7 +246,7 @@ Trace parse_trace(const json& j, const std::string& origin) {
       if (dur < 0) fail(origin, r.where("dur"), "negative duration " + shown(e["dur"]));
       s.duration_s = dur * 1e-6;
       auto cat = e.find("cat");
-      s.category = t.intern_category(cat != e.end() && cat->is_string() ? cat->get<std::string>() : std::string());
+      s.category = t_.intern_category(cat != e.end() && cat->is_string() ? cat->get<std::string>() : std::string());
       const json& args = r.args();
       s.flops = optional_number(args, "flops");
       s.bytes = optional_number(args, "bytes");
@@ -285,22 +261,189 @@ Trace parse_trace(const json& j, const std::string& origin) {
         track(r.integer("pid"), r.integer("tid")).name = EventReader{r.args(), i, origin}.string("name");
       }
     }
-    // Other phases (counters, instants, flows, B/E pairs) are not drawn.
+    // Other phases (counters, flows, async, B/E pairs) are not drawn.
   }
-  if (t.processes.empty()) fail(origin, "traceEvents", "no events to show (complete \"X\" or instant \"i\")");
-  t.finalize();
-  if (t.slice_count == 0) fail(origin, "traceEvents", "no events to show (complete \"X\" or instant \"i\")");
-  return t;
+
+  Trace finish() {
+    const char* none = "no events to show (complete \"X\" or instant \"i\")";
+    if (t_.processes.empty()) fail(t_.origin, "traceEvents", none);
+    t_.finalize();
+    if (t_.slice_count == 0) fail(t_.origin, "traceEvents", none);
+    return std::move(t_);
+  }
+
+ private:
+  Process& process(long long pid) {
+    auto [it, fresh] = process_index_.try_emplace(pid, t_.processes.size());
+    if (fresh) {
+      t_.processes.push_back(Process{pid, "rank " + std::to_string(pid), pid, {}});
+      track_index_.emplace_back();
+    }
+    return t_.processes[it->second];
+  }
+  Track& track(long long pid, long long tid) {
+    Process& p = process(pid);
+    auto& index = track_index_[process_index_[pid]];
+    auto [it, fresh] = index.try_emplace(tid, p.tracks.size());
+    if (fresh) p.tracks.push_back(Track{tid, "thread " + std::to_string(tid), {}, {}});
+    return p.tracks[it->second];
+  }
+
+  Trace t_;
+  std::unordered_map<long long, std::size_t> process_index_;
+  std::vector<std::unordered_map<long long, std::size_t>> track_index_;
+};
+
+// Streams the text: each event is built as a small JSON value, turned into slices and dropped,
+// so a million-event trace never exists as a whole document in memory (see docs/performance.md).
+class StreamingReader : public nlohmann::json_sax<json> {
+ public:
+  StreamingReader(TraceBuilder& b, const std::string& origin) : builder_(b), origin_(origin) {}
+
+  bool null() override { return value(json()); }
+  bool boolean(bool v) override { return value(json(v)); }
+  bool number_integer(number_integer_t v) override { return value(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return value(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return value(json(v)); }
+  bool string(string_t& v) override { return value(json(std::move(v))); }
+  bool binary(binary_t&) override { return value(json()); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    if (skip_ > 0) return true;
+    if (!stack_.empty()) keys_.back() = k;
+    else if (depth_ == 1 && root_is_object_) top_key_ = k;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw TraceError(origin_ + ": not valid JSON (" + e.what() + ")");
+  }
+
+  bool saw_events() const { return saw_events_; }
+
+ private:
+  bool at_events() const { return stack_.empty() && in_events_ && depth_ == events_depth_; }
+  bool at_other_data() const { return stack_.empty() && depth_ == 1 && root_is_object_ && top_key_ == "otherData"; }
+  bool at_trace_events_key() const { return stack_.empty() && depth_ == 1 && root_is_object_ && top_key_ == "traceEvents"; }
+
+  bool value(json v) {
+    if (depth_ == 0) fail(origin_, "top level", "expected an object with \"traceEvents\" or an array of events, got " + shown(v));
+    if (skip_ > 0) return true;
+    if (at_trace_events_key()) fail(origin_, "traceEvents", "expected an array, got " + shown(v));
+    if (!stack_.empty()) add(std::move(v));
+    else if (at_events()) builder_.event(v, index_++);  // a scalar where an event should be: refused
+    else if (at_other_data()) builder_.other_data(v);
+    return true;
+  }
+  bool open(json container) {
+    if (depth_ == 0) {
+      root_is_object_ = container.is_object();
+      if (!root_is_object_) {  // a bare array of events, which the format also allows
+        in_events_ = saw_events_ = true;
+        events_depth_ = 1;
+      }
+      ++depth_;
+      return true;
+    }
+    if (skip_ > 0) {
+      ++skip_;
+      ++depth_;
+      return true;
+    }
+    if (at_trace_events_key()) {
+      if (!container.is_array()) fail(origin_, "traceEvents", "expected an array, got an object");
+      in_events_ = saw_events_ = true;
+      events_depth_ = 2;
+      ++depth_;
+      return true;
+    }
+    if (stack_.empty()) {
+      if (at_events() || at_other_data()) {
+        building_other_ = !at_events();
+        root_ = std::move(container);
+        stack_.push_back(&root_);
+        keys_.emplace_back();
+      } else {
+        ++skip_;  // a value nobody reads
+      }
+    } else {
+      stack_.push_back(add(std::move(container)));
+      keys_.emplace_back();
+    }
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    if (skip_ > 0) {
+      --skip_;
+      return true;
+    }
+    if (stack_.empty()) {
+      if (in_events_ && depth_ == events_depth_ - 1) in_events_ = false;  // the end of the events
+      return true;
+    }
+    stack_.pop_back();
+    keys_.pop_back();
+    if (stack_.empty()) {
+      if (building_other_) builder_.other_data(root_);
+      else builder_.event(root_, index_++);
+      root_ = json();
+    }
+    return true;
+  }
+  // Adds to the container being built; containers below are complete before it changes again,
+  // so the pointer stays valid while it is open.
+  json* add(json v) {
+    json& top = *stack_.back();
+    if (top.is_array()) {
+      top.push_back(std::move(v));
+      return &top.back();
+    }
+    json& slot = top[keys_.back()];
+    slot = std::move(v);
+    return &slot;
+  }
+
+  TraceBuilder& builder_;
+  const std::string& origin_;
+  int depth_ = 0, events_depth_ = -1, skip_ = 0;
+  bool root_is_object_ = false, in_events_ = false, saw_events_ = false, building_other_ = false;
+  std::string top_key_;
+  std::vector<json*> stack_;
+  std::vector<std::string> keys_;
+  json root_;
+  std::size_t index_ = 0;
+};
+
+}  // namespace
+
+Trace parse_trace(const json& j, const std::string& origin) {
+  TraceBuilder b(origin);
+  const json* events = nullptr;
+  if (j.is_array()) {
+    events = &j;  // the format also allows a bare array of events
+  } else if (j.is_object()) {
+    auto it = j.find("traceEvents");
+    if (it == j.end()) fail(origin, "top level", "no \"traceEvents\" (is this a Chrome trace? a report is opened with --report)");
+    if (!it->is_array()) fail(origin, "traceEvents", "expected an array, got " + shown(*it));
+    events = &*it;
+    if (auto o = j.find("otherData"); o != j.end()) b.other_data(*o);
+  } else {
+    fail(origin, "top level", "expected an object with \"traceEvents\" or an array of events, got " + shown(j));
+  }
+  for (std::size_t i = 0; i < events->size(); ++i) b.event((*events)[i], i);
+  return b.finish();
 }
 
 Trace parse_trace(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw TraceError(origin + ": not valid JSON (" + e.what() + ")");
-  }
-  return parse_trace(j, origin);
+  TraceBuilder b(origin);
+  StreamingReader reader(b, origin);
+  json::sax_parse(text, &reader);
+  if (!reader.saw_events()) fail(origin, "top level", "no \"traceEvents\" (is this a Chrome trace? a report is opened with --report)");
+  return b.finish();
 }
 
 namespace {
