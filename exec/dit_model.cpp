@@ -1,0 +1,551 @@
+// The DiT the CPU executor trains, op by op under the Program's names: forward and hand-written
+// backward over kernels/ functions (GEMMs included, via Eigen), activations kept per micro-batch.
+#include "exec/dit_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cctype>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+#include "exec/rng.hpp"
+#include "kernels/adamw.hpp"         // defines: adamw_update
+#include "kernels/attention.hpp"     // defines: attention_forward, attention_backward
+#include "kernels/embedding.hpp"     // defines: patchify, unpatchify, pos/timestep sinusoids, class table
+#include "kernels/gelu.hpp"          // defines: gelu_forward, gelu_backward
+#include "kernels/layernorm.hpp"     // defines: layernorm_modulate_forward, layernorm_modulate_backward
+#include "kernels/loss.hpp"          // defines: rectified_flow_input, rectified_flow_loss_forward/backward
+#include "kernels/matmul.hpp"        // defines: matmul_forward, matmul_backward
+#include "kernels/residual.hpp"      // defines: gated_residual_forward, gated_residual_backward
+#include "kernels/silu.hpp"          // defines: silu_forward, silu_backward
+#include "model/errors.hpp"
+
+namespace ditwin::exec {
+namespace k = ditwin::kernels;
+
+namespace {
+
+constexpr float layernorm_eps = 1e-6f;  // DiT: nn.LayerNorm(elementwise_affine=False, eps=1e-6)
+constexpr float max_period = 10000.0f;  // DiT's TimestepEmbedder
+// Rectified flow samples t in (0, 1); DiT's timestep embedding was built for integer steps in
+// [0, 1000), so t is scaled to that range before the sinusoid (as SD3 does).
+constexpr float timestep_scale = 1000.0f;
+
+using Buffer = std::vector<float>;
+void zero(Buffer& b) { std::fill(b.begin(), b.end(), 0.0f); }
+
+// Offsets (in floats) of each tensor inside its parameter group.
+struct EmbedLayout {
+  std::size_t patch_w, patch_b, t_w1, t_b1, t_w2, t_b2, y_table, size;
+};
+struct LayerLayout {
+  std::size_t ada_w, ada_b, qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b, size;
+};
+struct HeadLayout {
+  std::size_t ada_w, ada_b, out_w, out_b, size;
+};
+
+struct LayerActs {
+  Buffer mod, ln1, mean1, rstd1, qkv, att, probs, proj, x_mid, ln2, mean2, rstd2, fc1, act, fc2;
+};
+
+struct MicroBatch {
+  bool ready = false;
+  Batch batch;
+  // Forward.
+  Buffer z, patches, t_scaled, t_freq, t_h1, t_a1, t_emb, c, silu_c;
+  std::vector<Buffer> x;  // residual stream entering layer l (x[layers] enters the head)
+  std::vector<LayerActs> layer;
+  Buffer fmod, lnf, meanf, rstdf, out_tok, v_hat;
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  bool loss_done = false;
+  // Backward.
+  Buffer dx, d_ln, dqkv, datt, dproj, dfc1, dact, dfc2, dmod, dfmod, dsilu_c, dc, dt_a1, dt_h1, dout_tok, dv_hat;
+  bool dc_ready = false;
+};
+
+}  // namespace
+
+struct DiT::Impl {
+  ModelSpec m;
+  int B, T, H, F, NH, C, Cout, S, P, grid, fe, L, classes, pin, pout, micro_batches;
+  EmbedLayout el{};
+  LayerLayout ll{};
+  HeadLayout hl{};
+  std::vector<ParamGroup> groups;
+  std::map<std::string, int> group_index;
+  std::vector<const float*> params;  // bound, per group
+  std::vector<float*> grads;
+  Buffer pos_embed;
+  std::vector<MicroBatch> mbs;
+
+  Impl(const ModelSpec& model, int micro_batch, int n_micro) : m(model) {
+    if (m.family != ModelFamily::dit)
+      throw InputError(std::string("model.family: the CPU executor trains dit models, not ") + to_string(m.family));
+    auto need = [](bool ok, const std::string& msg) {
+      if (!ok) throw InputError(msg);
+    };
+    need(m.layers > 0 && m.hidden > 0 && m.heads > 0 && m.ffn_hidden > 0, "model: layers, hidden, heads, ffn_hidden must be positive");
+    need(m.hidden % m.heads == 0, "model.heads: must divide model.hidden");
+    need(m.kv_heads == 0 || m.kv_heads == m.heads, "model.kv_heads: the DiT executor has no grouped-query attention");
+    need(!m.gated_mlp, "model.gated_mlp: DiT's MLP is GELU, not gated");
+    need(m.hidden % 4 == 0, "model.hidden: the 2-D sin-cos positional embedding needs a multiple of 4");
+    need(m.vae_downsample > 0 && m.image_size % m.vae_downsample == 0,
+         "model.image_size: must be a multiple of model.vae_downsample");
+    need(m.patch > 0 && m.latent_size() % m.patch == 0, "model.patch: must divide the latent size");
+    need(m.frequency_embedding > 0, "model.frequency_embedding: must be positive");
+    need(micro_batch > 0 && n_micro > 0, "training: micro_batch and micro-batch count must be positive");
+    B = micro_batch;
+    micro_batches = n_micro;
+    H = m.hidden;
+    F = m.ffn_hidden;
+    NH = m.heads;
+    C = m.latent_channels;
+    Cout = m.out_channels();
+    S = m.latent_size();
+    P = m.patch;
+    grid = S / P;
+    T = grid * grid;
+    fe = m.frequency_embedding;
+    L = m.layers;
+    classes = m.num_classes;
+    pin = P * P * C;
+    pout = P * P * Cout;
+
+    std::size_t o = 0;
+    auto take = [&](std::size_t n) { std::size_t at = o; o += n; return at; };
+    const std::size_t h = H;
+    el.patch_w = take(h * pin); el.patch_b = take(h);
+    el.t_w1 = take(h * fe); el.t_b1 = take(h); el.t_w2 = take(h * h); el.t_b2 = take(h);
+    el.y_table = take(classes > 0 ? (classes + 1) * h : 0);
+    el.size = o;
+    o = 0;
+    ll.ada_w = take(6 * h * h); ll.ada_b = take(6 * h);
+    ll.qkv_w = take(3 * h * h); ll.qkv_b = take(3 * h);
+    ll.proj_w = take(h * h); ll.proj_b = take(h);
+    ll.fc1_w = take(F * h); ll.fc1_b = take(F);
+    ll.fc2_w = take(h * F); ll.fc2_b = take(h);
+    ll.size = o;
+    o = 0;
+    hl.ada_w = take(2 * h * h); hl.ada_b = take(2 * h);
+    hl.out_w = take(static_cast<std::size_t>(pout) * h); hl.out_b = take(pout);
+    hl.size = o;
+
+    std::size_t offset = 0;
+    auto add = [&](const std::string& name, std::size_t size) {
+      group_index[name] = static_cast<int>(groups.size());
+      groups.push_back({name, offset, size});
+      offset += size;
+    };
+    add("embed", el.size);
+    for (int l = 0; l < L; ++l) add(std::string("L").append(std::to_string(l)), ll.size);
+    add("head", hl.size);
+    params.assign(groups.size(), nullptr);
+    grads.assign(groups.size(), nullptr);
+
+    pos_embed.resize(static_cast<std::size_t>(T) * H);
+    k::pos_embed_2d_sincos(pos_embed.data(), grid, H);
+    mbs.resize(n_micro);
+  }
+
+  // --- parameters -------------------------------------------------------------------------
+  const float* p(int g, std::size_t off, const char* part) const {
+    if (!params[g]) throw std::logic_error(std::string("DiT: op ") + part + " needs group " + groups[g].name + " bound");
+    return params[g] + off;
+  }
+  float* gr(int g, std::size_t off, const char* part) const {
+    if (!grads[g])
+      throw std::logic_error(std::string("DiT: op ") + part + " needs the gradients of group " + groups[g].name);
+    return grads[g] + off;
+  }
+  int embed_g() const { return 0; }
+  int layer_g(int l) const { return 1 + l; }
+  int head_g() const { return L + 1; }
+
+  // --- activations -------------------------------------------------------------------------
+  void allocate(MicroBatch& mb) {
+    const std::size_t b = B, bt = static_cast<std::size_t>(B) * T, h = H;
+    auto sz = [](Buffer& v, std::size_t n) { v.assign(n, 0.0f); };
+    sz(mb.z, b * C * S * S); sz(mb.patches, bt * pin);
+    sz(mb.t_scaled, b); sz(mb.t_freq, b * fe); sz(mb.t_h1, b * h); sz(mb.t_a1, b * h);
+    sz(mb.t_emb, b * h); sz(mb.c, b * h); sz(mb.silu_c, b * h);
+    mb.x.resize(L + 1);
+    for (auto& x : mb.x) sz(x, bt * h);
+    mb.layer.resize(L);
+    for (auto& a : mb.layer) {
+      sz(a.mod, b * 6 * h); sz(a.ln1, bt * h); sz(a.mean1, bt); sz(a.rstd1, bt); sz(a.qkv, bt * 3 * h);
+      sz(a.att, bt * h); sz(a.probs, b * NH * T * T); sz(a.proj, bt * h); sz(a.x_mid, bt * h);
+      sz(a.ln2, bt * h); sz(a.mean2, bt); sz(a.rstd2, bt); sz(a.fc1, bt * F); sz(a.act, bt * F); sz(a.fc2, bt * h);
+    }
+    sz(mb.fmod, b * 2 * h); sz(mb.lnf, bt * h); sz(mb.meanf, bt); sz(mb.rstdf, bt);
+    sz(mb.out_tok, bt * pout); sz(mb.v_hat, b * Cout * S * S);
+    sz(mb.dx, bt * h); sz(mb.d_ln, bt * h); sz(mb.dqkv, bt * 3 * h); sz(mb.datt, bt * h); sz(mb.dproj, bt * h);
+    sz(mb.dfc1, bt * F); sz(mb.dact, bt * F); sz(mb.dfc2, bt * h); sz(mb.dmod, b * 6 * h); sz(mb.dfmod, b * 2 * h);
+    sz(mb.dsilu_c, b * h); sz(mb.dc, b * h); sz(mb.dt_a1, b * h); sz(mb.dt_h1, b * h);
+    sz(mb.dout_tok, bt * pout); sz(mb.dv_hat, b * Cout * S * S);
+    mb.ready = true;
+  }
+
+  MicroBatch& micro(int mb, const std::string& part) {
+    if (mb < 0 || mb >= micro_batches)
+      throw std::logic_error("DiT: op " + part + " on micro-batch " + std::to_string(mb) + " of " +
+                             std::to_string(micro_batches));
+    if (!mbs[mb].ready) throw std::logic_error("DiT: op " + part + " before set_batch for micro-batch " + std::to_string(mb));
+    return mbs[mb];
+  }
+
+  // The gradient of silu(c), summed over every adaLN GEMM, turned into the gradient of c once.
+  void ensure_dc(MicroBatch& a) {
+    if (a.dc_ready) return;
+    zero(a.dc);
+    k::silu_backward(a.dc.data(), a.c.data(), a.dsilu_c.data(), a.dc.size());
+    a.dc_ready = true;
+  }
+
+  // --- embedding -----------------------------------------------------------------------------
+  void embed_forward(const std::string& part, MicroBatch& a) {
+    const int g = embed_g();
+    const char* name = part.c_str();
+    const int bt = B * T;
+    if (part == "embed.patch") {
+      k::rectified_flow_input(a.z.data(), a.batch.x0.data(), a.batch.noise.data(), a.batch.t.data(), B, C * S * S);
+      k::patchify_forward(a.patches.data(), a.z.data(), B, C, S, P);
+      float* x = a.x[0].data();
+      k::matmul_forward(x, a.patches.data(), p(g, el.patch_w, name), p(g, el.patch_b, name), bt, pin, H);
+      for (int r = 0; r < bt; ++r) {
+        const float* pe = pos_embed.data() + static_cast<std::size_t>(r % T) * H;
+        for (int c = 0; c < H; ++c) x[static_cast<std::size_t>(r) * H + c] += pe[c];
+      }
+    } else if (part == "embed.timestep") {
+      for (int b = 0; b < B; ++b) a.t_scaled[b] = a.batch.t[b] * timestep_scale;
+      k::timestep_embedding_forward(a.t_freq.data(), a.t_scaled.data(), B, fe, max_period);
+      k::matmul_forward(a.t_h1.data(), a.t_freq.data(), p(g, el.t_w1, name), p(g, el.t_b1, name), B, fe, H);
+      k::silu_forward(a.t_a1.data(), a.t_h1.data(), a.t_a1.size());
+      k::matmul_forward(a.t_emb.data(), a.t_a1.data(), p(g, el.t_w2, name), p(g, el.t_b2, name), B, H, H);
+      if (classes == 0) {  // unconditional: c is the timestep embedding alone
+        a.c = a.t_emb;
+        k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
+      }
+    } else if (part == "embed.class" && classes > 0) {
+      k::class_embedding_forward(a.c.data(), p(g, el.y_table, name), a.batch.y.data(), B, H);
+      for (std::size_t i = 0; i < a.c.size(); ++i) a.c[i] += a.t_emb[i];
+      k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
+    } else {
+      unknown(part);
+    }
+  }
+
+  void embed_backward(const std::string& part, MicroBatch& a) {
+    const int g = embed_g();
+    const char* name = part.c_str();
+    if (part == "embed.patch") {
+      k::matmul_backward(nullptr, gr(g, el.patch_w, name), gr(g, el.patch_b, name), a.dx.data(), a.patches.data(),
+                         p(g, el.patch_w, name), B * T, pin, H);
+    } else if (part == "embed.timestep") {
+      ensure_dc(a);
+      zero(a.dt_a1);
+      k::matmul_backward(a.dt_a1.data(), gr(g, el.t_w2, name), gr(g, el.t_b2, name), a.dc.data(), a.t_a1.data(),
+                         p(g, el.t_w2, name), B, H, H);
+      zero(a.dt_h1);
+      k::silu_backward(a.dt_h1.data(), a.t_h1.data(), a.dt_a1.data(), a.dt_h1.size());
+      k::matmul_backward(nullptr, gr(g, el.t_w1, name), gr(g, el.t_b1, name), a.dt_h1.data(), a.t_freq.data(),
+                         p(g, el.t_w1, name), B, fe, H);
+    } else if (part == "embed.class" && classes > 0) {
+      ensure_dc(a);
+      k::class_embedding_backward(gr(g, el.y_table, name), a.dc.data(), a.batch.y.data(), B, H);
+    } else {
+      unknown(part);
+    }
+  }
+
+  // --- transformer block ---------------------------------------------------------------------
+  void layer_forward(const std::string& part, int l, MicroBatch& a) {
+    const int g = layer_g(l);
+    const char* name = part.c_str();
+    LayerActs& s = a.layer[l];
+    const int bt = B * T, h = H;
+    float* mod = s.mod.data();
+    if (part == "adaln") {
+      k::matmul_forward(mod, a.silu_c.data(), p(g, ll.ada_w, name), p(g, ll.ada_b, name), B, h, 6 * h);
+    } else if (part == "norm1") {
+      k::layernorm_modulate_forward(s.ln1.data(), s.mean1.data(), s.rstd1.data(), a.x[l].data(), mod, mod + h, B, T,
+                                    h, 6 * h, layernorm_eps);
+    } else if (part == "attn.qkv") {
+      k::matmul_forward(s.qkv.data(), s.ln1.data(), p(g, ll.qkv_w, name), p(g, ll.qkv_b, name), bt, h, 3 * h);
+    } else if (part == "attn.core") {
+      k::attention_forward(s.att.data(), s.probs.data(), s.qkv.data(), B, T, h, NH);
+    } else if (part == "attn.proj") {
+      k::matmul_forward(s.proj.data(), s.att.data(), p(g, ll.proj_w, name), p(g, ll.proj_b, name), bt, h, h);
+    } else if (part == "attn.residual") {
+      k::gated_residual_forward(s.x_mid.data(), a.x[l].data(), s.proj.data(), mod + 2 * h, B, T, h, 6 * h);
+    } else if (part == "norm2") {
+      k::layernorm_modulate_forward(s.ln2.data(), s.mean2.data(), s.rstd2.data(), s.x_mid.data(), mod + 3 * h,
+                                    mod + 4 * h, B, T, h, 6 * h, layernorm_eps);
+    } else if (part == "mlp.fc1") {
+      k::matmul_forward(s.fc1.data(), s.ln2.data(), p(g, ll.fc1_w, name), p(g, ll.fc1_b, name), bt, h, F);
+    } else if (part == "mlp.act") {
+      k::gelu_forward(s.act.data(), s.fc1.data(), s.act.size());
+    } else if (part == "mlp.fc2") {
+      k::matmul_forward(s.fc2.data(), s.act.data(), p(g, ll.fc2_w, name), p(g, ll.fc2_b, name), bt, F, h);
+    } else if (part == "mlp.residual") {
+      k::gated_residual_forward(a.x[l + 1].data(), s.x_mid.data(), s.fc2.data(), mod + 5 * h, B, T, h, 6 * h);
+    } else {
+      unknown(part);
+    }
+  }
+
+  // a.dx holds the gradient of the residual stream; the residual ops pass it through unchanged
+  // and the norms add their input gradient to it.
+  void layer_backward(const std::string& part, int l, MicroBatch& a) {
+    const int g = layer_g(l);
+    const char* name = part.c_str();
+    LayerActs& s = a.layer[l];
+    const int bt = B * T, h = H;
+    const float* mod = s.mod.data();
+    float* dmod = a.dmod.data();
+    if (part == "mlp.residual") {
+      zero(a.dmod);
+      zero(a.dfc2);
+      k::gated_residual_backward(nullptr, a.dfc2.data(), dmod + 5 * h, a.dx.data(), s.fc2.data(), mod + 5 * h, B, T,
+                                 h, 6 * h);
+    } else if (part == "mlp.fc2") {
+      zero(a.dact);
+      k::matmul_backward(a.dact.data(), gr(g, ll.fc2_w, name), gr(g, ll.fc2_b, name), a.dfc2.data(), s.act.data(),
+                         p(g, ll.fc2_w, name), bt, F, h);
+    } else if (part == "mlp.act") {
+      zero(a.dfc1);
+      k::gelu_backward(a.dfc1.data(), s.fc1.data(), a.dact.data(), a.dfc1.size());
+    } else if (part == "mlp.fc1") {
+      zero(a.d_ln);
+      k::matmul_backward(a.d_ln.data(), gr(g, ll.fc1_w, name), gr(g, ll.fc1_b, name), a.dfc1.data(), s.ln2.data(),
+                         p(g, ll.fc1_w, name), bt, h, F);
+    } else if (part == "norm2") {
+      k::layernorm_modulate_backward(a.dx.data(), dmod + 3 * h, dmod + 4 * h, a.d_ln.data(), s.x_mid.data(),
+                                     s.mean2.data(), s.rstd2.data(), mod + 4 * h, B, T, h, 6 * h);
+    } else if (part == "attn.residual") {
+      zero(a.dproj);
+      k::gated_residual_backward(nullptr, a.dproj.data(), dmod + 2 * h, a.dx.data(), s.proj.data(), mod + 2 * h, B,
+                                 T, h, 6 * h);
+    } else if (part == "attn.proj") {
+      zero(a.datt);
+      k::matmul_backward(a.datt.data(), gr(g, ll.proj_w, name), gr(g, ll.proj_b, name), a.dproj.data(), s.att.data(),
+                         p(g, ll.proj_w, name), bt, h, h);
+    } else if (part == "attn.core") {
+      zero(a.dqkv);
+      k::attention_backward(a.dqkv.data(), a.datt.data(), s.qkv.data(), s.probs.data(), B, T, h, NH);
+    } else if (part == "attn.qkv") {
+      zero(a.d_ln);
+      k::matmul_backward(a.d_ln.data(), gr(g, ll.qkv_w, name), gr(g, ll.qkv_b, name), a.dqkv.data(), s.ln1.data(),
+                         p(g, ll.qkv_w, name), bt, h, 3 * h);
+    } else if (part == "norm1") {
+      k::layernorm_modulate_backward(a.dx.data(), dmod, dmod + h, a.d_ln.data(), a.x[l].data(), s.mean1.data(),
+                                     s.rstd1.data(), mod + h, B, T, h, 6 * h);
+    } else if (part == "adaln") {
+      k::matmul_backward(a.dsilu_c.data(), gr(g, ll.ada_w, name), gr(g, ll.ada_b, name), dmod, a.silu_c.data(),
+                         p(g, ll.ada_w, name), B, h, 6 * h);
+    } else {
+      unknown(part);
+    }
+  }
+
+  // --- final layer and loss -----------------------------------------------------------------
+  void head_forward(const std::string& part, MicroBatch& a) {
+    const int g = head_g();
+    const char* name = part.c_str();
+    const int h = H;
+    if (part == "head.adaln") {
+      k::matmul_forward(a.fmod.data(), a.silu_c.data(), p(g, hl.ada_w, name), p(g, hl.ada_b, name), B, h, 2 * h);
+    } else if (part == "head.norm") {
+      k::layernorm_modulate_forward(a.lnf.data(), a.meanf.data(), a.rstdf.data(), a.x[L].data(), a.fmod.data(),
+                                    a.fmod.data() + h, B, T, h, 2 * h, layernorm_eps);
+    } else if (part == "head.image") {
+      k::matmul_forward(a.out_tok.data(), a.lnf.data(), p(g, hl.out_w, name), p(g, hl.out_b, name), B * T, h, pout);
+      k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
+    } else if (part == "loss") {
+      a.loss = k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B, Cout, C,
+                                              S * S);
+      a.loss_done = true;
+    } else {
+      unknown(part);
+    }
+  }
+
+  void head_backward(const std::string& part, MicroBatch& a) {
+    const int g = head_g();
+    const char* name = part.c_str();
+    const int h = H;
+    if (part == "loss") {
+      // Seeds the micro-batch's backward. Scaled by 1/micro_batches so that the gradients summed
+      // over a step's micro-batches are those of the mean loss over them.
+      zero(a.dv_hat);
+      zero(a.dsilu_c);
+      a.dc_ready = false;
+      k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
+                                      1.0f / micro_batches, B, Cout, C, S * S);
+    } else if (part == "head.image") {
+      zero(a.dout_tok);
+      k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      zero(a.d_ln);
+      k::matmul_backward(a.d_ln.data(), gr(g, hl.out_w, name), gr(g, hl.out_b, name), a.dout_tok.data(),
+                         a.lnf.data(), p(g, hl.out_w, name), B * T, h, pout);
+    } else if (part == "head.norm") {
+      zero(a.dx);
+      zero(a.dfmod);
+      k::layernorm_modulate_backward(a.dx.data(), a.dfmod.data(), a.dfmod.data() + h, a.d_ln.data(), a.x[L].data(),
+                                     a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, T, h, 2 * h);
+    } else if (part == "head.adaln") {
+      k::matmul_backward(a.dsilu_c.data(), gr(g, hl.ada_w, name), gr(g, hl.ada_b, name), a.dfmod.data(),
+                         a.silu_c.data(), p(g, hl.ada_w, name), B, h, 2 * h);
+    } else {
+      unknown(part);
+    }
+  }
+
+  [[noreturn]] static void unknown(const std::string& part) {
+    throw std::logic_error("DiT: unknown op part '" + part + "' for this model");
+  }
+};
+
+DiT::DiT(const ModelSpec& model, int micro_batch, int micro_batches)
+    : impl_(std::make_unique<Impl>(model, micro_batch, micro_batches)) {}
+DiT::~DiT() = default;
+
+const std::vector<ParamGroup>& DiT::groups() const { return impl_->groups; }
+
+std::size_t DiT::parameter_count() const {
+  const auto& g = impl_->groups.back();
+  return g.offset + g.size;
+}
+
+void DiT::init_parameters(float* params, std::uint64_t seed) const {
+  const Impl& d = *impl_;
+  const std::size_t h = d.H;
+  std::fill(params, params + parameter_count(), 0.0f);  // biases, adaLN modulation, final layer
+  // Each tensor has its own stream keyed by (seed, group, tensor), so a group initialises the
+  // same however the array is sharded.
+  auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
+    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+    const double bound = std::sqrt(6.0 / static_cast<double>(in + out));
+    for (std::size_t i = 0; i < out * in; ++i) w[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+  };
+  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) {
+    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+    for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
+  };
+  float* e = params + d.groups[d.embed_g()].offset;
+  xavier(e + d.el.patch_w, h, d.pin, d.embed_g(), 0);
+  normal(e + d.el.t_w1, h * d.fe, 0.02, d.embed_g(), 1);
+  normal(e + d.el.t_w2, h * h, 0.02, d.embed_g(), 2);
+  if (d.classes > 0) normal(e + d.el.y_table, (d.classes + 1) * h, 0.02, d.embed_g(), 3);
+  for (int l = 0; l < d.L; ++l) {
+    const int g = d.layer_g(l);
+    float* w = params + d.groups[g].offset;
+    xavier(w + d.ll.qkv_w, 3 * h, h, g, 0);
+    xavier(w + d.ll.proj_w, h, h, g, 1);
+    xavier(w + d.ll.fc1_w, d.F, h, g, 2);
+    xavier(w + d.ll.fc2_w, h, d.F, g, 3);
+  }
+}
+
+void DiT::bind(const std::string& group, const float* params, float* grads) {
+  auto it = impl_->group_index.find(group);
+  if (it == impl_->group_index.end()) throw std::logic_error("DiT::bind: no parameter group '" + group + "'");
+  impl_->params[it->second] = params;
+  impl_->grads[it->second] = grads;
+}
+
+void DiT::set_batch(int mb, Batch batch) {
+  Impl& d = *impl_;
+  if (mb < 0 || mb >= d.micro_batches)
+    throw std::invalid_argument("DiT::set_batch: micro-batch " + std::to_string(mb) + " of " +
+                                std::to_string(d.micro_batches));
+  const std::size_t n = static_cast<std::size_t>(d.B) * d.C * d.S * d.S;
+  if (batch.size != d.B || batch.x0.size() != n || batch.noise.size() != n ||
+      batch.t.size() != static_cast<std::size_t>(d.B) || batch.y.size() != static_cast<std::size_t>(d.B))
+    throw std::invalid_argument("DiT::set_batch: expected " + std::to_string(d.B) + " samples of " +
+                                std::to_string(d.C) + "x" + std::to_string(d.S) + "x" + std::to_string(d.S));
+  for (int y : batch.y)
+    if (d.classes > 0 && (y < 0 || y > d.classes))  // index num_classes is the null class
+      throw std::invalid_argument("DiT::set_batch: class label " + std::to_string(y) + " out of range");
+  MicroBatch& a = d.mbs[mb];
+  if (!a.ready) d.allocate(a);
+  a.batch = std::move(batch);
+  a.loss_done = false;
+}
+
+void DiT::run(const std::string& part, int layer, Phase phase, int mb) {
+  Impl& d = *impl_;
+  // std::string::append, not "L" + …: GCC 12 at -O3 warns falsely (-Wrestrict) on the latter.
+  std::string op;
+  if (layer >= 0) op.append("L").append(std::to_string(layer)).append(".");
+  op.append(part);
+  if (phase != Phase::forward && phase != Phase::backward && phase != Phase::recompute)
+    throw std::logic_error("DiT: op " + op + " has phase " + to_string(phase) + ", not a compute phase");
+  MicroBatch& a = d.micro(mb, op);
+  const bool fwd = phase != Phase::backward;
+  try {
+    if (layer >= 0) {
+      if (layer >= d.L) throw std::logic_error("DiT: op " + op + ": layer out of range");
+      fwd ? d.layer_forward(part, layer, a) : d.layer_backward(part, layer, a);
+    } else if (part.rfind("embed.", 0) == 0) {
+      fwd ? d.embed_forward(part, a) : d.embed_backward(part, a);
+    } else if (part.rfind("head.", 0) == 0 || part == "loss") {
+      fwd ? d.head_forward(part, a) : d.head_backward(part, a);
+    } else {
+      Impl::unknown(part);
+    }
+  } catch (const std::logic_error& e) {
+    if (std::string(e.what()).find(op) != std::string::npos) throw;
+    throw std::logic_error(std::string(e.what()) + " (op " + op + ")");
+  }
+}
+
+double DiT::loss(int mb) const {
+  const Impl& d = *impl_;
+  if (mb < 0 || mb >= d.micro_batches || !d.mbs[mb].ready || !d.mbs[mb].loss_done)
+    throw std::logic_error("DiT::loss: micro-batch " + std::to_string(mb) + " has no loss forward yet");
+  return d.mbs[mb].loss;
+}
+
+void adamw_update(float* params, const float* grads, float* m, float* v, std::size_t n, const OptimizerSpec& opt,
+                  std::int64_t step) {
+  if (step < 1) throw std::logic_error("adamw_update: step counts from 1");
+  k::adamw_update(params, grads, m, v, n, static_cast<float>(opt.lr), static_cast<float>(opt.beta1),
+                  static_cast<float>(opt.beta2), static_cast<float>(opt.eps), static_cast<float>(opt.weight_decay),
+                  step);
+}
+
+OpAddress parse_op_name(const std::string& name) {
+  OpAddress a;
+  std::string rest = name;
+  // "L<layer>." prefix.
+  if (rest.size() > 2 && rest[0] == 'L' && std::isdigit(static_cast<unsigned char>(rest[1]))) {
+    std::size_t i = 1;
+    while (i < rest.size() && std::isdigit(static_cast<unsigned char>(rest[i]))) ++i;
+    if (i < rest.size() && rest[i] == '.') {
+      a.layer = std::stoi(rest.substr(1, i - 1));
+      rest = rest.substr(i + 1);
+    }
+  }
+  // ".mb<i>" suffix.
+  std::size_t dot = rest.rfind(".mb");
+  if (dot != std::string::npos && dot + 3 < rest.size() &&
+      std::all_of(rest.begin() + dot + 3, rest.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+    a.microbatch = std::stoi(rest.substr(dot + 3));
+    rest = rest.substr(0, dot);
+  }
+  // ".<phase>" tag.
+  for (const char* tag : {".fwd", ".bwd", ".recompute"}) {
+    const std::string t(tag);
+    if (rest.size() > t.size() && rest.compare(rest.size() - t.size(), t.size(), t) == 0) {
+      rest = rest.substr(0, rest.size() - t.size());
+      break;
+    }
+  }
+  a.part = rest;
+  return a;
+}
+
+}  // namespace ditwin::exec

@@ -1,0 +1,39 @@
+// Rectified-flow interpolation and velocity MSE.
+#include "kernels/loss.hpp"
+
+namespace ditwin::kernels {
+
+void rectified_flow_input(float* z, const float* x0, const float* noise, const float* t, int batch, int n) {
+  for (int b = 0; b < batch; ++b) {
+    const long o = static_cast<long>(b) * n;
+    for (int i = 0; i < n; ++i) z[o + i] = (1.0f - t[b]) * x0[o + i] + t[b] * noise[o + i];
+  }
+}
+
+double rectified_flow_loss_forward(const float* v_hat, const float* x0, const float* noise, int batch,
+                                   int out_channels, int channels, int plane) {
+  double sum = 0;
+  for (int b = 0; b < batch; ++b)
+    for (int c = 0; c < channels; ++c) {
+      const float* vh = v_hat + (static_cast<long>(b) * out_channels + c) * plane;
+      const long o = (static_cast<long>(b) * channels + c) * plane;
+      for (int p = 0; p < plane; ++p) {
+        const double diff = static_cast<double>(vh[p]) - (static_cast<double>(noise[o + p]) - x0[o + p]);
+        sum += diff * diff;
+      }
+    }
+  return sum / (static_cast<double>(batch) * channels * plane);
+}
+
+void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float* x0, const float* noise,
+                                  float dloss, int batch, int out_channels, int channels, int plane) {
+  const float k = 2.0f * dloss / (static_cast<float>(batch) * channels * plane);
+  for (int b = 0; b < batch; ++b)
+    for (int c = 0; c < channels; ++c) {
+      const long vo = (static_cast<long>(b) * out_channels + c) * plane;
+      const long o = (static_cast<long>(b) * channels + c) * plane;
+      for (int p = 0; p < plane; ++p) dv_hat[vo + p] += k * (v_hat[vo + p] - (noise[o + p] - x0[o + p]));
+    }
+}
+
+}  // namespace ditwin::kernels

@@ -1,0 +1,19 @@
+// The rectified-flow objective: z_t = (1 − t)·x0 + t·ε, and the network's output v̂ regresses the
+// velocity v = ε − x0 under a mean squared error over all elements of the micro-batch.
+#pragma once
+
+namespace ditwin::kernels {
+
+// z (batch, n) = (1 − t[b])·x0 + t[b]·noise, n elements per sample.
+void rectified_flow_input(float* z, const float* x0, const float* noise, const float* t, int batch, int n);
+
+// v_hat: (batch, out_channels, plane) where the first `channels` channels are the prediction
+// (DiT with learn_sigma outputs 2x channels; the rest is ignored here). x0, noise:
+// (batch, channels, plane). Returns mean over batch·channels·plane of (v̂ − (ε − x0))².
+double rectified_flow_loss_forward(const float* v_hat, const float* x0, const float* noise, int batch,
+                                   int out_channels, int channels, int plane);
+// dv_hat += dloss · 2(v̂ − v) / (batch·channels·plane) on the predicted channels.
+void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float* x0, const float* noise,
+                                  float dloss, int batch, int out_channels, int channels, int plane);
+
+}  // namespace ditwin::kernels

@@ -1,0 +1,86 @@
+// Drives exec::DiT through one training step in the order of the Program's compute ops for
+// rank 0, the way the executor will: forward, backward and recompute ops by name, nothing else.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "exec/dit_model.hpp"
+#include "model/plan.hpp"
+#include "model/program.hpp"
+
+namespace ditwin::test {
+
+class DitStepper {
+ public:
+  explicit DitStepper(const Plan& plan)
+      : plan_(plan), program_(lower(plan)), micro_batches_(static_cast<int>(plan.micro_batches())),
+        dit_(plan.model, static_cast<int>(plan.training.micro_batch), micro_batches_) {
+    params.assign(dit_.parameter_count(), 0.0f);
+    grads.assign(params.size(), 0.0f);
+    dit_.init_parameters(params.data(), plan.training.seed);
+    for (const auto& g : dit_.groups()) dit_.bind(g.name, params.data() + g.offset, grads.data() + g.offset);
+    for (const Op& op : program_.class_of(0).ops) {
+      if (op.kind != OpKind::compute) continue;
+      if (op.phase != Phase::forward && op.phase != Phase::backward && op.phase != Phase::recompute) continue;
+      auto a = exec::parse_op_name(op.name);
+      if (a.layer != op.layer || a.microbatch != op.microbatch)
+        throw std::logic_error("parse_op_name disagrees with the Program on " + op.name);
+      steps_.push_back({a, op.phase});
+    }
+  }
+
+  exec::DiT& dit() { return dit_; }
+  int micro_batches() const { return micro_batches_; }
+  const Program& program() const { return program_; }
+
+  void set_batches(exec::DataSource& data, std::int64_t step, int rank = 0) {
+    for (int mb = 0; mb < micro_batches_; ++mb)
+      dit_.set_batch(mb, data.batch(step, rank, mb, static_cast<int>(plan_.training.micro_batch)));
+  }
+  // Forward (and backward unless forward_only) of every micro-batch; the mean loss.
+  double run(bool forward_only = false) {
+    if (!forward_only) std::fill(grads.begin(), grads.end(), 0.0f);
+    for (const auto& s : steps_) {
+      if (forward_only && s.phase == Phase::backward) continue;
+      dit_.run(s.address.part, s.address.layer, s.phase, s.address.microbatch);
+    }
+    double loss = 0;
+    for (int mb = 0; mb < micro_batches_; ++mb) loss += dit_.loss(mb);
+    return loss / micro_batches_;
+  }
+
+  std::vector<float> params, grads;
+
+ private:
+  struct Step {
+    exec::OpAddress address;
+    Phase phase;
+  };
+  Plan plan_;
+  Program program_;
+  int micro_batches_;
+  exec::DiT dit_;
+  std::vector<Step> steps_;
+};
+
+// A small DiT on one rank: 2 layers, hidden 32, 2 heads, 8x8x4 latents in 2x2 patches (16 tokens),
+// 3 classes, learn_sigma (so the loss ignores half of the output), 2 micro-batches of 2.
+inline nlohmann::json small_dit_plan() {
+  return nlohmann::json::parse(R"({
+    "name": "small-dit",
+    "model": {"family": "dit", "layers": 2, "hidden": 32, "heads": 2, "ffn_hidden": 64, "image_size": 64,
+              "patch": 2, "latent_channels": 4, "num_classes": 3, "learn_sigma": true, "frequency_embedding": 16},
+    "training": {"global_batch": 4, "micro_batch": 2, "precision": "fp32",
+                 "optimizer": {"kind": "adamw", "lr": 1e-3},
+                 "objective": {"kind": "rectified_flow", "timesteps": {"kind": "logit_normal", "m": 0.0, "s": 1.0}},
+                 "seed": 7},
+    "parallelism": {"dp": 1},
+    "cluster": {"device": "cpu", "nodes": 1, "devices_per_node": 1},
+    "run": {"steps": 1}
+  })");
+}
+
+}  // namespace ditwin::test
