@@ -13,6 +13,7 @@
 #include "cost_models/profile.hpp"
 #include "sim/longrun.hpp"
 #include "sim/step_sim.hpp"
+#include "cli/exec_commands.hpp"
 
 namespace {
 
@@ -146,6 +147,8 @@ int main(int argc, char** argv) {
                       "--mode run: checkpoint-interval (sweep the interval) or checkpoint (interval and mode)")
       ->check(CLI::IsMember({"checkpoint-interval", "checkpoint"}));
 
+  auto run_exec_command = ditwin::cli::add_exec_commands(app, argc, argv);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
+    if (int rc = run_exec_command(); rc >= 0) return rc;
     if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";

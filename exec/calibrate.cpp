@@ -1,0 +1,253 @@
+// CPU calibration: measure, then fit the cost model's constants by least squares on log time.
+#include "exec/calibrate.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/adamw.hpp"
+#include "kernels/attention.hpp"
+#include "kernels/gelu.hpp"
+#include "kernels/layernorm.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/residual.hpp"
+#include "kernels/threads.hpp"
+
+namespace ditwin::exec {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median seconds per call of `fn`, repeating until `min_seconds` have passed (at least 3 calls).
+template <typename F>
+double time_it(F&& fn, double min_seconds) {
+  fn();  // warm caches and thread pools
+  std::vector<double> samples;
+  auto begin = Clock::now();
+  while (samples.size() < 3 || std::chrono::duration<double>(Clock::now() - begin).count() < min_seconds) {
+    auto t0 = Clock::now();
+    fn();
+    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    if (samples.size() > 2000) break;
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(gen);
+  return v;
+}
+
+double shape_factor(double d, double half) { return d / (d + half); }
+
+}  // namespace
+
+nlohmann::json calibrate_compute(const CalibrationOptions& o) {
+  using nlohmann::json;
+  kernels::set_num_threads(o.threads);
+  json points = json::array();
+  // GEMMs as the executor runs them: forward (2·n·ic·oc FLOPs) and backward (twice that).
+  struct Gemm { int n, ic, oc; double flops, seconds; };
+  std::vector<Gemm> gemms;
+  for (int n : {64, 256, 1024, 4096})
+    for (int ic : {32, 128, 512})
+      for (int oc : {32, 128, 512, 2048}) {
+        auto a = random_vector(static_cast<std::size_t>(n) * ic, 1), w = random_vector(static_cast<std::size_t>(oc) * ic, 2);
+        auto b = random_vector(oc, 3);
+        std::vector<float> out(static_cast<std::size_t>(n) * oc), da(a.size()), dw(w.size()), db(oc);
+        double f = time_it([&] { kernels::matmul_forward(out.data(), a.data(), w.data(), b.data(), n, ic, oc); }, o.min_seconds);
+        double g = time_it([&] {
+          kernels::matmul_backward(da.data(), dw.data(), db.data(), out.data(), a.data(), w.data(), n, ic, oc);
+        }, o.min_seconds);
+        gemms.push_back({n, ic, oc, 2.0 * n * ic * oc, f});
+        gemms.push_back({n, ic, oc, 4.0 * n * ic * oc, g});
+        points.push_back({{"kind", "gemm"}, {"n", n}, {"ic", ic}, {"oc", oc}, {"forward_s", f}, {"backward_s", g}});
+      }
+  // Per-op overhead: the smallest GEMM.
+  std::vector<float> one(1, 1.f), res(1);
+  double overhead = time_it([&] { kernels::matmul_forward(res.data(), one.data(), one.data(), nullptr, 1, 1, 1); }, o.min_seconds);
+  // Fit rate = peak · Π d/(d + half) over the grid (the model's gemm curve with efficiency 1).
+  double best_half = 0, best_peak = 0, best_err = 1e300;
+  for (double half = 0; half <= 512; half += 2) {
+    double sum = 0;
+    std::vector<double> logs;
+    for (const auto& g : gemms) {
+      double eff = shape_factor(g.n, half) * shape_factor(g.ic, half) * shape_factor(g.oc, half);
+      logs.push_back(std::log(g.flops / std::max(g.seconds - overhead, 1e-9) / eff));
+    }
+    for (double l : logs) sum += l;
+    double log_peak = sum / logs.size(), err = 0;
+    for (double l : logs) err += (l - log_peak) * (l - log_peak);
+    if (err < best_err) {
+      best_err = err;
+      best_half = half;
+      best_peak = std::exp(log_peak);
+    }
+  }
+  // Streaming bandwidth: a triad over 16 MiB per array.
+  std::size_t n = 4u << 20;
+  auto x = random_vector(n, 4), y = random_vector(n, 5);
+  std::vector<float> z(n);
+  double stream = time_it([&] {
+    for (std::size_t i = 0; i < n; ++i) z[i] = x[i] + 0.5f * y[i];
+  }, o.min_seconds);
+  double stream_bandwidth = 3.0 * n * sizeof(float) / stream;
+  // Memory-bound kernels the executor runs, with the bytes the Program charges them (fp32):
+  // norm 2·4·rows·h, activation 4·rows·2f, residual 3·4·rows·h, AdamW 36 per parameter; the
+  // effective bandwidth is their geometric mean (small working sets run from cache).
+  std::vector<double> bw_logs;
+  for (int tokens : {64, 256})
+    for (int h : {128, 512}) {
+      int batch = 4, rows = batch * tokens, f = 4 * h;
+      auto xin = random_vector(static_cast<std::size_t>(rows) * f, 7), dout = random_vector(xin.size(), 8);
+      auto mod = random_vector(static_cast<std::size_t>(batch) * 6 * h, 9);
+      std::vector<float> out(xin.size()), dx(xin.size()), mean(rows), rstd(rows), dmod(mod.size());
+      double bytes, t;
+      t = time_it([&] { kernels::gelu_forward(out.data(), xin.data(), static_cast<std::size_t>(rows) * f); }, o.min_seconds);
+      bytes = 4.0 * rows * 2 * f;
+      bw_logs.push_back(std::log(bytes / std::max(t - overhead, 1e-9)));
+      t = time_it([&] { kernels::gelu_backward(dx.data(), xin.data(), dout.data(), static_cast<std::size_t>(rows) * f); }, o.min_seconds);
+      bw_logs.push_back(std::log(2 * bytes / std::max(t - overhead, 1e-9)));
+      t = time_it([&] {
+        kernels::layernorm_modulate_forward(out.data(), mean.data(), rstd.data(), xin.data(), mod.data(), mod.data() + h,
+                                            batch, tokens, h, 6 * h, 1e-6f);
+      }, o.min_seconds);
+      bytes = 2.0 * 4 * rows * h;
+      bw_logs.push_back(std::log(bytes / std::max(t - overhead, 1e-9)));
+      t = time_it([&] {
+        kernels::layernorm_modulate_backward(dx.data(), dmod.data(), dmod.data() + h, dout.data(), xin.data(), mean.data(),
+                                             rstd.data(), mod.data() + h, batch, tokens, h, 6 * h);
+      }, o.min_seconds);
+      bw_logs.push_back(std::log(2 * bytes / std::max(t - overhead, 1e-9)));
+      t = time_it([&] {
+        kernels::gated_residual_forward(out.data(), xin.data(), dout.data(), mod.data(), batch, tokens, h, 6 * h);
+      }, o.min_seconds);
+      bytes = 3.0 * 4 * rows * h;
+      bw_logs.push_back(std::log(bytes / std::max(t - overhead, 1e-9)));
+      points.push_back({{"kind", "memory_bound"}, {"tokens", tokens}, {"hidden", h}});
+    }
+  {
+    std::size_t params = 1u << 20;
+    auto p = random_vector(params, 10), g = random_vector(params, 11);
+    std::vector<float> m(params, 0.f), v(params, 0.f);
+    double t = time_it([&] { kernels::adamw_update(p.data(), g.data(), m.data(), v.data(), params, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1); },
+                       o.min_seconds);
+    bw_logs.push_back(std::log(36.0 * params / t));
+    points.push_back({{"kind", "adamw"}, {"params", params}, {"seconds", t}});
+  }
+  double bandwidth = 0;
+  for (double l : bw_logs) bandwidth += l;
+  bandwidth = std::exp(bandwidth / bw_logs.size());
+  // Attention: fit the efficiency (relative to the fitted GEMM peak) of the cost model's fused
+  // attention formula, forward and backward, over a grid of sequence lengths and head widths.
+  std::vector<double> fwd_logs, bwd_logs;
+  for (int tokens : {64, 128, 256})
+    for (int channels : {128, 256}) {
+      int heads = 4, batch = 4;
+      int d = channels / heads;
+      auto qkv = random_vector(static_cast<std::size_t>(batch) * tokens * 3 * channels, 6);
+      std::vector<float> out(static_cast<std::size_t>(batch) * tokens * channels),
+          probs(static_cast<std::size_t>(batch) * heads * tokens * tokens), dqkv(qkv.size());
+      double f = time_it([&] { kernels::attention_forward(out.data(), probs.data(), qkv.data(), batch, tokens, channels, heads); },
+                         o.min_seconds);
+      double b = time_it([&] {
+        kernels::attention_backward(dqkv.data(), out.data(), qkv.data(), probs.data(), batch, tokens, channels, heads);
+      }, o.min_seconds);
+      double flops = 4.0 * batch * tokens * tokens * channels;
+      // The cost model: eff = attention_efficiency · (d/(d+32))/(128/160) · m/(m+128); backward does
+      // 1.25x the FLOPs at attention_backward_ratio of the forward efficiency.
+      double shape = (d / (d + 32.0)) / (128.0 / 160.0) * (tokens / (tokens + 128.0));
+      fwd_logs.push_back(std::log(flops / (f * best_peak * shape)));
+      bwd_logs.push_back(std::log(2 * 1.25 * flops / (b * best_peak * shape)));
+      points.push_back({{"kind", "attention"}, {"batch", batch}, {"tokens", tokens}, {"channels", channels},
+                        {"heads", heads}, {"forward_s", f}, {"backward_s", b}});
+    }
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return s / v.size();
+  };
+  double attention_eff = std::exp(mean(fwd_logs));
+  double backward_ratio = std::exp(mean(bwd_logs)) / attention_eff;
+  points.push_back({{"kind", "stream"}, {"bytes", 3.0 * n * sizeof(float)}, {"seconds", stream},
+                    {"bytes_per_s", stream_bandwidth}});
+  return {{"peak_flops_fp32", best_peak}, {"gemm_half_dim", best_half}, {"hbm_bytes_per_s", bandwidth},
+          {"attention_efficiency", std::min(attention_eff, 1.0)}, {"attention_backward_ratio", backward_ratio},
+          {"kernel_overhead_s", overhead}, {"threads", o.threads}, {"points", points}};
+}
+
+nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOptions&) {
+  using nlohmann::json;
+  json points = json::array();
+  std::vector<double> x, y;  // ring volume per rank (bytes), seconds
+  int ranks = comm.size();
+  for (std::size_t count : {1024u, 16384u, 131072u, 1048576u, 4194304u}) {
+    std::vector<float> buffer(count, 1.f);
+    // Every rank must make the same number of calls: a fixed count, not a time budget.
+    std::vector<double> samples;
+    comm.wait(comm.all_reduce_sum(buffer.data(), count));
+    for (int i = 0; i < 21; ++i) {
+      comm.barrier();
+      auto t0 = Clock::now();
+      comm.wait(comm.all_reduce_sum(buffer.data(), count));
+      samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    std::sort(samples.begin(), samples.end());
+    double seconds = comm.all_reduce_max(samples[samples.size() / 2]);
+    double volume = 2.0 * (ranks - 1) / ranks * count * sizeof(float);
+    x.push_back(volume);
+    y.push_back(seconds);
+    points.push_back({{"bytes", count * sizeof(float)}, {"seconds", seconds}});
+  }
+  // Least squares t = latency + volume / bandwidth.
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    mx += x[i];
+    my += y[i];
+  }
+  mx /= x.size();
+  my /= y.size();
+  double sxx = 0, sxy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxx += (x[i] - mx) * (x[i] - mx);
+    sxy += (x[i] - mx) * (y[i] - my);
+  }
+  double slope = sxy / sxx, latency = std::max(0.0, my - slope * mx);
+  return {{"ranks", ranks}, {"latency_s", latency}, {"bus_bytes_per_s", 1.0 / slope}, {"points", points}};
+}
+
+nlohmann::json make_cpu_profile(const nlohmann::json& c, const nlohmann::json& m) {
+  int ranks = m.value("ranks", 2);
+  // A 2-rank all-reduce is 2 algorithm steps (ring and tree alike): latency per step is half.
+  double steps = ranks > 1 ? 2.0 * (ranks - 1) : 1;
+  return {{"device", "cpu"},
+          {"peak_flops_bf16", 0.0},
+          {"peak_flops_fp8", 0.0},
+          {"peak_flops_fp32", c["peak_flops_fp32"]},
+          {"hbm_bytes_per_s", c["hbm_bytes_per_s"]},
+          {"gemm_efficiency", 1.0},
+          {"gemm_half_dim", c["gemm_half_dim"]},
+          {"attention_efficiency", c["attention_efficiency"]},
+          {"attention_backward_ratio", c["attention_backward_ratio"]},
+          {"memory_efficiency", 1.0},
+          {"kernel_overhead_s", c["kernel_overhead_s"]},
+          {"sustained_compute_ratio", 1.0},
+          // Ranks on one host talk through shared memory: "NVLink" here is the host's MPI transport.
+          {"nvlink_bytes_per_s", m["bus_bytes_per_s"]},
+          {"nvlink_latency_s", 0.0},
+          {"nvlink_efficiency", 1.0},
+          {"nic_bytes_per_s", m["bus_bytes_per_s"]},
+          {"network_latency_s", 0.0},
+          {"network_efficiency", 1.0},
+          {"collective_step_latency_s", m["latency_s"].get<double>() / steps},
+          {"measurements", {{"compute", c}, {"communication", m}}}};
+}
+
+}  // namespace ditwin::exec

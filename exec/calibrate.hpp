@@ -1,0 +1,26 @@
+// `ditwin calibrate --backend cpu`: microbenchmarks of the kernels the executor runs (GEMMs over
+// a grid of shapes, attention, a streaming kernel, per-op overhead) and of the communicator's
+// all-reduce over message sizes, fitted into the device profile `ditwin simulate --profile` reads.
+// It never runs a plan.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include "exec/communicator.hpp"
+
+namespace ditwin::exec {
+
+struct CalibrationOptions {
+  int threads = 1;          // kernel threads per rank while measuring
+  double min_seconds = 0.05;  // per measurement point
+};
+
+// Compute-side measurements and fit on this process; returns the profile's compute keys plus
+// the raw measurements under "measurements".
+nlohmann::json calibrate_compute(const CalibrationOptions& options);
+// Communication: all-reduce times over message sizes on `comm`'s world (run under mpirun);
+// returns {"ranks", "latency_s", "bus_bytes_per_s", "points": [...]} on every rank.
+nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOptions& options);
+// Assembles a profile (cost::DeviceProfile's JSON keys) from the two parts.
+nlohmann::json make_cpu_profile(const nlohmann::json& compute, const nlohmann::json& communication);
+
+}  // namespace ditwin::exec

@@ -1,0 +1,36 @@
+// The collectives the executor needs, behind a small interface: MPI on CPUs (NCCL later).
+// Every call is non-blocking and returns a handle; `wait`/`test` complete it.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ditwin::exec {
+
+class Communicator {
+ public:
+  using Handle = int;
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // In place: buffer holds the sum over ranks afterwards.
+  virtual Handle all_reduce_sum(float* buffer, std::size_t count) = 0;
+  // `input` (sum of `counts`) is summed over ranks; rank r receives its `counts[r]` slice into `output`.
+  virtual Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) = 0;
+  // Rank r contributes `counts[r]` floats from `input`; everyone receives the concatenation in `output`.
+  virtual Handle all_gather(const float* input, float* output, const std::vector<int>& counts) = 0;
+  virtual void wait(Handle h) = 0;
+  virtual bool test(Handle h) = 0;  // true when complete (and the handle is then released)
+  virtual double all_reduce_sum(double value) = 0;  // blocking, for losses and timings
+  virtual double all_reduce_max(double value) = 0;
+  virtual void barrier() = 0;
+  // Blocking: every rank's `values` concatenated on rank 0 (empty elsewhere).
+  virtual std::vector<double> gather_to_root(const std::vector<double>& values) = 0;
+};
+
+// The MPI world this process belongs to (a singleton world of 1 when started without mpirun).
+// Initialises MPI on first use and finalises it at exit.
+std::unique_ptr<Communicator> mpi_world();
+
+}  // namespace ditwin::exec

@@ -1,0 +1,132 @@
+// MPI implementation of the Communicator: non-blocking collectives on MPI_COMM_WORLD.
+#include <mpi.h>
+
+#include <cstdlib>
+#include <map>
+#include <numeric>
+#include <stdexcept>
+
+#include "exec/communicator.hpp"
+
+namespace ditwin::exec {
+
+namespace {
+
+void check(int code, const char* what) {
+  if (code != MPI_SUCCESS) {
+    char message[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    MPI_Error_string(code, message, &length);
+    throw std::runtime_error(std::string("MPI ") + what + " failed: " + std::string(message, length));
+  }
+}
+
+std::vector<int> displacements(const std::vector<int>& counts) {
+  std::vector<int> d(counts.size(), 0);
+  for (size_t i = 1; i < counts.size(); ++i) d[i] = d[i - 1] + counts[i - 1];
+  return d;
+}
+
+class MpiCommunicator : public Communicator {
+ public:
+  MpiCommunicator() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "init");
+      std::atexit([] {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Finalize();
+      });
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  Handle all_reduce_sum(float* buffer, std::size_t count) override {
+    MPI_Request r;
+    check(MPI_Iallreduce(MPI_IN_PLACE, buffer, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Iallreduce");
+    return keep(r);
+  }
+  Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) override {
+    MPI_Request r;
+    check(MPI_Ireduce_scatter(input, output, counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Ireduce_scatter");
+    return keep(r);
+  }
+  Handle all_gather(const float* input, float* output, const std::vector<int>& counts) override {
+    MPI_Request r;
+    auto& d = displs_[next_];
+    d = displacements(counts);
+    auto& c = counts_[next_];
+    c = counts;
+    check(MPI_Iallgatherv(input, counts[rank_], MPI_FLOAT, output, c.data(), d.data(), MPI_FLOAT, MPI_COMM_WORLD, &r),
+          "Iallgatherv");
+    return keep(r);
+  }
+  void wait(Handle h) override {
+    auto it = requests_.find(h);
+    if (it == requests_.end()) return;
+    check(MPI_Wait(&it->second, MPI_STATUS_IGNORE), "Wait");
+    release(h);
+  }
+  bool test(Handle h) override {
+    auto it = requests_.find(h);
+    if (it == requests_.end()) return true;
+    int done = 0;
+    check(MPI_Test(&it->second, &done, MPI_STATUS_IGNORE), "Test");
+    if (done) release(h);
+    return done != 0;
+  }
+  double all_reduce_sum(double value) override {
+    double out = 0;
+    check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
+    return out;
+  }
+  double all_reduce_max(double value) override {
+    double out = 0;
+    check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "Allreduce");
+    return out;
+  }
+  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "Barrier"); }
+  std::vector<double> gather_to_root(const std::vector<double>& values) override {
+    int n = static_cast<int>(values.size());
+    std::vector<int> counts(size_);
+    check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, MPI_COMM_WORLD), "Gather");
+    std::vector<int> d = displacements(counts);
+    std::vector<double> out(rank_ == 0 ? std::accumulate(counts.begin(), counts.end(), 0) : 0);
+    check(MPI_Gatherv(values.data(), n, MPI_DOUBLE, out.data(), counts.data(), d.data(), MPI_DOUBLE, 0, MPI_COMM_WORLD),
+          "Gatherv");
+    return out;
+  }
+
+ private:
+  int rank_ = 0, size_ = 1;
+  Handle next_ = 0;
+  std::map<Handle, MPI_Request> requests_;
+  std::map<Handle, std::vector<int>> displs_, counts_;  // must outlive the non-blocking call
+
+  Handle keep(MPI_Request r) {
+    requests_[next_] = r;
+    return next_++;
+  }
+  void release(Handle h) {
+    requests_.erase(h);
+    displs_.erase(h);
+    counts_.erase(h);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> mpi_world() {
+  // Open MPI refuses to run as root unless told; these only matter for singleton starts.
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+  return std::make_unique<MpiCommunicator>();
+}
+
+}  // namespace ditwin::exec

@@ -1,0 +1,35 @@
+// Runs a plan's Program for real on this process's rank: the compute ops through the DiT, the
+// data-parallel collectives through a Communicator, each op timed under the Program's name.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "exec/communicator.hpp"
+#include "exec/dit_model.hpp"
+#include "model/plan.hpp"
+#include "model/program.hpp"
+#include "model/report.hpp"
+
+namespace ditwin::exec {
+
+struct ExecOptions {
+  long long steps = 10;
+  int warmup_steps = 2;        // excluded from the step-time median and per-op medians
+  double peak_flops = 0;       // for MFU; 0 = unknown (cpu without a profile)
+  // Called on rank 0 after each step: step index, mean loss, step seconds.
+  std::function<void(long long, double, double)> on_step;
+};
+
+struct ExecResult {
+  StepReport report;                // measured; ops = rank 0's per-op medians after warm-up
+  std::vector<double> losses;       // mean over the global batch, per step
+  std::vector<double> step_times_s;  // slowest rank, per step
+  std::vector<float> parameters;    // final full parameters (rank 0; gathered under ZeRO-3)
+};
+
+// Throws InputError for plans the CPU executor cannot run (and says which key to change).
+ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
+                        const ExecOptions& options);
+
+}  // namespace ditwin::exec
