@@ -27,13 +27,16 @@ void attention_forward(float* out, float* probs, const float* qkv, int batch, in
       ConstStrided v(base + 2 * channels, tokens, d, in_stride);
       Eigen::Map<RowMat> p(probs + (static_cast<long>(b) * heads + h) * tokens * tokens, tokens, tokens);
       p.noalias() = (q * k.transpose()) * scale;
-      // Softmax rows as plain loops (not Eigen reductions, whose rounding depends on alignment).
+      // Softmax rows: sums as plain loops (Eigen's reductions peel by alignment, so their rounding
+      // would depend on heap addresses).
       for (int i = 0; i < tokens; ++i) {
         float* row = p.data() + static_cast<long>(i) * tokens;
         float mx = row[0];
         for (int j = 1; j < tokens; ++j) mx = std::max(mx, row[j]);
+        Eigen::Map<Eigen::ArrayXf> r(row, tokens);
+        r = (r - mx).exp();  // vectorized; std::exp in a loop is not
         float sum = 0;
-        for (int j = 0; j < tokens; ++j) sum += (row[j] = std::exp(row[j] - mx));
+        for (int j = 0; j < tokens; ++j) sum += row[j];
         const float inv = 1.0f / sum;
         for (int j = 0; j < tokens; ++j) row[j] *= inv;
       }

@@ -49,7 +49,7 @@ def timestep_embedding(t, dim, max_period=10000):
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
-    return embedding
+    return embedding.to(t.dtype)
 
 
 def modulate(x, shift, scale):
