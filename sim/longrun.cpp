@@ -404,9 +404,13 @@ nlohmann::json play_in_this_process(const LongRunInputs& in, const std::vector<i
   for (int id : ids) draws.push_back(draw_trial(in, seed, id));
   Player player(in, ids, std::move(draws), span, timeline);
 
-  int argc = 1;
+  // The job actor is restarted at every failure: small stacks without guard pages make that cheap
+  // (its frames are a few calls deep; no recursion).
   char name[] = "ditwin-longrun";
-  char* argv[] = {name, nullptr};
+  char stack[] = "--cfg=contexts/stack-size:256";
+  char guard[] = "--cfg=contexts/guard-size:0";
+  char* argv[] = {name, stack, guard, nullptr};
+  int argc = 3;
   xbt_log_control_set("root.thresh:critical");
   sg4::Engine engine(&argc, argv);
   xbt_log_control_set("root.thresh:critical");
