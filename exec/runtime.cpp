@@ -478,7 +478,15 @@ class Runner {
   }
 
   std::vector<float> full_parameters() {
-    if (zero_ < 3) return params_;
+    if (zero_ == 0) return params_;
+    if (zero_ < 3) {  // the last step's update is gathered only at the next step's start
+      for (auto& [key, s] : shards_) {
+        std::vector<float> mine(params_.begin() + s.whole.begin + s.mine_begin,
+                                params_.begin() + s.whole.begin + s.mine_begin + s.mine);
+        comm_.wait(comm_.all_gather(mine.data(), params_.data() + s.whole.begin, s.counts));
+      }
+      return params_;
+    }
     std::vector<float> full(total_);
     for (auto& [key, s] : shards_) {
       auto h = comm_.all_gather(s.params.data(), full.data() + s.whole.begin, s.counts);

@@ -106,8 +106,74 @@ class StageLowering {
   }
 
   void run() {
+    plan_buckets();
+    early_parameter_gathers();
     schedule();
     gradient_sync_and_optimizer();
+  }
+
+  // Gradient buckets: whole parameter groups in the order backward completes them (head, the
+  // last layer, ..., the first layer, embed), cut when a bucket reaches bucket_bytes.
+  std::vector<std::pair<std::vector<std::string>, double>> bucket_plan_;
+  void plan_buckets() {
+    std::vector<std::pair<std::string, double>> groups;  // flat order
+    int chunks = par_.pp * par_.virtual_stages;
+    for (int c = 0; c < par_.virtual_stages; ++c) {
+      int mc = c * par_.pp + stage_;
+      if (mc == 0) groups.push_back({"embed", params_.embedding / tp_});
+      for (int l = chunk_first_[mc]; l < chunk_first_[mc + 1]; ++l) {
+        std::string name = "L";
+        name += std::to_string(l);
+        groups.push_back({name, layer_params()});
+      }
+      if (mc == chunks - 1) groups.push_back({"head", head_params()});
+    }
+    std::vector<std::string> members;
+    double bytes = 0;
+    for (auto it = groups.rbegin(); it != groups.rend(); ++it) {
+      members.push_back(it->first);
+      bytes += it->second;
+      if (bytes * e_ >= par_.bucket_bytes) {
+        std::reverse(members.begin(), members.end());
+        bucket_plan_.push_back({members, bytes});
+        members.clear();
+        bytes = 0;
+      }
+    }
+    if (!members.empty()) {
+      std::reverse(members.begin(), members.end());
+      bucket_plan_.push_back({members, bytes});
+    }
+  }
+
+  // ZeRO-1/2 with overlap_param_gather: the parameters the previous step's optimizer updated are
+  // gathered at the start of this step, and each group's first forward waits only for its own
+  // bucket, so the gathers overlap the forward (Megatron's distributed optimizer does this).
+  std::map<std::string, Index> early_gather_of_;
+  bool early_gathers() const { return dp_group_ > 1 && (par_.zero == 1 || par_.zero == 2) && par_.overlap_param_gather; }
+  void early_parameter_gathers() {
+    if (!early_gathers()) return;
+    // In forward order: the bucket holding the first layers is needed first.
+    for (std::size_t k = bucket_plan_.size(); k-- > 0;) {
+      double params = bucket_plan_[k].second;
+      Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
+                         Collective::all_gather, GroupKind::dp_cp, dp_group_, params * e_);
+      op.param_groups = bucket_plan_[k].first;
+      op.calls = std::max(1, static_cast<int>(params * e_ / par_.bucket_bytes + 0.999));
+      Index saved = cursor_;
+      cursor_ = none;
+      Index g = add(std::move(op));
+      cursor_ = saved;
+      for (const auto& name : bucket_plan_[k].first) early_gather_of_[name] = g;
+    }
+  }
+  // The first forward of a group waits for its early gather.
+  void wait_for_early_gather(const std::string& group, Phase p) {
+    if (p != Phase::forward) return;
+    auto it = early_gather_of_.find(group);
+    if (it == early_gather_of_.end()) return;
+    extra_dep_ = it->second;
+    early_gather_of_.erase(it);
   }
 
  private:
@@ -129,7 +195,6 @@ class StageLowering {
   // Last backward op touching each parameter group, per micro-batch: "L12", "embed", "head".
   std::map<std::string, std::map<int, Index>> grads_ready_;
   std::map<std::string, double> group_params_;  // parameters per group on this rank
-  std::vector<std::string> group_order_;        // groups in the order their gradients complete
   Index last_layer_start_ = none, last_layer_end_ = none;
 
   double total_tokens() const { return static_cast<double>(m_.tokens_per_sample()); }
@@ -343,7 +408,6 @@ class StageLowering {
 
   void grads_done(const std::string& group, int mb, double params) {
     Index last = cursor_;
-    if (!grads_ready_.count(group)) group_order_.push_back(group);
     grads_ready_[group][mb] = last;
     group_params_[group] = params;
     if (par_.zero == 3 && dp_group_ > 1) {
@@ -367,6 +431,7 @@ class StageLowering {
   void run_layer(int layer, int mb, Phase p) {
     std::string group = "L" + std::to_string(layer);
     gather_params(group, layer_params(), p, mb);
+    wait_for_early_gather(group, p);
     Index start_before = static_cast<Index>(out_.ops.size());
     if (p == Phase::backward && plan_.training.recompute != Recompute::none) block(layer, mb, Phase::recompute);
     block(layer, mb, p);
@@ -383,6 +448,7 @@ class StageLowering {
     double h = m_.hidden;
     double patch_in = 1.0 * m_.patch * m_.patch * m_.latent_channels;
     gather_params("embed", params_.embedding / tp_, p, mb);
+    wait_for_early_gather("embed", p);
     // Forward: patches, timestep, class (which sums the conditioning), then context/tokens.
     // Backward runs the same ops in reverse, so each gets its output gradient first.
     std::vector<std::function<void()>> ops;
@@ -420,6 +486,7 @@ class StageLowering {
                             : m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_));
     double patch_out = 1.0 * m_.patch * m_.patch * m_.out_channels();
     gather_params("head", head_params(), p, mb);
+    wait_for_early_gather("head", p);
     auto body = [&](Phase ph) {
       if (m_.adaln()) chain(replicated(gemm("head.adaln", ph, mb, -1, static_cast<double>(b_), h, 2 * h)));
       chain(memory_op("head.norm", ComputeClass::norm, ph, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
@@ -572,49 +639,28 @@ class StageLowering {
     Index end_of_backward = compute_ops_.empty() ? none : compute_ops_.back();
     std::vector<Index> sync_ops;
     if (dp_group_ > 1 && par_.zero < 3) {
-      // Buckets of whole parameter groups, in the order their gradients complete.
+      // Buckets of whole parameter groups (bucket_plan_), each launched when its last group's
+      // gradients are complete; ZeRO-2 reduce-scatters every micro-batch.
       bool per_microbatch = par_.zero == 2;
       for (int mb = per_microbatch ? 0 : m - 1; mb < m; ++mb) {
-        std::vector<std::string> order = group_order_;
-        std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
-          return grads_ready_[a][mb] < grads_ready_[b][mb];
-        });
-        double bucket_params = 0;
-        Index ready = 0;
-        int bucket = 0;
-        std::vector<std::string> members;
-        bucket_groups_.clear();
-        auto flush = [&] {
-          if (bucket_params == 0) return;
+        for (std::size_t k = 0; k < bucket_plan_.size(); ++k) {
+          const auto& [members, params] = bucket_plan_[k];
+          Index ready = 0;
+          for (const auto& g : members) ready = std::max(ready, grads_ready_.at(g).at(mb));
           bool rs = par_.zero >= 1;
-          std::string nm = "grads.bucket" + std::to_string(bucket) + (rs ? ".reduce_scatter" : ".allreduce");
+          std::string nm = "grads.bucket" + std::to_string(k) + (rs ? ".reduce_scatter" : ".allreduce");
           if (per_microbatch) nm += ".mb" + std::to_string(mb);
           Op op = collective(nm, Phase::gradient_sync, mb, -1, Stream::dp,
-                             rs ? Collective::reduce_scatter : Collective::all_reduce, GroupKind::dp_cp,
-                             dp_group_, bucket_params * e_);
-          op.calls = std::max(1, static_cast<int>(bucket_params * e_ / par_.bucket_bytes + 0.999));
+                             rs ? Collective::reduce_scatter : Collective::all_reduce, GroupKind::dp_cp, dp_group_,
+                             params * e_);
+          op.calls = std::max(1, static_cast<int>(params * e_ / par_.bucket_bytes + 0.999));
           op.deps.push_back(par_.overlap_grad_reduce ? ready : end_of_backward);
-          std::sort(members.begin(), members.end(), [&](const std::string& a, const std::string& b) {
-            return group_rank(a) < group_rank(b);
-          });
           op.param_groups = members;
-          bucket_groups_.push_back({members, bucket_params});
-          members.clear();
           Index saved = cursor_;
           cursor_ = none;
           sync_ops.push_back(add(std::move(op)));
           cursor_ = saved;
-          bucket_params = 0;
-          ++bucket;
-        };
-        for (const auto& g : order) {
-          bucket_params += group_params_[g];
-          members.push_back(g);
-          ready = std::max(ready, grads_ready_[g][mb]);
-          if (bucket_params * e_ >= par_.bucket_bytes) flush();
         }
-        flush();
-        buckets_ = bucket;
       }
     }
     // Tied input/output embeddings live on the first and last stage: their gradients are summed.
@@ -654,27 +700,19 @@ class StageLowering {
     if (end_of_backward != none) opt.deps.push_back(end_of_backward);
     cursor_ = none;
     Index step = add(std::move(opt));
-    if (dp_group_ > 1 && (par_.zero == 1 || par_.zero == 2)) {
+    if (dp_group_ > 1 && (par_.zero == 1 || par_.zero == 2) && !early_gathers()) {
       // Each rank updated its shard: gather the updated parameters, bucket by bucket.
-      for (int k = 0; k < buckets_; ++k) {
-        double per_bucket = bucket_groups_[k].second;
+      for (std::size_t k = 0; k < bucket_plan_.size(); ++k) {
+        double per_bucket = bucket_plan_[k].second;
         Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
                            Collective::all_gather, GroupKind::dp_cp, dp_group_, per_bucket * e_);
-        op.param_groups = bucket_groups_[k].first;
+        op.param_groups = bucket_plan_[k].first;
         op.calls = std::max(1, static_cast<int>(per_bucket * e_ / par_.bucket_bytes + 0.999));
         op.deps.push_back(step);
         cursor_ = none;
         add(std::move(op));
       }
     }
-  }
-  int buckets_ = 0;
-  std::vector<std::pair<std::vector<std::string>, double>> bucket_groups_;  // last micro-batch's buckets
-  // Position of a group in the flat parameter order: embed, L0 ... L{n-1}, head.
-  int group_rank(const std::string& g) const {
-    if (g == "embed") return -1;
-    if (g == "head") return 1 << 30;
-    return std::stoi(g.substr(1));
   }
 };
 
