@@ -13,7 +13,8 @@ double gemm_efficiency(const DeviceProfile& p, double m, double n, double k) {
 double compute_time_s(const Op& op, const DeviceProfile& p, Precision precision, bool flash_attention) {
   if (op.kind != OpKind::compute && op.kind != OpKind::optimizer) return 0;
   double peak = p.peak_flops(precision) * p.sustained_compute_ratio;
-  double memory_s = op.bytes / (p.hbm_bytes_per_s * p.memory_efficiency);
+  double efficiency = op.kind == OpKind::optimizer ? p.optimizer_efficiency : p.memory_efficiency;
+  double memory_s = op.bytes / (p.hbm_bytes_per_s * efficiency);
   double math_s = 0;
   switch (op.compute) {
     case ComputeClass::gemm:

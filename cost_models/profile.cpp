@@ -40,6 +40,7 @@ DeviceProfile profile_for(const ClusterSpec& cluster) {
   p.attention_efficiency = 0.65;
   p.attention_backward_ratio = 0.75;
   p.memory_efficiency = 0.80;
+  p.optimizer_efficiency = 0.80;  // a fused multi-tensor update streams like any other kernel
   p.kernel_overhead_s = 4e-6;
   // The one fitted constant: the value that zeroes the mean error over the five rows of
   // Megatron-LM's Table 1 (A100, 2021). The Korthikanti et al. 2022 and Llama 3 rows are held out
@@ -67,6 +68,7 @@ nlohmann::json DeviceProfile::to_json() const {
           {"attention_efficiency", attention_efficiency},
           {"attention_backward_ratio", attention_backward_ratio},
           {"memory_efficiency", memory_efficiency},
+          {"optimizer_efficiency", optimizer_efficiency},
           {"kernel_overhead_s", kernel_overhead_s},
           {"sustained_compute_ratio", sustained_compute_ratio},
           {"nvlink_bytes_per_s", nvlink_bytes_per_s},
@@ -108,6 +110,7 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     p.attention_efficiency = fraction("attention_efficiency");
     p.attention_backward_ratio = positive("attention_backward_ratio");
     p.memory_efficiency = fraction("memory_efficiency");
+    p.optimizer_efficiency = fraction("optimizer_efficiency");
     p.kernel_overhead_s = non_negative("kernel_overhead_s");
     p.sustained_compute_ratio = fraction("sustained_compute_ratio");
     p.nvlink_bytes_per_s = positive("nvlink_bytes_per_s");

@@ -19,6 +19,7 @@ struct DeviceProfile {
   double attention_efficiency = 0;  // fused (flash) attention forward
   double attention_backward_ratio = 0;  // backward efficiency relative to forward
   double memory_efficiency = 0;     // memory-bound kernels, of HBM bandwidth
+  double optimizer_efficiency = 0;  // the optimizer update, of HBM bandwidth
   double kernel_overhead_s = 0;     // fixed cost per op (launch, tail)
   // Sustained fraction of the microbenchmark rates above during long training runs (power- and
   // thermally-limited clocks); multiplies every compute op's math rate. Fitted: see profile.cpp.

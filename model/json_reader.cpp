@@ -53,7 +53,10 @@ std::string JsonReader::path_of(const std::string& key) const {
   return path_.empty() ? key : path_ + "." + key;
 }
 
-bool JsonReader::has(const std::string& key) const { return object_.contains(key); }
+bool JsonReader::has(const std::string& key) const {
+  auto it = object_.find(key);
+  return it != object_.end() && !it->is_null();  // null means absent
+}
 
 void JsonReader::fail(const std::string& key, const std::string& rule) const {
   throw InputError(path_of(key) + ": " + rule);
