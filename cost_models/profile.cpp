@@ -6,15 +6,7 @@
 
 namespace ditwin::cost {
 
-double DeviceProfile::peak_flops(Precision p) const {
-  switch (p) {
-    case Precision::fp32: return peak_flops_fp32;
-    case Precision::bf16:
-    case Precision::fp16: return peak_flops_bf16;
-    case Precision::fp8: return peak_flops_fp8;
-  }
-  return 0;
-}
+double DeviceProfile::peak_flops(Precision p) const { return peak_for(p, peak_flops_bf16, peak_flops_fp8, peak_flops_fp32); }
 
 // One set of constants for every GPU preset. Sources (see docs/validation.md):
 // - GEMM 0.80 of dense peak: cuBLAS on large bf16 GEMMs reaches ~250 of 312 TFLOP/s on A100

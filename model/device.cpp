@@ -28,15 +28,17 @@ double element_bytes(Precision p) {
   return 4;
 }
 
-double DeviceSpec::peak_flops(Precision p) const {
+double peak_for(Precision p, double bf16, double fp8, double fp32) {
   switch (p) {
-    case Precision::fp32: return peak_flops_fp32;
+    case Precision::fp32: return fp32;
     case Precision::bf16:
-    case Precision::fp16: return peak_flops_bf16;
-    case Precision::fp8: return peak_flops_fp8;
+    case Precision::fp16: return bf16;
+    case Precision::fp8: return fp8;
   }
   return 0;
 }
+
+double DeviceSpec::peak_flops(Precision p) const { return peak_for(p, peak_flops_bf16, peak_flops_fp8, peak_flops_fp32); }
 
 namespace {
 constexpr double TB = 1e12, GB = 1e9, MiB = 1024.0 * 1024.0;

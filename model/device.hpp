@@ -10,6 +10,8 @@ enum class Precision { fp32, bf16, fp16, fp8 };
 const char* to_string(Precision p);
 // Bytes of one element of parameters/activations stored in this precision.
 double element_bytes(Precision p);
+// The peak that applies to a precision: bf16/fp16 share tensor-core rates, fp32 uses TF32.
+double peak_for(Precision p, double bf16, double fp8, double fp32);
 
 struct DeviceSpec {
   std::string name;

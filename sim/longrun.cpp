@@ -16,6 +16,8 @@
 // how trials are spread over processes.
 #include "sim/longrun.hpp"
 
+#include "sim/child_process.hpp"
+
 #include <simgrid/kernel/ProfileBuilder.hpp>
 #include <simgrid/s4u.hpp>
 #include <sys/wait.h>
@@ -438,38 +440,6 @@ nlohmann::json play_in_this_process(const LongRunInputs& in, const std::vector<i
   return out;
 }
 
-pid_t spawn(const LongRunInputs& in, const std::vector<int>& ids, std::uint64_t seed, bool timeline, int& fd) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("longrun: pipe failed");
-  std::fflush(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("longrun: fork failed");
-  if (pid == 0) {
-    close(fds[0]);
-    std::string payload;
-    int code = 0;
-    try {
-      payload = play_in_this_process(in, ids, seed, timeline).dump();
-    } catch (const std::exception& e) {
-      payload = nlohmann::json{{"error", e.what()}}.dump();
-      code = 1;
-    }
-    const char* p = payload.data();
-    size_t left = payload.size();
-    while (left > 0) {
-      ssize_t w = write(fds[1], p, left);
-      if (w <= 0) break;
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
-    close(fds[1]);
-    _exit(code);
-  }
-  close(fds[1]);
-  fd = fds[0];
-  return pid;
-}
-
 }  // namespace
 
 LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& options) {
@@ -478,9 +448,12 @@ LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& op
   int workers = std::max(1, std::min(options.workers, options.trials));
   std::vector<std::vector<int>> ids(workers);
   for (int t = 0; t < options.trials; ++t) ids[t % workers].push_back(t);
-  std::vector<pid_t> pids(workers);
-  std::vector<int> fds(workers);
-  for (int w = 0; w < workers; ++w) pids[w] = spawn(in, ids[w], options.seed, options.timeline && w == 0, fds[w]);
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  for (int w = 0; w < workers; ++w) {
+    bool timeline = options.timeline && w == 0;
+    children.push_back(std::make_unique<ChildProcess>(
+        [&, w, timeline] { return play_in_this_process(in, ids[w], options.seed, timeline).dump(); }));
+  }
 
   LongRunResult result;
   result.inputs = in;
@@ -488,21 +461,13 @@ LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& op
   std::string error;
   for (int w = 0; w < workers; ++w) {
     std::string payload;
-    char buf[1 << 16];
-    ssize_t got;
-    while ((got = read(fds[w], buf, sizeof buf)) > 0) payload.append(buf, static_cast<size_t>(got));
-    close(fds[w]);
-    int status = 0;
-    waitpid(pids[w], &status, 0);
-    if (payload.empty()) {
-      error = "the simulation process died (status " + std::to_string(status) + ")";
+    try {
+      payload = children[w]->wait();
+    } catch (const std::exception& e) {
+      error = e.what();
       continue;
     }
     nlohmann::json out = nlohmann::json::parse(payload);
-    if (out.contains("error")) {
-      error = out["error"].get<std::string>();
-      continue;
-    }
     for (const auto& row : out["trials"]) {
       TrialResult r;
       r.wall_s = row[1];

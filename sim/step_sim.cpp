@@ -22,6 +22,7 @@
 #include "cost_models/comm.hpp"
 #include "cost_models/compute.hpp"
 #include "model/errors.hpp"
+#include "sim/child_process.hpp"
 #include "sim/platform.hpp"
 
 XBT_LOG_NEW_DEFAULT_CATEGORY(ditwin_sim_step, "ditwin: one simulated training step");
@@ -394,63 +395,31 @@ nlohmann::json run_in_this_process(const Plan& plan, const Program& program, con
 
 }  // namespace
 
-namespace {
-
-void write_all(int fd, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t w = write(fd, p, size);
-    if (w <= 0) _exit(3);
-    p += w;
-    size -= static_cast<size_t>(w);
-  }
-}
-
-}  // namespace
-
 StepReport simulate_step(const Plan& plan, const Program& program, const cost::DeviceProfile& profile) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("simulate: pipe failed");
-  std::fflush(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("simulate: fork failed");
-  if (pid == 0) {
-    // Child: [u64 record count][records][u64 json size][json statistics or error].
-    close(fds[0]);
+  // The child returns [u64 record count][records][u64 json size][json statistics].
+  ChildProcess child([&] {
     std::vector<Timing> records;
-    std::string stats;
-    int code = 0;
-    try {
-      stats = run_in_this_process(plan, program, profile, records).dump();
-    } catch (const std::exception& e) {
-      records.clear();
-      stats = nlohmann::json{{"error", e.what()}}.dump();
-      code = 1;
-    }
+    std::string stats = run_in_this_process(plan, program, profile, records).dump();
     std::uint64_t n = records.size(), len = stats.size();
-    write_all(fds[1], &n, sizeof n);
-    write_all(fds[1], records.data(), n * sizeof(Timing));
-    write_all(fds[1], &len, sizeof len);
-    write_all(fds[1], stats.data(), len);
-    close(fds[1]);
-    _exit(code);
-  }
-  close(fds[1]);
+    std::string out(reinterpret_cast<const char*>(&n), sizeof n);
+    out.append(reinterpret_cast<const char*>(records.data()), n * sizeof(Timing));
+    out.append(reinterpret_cast<const char*>(&len), sizeof len);
+    out += stats;
+    return out;
+  });
   std::string payload;
-  std::vector<char> buf(1 << 20);
-  ssize_t got;
-  while ((got = read(fds[0], buf.data(), buf.size())) > 0) payload.append(buf.data(), static_cast<size_t>(got));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  try {
+    payload = child.wait();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("simulate: ") + e.what());
+  }
   std::uint64_t n = 0, len = 0;
-  if (payload.size() < sizeof n) throw std::runtime_error("simulate: the simulation process died (status " + std::to_string(status) + ")");
+  if (payload.size() < sizeof n) throw std::runtime_error("simulate: truncated simulation output");
   std::memcpy(&n, payload.data(), sizeof n);
   size_t at = sizeof n + n * sizeof(Timing);
   if (payload.size() < at + sizeof len) throw std::runtime_error("simulate: truncated simulation output");
   std::memcpy(&len, payload.data() + at, sizeof len);
   nlohmann::json out = nlohmann::json::parse(payload.substr(at + sizeof len, len));
-  if (out.contains("error")) throw std::runtime_error("simulate: " + out["error"].get<std::string>());
   std::vector<Timing> timings(n);
   std::memcpy(timings.data(), payload.data() + sizeof n, n * sizeof(Timing));
   std::sort(timings.begin(), timings.end(), [](const Timing& a, const Timing& b) {
