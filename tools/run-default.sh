@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 bash tools/build.sh
 ./build/cli/ditwin plan scenarios/default.json
-if ./build/cli/ditwin simulate --help >/dev/null 2>&1; then
-  echo
-  ./build/cli/ditwin simulate scenarios/default.json --report build/default-report.json --trace build/default-trace.json
-fi
+echo
+./build/cli/ditwin simulate scenarios/default.json --report build/default-report.json --trace build/default-trace.json
+echo
+./build/cli/ditwin simulate scenarios/default.json --mode run --trials 200 --seed 1 --report build/default-run.json
+echo
+echo "reports and the trace are in build/ (open build/default-trace.json in ui.perfetto.dev or ditwin-gui)"
