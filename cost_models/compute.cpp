@@ -6,8 +6,8 @@
 namespace ditwin::cost {
 
 double gemm_efficiency(const DeviceProfile& p, double m, double n, double k) {
-  auto s = [&](double d) { return d / (d + p.gemm_half_dim); };
-  return p.gemm_efficiency * s(m) * s(n) * s(k);
+  auto s = [](double d, double half) { return d / (d + half); };
+  return p.gemm_efficiency * s(m, p.gemm_half_dim) * s(n, p.gemm_half_dim) * s(k, p.gemm_half_k);
 }
 
 double compute_time_s(const Op& op, const DeviceProfile& p, Precision precision, bool flash_attention) {
@@ -27,9 +27,10 @@ double compute_time_s(const Op& op, const DeviceProfile& p, Precision precision,
         // Causal kernels skip the masked half; flash backward recomputes QK^T (5 matmuls, not 4).
         if (op.causal) flops *= 0.5;
         if (backward) flops *= 1.25;
-        double head = static_cast<double>(op.k);
-        double eff = p.attention_efficiency * (head / (head + 32.0)) / (128.0 / 160.0);
-        eff *= static_cast<double>(op.m) / (op.m + 128.0);  // short sequences fill few tiles
+        double head = static_cast<double>(op.k), keys = static_cast<double>(op.n);
+        // Short sequences and narrow heads leave the tensor cores idle (few tiles, short loops).
+        double eff = p.attention_efficiency * keys / (keys + p.attention_half_tokens) *
+                     head / (head + p.attention_half_head_dim);
         if (backward) eff *= p.attention_backward_ratio;
         math_s = flops / (peak * std::min(eff, 0.95));
       } else {

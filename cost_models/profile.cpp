@@ -9,11 +9,10 @@ namespace ditwin::cost {
 double DeviceProfile::peak_flops(Precision p) const { return peak_for(p, peak_flops_bf16, peak_flops_fp8, peak_flops_fp32); }
 
 // One set of constants for every GPU preset. Sources (see docs/validation.md):
-// - GEMM 0.80 of dense peak: cuBLAS on large bf16 GEMMs reaches ~250 of 312 TFLOP/s on A100
-//   and ~750-800 of 989 on H100 (vendor and third-party microbenchmarks);
-// - flash attention forward 0.65 of peak at head dim 128 (FlashAttention-2 paper: up to 73% on
-//   A100), backward at 0.75 of the forward rate;
-// - memory-bound kernels 0.80 of HBM bandwidth (STREAM-like copies on A100/H100);
+// - GEMM and attention curves: least-squares fits to bf16 cuBLAS GEMMs (8 shapes of 60 us and
+//   more) and PyTorch SDPA flash attention (4 shapes, forward and backward) measured on an H100
+//   SXM with tools/device/microbench.py (2026-11-27);
+// - memory-bound kernels 0.90 of HBM bandwidth (a 4 GiB device copy on that H100: 3,014 GB/s);
 // - NCCL bus bandwidth 0.80 of NVLink and 0.92 of the NIC (nccl-tests on DGX A100/H100).
 DeviceProfile profile_for(const ClusterSpec& cluster) {
   const DeviceSpec& d = cluster.device;
@@ -27,12 +26,30 @@ DeviceProfile profile_for(const ClusterSpec& cluster) {
   p.peak_flops_fp8 = d.peak_flops_fp8;
   p.peak_flops_fp32 = d.peak_flops_fp32;
   p.hbm_bytes_per_s = d.hbm_bytes_per_s;
-  p.gemm_efficiency = 0.80;
-  p.gemm_half_dim = 24;
-  p.attention_efficiency = 0.65;
-  p.attention_backward_ratio = 0.75;
-  p.memory_efficiency = 0.80;
-  p.optimizer_efficiency = 0.80;  // a fused multi-tensor update streams like any other kernel
+  if (d.name == "H100-SXM" || d.name == "H200") {
+    // Hopper: fitted to the H100 microbenchmarks (tools/device/microbench.py). The H200 has the
+    // same SMs and clocks; only its memory differs, which the bandwidth figure carries.
+    p.gemm_efficiency = 0.84;
+    p.gemm_half_dim = 256;
+    p.gemm_half_k = 512;
+    p.attention_efficiency = 0.74;
+    p.attention_half_tokens = 1536;
+    p.attention_half_head_dim = 16;
+    p.attention_backward_ratio = 0.67;
+    p.memory_efficiency = 0.90;
+  } else {
+    // A100 and B200 have not been measured here: generic curves from published microbenchmarks
+    // (best-shape bf16 matmul 0.87 of peak on A100; FlashAttention-2 up to 0.73 on A100).
+    p.gemm_efficiency = 0.80;
+    p.gemm_half_dim = 24;
+    p.gemm_half_k = 24;
+    p.attention_efficiency = 0.65;
+    p.attention_half_tokens = 128;
+    p.attention_half_head_dim = 32;
+    p.attention_backward_ratio = 0.75;
+    p.memory_efficiency = 0.80;
+  }
+  p.optimizer_efficiency = p.memory_efficiency;  // a fused multi-tensor update streams like any kernel
   p.kernel_overhead_s = 4e-6;
   // The one fitted constant: the value that zeroes the mean error over the five rows of
   // Megatron-LM's Table 1 (A100, 2021). The Korthikanti et al. 2022 and Llama 3 rows are held out
@@ -57,6 +74,9 @@ nlohmann::json DeviceProfile::to_json() const {
           {"hbm_bytes_per_s", hbm_bytes_per_s},
           {"gemm_efficiency", gemm_efficiency},
           {"gemm_half_dim", gemm_half_dim},
+          {"gemm_half_k", gemm_half_k},
+          {"attention_half_tokens", attention_half_tokens},
+          {"attention_half_head_dim", attention_half_head_dim},
           {"attention_efficiency", attention_efficiency},
           {"attention_backward_ratio", attention_backward_ratio},
           {"memory_efficiency", memory_efficiency},
@@ -99,6 +119,9 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     p.hbm_bytes_per_s = positive("hbm_bytes_per_s");
     p.gemm_efficiency = fraction("gemm_efficiency");
     p.gemm_half_dim = non_negative("gemm_half_dim");
+    p.gemm_half_k = non_negative("gemm_half_k");
+    p.attention_half_tokens = non_negative("attention_half_tokens");
+    p.attention_half_head_dim = non_negative("attention_half_head_dim");
     p.attention_efficiency = fraction("attention_efficiency");
     p.attention_backward_ratio = positive("attention_backward_ratio");
     p.memory_efficiency = fraction("memory_efficiency");

@@ -15,8 +15,11 @@ struct DeviceProfile {
   double hbm_bytes_per_s = 0;
   // Fractions of peak that well-shaped kernels reach, and how shape erodes them.
   double gemm_efficiency = 0;       // large GEMMs
-  double gemm_half_dim = 0;         // a GEMM dimension this small halves the efficiency
+  double gemm_half_dim = 0;         // an output dimension (m or n) this small halves the efficiency
+  double gemm_half_k = 0;           // an inner dimension (k) this small halves it
   double attention_efficiency = 0;  // fused (flash) attention forward
+  double attention_half_tokens = 0;     // a sequence this short halves the attention efficiency
+  double attention_half_head_dim = 0;   // a head this narrow halves it
   double attention_backward_ratio = 0;  // backward efficiency relative to forward
   double memory_efficiency = 0;     // memory-bound kernels, of HBM bandwidth
   double optimizer_efficiency = 0;  // the optimizer update, of HBM bandwidth

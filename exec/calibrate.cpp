@@ -74,23 +74,26 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
   std::vector<float> one(1, 1.f), res(1);
   double overhead = time_it([&] { kernels::matmul_forward(res.data(), one.data(), one.data(), nullptr, 1, 1, 1); }, o.min_seconds);
   // Fit rate = peak · Π d/(d + half) over the grid (the model's gemm curve with efficiency 1).
-  double best_half = 0, best_peak = 0, best_err = 1e300;
-  for (double half = 0; half <= 512; half += 2) {
-    double sum = 0;
-    std::vector<double> logs;
-    for (const auto& g : gemms) {
-      double eff = shape_factor(g.n, half) * shape_factor(g.ic, half) * shape_factor(g.oc, half);
-      logs.push_back(std::log(g.flops / std::max(g.seconds - overhead, 1e-9) / eff));
+  // The Program's GEMM ops carry m = rows, k = in, n = out.
+  double best_half = 0, best_half_k = 0, best_peak = 0, best_err = 1e300;
+  for (double half = 0; half <= 512; half += 4)
+    for (double half_k = 0; half_k <= 512; half_k += 4) {
+      double sum = 0;
+      std::vector<double> logs;
+      for (const auto& g : gemms) {
+        double eff = shape_factor(g.n, half) * shape_factor(g.oc, half) * shape_factor(g.ic, half_k);
+        logs.push_back(std::log(g.flops / std::max(g.seconds - overhead, 1e-9) / eff));
+      }
+      for (double l : logs) sum += l;
+      double log_peak = sum / logs.size(), err = 0;
+      for (double l : logs) err += (l - log_peak) * (l - log_peak);
+      if (err < best_err) {
+        best_err = err;
+        best_half = half;
+        best_half_k = half_k;
+        best_peak = std::exp(log_peak);
+      }
     }
-    for (double l : logs) sum += l;
-    double log_peak = sum / logs.size(), err = 0;
-    for (double l : logs) err += (l - log_peak) * (l - log_peak);
-    if (err < best_err) {
-      best_err = err;
-      best_half = half;
-      best_peak = std::exp(log_peak);
-    }
-  }
   // Streaming bandwidth: a triad over 16 MiB per array.
   std::size_t n = 4u << 20;
   auto x = random_vector(n, 4), y = random_vector(n, 5);
@@ -162,9 +165,11 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
         kernels::attention_backward(dqkv.data(), out.data(), qkv.data(), probs.data(), batch, tokens, channels, heads);
       }, o.min_seconds);
       double flops = 4.0 * batch * tokens * tokens * channels;
-      // The cost model: eff = attention_efficiency · (d/(d+32))/(128/160) · m/(m+128); backward does
-      // 1.25x the FLOPs at attention_backward_ratio of the forward efficiency.
-      double shape = (d / (d + 32.0)) / (128.0 / 160.0) * (tokens / (tokens + 128.0));
+      // The cost model: eff = attention_efficiency · S/(S+half_tokens) · d/(d+half_head_dim); the
+      // CPU kernel has no tiles to fill, so both halves are 0 here. Backward does 1.25x the FLOPs
+      // at attention_backward_ratio of the forward efficiency.
+      double shape = 1.0;
+      (void)d;
       fwd_logs.push_back(std::log(flops / (f * best_peak * shape)));
       bwd_logs.push_back(std::log(2 * 1.25 * flops / (b * best_peak * shape)));
       points.push_back({{"kind", "attention"}, {"batch", batch}, {"tokens", tokens}, {"channels", channels},
@@ -179,7 +184,8 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
   double backward_ratio = std::exp(mean(bwd_logs)) / attention_eff;
   points.push_back({{"kind", "stream"}, {"bytes", 3.0 * n * sizeof(float)}, {"seconds", stream},
                     {"bytes_per_s", stream_bandwidth}});
-  return {{"peak_flops_fp32", best_peak}, {"gemm_half_dim", best_half}, {"hbm_bytes_per_s", bandwidth},
+  return {{"peak_flops_fp32", best_peak}, {"gemm_half_dim", best_half}, {"gemm_half_k", best_half_k},
+          {"hbm_bytes_per_s", bandwidth},
           {"attention_efficiency", std::min(attention_eff, 1.0)}, {"attention_backward_ratio", backward_ratio},
           {"optimizer_bytes_per_s", optimizer_bandwidth}, {"kernel_overhead_s", overhead}, {"threads", o.threads},
           {"points", points}};
@@ -236,6 +242,9 @@ nlohmann::json make_cpu_profile(const nlohmann::json& c, const nlohmann::json& m
           {"hbm_bytes_per_s", c["hbm_bytes_per_s"]},
           {"gemm_efficiency", 1.0},
           {"gemm_half_dim", c["gemm_half_dim"]},
+          {"gemm_half_k", c["gemm_half_k"]},
+          {"attention_half_tokens", 0.0},
+          {"attention_half_head_dim", 0.0},
           {"attention_efficiency", c["attention_efficiency"]},
           {"attention_backward_ratio", c["attention_backward_ratio"]},
           {"memory_efficiency", 1.0},
