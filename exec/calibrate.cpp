@@ -227,7 +227,11 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
     sxx += (x[i] - mx) * (x[i] - mx);
     sxy += (x[i] - mx) * (y[i] - my);
   }
-  double slope = sxy / sxx, latency = std::max(0.0, my - slope * mx);
+  double slope = sxy / sxx;
+  // A noisy machine can tilt the fit; never report a non-positive bandwidth: fall back to the
+  // largest message's rate.
+  if (!(slope > 0)) slope = y.back() / x.back();
+  double latency = std::max(0.0, my - slope * mx);
   return {{"ranks", ranks}, {"latency_s", latency}, {"bus_bytes_per_s", 1.0 / slope}, {"points", points}};
 }
 
