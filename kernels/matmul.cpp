@@ -1,7 +1,11 @@
-// Linear layers through Eigen's GEMM on row-major maps of the caller's arrays.
+// Linear layers: OpenBLAS's sgemm where it is installed, Eigen's GEMM on row-major maps otherwise.
 #include "kernels/matmul.hpp"
 
 #include <Eigen/Core>
+#include <cstring>
+#ifdef DITWIN_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
 
 namespace ditwin::kernels {
 namespace {
@@ -10,6 +14,28 @@ using Map = Eigen::Map<RowMat>;
 using ConstMap = Eigen::Map<const RowMat>;
 }  // namespace
 
+#ifdef DITWIN_HAVE_OPENBLAS
+// OpenBLAS's sgemm: the same BLAS PyTorch uses on these machines.
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int n, int ic, int oc) {
+  float beta = 0.f;
+  if (bias) {
+    for (int r = 0; r < n; ++r) std::memcpy(out + static_cast<long>(r) * oc, bias, sizeof(float) * oc);
+    beta = 1.f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, ic, 1.f, inp, ic, weight, ic, beta, out, oc);
+}
+
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int n, int ic, int oc) {
+  if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, ic, oc, 1.f, dout, oc, weight, ic, 1.f, dinp, ic);
+  if (dweight) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, ic, n, 1.f, dout, oc, inp, ic, 1.f, dweight, ic);
+  if (dbias)
+    for (int r = 0; r < n; ++r) {
+      const float* row = dout + static_cast<long>(r) * oc;
+      for (int c = 0; c < oc; ++c) dbias[c] += row[c];
+    }
+}
+#else
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int n, int ic, int oc) {
   Map o(out, n, oc);
   ConstMap x(inp, n, ic);
@@ -31,5 +57,6 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
       for (int c = 0; c < oc; ++c) dbias[c] += row[c];
     }
 }
+#endif
 
 }  // namespace ditwin::kernels

@@ -2,6 +2,9 @@
 #include "kernels/threads.hpp"
 
 #include <Eigen/Core>
+#ifdef DITWIN_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -14,6 +17,9 @@ void set_num_threads(int threads) {
   omp_set_num_threads(threads);
 #endif
   Eigen::setNbThreads(threads);
+#ifdef DITWIN_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
 }
 
 int num_threads() { return Eigen::nbThreads(); }

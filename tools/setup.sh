@@ -8,6 +8,7 @@ packages=(
   libsimgrid-dev            # simulation engine (SimGrid 3.32, S4U)
   nlohmann-json3-dev        # plan, report and trace JSON
   libeigen3-dev             # CPU linear algebra
+  libopenblas-dev           # CPU GEMMs (cblas_sgemm; Eigen when absent)
   libopenmpi-dev openmpi-bin  # ranks and CPU collectives
   libcli11-dev              # command line
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
