@@ -48,6 +48,12 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
     for (auto& s : cmd) argv.push_back(s.data());
     argv.push_back(nullptr);
     setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);  // containers lack CMA
+    // Each rank gets its share of the cores: BLAS and OpenMP pools sized at library load would
+    // otherwise spin on cores the other ranks compute on.
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
+    setenv("OPENBLAS_NUM_THREADS", per_rank.c_str(), 0);
+    setenv("OMP_NUM_THREADS", per_rank.c_str(), 0);
     execvp("mpirun", argv.data());
     std::perror("ditwin: cannot start mpirun (install openmpi-bin: bash tools/setup.sh)");
     _exit(127);

@@ -268,6 +268,19 @@ class RankActor {
         long long node = ctx_.platform->node_of(rank_);
         shape.per_node = static_cast<int>(std::count_if(members.begin(), members.end(),
                                                         [&](long long m) { return ctx_.platform->node_of(m) == node; }));
+        if (ctx_.plan.cluster.device.measured) {
+          // CPU ranks: MPI moves shared-memory data with the ranks' own cores (no DMA engine, no
+          // spare core for progress), so a collective is work on the rank's core, shared with
+          // the compute it overlaps, rather than a flow on a link.
+          double seconds = cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile) +
+                           (std::max(1, op.calls) - 1) * cost::collective_latency_s(op.collective, shape, ctx_.profile);
+          auto e = sg4::this_actor::exec_init(seconds * Platform::gpu_speed);
+          e->set_host(ctx_.platform->gpu(rank_))->set_name(op.name);
+          e->start();
+          ++ctx_.execs;
+          track(e, i);
+          break;
+        }
         // Latency first (algorithm steps, one per library call), then the flows.
         delay(cost::collective_latency_s(op.collective, shape, ctx_.profile) * std::max(1, op.calls), i, op.name + ".latency");
         awaiting_flows_[i] = collective_flows(ctx_, op, rank_);
