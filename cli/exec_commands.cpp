@@ -43,6 +43,7 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
   cmd.insert(cmd.end(), args.begin(), args.end());
   std::fflush(nullptr);
   pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("cannot fork to start mpirun");
   if (pid == 0) {
     std::vector<char*> argv;
     for (auto& s : cmd) argv.push_back(s.data());
@@ -59,7 +60,7 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
     _exit(127);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  if (waitpid(pid, &status, 0) != pid) throw std::runtime_error("lost track of mpirun");
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
@@ -77,6 +78,7 @@ struct ExecuteArgs {
 
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   Plan plan = load_plan(a.plan);
+  exec::check_plan(plan);  // refuse once, here, not once per rank after mpirun started
   long long world = plan.parallelism.world();
   if (!inside_mpi()) {
     int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);
@@ -105,7 +107,15 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (tty) std::cout << "\r" << line << "   " << std::flush;
     else std::cout << line << "\n";
   };
-  auto result = exec::execute_plan(plan, program, *comm, *data, options);
+  exec::ExecResult result;
+  try {
+    result = exec::execute_plan(plan, program, *comm, *data, options);
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    // The other ranks may be inside a collective: end the whole world, not just this rank.
+    std::cerr << "ditwin: error on rank " << comm->rank() << ": " << e.what() << "\n";
+    comm->abort(dynamic_cast<const InputError*>(&e) ? 2 : 3);
+  }
   if (comm->rank() != 0) return 0;
   if (tty) std::cout << "\n";
   const auto& r = result.report;

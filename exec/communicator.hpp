@@ -25,6 +25,8 @@ class Communicator {
   virtual double all_reduce_sum(double value) = 0;  // blocking, for losses and timings
   virtual double all_reduce_max(double value) = 0;
   virtual void barrier() = 0;
+  // Ends every rank of the world (after an error on this one, so the others do not wait forever).
+  [[noreturn]] virtual void abort(int code) = 0;
   // Blocking: every rank's `values` concatenated on rank 0 (empty elsewhere).
   virtual std::vector<double> gather_to_root(const std::vector<double>& values) = 0;
 };

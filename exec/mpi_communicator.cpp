@@ -75,7 +75,9 @@ class MpiCommunicator : public Communicator {
   Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) override {
     std::lock_guard<std::mutex> lock(mutex_);
     MPI_Request r;
-    check(MPI_Ireduce_scatter(input, output, counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Ireduce_scatter");
+    auto& c = counts_[next_];  // MPI reads the counts until the request completes
+    c = counts;
+    check(MPI_Ireduce_scatter(input, output, c.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Ireduce_scatter");
     return keep(r);
   }
   Handle all_gather(const float* input, float* output, const std::vector<int>& counts) override {
@@ -116,6 +118,10 @@ class MpiCommunicator : public Communicator {
     double out = 0;
     check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "Allreduce");
     return out;
+  }
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
   }
   void barrier() override {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -505,18 +505,28 @@ class Runner {
 
 }  // namespace
 
-ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
-                        const ExecOptions& options) {
+void check_plan(const Plan& plan) {
   const auto& par = plan.parallelism;
   if (plan.model.family != ModelFamily::dit)
     throw InputError("model.family: the CPU executor trains dit models; this plan is " + std::string(to_string(plan.model.family)));
   if (par.tp != 1 || par.pp != 1 || par.cp != 1)
     throw InputError("parallelism: the CPU executor runs data parallelism only (tp, pp and cp must be 1)");
+  if (plan.training.precision != Precision::fp32)
+    throw InputError("training.precision: the CPU executor trains in fp32; set \"precision\": \"fp32\"");
+  if (plan.training.objective.kind != "rectified_flow")
+    throw InputError("training.objective.kind: the CPU executor trains \"rectified_flow\", not \"" +
+                     plan.training.objective.kind + "\"");
+  if (plan.training.privacy.enabled)
+    throw InputError("training.privacy.enabled: DP-SGD is not implemented in the executor yet");
+}
+
+ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
+                        const ExecOptions& options) {
+  check_plan(plan);
+  const auto& par = plan.parallelism;
   if (comm.size() != par.dp)
     throw InputError("parallelism.dp: the plan has " + std::to_string(par.dp) + " data-parallel ranks but " +
                      std::to_string(comm.size()) + " processes are running (use --ranks " + std::to_string(par.dp) + ")");
-  if (plan.training.precision != Precision::fp32)
-    throw InputError("training.precision: the CPU executor trains in fp32; set \"precision\": \"fp32\"");
   if (options.steps < 1) throw InputError("--steps must be >= 1");
   return Runner(plan, program, comm, data, options).run();
 }

@@ -28,7 +28,9 @@ struct ExecResult {
   std::vector<float> parameters;    // final full parameters (rank 0; gathered under ZeRO-3)
 };
 
-// Throws InputError for plans the CPU executor cannot run (and says which key to change).
+// Throws InputError naming the key to change for plans the CPU executor cannot run.
+void check_plan(const Plan& plan);
+// Runs the plan on this rank (check_plan first).
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
                         const ExecOptions& options);
 

@@ -402,6 +402,7 @@ class StageLowering {
     if (after != none) op.deps.push_back(after);
     Index g = add(std::move(op));
     cursor_ = saved;
+    flush_reduce_scatters();
     extra_dep_ = g;  // the next op on the chain waits for the parameters too
   }
   Index extra_dep_ = none;
@@ -415,10 +416,22 @@ class StageLowering {
                          Stream::dp, Collective::reduce_scatter, GroupKind::dp_cp, dp_group_,
                          params * e_);
       op.param_groups = {group};
-      Index saved = cursor_;
-      add(std::move(op));
-      cursor_ = saved;
+      op.deps.push_back(last);
+      // Held back until the next group's gather is issued: the dp stream runs in order, and the
+      // prefetch of the next layer's parameters must not queue behind this layer's gradients.
+      pending_reduce_scatter_.push_back(std::move(op));
     }
+  }
+  std::vector<Op> pending_reduce_scatter_;
+  void flush_reduce_scatters() {
+    Index saved = cursor_;
+    Index extra = extra_dep_;
+    extra_dep_ = none;
+    cursor_ = none;
+    for (auto& op : pending_reduce_scatter_) add(std::move(op));
+    pending_reduce_scatter_.clear();
+    cursor_ = saved;
+    extra_dep_ = extra;
   }
 
   // With tied embeddings split over stages the last stage holds its own copy of the matrix.
@@ -588,6 +601,7 @@ class StageLowering {
       add(std::move(op));
     }
     previous_pass_end_ = cursor_;
+    flush_reduce_scatters();
   }
   std::map<std::pair<int, int>, Index> forward_end_;
   Index previous_pass_end_ = none;

@@ -56,6 +56,14 @@ int positive_int(JsonReader& r, const std::string& key, long long fallback, bool
   return static_cast<int>(v);
 }
 
+// A count that may be 0 (absent features) but not negative or absurd.
+int count(JsonReader& r, const std::string& key, long long fallback) {
+  long long v = r.integer(key, fallback);
+  if (v < 0) r.fail(key, "must be >= 0, got " + std::to_string(v));
+  if (v > (1LL << 30)) r.fail(key, "is implausibly large (" + std::to_string(v) + ")");
+  return static_cast<int>(v);
+}
+
 double positive_number(JsonReader& r, const std::string& key, double fallback) {
   double v = r.number(key, fallback);
   if (!(v > 0)) r.fail(key, "must be > 0");
@@ -108,18 +116,18 @@ ModelSpec parse_model(JsonReader r) {
           std::to_string(m.kv_heads) + " does not divide model.heads " + std::to_string(m.heads));
 
   bool image = m.family != ModelFamily::gpt && m.family != ModelFamily::llama;
-  m.image_size = static_cast<int>(r.integer("image_size", m.image_size));
+  m.image_size = count(r, "image_size", m.image_size);
   m.vae_downsample = positive_int(r, "vae_downsample", m.vae_downsample);
   m.latent_channels = positive_int(r, "latent_channels", m.latent_channels);
   m.patch = positive_int(r, "patch", m.patch);
-  m.num_classes = static_cast<int>(r.integer("num_classes", m.num_classes));
+  m.num_classes = count(r, "num_classes", m.num_classes);
   m.learn_sigma = r.boolean("learn_sigma", m.learn_sigma);
   m.frequency_embedding = positive_int(r, "frequency_embedding", m.frequency_embedding);
-  m.text_tokens = static_cast<int>(r.integer("text_tokens", m.text_tokens));
-  m.context_dim = static_cast<int>(r.integer("context_dim", m.context_dim));
-  m.pooled_dim = static_cast<int>(r.integer("pooled_dim", m.pooled_dim));
-  m.seq_len = static_cast<int>(r.integer("seq_len", m.seq_len));
-  m.vocab = static_cast<int>(r.integer("vocab", m.vocab));
+  m.text_tokens = count(r, "text_tokens", m.text_tokens);
+  m.context_dim = count(r, "context_dim", m.context_dim);
+  m.pooled_dim = count(r, "pooled_dim", m.pooled_dim);
+  m.seq_len = count(r, "seq_len", m.seq_len);
+  m.vocab = count(r, "vocab", m.vocab);
   m.tied_embeddings = r.boolean("tied_embeddings", m.tied_embeddings);
   if (m.num_classes < 0) r.fail("num_classes", "must be >= 0");
   if (m.text_tokens < 0) r.fail("text_tokens", "must be >= 0");
@@ -247,6 +255,7 @@ ParallelismSpec parse_parallelism(JsonReader r) {
   if (p.virtual_stages > 1 && p.schedule != PipelineSchedule::interleaved)
     r.fail("virtual_stages", "> 1 needs schedule \"interleaved\"");
   p.bucket_bytes = positive_number(r, "bucket_mb", 25) * 1e6;
+  if (p.bucket_bytes < 1e4) r.fail("bucket_mb", "must be >= 0.01 (10 kB): smaller buckets mean millions of collectives");
   p.overlap_grad_reduce = r.boolean("overlap_grad_reduce", true);
   p.overlap_param_gather = r.boolean("overlap_param_gather", true);
   r.finish();
@@ -337,7 +346,7 @@ ReliabilitySpec parse_reliability(JsonReader r) {
   s.reschedule_s = non_negative(r, "reschedule_s", 120);
   s.process_start_s = non_negative(r, "process_start_s", 60);
   s.comm_init_s = non_negative(r, "comm_init_s", 30);
-  s.spare_nodes = static_cast<int>(r.integer("spare_nodes", 0));
+  s.spare_nodes = count(r, "spare_nodes", 0);
   if (s.spare_nodes < 0) r.fail("spare_nodes", "must be >= 0");
   s.straggler_fraction = non_negative(r, "straggler_fraction", 0);
   if (s.straggler_fraction > 1) r.fail("straggler_fraction", "must be in [0, 1]");

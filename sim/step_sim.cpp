@@ -395,6 +395,20 @@ nlohmann::json run_in_this_process(const Plan& plan, const Program& program, con
   for (long long r : reps)
     sg4::Actor::create("rank-" + std::to_string(r), platform.control(r), RankActor(ctx, r));
   engine.run();
+  if (ctx.records.size() != program.op_count()) {
+    // SimGrid ends a run whose actors all block; say what never ran instead of a partial step.
+    std::set<std::pair<int, std::uint32_t>> ran;
+    for (const auto& r : ctx.records) ran.insert({r.stage, r.op});
+    std::string missing;
+    int shown = 0;
+    for (const auto& rc : program.classes)
+      for (std::uint32_t i = 0; i < rc.ops.size() && shown < 5; ++i)
+        if (!ran.count({rc.stage, i})) {
+          missing += (shown++ ? ", " : "") + rc.ops[i].name + " (stage " + std::to_string(rc.stage) + ")";
+        }
+    throw std::logic_error("the simulated step deadlocked: " + std::to_string(program.op_count() - ctx.records.size()) +
+                           " ops never ran, first " + missing);
+  }
 
   nlohmann::json out;
   out["t0"] = ctx.t0;
