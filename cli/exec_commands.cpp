@@ -73,7 +73,7 @@ std::string fixed(double v, int digits) {
 struct ExecuteArgs {
   std::string plan, report, trace, profile, parameters;
   long long steps = 10;
-  int ranks = 0, warmup = 2;
+  int ranks = 0, warmup = 2, threads = 0;
 };
 
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
@@ -91,7 +91,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (a.ranks > 0 && comm->size() != a.ranks)
     throw InputError("--ranks " + std::to_string(a.ranks) + " but this MPI world has " + std::to_string(comm->size()) + " processes");
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  kernels::set_num_threads(std::max(1, static_cast<int>(cores) / local_ranks()));
+  kernels::set_num_threads(a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / local_ranks()));
   Program program = lower(plan);
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, plan.training.seed);
   exec::ExecOptions options;
@@ -189,6 +189,8 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--ranks", ex->ranks, "Processes; > 1 starts mpirun (default: the plan's dp x tp x pp x cp)")
       ->check(CLI::PositiveNumber);
   execute->add_option("--warmup", ex->warmup, "Steps left out of the medians (default 2)")->check(CLI::NonNegativeNumber);
+  execute->add_option("--threads", ex->threads, "Kernel threads per rank (default: cores / ranks on the node); match calibrate's")
+      ->check(CLI::PositiveNumber);
   execute->add_option("--report", ex->report, "Write the measured report (JSON, same schema as simulate)");
   execute->add_option("--trace", ex->trace, "Write the measured timeline (Chrome trace JSON, every rank and step)");
   execute->add_option("--profile", ex->profile, "Device profile, for MFU against its measured peak");

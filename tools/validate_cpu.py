@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""The CPU twin on held-out plans: calibrate once (microbenchmarks, never these plans), then for each
+plan predict with `ditwin simulate --profile` and measure with `ditwin execute`, and print
+predicted vs measured as a Markdown table. Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N]"""
+import json, os, subprocess, sys, tempfile
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+ditwin = args[0] if args else os.path.join(root, "build", "cli", "ditwin")
+steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 12
+base = json.load(open(os.path.join(root, "scenarios", "tiny-cpu.json")))
+
+# Two model sizes x two batch sizes, 1 and 2 ranks, DDP and two ZeRO stages.
+plans = [
+    ("small-b8-1rank-ddp", 4, 128, 8, 1, 0),
+    ("small-b16-2rank-ddp", 4, 128, 16, 2, 0),
+    ("small-b16-2rank-zero1", 4, 128, 16, 2, 1),
+    ("wide-b8-2rank-zero3", 4, 256, 8, 2, 3),
+    ("wide-b16-1rank-ddp", 4, 256, 16, 1, 0),
+    ("wide-b16-2rank-zero1", 4, 256, 16, 2, 1),
+]
+tmp = tempfile.mkdtemp(prefix="ditwin-twin-")
+profile = os.path.join(tmp, "profile.json")
+# One kernel thread per rank everywhere, so that the profile describes every run.
+subprocess.run([ditwin, "calibrate", "--backend", "cpu", "--threads", "1", "--out", profile], check=True,
+               stdout=subprocess.DEVNULL)
+print("| plan | ranks | ZeRO | predicted ms | measured ms | error |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+worst = 0
+for name, layers, hidden, batch, ranks, zero in plans:
+    p = json.loads(json.dumps(base))
+    p["name"] = name
+    p["model"].update({"layers": layers, "hidden": hidden})
+    p["training"].update({"global_batch": batch, "micro_batch": batch // ranks // 2})
+    p["parallelism"] = {"dp": ranks, "zero": zero, "bucket_mb": 0.25}
+    p["cluster"]["devices_per_node"] = ranks
+    path = os.path.join(tmp, name + ".json")
+    json.dump(p, open(path, "w"))
+    s, m, c = (os.path.join(tmp, name + x) for x in (".s.json", ".m.json", ".c.json"))
+    subprocess.run([ditwin, "simulate", path, "--profile", profile, "--report", s], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ditwin, "execute", path, "--steps", str(steps), "--ranks", str(ranks), "--threads", "1", "--report", m],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ditwin, "compare", s, m, "--report", c], check=True, stdout=subprocess.DEVNULL)
+    r = json.load(open(c))
+    err = r["step_time_error"]
+    worst = max(worst, abs(err))
+    print(f"| {name} | {ranks} | {zero} | {1e3 * r['predicted']['step_time_s']:.1f} | "
+          f"{1e3 * r['measured']['step_time_s']:.1f} | {100 * err:+.1f}% |")
+print(f"\nlargest error: {100 * worst:.1f}%")
