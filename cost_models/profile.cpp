@@ -26,35 +26,31 @@ DeviceProfile profile_for(const ClusterSpec& cluster) {
   p.peak_flops_fp8 = d.peak_flops_fp8;
   p.peak_flops_fp32 = d.peak_flops_fp32;
   p.hbm_bytes_per_s = d.hbm_bytes_per_s;
-  if (d.name == "H100-SXM" || d.name == "H200") {
-    // Hopper: fitted to the H100 microbenchmarks (tools/device/microbench.py). The H200 has the
-    // same SMs and clocks; only its memory differs, which the bandwidth figure carries.
-    p.gemm_efficiency = 0.84;
-    p.gemm_half_dim = 256;
-    p.gemm_half_k = 512;
-    p.attention_efficiency = 0.74;
-    p.attention_half_tokens = 1536;
-    p.attention_half_head_dim = 16;
-    p.attention_backward_ratio = 0.67;
-    p.memory_efficiency = 0.90;
-  } else {
-    // A100 and B200 have not been measured here: generic curves from published microbenchmarks
-    // (best-shape bf16 matmul 0.87 of peak on A100; FlashAttention-2 up to 0.73 on A100).
-    p.gemm_efficiency = 0.80;
-    p.gemm_half_dim = 24;
-    p.gemm_half_k = 24;
-    p.attention_efficiency = 0.65;
-    p.attention_half_tokens = 128;
-    p.attention_half_head_dim = 32;
-    p.attention_backward_ratio = 0.75;
-    p.memory_efficiency = 0.80;
-  }
+  // Efficiency curves: gemm (efficiency, half m/n, half k), attention (efficiency, half tokens,
+  // half head dim, backward ratio), memory.
+  struct Curves { double gemm, half_mn, half_k, attention, half_tokens, half_head, backward, memory; };
+  // Hopper: fitted to the H100 microbenchmarks (tools/device/microbench.py); the H200 has the same
+  // SMs and clocks, only its memory differs, which the bandwidth figure carries.
+  static constexpr Curves hopper{0.84, 256, 512, 0.74, 1536, 16, 0.67, 0.90};
+  // A100 and B200, not measured here: published microbenchmarks (best-shape bf16 matmul 0.87 of
+  // peak on A100; FlashAttention-2 up to 0.73 of A100 peak).
+  static constexpr Curves generic{0.80, 24, 24, 0.65, 128, 32, 0.75, 0.80};
+  const Curves& c = d.name == "H100-SXM" || d.name == "H200" ? hopper : generic;
+  p.gemm_efficiency = c.gemm;
+  p.gemm_half_dim = c.half_mn;
+  p.gemm_half_k = c.half_k;
+  p.attention_efficiency = c.attention;
+  p.attention_half_tokens = c.half_tokens;
+  p.attention_half_head_dim = c.half_head;
+  p.attention_backward_ratio = c.backward;
+  p.memory_efficiency = c.memory;
   p.optimizer_efficiency = p.memory_efficiency;  // a fused multi-tensor update streams like any kernel
   p.kernel_overhead_s = 4e-6;
   // The one fitted constant: the value that zeroes the mean error over the five rows of
   // Megatron-LM's Table 1 (A100, 2021). The Korthikanti et al. 2022 and Llama 3 rows are held out
-  // and checked with it (docs/validation.md). Microbenchmarks run seconds at boost clock; a
-  // training job runs for days at the clock its power budget sustains.
+  // and checked with it (docs/validation.md). It stands for what single-kernel microbenchmarks do
+  // not see in a job (NCCL kernels sharing SMs, whole-node power, launch gaps); a 75-s GEMM on one
+  // H100 held its rate, so it is not one GPU's clock alone.
   p.sustained_compute_ratio = 0.89;
   p.nvlink_bytes_per_s = cluster.nvlink_bytes_per_s;
   p.nvlink_latency_s = cluster.nvlink_latency_s;
