@@ -397,6 +397,13 @@ void cross_validate(Plan& p) {
                                " and leaves under two layers per stage to rebalance");
   if (m.tokens_per_sample() % par.cp != 0)
     fail("parallelism.cp", str(par.cp) + " does not divide the " + str(m.tokens_per_sample()) + " tokens of a sample");
+  if (m.family == ModelFamily::mmdit && (m.image_tokens() % par.cp != 0 || m.text_tokens % par.cp != 0))
+    fail("parallelism.cp", str(par.cp) + " must divide both MMDiT streams: " + str(m.image_tokens()) + " image and " +
+                               str(m.text_tokens) + " text tokens");
+  if (m.tied_embeddings && m.vocab == 0)
+    fail("model.tied_embeddings", "true needs a vocabulary (model.vocab > 0)");
+  if (par.schedule == PipelineSchedule::interleaved && par.virtual_stages < 2)
+    fail("parallelism.virtual_stages", "must be >= 2 with schedule \"interleaved\" (1 is plain 1f1b)");
   if (par.sequence_parallel && (m.tokens_per_sample() / par.cp) % par.tp != 0)
     fail("parallelism.sequence_parallel", "tokens per CP rank " + str(m.tokens_per_sample() / par.cp) +
                                               " are not divisible by tp " + str(par.tp));

@@ -144,6 +144,22 @@ TEST(PlanValidation, ParallelismRules) {
   expect_error(j, "parallelism.fsdp: true contradicts zero 1");
 }
 
+TEST(PlanValidation, StreamAndScheduleRules) {
+  json j = base_plan();
+  j["model"] = {{"preset", "MMDiT-2B"}, {"image_size", 256}};  // 256 image + 154 text tokens
+  j["parallelism"] = {{"dp", 1}, {"cp", 5}};  // 410 tokens split in 5, but neither stream does
+  j["cluster"]["devices_per_node"] = 5;
+  j["training"]["global_batch"] = 4;
+  expect_error(j, "parallelism.cp: 5 must divide both MMDiT streams: 256 image and 154 text tokens");
+  j = base_plan();
+  j["model"] = {{"family", "gpt"}, {"layers", 2}, {"hidden", 64}, {"heads", 4}, {"seq_len", 16}, {"vocab", 0}};
+  expect_error(j, "model.vocab: must be > 0 for a gpt model");
+  j = base_plan();
+  j["parallelism"] = {{"dp", 4}, {"pp", 2}, {"schedule", "interleaved"}, {"virtual_stages", 1}};
+  j["training"]["global_batch"] = 16;
+  expect_error(j, "parallelism.virtual_stages: must be >= 2 with schedule \"interleaved\"");
+}
+
 TEST(PlanValidation, TrainingRules) {
   json j = base_plan();
   j["cluster"]["device"] = "A100-SXM-80GB";
