@@ -129,12 +129,6 @@ ModelSpec parse_model(JsonReader r) {
   m.seq_len = count(r, "seq_len", m.seq_len);
   m.vocab = count(r, "vocab", m.vocab);
   m.tied_embeddings = r.boolean("tied_embeddings", m.tied_embeddings);
-  if (m.num_classes < 0) r.fail("num_classes", "must be >= 0");
-  if (m.text_tokens < 0) r.fail("text_tokens", "must be >= 0");
-  if (m.vocab < 0) r.fail("vocab", "must be >= 0");
-  if (m.seq_len < 0) r.fail("seq_len", "must be >= 0");
-  if (m.context_dim < 0) r.fail("context_dim", "must be >= 0");
-  if (m.pooled_dim < 0) r.fail("pooled_dim", "must be >= 0");
   if (image) {
     require(m.image_size > 0, r, "image_size", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
     int cell = m.vae_downsample * m.patch;
@@ -347,7 +341,6 @@ ReliabilitySpec parse_reliability(JsonReader r) {
   s.process_start_s = non_negative(r, "process_start_s", 60);
   s.comm_init_s = non_negative(r, "comm_init_s", 30);
   s.spare_nodes = count(r, "spare_nodes", 0);
-  if (s.spare_nodes < 0) r.fail("spare_nodes", "must be >= 0");
   s.straggler_fraction = non_negative(r, "straggler_fraction", 0);
   if (s.straggler_fraction > 1) r.fail("straggler_fraction", "must be in [0, 1]");
   s.spare_swap_s = non_negative(r, "spare_swap_s", 60);

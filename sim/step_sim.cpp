@@ -254,11 +254,7 @@ class RankActor {
             fused_[i] = std::move(chain);
           }
         }
-        auto e = sg4::this_actor::exec_init(t * Platform::gpu_speed);
-        e->set_host(ctx_.platform->gpu(rank_))->set_name(op.name);
-        e->start();
-        ++ctx_.execs;
-        track(e, i);
+        run_on_gpu(t, i);
         break;
       }
       case OpKind::collective: {
@@ -272,13 +268,9 @@ class RankActor {
           // CPU ranks: MPI moves shared-memory data with the ranks' own cores (no DMA engine, no
           // spare core for progress), so a collective is work on the rank's core, shared with
           // the compute it overlaps, rather than a flow on a link.
-          double seconds = cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile) +
-                           (std::max(1, op.calls) - 1) * cost::collective_latency_s(op.collective, shape, ctx_.profile);
-          auto e = sg4::this_actor::exec_init(seconds * Platform::gpu_speed);
-          e->set_host(ctx_.platform->gpu(rank_))->set_name(op.name);
-          e->start();
-          ++ctx_.execs;
-          track(e, i);
+          run_on_gpu(cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile) +
+                         (std::max(1, op.calls) - 1) * cost::collective_latency_s(op.collective, shape, ctx_.profile),
+                     i);
           break;
         }
         // Latency first (algorithm steps, one per library call), then the flows.
@@ -299,11 +291,9 @@ class RankActor {
           ctx_.p2p_flow_start[op.match] = now();
           track(c, i);
         } else {
-          static int token = 0;
           auto c = box->get_init()->set_dst_data(reinterpret_cast<void**>(&recv_slot_), sizeof(void*));
           c->set_name(op.name);
           c->start();
-          (void)token;
           track(c, i);
         }
         break;
@@ -311,6 +301,15 @@ class RankActor {
     }
   }
   void* recv_slot_ = nullptr;
+
+  // Op i occupies this rank's GPU (its compute host) for `seconds`.
+  void run_on_gpu(double seconds, std::uint32_t i) {
+    auto e = sg4::this_actor::exec_init(seconds * Platform::gpu_speed);
+    e->set_host(ctx_.platform->gpu(rank_))->set_name(rc_.ops[i].name);
+    e->start();
+    ++ctx_.execs;
+    track(e, i);
+  }
   std::map<std::uint32_t, std::vector<Flow>> awaiting_flows_;
 
   void start_flows(std::uint32_t i, const std::vector<Flow>& flows) {
