@@ -27,15 +27,17 @@ void attention_forward(float* out, float* probs, const float* qkv, int batch, in
       ConstStrided v(base + 2 * channels, tokens, d, in_stride);
       Eigen::Map<RowMat> p(probs + (static_cast<long>(b) * heads + h) * tokens * tokens, tokens, tokens);
       p.noalias() = (q * k.transpose()) * scale;
-      // Softmax rows: sums as plain loops (Eigen's reductions peel by alignment, so their rounding
-      // would depend on heap addresses).
+      // Softmax rows: sums as explicit simd loops (Eigen's reductions peel by alignment, so their
+      // rounding would depend on heap addresses; these depend on the row length only).
       for (int i = 0; i < tokens; ++i) {
         float* row = p.data() + static_cast<long>(i) * tokens;
         float mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (int j = 1; j < tokens; ++j) mx = std::max(mx, row[j]);
         Eigen::Map<Eigen::ArrayXf> r(row, tokens);
         r = (r - mx).exp();  // vectorized; std::exp in a loop is not
         float sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < tokens; ++j) sum += row[j];
         const float inv = 1.0f / sum;
         for (int j = 0; j < tokens; ++j) row[j] *= inv;
@@ -70,6 +72,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         const float* pr = p.data() + static_cast<long>(i) * tokens;
         float* dr = ds.data() + static_cast<long>(i) * tokens;
         float dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j < tokens; ++j) dot += pr[j] * dr[j];
         for (int j = 0; j < tokens; ++j) dr[j] = pr[j] * (dr[j] - dot) * scale;
       }
