@@ -22,13 +22,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median seconds per call of `fn`, repeating until `min_seconds` have passed (at least 3 calls).
-template <typename F>
-double time_it(F&& fn, double min_seconds) {
+// Median seconds per call of `fn`, repeating until `min_seconds` have passed (at least 3 calls);
+// `before` runs untimed before each call.
+template <typename F, typename G = void (*)()>
+double time_it(F&& fn, double min_seconds, G before = [] {}) {
   fn();  // warm caches and thread pools
   std::vector<double> samples;
   auto begin = Clock::now();
   while (samples.size() < 3 || std::chrono::duration<double>(Clock::now() - begin).count() < min_seconds) {
+    before();
     auto t0 = Clock::now();
     fn();
     samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -60,16 +62,32 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
   struct Gemm { int n, ic, oc; double flops, seconds; };
   std::vector<Gemm> gemms;
   json table = json::array();
+  // In a training step a layer's weights come back from memory each time it runs (everything
+  // else went through the caches in between), so each call starts with its weights flushed;
+  // this is what makes adaLN's few-row GEMMs, which only stream their weights, cost what they do.
+  std::vector<float> flush(12u << 20);  // 48 MiB, beyond the last-level caches of most CPUs
+  float salt = 0;
+  volatile float sink = 0;
+  // Flush, then bring back what the previous op just produced: the input of a forward GEMM, the
+  // output gradient of a backward one.
+  auto evict_but = [&](const std::vector<float>& hot) {
+    salt += 1;
+    for (auto& x : flush) x = salt;
+    float sum = 0;
+    for (float x : hot) sum += x;
+    sink = sink + sum;
+  };
   for (int n : {4, 16, 64, 256, 1024, 4096})
     for (int ic : {32, 128, 512, 1024})
       for (int oc : {32, 128, 512, 2048}) {
         auto a = random_vector(static_cast<std::size_t>(n) * ic, 1), w = random_vector(static_cast<std::size_t>(oc) * ic, 2);
         auto b = random_vector(oc, 3);
         std::vector<float> out(static_cast<std::size_t>(n) * oc), da(a.size()), dw(w.size()), db(oc);
-        double f = time_it([&] { kernels::matmul_forward(out.data(), a.data(), w.data(), b.data(), n, ic, oc); }, o.min_seconds);
+        double f = time_it([&] { kernels::matmul_forward(out.data(), a.data(), w.data(), b.data(), n, ic, oc); }, o.min_seconds,
+                           [&] { evict_but(a); });
         double g = time_it([&] {
           kernels::matmul_backward(da.data(), dw.data(), db.data(), out.data(), a.data(), w.data(), n, ic, oc);
-        }, o.min_seconds);
+        }, o.min_seconds, [&] { evict_but(out); });
         gemms.push_back({n, ic, oc, 2.0 * n * ic * oc, f});
         gemms.push_back({n, ic, oc, 4.0 * n * ic * oc, g});
         table.push_back({{"m", n}, {"k", ic}, {"n", oc}, {"forward_s", f}, {"backward_s", g}});
