@@ -251,7 +251,7 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
   // inside those calls, so the cost is the time spent in them (the compute between them runs at
   // its own speed): neither the blocking time nor zero. Sizes span a small bucket to a ZeRO-3
   // gather of a wide layer.
-  const int rows = 256, in = 128, out = 512, chunks = 24;  // ~0.3 ms per chunk
+  const int rows = 256, in = 128, out = 512, chunks = 30;  // ~0.3 ms per chunk
   auto act = random_vector(static_cast<std::size_t>(rows) * in, 21), weight = random_vector(static_cast<std::size_t>(out) * in, 22);
   std::vector<float> product(static_cast<std::size_t>(rows) * out);
   json tables = {{"ranks", ranks}};
@@ -259,33 +259,36 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
     json table = json::array();
     double floor = 0;
     for (std::size_t count : {1024u, 4096u, 16384u, 65536u, 262144u, 1048576u, 4194304u}) {
-      std::vector<float> buffer(count, 1.f), result(count, 0.f);
+      // Four of them, posted every 6 compute ops, as backward posts its buckets one after another.
+      constexpr int posts = 4, every = 6;
+      std::vector<std::vector<float>> buffer(posts, std::vector<float>(count, 1.f)), result(posts, std::vector<float>(count, 0.f));
       std::vector<int> counts(ranks);
       for (int r = 0; r < ranks; ++r) counts[r] = static_cast<int>(count * (r + 1) / ranks - count * r / ranks);
-      auto post = [&] {
+      auto post = [&](int j) {
         std::string k = kind;
-        if (k == "all_reduce") return comm.all_reduce_sum(buffer.data(), count);
-        if (k == "reduce_scatter") return comm.reduce_scatter_sum(buffer.data(), result.data(), counts);
-        return comm.all_gather(buffer.data(), result.data(), counts);
+        if (k == "all_reduce") return comm.all_reduce_sum(buffer[j].data(), count);
+        if (k == "reduce_scatter") return comm.reduce_scatter_sum(buffer[j].data(), result[j].data(), counts);
+        return comm.all_gather(buffer[j].data(), result[j].data(), counts);
       };
       // No barrier between windows: like the executor's ranks within a step, they drift apart by
       // however much their compute differs, and a rank whose peer is still computing waits in
       // its next MPI call. Each window's final wait brings them back together.
-      auto in_mpi = [&] {  // seconds this rank spends inside the collective's calls
+      auto in_mpi = [&] {  // seconds this rank spends inside the collectives' calls, per collective
         double spent = 0;
-        auto t = Clock::now();
-        Communicator::Handle h = post();
-        spent += std::chrono::duration<double>(Clock::now() - t).count();
-        bool pending = true;
-        for (int c = 0; c < chunks && pending; ++c) {
+        std::vector<Communicator::Handle> pending;
+        for (int c = 0; c < chunks; ++c) {
+          auto t = Clock::now();
+          if (c % every == 0 && c / every < posts) pending.push_back(post(c / every));
+          spent += std::chrono::duration<double>(Clock::now() - t).count();
           kernels::matmul_forward(product.data(), act.data(), weight.data(), nullptr, rows, in, out);
           t = Clock::now();
-          for (int pass = 0; pass < 8 && pending; ++pass) pending = !comm.test(h);
+          for (int pass = 0; pass < 8 && !pending.empty(); ++pass)
+            for (auto it = pending.begin(); it != pending.end();) it = comm.test(*it) ? pending.erase(it) : it + 1;
           spent += std::chrono::duration<double>(Clock::now() - t).count();
         }
-        t = Clock::now();
-        if (pending) comm.wait(h);
-        return spent + std::chrono::duration<double>(Clock::now() - t).count();
+        auto t = Clock::now();
+        for (auto h : pending) comm.wait(h);
+        return (spent + std::chrono::duration<double>(Clock::now() - t).count()) / posts;
       };
       comm.barrier();
       in_mpi();
