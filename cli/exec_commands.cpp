@@ -158,6 +158,7 @@ int run_calibrate(const CalibrateArgs& a) {
     auto comm = exec::mpi_world();
     auto compute = exec::average_over_ranks(exec::calibrate_compute(o), *comm);
     auto communication = exec::calibrate_communication(*comm, o);
+    communication["dispatch_s"] = exec::calibrate_dispatch(*comm, o);
     if (comm->rank() == 0) write_json_file(exec::make_cpu_profile(compute, communication), a.out, 2);
     return 0;
   }
@@ -178,8 +179,9 @@ int run_calibrate(const CalibrateArgs& a) {
   } else {
     std::cout << "calibrating the cpu backend: GEMM grid, attention, streaming, overhead (" << o.threads << " thread(s))\n";
     auto compute = exec::calibrate_compute(o);
+    auto world = exec::mpi_world();
     nlohmann::json communication = {{"ranks", 1}, {"latency_s", 0.0}, {"bus_bytes_per_s", compute["hbm_bytes_per_s"]},
-                                     {"points", nlohmann::json::array()}};
+                                     {"dispatch_s", exec::calibrate_dispatch(*world, o)}, {"points", nlohmann::json::array()}};
     profile = exec::make_cpu_profile(compute, communication);
   }
   cost::profile_from_json(profile, a.out);  // the simulator must accept what we write
