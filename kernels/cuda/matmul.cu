@@ -16,9 +16,24 @@ namespace ditwin::kernels::cuda {
 
 namespace {
 
+// cublasGetStatusString lives in libcublas, which nothing else here needs.
+const char* status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+  }
+}
+
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw std::runtime_error(std::string("cuBLASLt ") + what + " failed: " + cublasGetStatusString(s) + " (" +
+    throw std::runtime_error(std::string("cuBLASLt ") + what + " failed: " + status_name(s) + " (" +
                              std::to_string(static_cast<int>(s)) + ")");
 }
 
@@ -107,7 +122,7 @@ struct Blas::Impl {
     if (s != CUBLAS_STATUS_SUCCESS || found == 0)
       throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                                std::to_string(k) + " GEMM (transa " + std::to_string(ta) + ", transb " +
-                               std::to_string(tb) + "): " + cublasGetStatusString(s));
+                               std::to_string(tb) + "): " + status_name(s));
     p.algo = result.algo;
     return p;
   }
