@@ -39,7 +39,24 @@ __global__ void adamw_kernel(TensorList list, std::size_t total, float lr, float
   }
 }
 
+__global__ void sgd_kernel(float* params, const float* grads, float* m, std::size_t n, float lr, float momentum,
+                           float weight_decay) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    float d = grads[i];
+    if (momentum > 0.f) d = m[i] = momentum * m[i] + d;
+    params[i] -= lr * (d + weight_decay * params[i]);
+  }
+}
+
 }  // namespace
+
+void sgd_update(float* params, const float* grads, float* m, std::size_t n, float lr, float momentum,
+                float weight_decay, cudaStream_t stream) {
+  if (n == 0) return;
+  sgd_kernel<<<grid_for(n, 256), 256, 0, stream>>>(params, grads, m, n, lr, momentum, weight_decay);
+  DITWIN_CUDA_LAUNCH_CHECK("sgd_update");
+}
 
 void adamw_update(const std::vector<AdamWTensor>& tensors, float lr, float beta1, float beta2, float eps,
                   float weight_decay, std::int64_t step, float grad_scale, cudaStream_t stream) {

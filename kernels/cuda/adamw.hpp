@@ -24,4 +24,9 @@ struct AdamWTensor {
 void adamw_update(const std::vector<AdamWTensor>& tensors, float lr, float beta1, float beta2, float eps,
                   float weight_decay, std::int64_t step, float grad_scale, cudaStream_t stream);
 
+// SGD with momentum (m is the momentum buffer; unused when momentum is 0) and decoupled weight
+// decay, as the CPU runtime's: d = g (+ momentum·m), p −= lr·(d + weight_decay·p).
+void sgd_update(float* params, const float* grads, float* m, std::size_t n, float lr, float momentum,
+                float weight_decay, cudaStream_t stream);
+
 }  // namespace ditwin::kernels::cuda

@@ -1,0 +1,21 @@
+// The CUDA entry points in a build without CUDA: each says so.
+#include "exec/cuda_exec.hpp"
+#include "model/errors.hpp"
+
+namespace ditwin::exec {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw InputError("--backend cuda: this ditwin was built without CUDA (nvcc was not found when it was configured); "
+                   "rebuild on a machine with the CUDA toolkit, or use --backend cpu");
+}
+}  // namespace
+
+bool cuda_built() { return false; }
+int cuda_devices() { return 0; }
+CudaRun make_cuda_run(const Plan&, std::unique_ptr<Communicator>, int) { no_cuda(); }
+nlohmann::json calibrate_cuda_compute(const CalibrationOptions&) { no_cuda(); }
+nlohmann::json calibrate_cuda_communication(std::unique_ptr<Communicator>, int) { no_cuda(); }
+nlohmann::json make_cuda_profile(const nlohmann::json&, const nlohmann::json&) { no_cuda(); }
+
+}  // namespace ditwin::exec
