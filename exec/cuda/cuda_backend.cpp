@@ -43,6 +43,8 @@ class Dev {
     if (n) {
       DITWIN_CUDA_CHECK(cudaMalloc(&p_, n * sizeof(T)));
       DITWIN_CUDA_CHECK(cudaMemset(p_, 0, n * sizeof(T)));
+      // The backend's streams do not wait for the legacy default stream the memset ran on.
+      DITWIN_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }
   Dev(Dev&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }

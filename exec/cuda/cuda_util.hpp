@@ -68,6 +68,7 @@ inline T* random_device_array(std::size_t n, unsigned seed, cudaStream_t s) {
   float* tmp = nullptr;
   DITWIN_CUDA_CHECK(cudaMalloc(&tmp, n * sizeof(float)));
   DITWIN_CUDA_CHECK(cudaMemcpy(tmp, host.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  DITWIN_CUDA_CHECK(cudaDeviceSynchronize());  // `s` may be a non-blocking stream
   T* out = nullptr;
   DITWIN_CUDA_CHECK(cudaMalloc(&out, n * sizeof(T)));
   kc::convert<float, T>(out, tmp, n, s);
