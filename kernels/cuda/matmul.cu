@@ -3,6 +3,7 @@
 // inpᵀ (ic × n), and likewise for the two backward products.
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -44,8 +45,18 @@ constexpr cudaDataType_t data_type<float>() { return CUDA_R_32F; }
 template <>
 constexpr cudaDataType_t data_type<bf16>() { return CUDA_R_16BF; }
 
-// Everything that decides the algorithm.
-using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>;
+// Everything that decides the algorithm, the operands' address alignment included.
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+
+// The largest power of two (up to 256) that divides the address: cuBLASLt's heuristic assumes
+// 256-byte operands unless told otherwise, and an algorithm picked for them may refuse (or
+// misread) a pointer into the middle of a parameter array.
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && (a % align) != 0) align /= 2;
+  return align;
+}
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -78,11 +89,13 @@ struct Blas::Impl {
             cudaDataType_t bt, int ldb, void* D, cudaDataType_t dt, int ldc, float beta, const void* bias,
             cudaStream_t stream) {
     if (m <= 0 || n <= 0 || k <= 0) return;
+    const int align[4] = {alignment_of(A), alignment_of(B), alignment_of(D), bias ? alignment_of(bias) : 256};
     const Key key{ta, tb, m, n, k, lda, ldb, ldc, static_cast<int>(at), static_cast<int>(bt), static_cast<int>(dt),
-                  bias != nullptr, beta != 0.f};
+                  bias != nullptr, beta != 0.f, align[0], align[1], align[2], align[3]};
     std::lock_guard<std::mutex> lock(mutex);
     auto it = plans.find(key);
-    if (it == plans.end()) it = plans.emplace(key, make_plan(ta, tb, m, n, k, at, lda, bt, ldb, dt, ldc, bias != nullptr)).first;
+    if (it == plans.end())
+      it = plans.emplace(key, make_plan(ta, tb, m, n, k, at, lda, bt, ldb, dt, ldc, bias != nullptr, align)).first;
     Plan& p = it->second;
     if (bias)
       check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
@@ -94,7 +107,7 @@ struct Blas::Impl {
   }
 
   Plan make_plan(bool ta, bool tb, int m, int n, int k, cudaDataType_t at, int lda, cudaDataType_t bt, int ldb,
-                 cudaDataType_t dt, int ldc, bool bias) {
+                 cudaDataType_t dt, int ldc, bool bias, const int (&align)[4]) {
     Plan p;
     check_lt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "create matmul descriptor");
     const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -114,6 +127,15 @@ struct Blas::Impl {
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                                   sizeof(workspace_bytes)),
              "set workspace preference");
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; ++i) {
+      // C and D are the same array here; the bias has no alignment preference of its own.
+      const std::uint32_t bytes = static_cast<std::uint32_t>(i < 2 ? align[i] : align[2]);
+      check_lt(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &bytes, sizeof(bytes)), "set alignment preference");
+    }
+    (void)align[3];
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     const cublasStatus_t s =
