@@ -10,7 +10,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -48,21 +47,14 @@ double time_ms(const std::function<void()>& fn) {
   return t[t.size() / 2];
 }
 
-// Random values in ±[0.1, 1] (never zero), as T, on the device; freed at exit.
+// Random values in ±[0.1, 1) (never zero), as T, generated on the device; freed at exit.
 std::vector<void*> allocations;
 template <typename T>
 T* random_array(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(0.1f, 1.0f);
-  std::vector<T> host(n);
-  for (auto& x : host) {
-    const float v = (gen() & 1 ? 1.f : -1.f) * u(gen);
-    if constexpr (std::is_same_v<T, bf16>) x = __float2bfloat16(v);
-    else x = static_cast<T>(v);
-  }
   T* p = nullptr;
   DITWIN_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
-  DITWIN_CUDA_CHECK(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  kc::fill_random<T>(p, n, seed, 0.1f, 1.0f, stream);
+  DITWIN_CUDA_CHECK(cudaStreamSynchronize(stream));
   allocations.push_back(p);
   return p;
 }

@@ -58,22 +58,13 @@ inline double time_device(F&& fn, cudaStream_t s, int reps = 10) {
   return t[t.size() / 2];
 }
 
-// A device array of random bf16 (or float) values, never zeros.
+// A device array of n random values in ±[0.1, 1) (never zero), generated on the device.
 template <typename T>
 inline T* random_device_array(std::size_t n, unsigned seed, cudaStream_t s) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(0.1f, 1.0f);
-  std::vector<float> host(n);
-  for (auto& x : host) x = (gen() & 1 ? 1.f : -1.f) * u(gen);
-  float* tmp = nullptr;
-  DITWIN_CUDA_CHECK(cudaMalloc(&tmp, n * sizeof(float)));
-  DITWIN_CUDA_CHECK(cudaMemcpy(tmp, host.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  DITWIN_CUDA_CHECK(cudaDeviceSynchronize());  // `s` may be a non-blocking stream
   T* out = nullptr;
-  DITWIN_CUDA_CHECK(cudaMalloc(&out, n * sizeof(T)));
-  kc::convert<float, T>(out, tmp, n, s);
+  DITWIN_CUDA_CHECK(cudaMalloc(&out, std::max<std::size_t>(n, 1) * sizeof(T)));
+  kc::fill_random<T>(out, n, seed, 0.1f, 1.0f, s);
   DITWIN_CUDA_CHECK(cudaStreamSynchronize(s));
-  cudaFree(tmp);
   return out;
 }
 

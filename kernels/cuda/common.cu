@@ -33,7 +33,7 @@ std::string device_description() {
   DITWIN_CUDA_CHECK(cudaGetDevice(&dev));
   cudaDeviceProp p{};
   DITWIN_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
-  char buf[256];
+  char buf[768];  // the name is up to 256 characters
   std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor, p.multiProcessorCount,
                 static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
   return buf;

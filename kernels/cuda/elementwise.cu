@@ -299,6 +299,24 @@ __global__ void column_sum_kernel(float* dbias, const T* dout, int rows, int cha
   atomicAdd(dbias + c, s);
 }
 
+// splitmix64's finaliser: a well-mixed 64-bit hash of the index and the seed.
+__device__ __forceinline__ std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+template <typename T>
+__global__ void fill_random_kernel(T* out, std::size_t n, std::uint64_t seed, float lo, float hi) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    const std::uint64_t h = mix64(i * 0x9e3779b97f4a7c15ull + seed);
+    const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+    const float v = lo + (hi - lo) * u;
+    out[i] = from_float<T>((h & 1) ? v : -v);
+  }
+}
+
 template <typename From, typename To>
 __global__ void convert_kernel(To* out, const From* in, std::size_t n) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
@@ -467,6 +485,13 @@ void column_sum_accumulate(float* dbias, const T* dout, int rows, int channels, 
   DITWIN_CUDA_LAUNCH_CHECK("column_sum_accumulate");
 }
 
+template <typename T>
+void fill_random(T* out, std::size_t n, std::uint64_t seed, float lo, float hi, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_random_kernel<T><<<grid_for(n, threads), threads, 0, stream>>>(out, n, seed, lo, hi);
+  DITWIN_CUDA_LAUNCH_CHECK("fill_random");
+}
+
 template <typename From, typename To>
 void convert(To* out, const From* in, std::size_t n, cudaStream_t stream) {
   if (n == 0) return;
@@ -512,7 +537,8 @@ void add_inplace(T* y, const T* x, std::size_t n, cudaStream_t stream) {
   template void class_embedding_backward<T>(float*, const T*, const int*, int, int, cudaStream_t);                \
   template void add_rows_periodic<T>(T*, const T*, int, int, int, cudaStream_t);                                 \
   template void column_sum_accumulate<T>(float*, const T*, int, int, cudaStream_t);                               \
-  template void add_inplace<T>(T*, const T*, std::size_t, cudaStream_t);
+  template void add_inplace<T>(T*, const T*, std::size_t, cudaStream_t);                                        \
+  template void fill_random<T>(T*, std::size_t, std::uint64_t, float, float, cudaStream_t);
 DITWIN_INSTANTIATE(float)
 DITWIN_INSTANTIATE(bf16)
 #undef DITWIN_INSTANTIATE

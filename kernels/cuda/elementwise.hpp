@@ -73,6 +73,11 @@ void add_rows_periodic(T* x, const T* table, int rows, int period, int channels,
 template <typename T>
 void column_sum_accumulate(float* dbias, const T* dout, int rows, int channels, cudaStream_t stream);
 
+// Pseudo-random values for benchmarks and calibration, generated on the device (a hash of the
+// element index and the seed): magnitudes uniform in [lo, hi), random signs, never zero for lo > 0.
+template <typename T>
+void fill_random(T* out, std::size_t n, std::uint64_t seed, float lo, float hi, cudaStream_t stream);
+
 // Conversions and small vector ops on device arrays of n elements.
 template <typename From, typename To>
 void convert(To* out, const From* in, std::size_t n, cudaStream_t stream);
