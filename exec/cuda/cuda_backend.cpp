@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -117,6 +118,14 @@ class CudaBackend final : public Backend {
     upload_as(pos_embed_.get(), pe);
     attn_work_ = Dev<unsigned char>(kc::attention_backward_workspace_bytes(B, T, H, NH));
     mbs_.resize(micro_batches_);
+    // Stream-ordered allocations (communication buffers, ZeRO-3 gathers) come back every step:
+    // keep freed memory in the pool instead of returning it to the driver at each synchronise.
+    int device = 0;
+    DITWIN_CUDA_CHECK(cudaGetDevice(&device));
+    cudaMemPool_t pool;
+    DITWIN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    std::uint64_t keep = UINT64_MAX;
+    DITWIN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
 
   ~CudaBackend() override {
