@@ -13,6 +13,7 @@
 #include "cost_models/profile.hpp"
 #include "exec/calibrate.hpp"
 #include "exec/communicator.hpp"
+#include "exec/cuda_exec.hpp"
 #include "exec/runtime.hpp"
 #include "kernels/threads.hpp"
 #include "model/compare.hpp"
@@ -29,6 +30,21 @@ bool inside_mpi() { return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("P
 int local_ranks() {
   const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
   return s ? std::max(1, std::atoi(s)) : 1;
+}
+
+int local_rank() {
+  const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return s ? std::max(0, std::atoi(s)) : 0;
+}
+
+// Refuses --backend cuda early (before mpirun starts ranks) when it cannot run here.
+void require_cuda() {
+  if (!exec::cuda_built())
+    throw InputError("--backend cuda: this ditwin was built without CUDA (nvcc was not found when it was configured); "
+                     "rebuild on a machine with the CUDA toolkit, or use --backend cpu");
+  if (exec::cuda_devices() == 0)
+    throw InputError("--backend cuda: no CUDA device is visible on this machine (no driver, no GPU, or "
+                     "CUDA_VISIBLE_DEVICES hides them); use --backend cpu");
 }
 
 // Re-runs this program under `mpirun -np ranks` with `args` and returns its exit status.
@@ -76,14 +92,15 @@ std::string fixed(double v, int digits) {
 }
 
 struct ExecuteArgs {
-  std::string plan, report, trace, profile, parameters;
+  std::string plan, report, trace, profile, parameters, backend = "cpu";
   long long steps = 10;
   int ranks = 0, warmup = 2, threads = 0;
 };
 
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   Plan plan = load_plan(a.plan);
-  exec::check_plan(plan);  // refuse once, here, not once per rank after mpirun started
+  exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
+  if (a.backend == "cuda" && !inside_mpi()) require_cuda();
   long long world = plan.parallelism.world();
   if (!inside_mpi()) {
     int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);
@@ -92,9 +109,20 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
                        " ranks (dp x tp x pp x cp); change parallelism.dp or --ranks");
     if (ranks > 1) return relaunch(ranks, args);
   }
-  auto comm = exec::mpi_world();
-  if (a.ranks > 0 && comm->size() != a.ranks)
-    throw InputError("--ranks " + std::to_string(a.ranks) + " but this MPI world has " + std::to_string(comm->size()) + " processes");
+  std::unique_ptr<exec::Communicator> comm = exec::mpi_world();
+  std::unique_ptr<exec::Backend> backend;
+  std::string device = "cpu";
+  exec::CudaRun cuda;  // streams, backend and NCCL communicator of --backend cuda
+  if (a.backend == "cuda") {
+    cuda = exec::make_cuda_run(plan, std::move(comm), local_rank());
+    device = cuda.device;
+  } else {
+    backend = exec::make_cpu_backend(plan);
+  }
+  exec::Communicator& world_comm = a.backend == "cuda" ? *cuda.comm : *comm;
+  exec::Backend& run_backend = a.backend == "cuda" ? *cuda.backend : *backend;
+  if (a.ranks > 0 && world_comm.size() != a.ranks)
+    throw InputError("--ranks " + std::to_string(a.ranks) + " but this MPI world has " + std::to_string(world_comm.size()) + " processes");
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   kernels::set_num_threads(a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / local_ranks()));
   Program program = lower(plan);
@@ -114,17 +142,18 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   };
   exec::ExecResult result;
   try {
-    result = exec::execute_plan(plan, program, *comm, *data, options);
+    result = exec::execute_plan(plan, program, world_comm, *data, options, run_backend);
   } catch (const std::exception& e) {
-    if (comm->size() == 1) throw;
+    if (world_comm.size() == 1) throw;
     // The other ranks may be inside a collective: end the whole world, not just this rank.
-    std::cerr << "ditwin: error on rank " << comm->rank() << ": " << e.what() << "\n";
-    comm->abort(dynamic_cast<const InputError*>(&e) ? 2 : 3);
+    std::cerr << "ditwin: error on rank " << world_comm.rank() << ": " << e.what() << "\n";
+    world_comm.abort(dynamic_cast<const InputError*>(&e) ? 2 : 3);
   }
-  if (comm->rank() != 0) return 0;
+  if (world_comm.rank() != 0) return 0;
   if (tty) std::cout << "\n";
   const auto& r = result.report;
-  std::cout << "measured step of " << r.plan << " on " << comm->size() << " rank(s): median " << fixed(r.step_time_s * 1e3, 2)
+  std::cout << "measured step of " << r.plan << " on " << world_comm.size() << " rank(s) (" << device << "): median "
+            << fixed(r.step_time_s * 1e3, 2)
             << " ms after " << std::min<long long>(a.warmup, a.steps - 1) << " warm-up step(s); loss "
             << fixed(result.losses.front(), 5) << " -> " << fixed(result.losses.back(), 5) << "\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
@@ -147,9 +176,47 @@ struct CalibrateArgs {
   double min_seconds = 0.05;
 };
 
+// `calibrate --backend cuda`: kernels on this GPU, NCCL all-reduce over min(--ranks, GPUs) ranks.
+int run_calibrate_cuda(const CalibrateArgs& a) {
+  exec::CalibrationOptions o;
+  o.min_seconds = a.min_seconds;
+  if (a.as_rank) {  // the NCCL part, run by the ranks mpirun started
+    auto m = exec::calibrate_cuda_communication(exec::mpi_world(), local_rank());
+    if (m.value("rank", 0) == 0) write_json_file(m, a.out);
+    return 0;
+  }
+  require_cuda();
+  std::cout << "calibrating the cuda backend: cuBLASLt GEMMs, flash attention, memory-bound kernels, AdamW\n";
+  auto compute = exec::calibrate_cuda_compute(o);
+  const int ranks = std::min(a.ranks, exec::cuda_devices());
+  nlohmann::json communication;
+  if (ranks > 1) {
+    std::cout << "calibrating NCCL all-reduce on " << ranks << " GPUs\n";
+    std::string tmp = a.out + ".comm.json";
+    int status = relaunch(ranks, {"calibrate", "--backend", "cuda", "--as-rank", "--out", tmp, "--ranks", std::to_string(ranks)});
+    if (status != 0) throw std::runtime_error("the NCCL calibration (mpirun) failed with status " + std::to_string(status));
+    communication = read_json_file(tmp);
+    std::remove(tmp.c_str());
+  } else {
+    // One GPU: no collective to measure; the device copy stands in (as one CPU rank's stream does).
+    communication = {{"ranks", 1}, {"latency_s", 0.0}, {"bus_bytes_per_s", compute["hbm_bytes_per_s"]},
+                     {"points", nlohmann::json::array()}, {"note", "one GPU: NCCL all-reduce not measured"}};
+  }
+  auto profile = exec::make_cuda_profile(compute, communication);
+  cost::profile_from_json(profile, a.out);  // the simulator must accept what we write
+  write_json_file(profile, a.out, 2);
+  std::cout << compute["device"].get<std::string>() << ": GEMM bf16 peak " << fixed(compute["peak_flops_bf16"].get<double>() / 1e12, 1)
+            << " TFLOP/s (half-efficiency dim " << compute["gemm_half_dim"] << ", k " << compute["gemm_half_k"]
+            << "), attention efficiency " << fixed(compute["attention_efficiency"].get<double>(), 3) << ", HBM copy "
+            << fixed(compute["hbm_bytes_per_s"].get<double>() / 1e9, 0) << " GB/s, memory-bound kernels "
+            << fixed(compute["memory_bytes_per_s"].get<double>() / 1e9, 0) << " GB/s, all-reduce "
+            << fixed(communication["bus_bytes_per_s"].get<double>() / 1e9, 1) << " GB/s bus\nwrote " << a.out << "\n";
+  return 0;
+}
+
 int run_calibrate(const CalibrateArgs& a) {
-  if (a.backend != "cpu")
-    throw InputError("--backend " + a.backend + ": this build calibrates the cpu backend only");
+  if (a.backend == "cuda") return run_calibrate_cuda(a);
+  if (a.backend != "cpu") throw InputError("--backend " + a.backend + ": choose cpu or cuda");
   exec::CalibrationOptions o;
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   o.threads = a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / std::max(1, a.ranks));
@@ -199,8 +266,10 @@ int run_calibrate(const CalibrateArgs& a) {
 
 std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   auto ex = std::make_shared<ExecuteArgs>();
-  auto* execute = app.add_subcommand("execute", "Train the plan for real on this machine (CPU, MPI data parallel), timed op by op");
+  auto* execute = app.add_subcommand("execute", "Train the plan for real on this machine (CPU or GPU, data parallel), timed op by op");
   execute->add_option("plan", ex->plan, "Training plan (JSON)")->required();
+  execute->add_option("--backend", ex->backend, "cpu (MPI, fp32) or cuda (NCCL, bf16; one GPU per rank)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   execute->add_option("--steps", ex->steps, "Training steps (default 10)")->check(CLI::PositiveNumber);
   execute->add_option("--ranks", ex->ranks, "Processes; > 1 starts mpirun (default: the plan's dp x tp x pp x cp)")
       ->check(CLI::PositiveNumber);
@@ -214,7 +283,7 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
 
   auto ca = std::make_shared<CalibrateArgs>();
   auto* calibrate = app.add_subcommand("calibrate", "Measure this machine's kernels and communication into a device profile");
-  calibrate->add_option("--backend", ca->backend, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  calibrate->add_option("--backend", ca->backend, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   calibrate->add_option("--out", ca->out, "Profile to write (JSON)")->required();
   calibrate->add_option("--threads", ca->threads, "Kernel threads per rank (default: cores / ranks)");
   calibrate->add_option("--ranks", ca->ranks, "Ranks for the communication benchmark (default 2)")->check(CLI::PositiveNumber);

@@ -34,5 +34,7 @@ class Communicator {
 // The MPI world this process belongs to (a singleton world of 1 when started without mpirun).
 // Initialises MPI on first use and finalises it at exit.
 std::unique_ptr<Communicator> mpi_world();
+// A world of this process alone, without MPI (single-GPU runs on machines without Open MPI).
+std::unique_ptr<Communicator> local_world();
 
 }  // namespace ditwin::exec

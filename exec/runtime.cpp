@@ -2,7 +2,8 @@
 // data-parallel collectives are posted, non-blocking and in program order, as soon as their
 // dependencies are done, and polled between compute ops, so gradient buckets reduce while
 // backward continues. ZeRO stages follow the Program: which collectives run, on which parameter
-// groups, and who updates which shard.
+// groups, and who updates which shard. The model, the arrays and the clocks belong to a Backend
+// (CPU or CUDA), so this one scheduler drives both.
 #include "exec/runtime.hpp"
 
 #include <algorithm>
@@ -40,9 +41,9 @@ struct Shard {
   std::vector<int> counts;  // per rank
   std::size_t mine_begin = 0;  // this rank's slice, relative to whole.begin
   int mine = 0;
-  std::vector<float> grad;      // this rank's gradient slice (accumulated over micro-batches)
-  std::vector<float> m, v;      // optimizer states of this rank's slice
-  std::vector<float> params;    // ZeRO-3: this rank's parameter slice (the only copy kept)
+  Buffer grad;      // this rank's gradient slice (accumulated over micro-batches)
+  Buffer m, v;      // optimizer states of this rank's slice
+  Buffer params;    // ZeRO-3: this rank's parameter slice (the only copy kept)
 };
 
 std::string group_of(const Op& op) {
@@ -53,11 +54,12 @@ std::string group_of(const Op& op) {
 
 class Runner {
  public:
-  Runner(const Plan& plan, const Program& program, Communicator& comm, DataSource& data, const ExecOptions& options)
+  Runner(const Plan& plan, const Program& program, Communicator& comm, DataSource& data, const ExecOptions& options,
+         Backend& backend)
       : plan_(plan), program_(program), comm_(comm), data_(data), options_(options),
         ops_(program.classes.at(0).ops),
         micro_batches_(static_cast<int>(plan.micro_batches())),
-        model_(plan.model, static_cast<int>(plan.training.micro_batch), micro_batches_) {
+        model_(backend) {
     ranks_ = comm.size();
     rank_ = comm.rank();
     for (const auto& g : model_.groups()) groups_[g.name] = g;
@@ -66,8 +68,9 @@ class Runner {
     std::vector<float> init(total_);
     model_.init_parameters(init.data(), plan.training.seed);
     if (zero_ < 3) {
-      params_ = std::move(init);
-      grads_.assign(total_, 0.f);
+      params_ = Buffer(model_, total_);
+      model_.upload(params_.data(), init.data(), total_);
+      grads_ = Buffer(model_, total_);
       for (const auto& [name, g] : groups_) model_.bind(name, params_.data() + g.offset, grads_.data() + g.offset);
     }
     build_shards(init);
@@ -84,7 +87,9 @@ class Runner {
       set_batches(step);
       auto t0 = Clock::now();
       run_step(step, t0);
+      model_.synchronize();  // a GPU's step ends when its streams drain, not when the host has enqueued it
       double local = seconds(Clock::now() - t0);
+      model_.step_times(start_, end_);
       double step_time = comm_.all_reduce_max(local);
       double loss = 0;
       for (int mb = 0; mb < micro_batches_; ++mb) loss += model_.loss(mb);
@@ -147,7 +152,7 @@ class Runner {
       r.steps.push_back({offset, span});
       offset += span;
     }
-    r.extra = {{"executor", "cpu"}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
+    r.extra = {{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
                {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}};
     result.parameters = full_parameters();
     return result;
@@ -161,15 +166,15 @@ class Runner {
   ExecOptions options_;
   const std::vector<Op>& ops_;
   int micro_batches_;
-  DiT model_;
+  Backend& model_;
   int ranks_ = 1, rank_ = 0, zero_ = 0;
   std::size_t total_ = 0;
   std::map<std::string, ParamGroup> groups_;
-  std::vector<float> params_, grads_;         // full copies (ZeRO 0-2)
+  Buffer params_, grads_;                      // full copies (ZeRO 0-2), in the backend's memory
   std::map<std::string, Shard> shards_;        // by bucket key or group name
-  std::vector<float> full_m_, full_v_;         // ZeRO-0 optimizer states
+  Buffer full_m_, full_v_;                     // ZeRO-0 optimizer states
   // ZeRO-3 working copies, one per gather (an "epoch" of a group), keyed by the gather op.
-  std::map<std::size_t, std::vector<float>> gathered_, gathered_grads_;
+  std::map<std::size_t, Buffer> gathered_, gathered_grads_;
   std::map<std::size_t, std::vector<std::size_t>> release_after_;  // compute op -> epochs to free
   std::map<std::size_t, std::size_t> epoch_of_;                    // compute or reduce-scatter op -> epoch
   std::vector<double> start_, end_;
@@ -207,16 +212,16 @@ class Runner {
     s.counts = split(whole.size, ranks_);
     for (int r = 0; r < rank_; ++r) s.mine_begin += s.counts[r];
     s.mine = s.counts[rank_];
-    s.grad.assign(s.mine, 0.f);
-    s.m.assign(s.mine, 0.f);
-    s.v.assign(s.mine, 0.f);
+    s.grad = Buffer(model_, s.mine);
+    s.m = Buffer(model_, s.mine);
+    s.v = Buffer(model_, s.mine);
     return s;
   }
 
   void build_shards(const std::vector<float>& init) {
     if (zero_ == 0) {
-      full_m_.assign(total_, 0.f);
-      full_v_.assign(total_, 0.f);
+      full_m_ = Buffer(model_, total_);
+      full_v_ = Buffer(model_, total_);
       return;
     }
     for (const auto& op : ops_) {
@@ -224,7 +229,10 @@ class Runner {
       std::string key = zero_ == 3 ? op.param_groups.at(0) : key_of(op.param_groups);
       if (shards_.count(key)) continue;
       Shard s = make_shard(range_of(op.param_groups));
-      if (zero_ == 3) s.params.assign(init.begin() + s.whole.begin + s.mine_begin, init.begin() + s.whole.begin + s.mine_begin + s.mine);
+      if (zero_ == 3) {
+        s.params = Buffer(model_, s.mine);
+        model_.upload(s.params.data(), init.data() + s.whole.begin + s.mine_begin, s.mine);
+      }
       shards_[key] = std::move(s);
     }
     std::size_t covered = 0;
@@ -285,7 +293,7 @@ class Runner {
   std::vector<std::vector<std::size_t>> dependents_;
   std::deque<std::size_t> dp_queue_;
   std::map<std::size_t, Communicator::Handle> in_flight_;
-  std::map<std::size_t, std::vector<float>> send_buffers_, recv_buffers_;
+  std::map<std::size_t, Buffer> send_buffers_, recv_buffers_;
   Clock::time_point t0_;
 
   double now() const { return seconds(Clock::now() - t0_); }
@@ -293,8 +301,7 @@ class Runner {
   void run_step(long long step, Clock::time_point t0) {
     t0_ = t0;
     std::size_t n = ops_.size();
-    start_.assign(n, 0);
-    end_.assign(n, 0);
+    model_.step_begin(n);
     waiting_.assign(n, 0);
     finished_.assign(n, false);
     dependents_.assign(n, {});
@@ -307,8 +314,8 @@ class Runner {
         throw InputError(std::string("parallelism: the CPU executor runs data parallelism only; op ") + ops_[i].name +
                          " needs the " + to_string(ops_[i].stream) + " stream");
     }
-    if (zero_ < 3) std::fill(grads_.begin(), grads_.end(), 0.f);
-    for (auto& [k, s] : shards_) std::fill(s.grad.begin(), s.grad.end(), 0.f);
+    if (zero_ < 3) model_.zero(grads_.data(), total_);
+    for (auto& [k, s] : shards_) model_.zero(s.grad.data(), s.mine);
     for (std::size_t i = 0; i < n; ++i) {
       const Op& op = ops_[i];
       if (op.stream != Stream::compute) continue;
@@ -318,13 +325,13 @@ class Runner {
         auto grads = gathered_grads_.find(e);
         model_.bind(group_of(op), gathered_.at(e).data(), grads == gathered_grads_.end() ? nullptr : grads->second.data());
       }
-      start_[i] = now();
+      model_.compute_begin(i);
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
       else {
         auto address = parse_op_name(op.name);
         model_.run(address.part, address.layer, op.phase, address.microbatch);
       }
-      end_[i] = now();
+      model_.compute_end(i);
       done(i);
       auto rel = release_after_.find(i);
       if (rel != release_after_.end())
@@ -350,7 +357,7 @@ class Runner {
     while (!dp_queue_.empty() && waiting_[dp_queue_.front()] == 0) {
       std::size_t i = dp_queue_.front();
       dp_queue_.pop_front();
-      start_[i] = now();
+      model_.collective_begin(i);
       post(i);
     }
   }
@@ -398,7 +405,7 @@ class Runner {
   void post(std::size_t i) {
     const Op& op = ops_[i];
     if (ranks_ == 1 || op.param_groups.empty()) {  // nothing to talk about
-      end_[i] = now();
+      model_.collective_end(i);
       done(i);
       return;
     }
@@ -409,35 +416,38 @@ class Runner {
     } else if (op.collective == Collective::reduce_scatter) {
       Shard& s = shard_for(op);
       // Copy the gradients out so the next micro-batch's backward can reuse the buffer.
-      std::vector<float> send(s.whole.size);
+      Buffer send;
       if (zero_ == 3) {
         std::size_t e = epoch_of_.at(i);
         send = std::move(gathered_grads_.at(e));
         gathered_grads_.erase(e);
       } else {
-        std::copy(grads_.begin() + s.whole.begin, grads_.begin() + s.whole.begin + s.whole.size, send.begin());
-        std::fill(grads_.begin() + s.whole.begin, grads_.begin() + s.whole.begin + s.whole.size, 0.f);
+        send = Buffer(model_, s.whole.size);
+        model_.copy(send.data(), grads_.data() + s.whole.begin, s.whole.size);
+        model_.zero(grads_.data() + s.whole.begin, s.whole.size);
       }
       send_buffers_[i] = std::move(send);
-      recv_buffers_[i].assign(s.mine, 0.f);
+      recv_buffers_[i] = Buffer(model_, s.mine);
       h = comm_.reduce_scatter_sum(send_buffers_[i].data(), recv_buffers_[i].data(), s.counts);
     } else if (op.collective == Collective::all_gather) {
       Shard& s = shard_for(op);
       const float* mine = zero_ == 3 ? s.params.data() : params_.data() + s.whole.begin + s.mine_begin;
-      send_buffers_[i].assign(mine, mine + s.mine);
+      send_buffers_[i] = Buffer(model_, s.mine);
+      model_.copy(send_buffers_[i].data(), mine, s.mine);
       float* out;
       if (zero_ == 3) {
         auto& full = gathered_[i];
-        full.assign(s.whole.size, 0.f);
+        full = Buffer(model_, s.whole.size);
         out = full.data();
-        if (op.phase == Phase::backward) gathered_grads_[i].assign(s.whole.size, 0.f);
+        if (op.phase == Phase::backward) gathered_grads_[i] = Buffer(model_, s.whole.size);
       } else {
         out = params_.data() + s.whole.begin;
       }
       h = comm_.all_gather(send_buffers_[i].data(), out, s.counts);
     } else {
-      throw std::logic_error("collective " + std::string(to_string(op.collective)) + " is not supported by the CPU executor");
+      throw std::logic_error("collective " + std::string(to_string(op.collective)) + " is not supported by the executor");
     }
+    model_.collective_posted(i);
     in_flight_[i] = h;
   }
 
@@ -445,12 +455,12 @@ class Runner {
     const Op& op = ops_[i];
     if (op.collective == Collective::reduce_scatter) {
       Shard& s = shard_for(op);
-      const auto& got = recv_buffers_.at(i);
-      for (int k = 0; k < s.mine; ++k) s.grad[k] += got[k];
+      model_.add(s.grad.data(), recv_buffers_.at(i).data(), s.mine);
     }
+    if (op.collective == Collective::all_gather && zero_ < 3) model_.parameters_changed();
     send_buffers_.erase(i);
     recv_buffers_.erase(i);
-    end_[i] = now();
+    model_.collective_end(i);
     done(i);
   }
 
@@ -459,62 +469,61 @@ class Runner {
     // gradient is that of the rank's mean loss; the ranks' gradients are summed: average them.
     float scale = 1.0f / static_cast<float>(ranks_);
     const auto& opt = plan_.training.optimizer;
-    auto update = [&](float* p, const float* g, float* m, float* v, std::size_t n) {
-      if (opt.kind == "adamw") {
-        adamw_update(p, g, m, v, n, opt, step);
-        return;
-      }
-      // SGD with optional momentum and decoupled weight decay.
-      float lr = static_cast<float>(opt.lr), mu = static_cast<float>(opt.momentum), wd = static_cast<float>(opt.weight_decay);
-      for (std::size_t i = 0; i < n; ++i) {
-        float d = g[i];
-        if (mu > 0) d = m[i] = mu * m[i] + d;
-        p[i] -= lr * (d + wd * p[i]);
-      }
-    };
     if (zero_ == 0) {
-      for (auto& g : grads_) g *= scale;
-      update(params_.data(), grads_.data(), full_m_.data(), full_v_.data(), total_);
+      if (ranks_ > 1) model_.scale(grads_.data(), scale, total_);
+      model_.update(params_.data(), grads_.data(), full_m_.data(), full_v_.data(), total_, opt, step);
+      model_.parameters_changed();
       return;
     }
     for (auto& [key, s] : shards_) {
-      for (auto& g : s.grad) g *= scale;
+      model_.scale(s.grad.data(), scale, s.mine);
       float* p = zero_ == 3 ? s.params.data() : params_.data() + s.whole.begin + s.mine_begin;
-      update(p, s.grad.data(), s.m.data(), s.v.data(), static_cast<std::size_t>(s.mine));
+      model_.update(p, s.grad.data(), s.m.data(), s.v.data(), static_cast<std::size_t>(s.mine), opt, step);
     }
+    model_.parameters_changed();
   }
 
   std::vector<float> full_parameters() {
-    if (zero_ == 0) return params_;
+    std::vector<float> host(total_);
+    if (zero_ == 0) {
+      model_.download(host.data(), params_.data(), total_);
+      return host;
+    }
     if (zero_ < 3) {  // the last step's update is gathered only at the next step's start
       for (auto& [key, s] : shards_) {
-        std::vector<float> mine(params_.begin() + s.whole.begin + s.mine_begin,
-                                params_.begin() + s.whole.begin + s.mine_begin + s.mine);
+        Buffer mine(model_, s.mine);
+        model_.copy(mine.data(), params_.data() + s.whole.begin + s.mine_begin, s.mine);
         comm_.wait(comm_.all_gather(mine.data(), params_.data() + s.whole.begin, s.counts));
       }
-      return params_;
+      model_.download(host.data(), params_.data(), total_);
+      return host;
     }
-    std::vector<float> full(total_);
+    Buffer full(model_, total_);
     for (auto& [key, s] : shards_) {
       auto h = comm_.all_gather(s.params.data(), full.data() + s.whole.begin, s.counts);
       comm_.wait(h);
     }
-    return full;
+    model_.download(host.data(), full.data(), total_);
+    return host;
   }
 };
 
 }  // namespace
 
-void check_plan(const Plan& plan) {
+void check_plan(const Plan& plan, const std::string& backend) {
   const auto& par = plan.parallelism;
+  const std::string who = backend == "cuda" ? "the CUDA executor" : "the CPU executor";
+  if (backend != "cpu" && backend != "cuda") throw InputError("--backend " + backend + ": choose cpu or cuda");
   if (plan.model.family != ModelFamily::dit)
-    throw InputError("model.family: the CPU executor trains dit models; this plan is " + std::string(to_string(plan.model.family)));
+    throw InputError("model.family: " + who + " trains dit models; this plan is " + std::string(to_string(plan.model.family)));
   if (par.tp != 1 || par.pp != 1 || par.cp != 1)
-    throw InputError("parallelism: the CPU executor runs data parallelism only (tp, pp and cp must be 1)");
-  if (plan.training.precision != Precision::fp32)
+    throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1)");
+  if (backend == "cpu" && plan.training.precision != Precision::fp32)
     throw InputError("training.precision: the CPU executor trains in fp32; set \"precision\": \"fp32\"");
+  if (backend == "cuda" && plan.training.precision != Precision::bf16)
+    throw InputError("training.precision: the CUDA executor trains in bf16 (fp32 master weights); set \"precision\": \"bf16\"");
   if (plan.training.objective.kind != "rectified_flow")
-    throw InputError("training.objective.kind: the CPU executor trains \"rectified_flow\", not \"" +
+    throw InputError("training.objective.kind: " + who + " trains \"rectified_flow\", not \"" +
                      plan.training.objective.kind + "\"");
   if (plan.training.privacy.enabled)
     throw InputError("training.privacy.enabled: DP-SGD is not implemented in the executor yet");
@@ -523,12 +532,19 @@ void check_plan(const Plan& plan) {
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
                         const ExecOptions& options) {
   check_plan(plan);
+  auto backend = make_cpu_backend(plan);
+  return execute_plan(plan, program, comm, data, options, *backend);
+}
+
+ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
+                        const ExecOptions& options, Backend& backend) {
+  check_plan(plan, backend.name());
   const auto& par = plan.parallelism;
   if (comm.size() != par.dp)
     throw InputError("parallelism.dp: the plan has " + std::to_string(par.dp) + " data-parallel ranks but " +
                      std::to_string(comm.size()) + " processes are running (use --ranks " + std::to_string(par.dp) + ")");
   if (options.steps < 1) throw InputError("--steps must be >= 1");
-  return Runner(plan, program, comm, data, options).run();
+  return Runner(plan, program, comm, data, options, backend).run();
 }
 
 }  // namespace ditwin::exec

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "exec/backend.hpp"
 #include "exec/communicator.hpp"
 #include "exec/dit_model.hpp"
 #include "model/plan.hpp"
@@ -28,10 +29,14 @@ struct ExecResult {
   std::vector<float> parameters;    // final full parameters (rank 0; gathered under ZeRO-3)
 };
 
-// Throws InputError naming the key to change for plans the CPU executor cannot run.
-void check_plan(const Plan& plan);
-// Runs the plan on this rank (check_plan first).
+// Throws InputError naming the key to change for plans the executor cannot run on `backend`
+// ("cpu" or "cuda").
+void check_plan(const Plan& plan, const std::string& backend = "cpu");
+// Runs the plan on this rank on the CPU backend (check_plan first).
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
                         const ExecOptions& options);
+// Runs the plan on this rank on `backend` (check_plan(plan, backend.name()) first).
+ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
+                        const ExecOptions& options, Backend& backend);
 
 }  // namespace ditwin::exec

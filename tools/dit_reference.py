@@ -57,6 +57,8 @@ def modulate(x, shift, scale):
 
 
 class Attention(nn.Module):  # timm.models.vision_transformer.Attention, qkv_bias=True
+    use_sdpa = False  # True: fused F.scaled_dot_product_attention (GPU benchmarks), not the explicit softmax
+
     def __init__(self, dim, heads):
         super().__init__()
         self.heads = heads
@@ -68,6 +70,8 @@ class Attention(nn.Module):  # timm.models.vision_transformer.Attention, qkv_bia
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        if Attention.use_sdpa:
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
