@@ -15,7 +15,9 @@ namespace {
 const std::string ditwin_bin = DITWIN_BINARY;
 
 std::string run(const std::string& args, int& rc) {
-  const std::string log = ::testing::TempDir() + "/backend_choice.log";
+  // One log per test: ctest runs these tests in parallel processes.
+  const std::string log = ::testing::TempDir() + "/backend_choice." +
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".log";
   rc = std::system((ditwin_bin + " " + args + " > " + log + " 2>&1").c_str());
   std::ifstream in(log);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
