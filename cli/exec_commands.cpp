@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "cost_models/profile.hpp"
@@ -18,6 +20,7 @@
 #include "model/compare.hpp"
 #include "model/errors.hpp"
 #include "model/plan_summary.hpp"
+#include "model/privacy.hpp"
 #include "model/report.hpp"
 
 namespace ditwin::cli {
@@ -100,10 +103,22 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
   bool tty = isatty(1);
+  // DP-SGD: the privacy spent so far goes on every step's line.
+  std::unique_ptr<RdpAccountant> accountant;
+  const auto& privacy = plan.training.privacy;
+  if (privacy.enabled)
+    accountant = std::make_unique<RdpAccountant>(
+        static_cast<double>(plan.training.global_batch) / static_cast<double>(privacy.dataset_size),
+        resolved_noise_multiplier(plan));
+  auto epsilon_after = [&](long long steps) {
+    double eps = accountant->spent(static_cast<double>(steps), privacy.delta, conversion_of(privacy)).epsilon;
+    return std::isinf(eps) ? std::string("inf") : fixed(eps, 4);
+  };
   options.on_step = [&](long long step, double loss, double seconds) {
     std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(a.steps) + "  loss " + fixed(loss, 5) +
                        "  " + fixed(seconds * 1e3, 2) + " ms  " +
                        human_count(plan.training.global_batch / seconds) + " samples/s";
+    if (accountant) line += "  epsilon " + epsilon_after(step + 1);
     if (tty) std::cout << "\r" << line << "   " << std::flush;
     else std::cout << line << "\n";
   };
@@ -122,6 +137,10 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   std::cout << "measured step of " << r.plan << " on " << comm->size() << " rank(s): median " << fixed(r.step_time_s * 1e3, 2)
             << " ms after " << std::min<long long>(a.warmup, a.steps - 1) << " warm-up step(s); loss "
             << fixed(result.losses.front(), 5) << " -> " << fixed(result.losses.back(), 5) << "\n";
+  if (accountant)
+    std::cout << "DP-SGD: epsilon " << epsilon_after(a.steps) << " at delta " << privacy.delta << " spent by " << a.steps
+              << " steps (noise multiplier " << fixed(resolved_noise_multiplier(plan), 4) << ", clip norm " << privacy.clip_norm
+              << ", " << privacy.sampling << " sampling, " << to_string(conversion_of(privacy)) << " conversion)\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
   if (!a.parameters.empty()) {
     std::FILE* f = std::fopen(a.parameters.c_str(), "wb");

@@ -14,8 +14,11 @@
 #include <set>
 #include <stdexcept>
 
+#include "exec/rng.hpp"
+#include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
 #include "model/errors.hpp"
+#include "model/privacy.hpp"
 
 namespace ditwin::exec {
 
@@ -72,6 +75,12 @@ class Runner {
     }
     build_shards(init);
     plan_releases();
+    if (plan.training.privacy.enabled) {
+      private_ = true;
+      model_.enable_privacy(plan.training.privacy.clip_norm);
+      noise_multiplier_ = resolved_noise_multiplier(plan);
+      sampling_rate_ = static_cast<double>(plan.training.global_batch) / static_cast<double>(plan.training.privacy.dataset_size);
+    }
   }
 
   ExecResult run() {
@@ -149,6 +158,22 @@ class Runner {
     }
     r.extra = {{"executor", "cpu"}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
                {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}};
+    if (private_) {
+      // The budget spent by the steps run (no data, no per-sample figures: only the mechanism).
+      const auto& p = plan_.training.privacy;
+      RdpAccountant accountant(sampling_rate_, noise_multiplier_);
+      auto spent = accountant.spent(static_cast<double>(options_.steps), p.delta, conversion_of(p));
+      r.extra["privacy"] = {{"epsilon", std::isinf(spent.epsilon) ? nlohmann::json("inf") : nlohmann::json(spent.epsilon)},
+                            {"delta", p.delta},
+                            {"best_order", spent.best_order},
+                            {"conversion", to_string(conversion_of(p))},
+                            {"noise_multiplier", noise_multiplier_},
+                            {"clip_norm", p.clip_norm},
+                            {"sampling", p.sampling},
+                            {"sampling_rate", sampling_rate_},
+                            {"steps", options_.steps},
+                            {"poisson_examples_dropped", poisson_dropped_}};
+    }
     result.parameters = full_parameters();
     return result;
   }
@@ -175,6 +200,10 @@ class Runner {
   std::vector<double> start_, end_;
   std::vector<double> step_spans_;
   double step_offset_ = 0;
+  // DP-SGD.
+  bool private_ = false;
+  double noise_multiplier_ = 0, sampling_rate_ = 0;
+  long long poisson_dropped_ = 0;  // examples a Poisson draw picked beyond the step's slots
 
   long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, options_.steps - 1)); }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -261,8 +290,32 @@ class Runner {
     for (const auto& [g, i] : std::map<std::string, std::size_t>(last_use)) release_after_[i].push_back(current[g]);
   }
 
+  // Poisson sampling (DP-SGD): example j of the dataset joins step `step`'s batch with
+  // probability q, independently; every rank draws the same set (seeded by seed and step).
+  // Geometric gaps between chosen examples make this O(batch), not O(dataset).
+  std::vector<long long> poisson_draw(long long step) const {
+    std::vector<long long> out;
+    const long long n = plan_.training.privacy.dataset_size;
+    Rng rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x706f6973736f6eULL});  // "poisson"
+    const double log_keep = std::log1p(-sampling_rate_);
+    long long j = -1;
+    while (true) {
+      double u = 1.0 - rng.uniform();  // (0, 1]
+      double gap = sampling_rate_ >= 1 ? 0 : std::floor(std::log(u) / log_keep);
+      if (gap >= static_cast<double>(n)) break;
+      j += 1 + static_cast<long long>(gap);
+      if (j >= n) break;
+      out.push_back(j);
+    }
+    return out;
+  }
+
   void set_batches(long long step) {
     long long b = plan_.training.micro_batch;
+    if (private_ && plan_.training.privacy.sampling == "poisson") {
+      set_poisson_batches(step);
+      return;
+    }
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
       batch.size = static_cast<int>(b);
@@ -278,6 +331,50 @@ class Runner {
       }
       model_.set_batch(mb, std::move(batch));
     }
+  }
+
+  // The step's slots (global_batch of them, rank-major as the fixed batches) take the drawn
+  // examples in order; slots left over are masked (weight 0: they run but contribute nothing);
+  // examples drawn beyond the slots are dropped and counted (docs/privacy.md).
+  void set_poisson_batches(long long step) {
+    long long b = plan_.training.micro_batch;
+    std::vector<long long> drawn = poisson_draw(step);
+    long long slots = plan_.training.global_batch;
+    if (static_cast<long long>(drawn.size()) > slots) poisson_dropped_ += static_cast<long long>(drawn.size()) - slots;
+    for (int mb = 0; mb < micro_batches_; ++mb) {
+      Batch batch;
+      batch.size = static_cast<int>(b);
+      for (long long i = 0; i < b; ++i) {
+        long long slot = (static_cast<long long>(rank_) * micro_batches_ + mb) * b + i;
+        bool used = slot < static_cast<long long>(drawn.size());
+        long long example = used ? drawn[slot] : slot;
+        // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
+        Batch item = data_.batch(0, 0, static_cast<int>(example), 1);
+        Batch draw = data_.batch(step, 1, static_cast<int>(example), 1);
+        batch.x0.insert(batch.x0.end(), item.x0.begin(), item.x0.end());
+        batch.y.insert(batch.y.end(), item.y.begin(), item.y.end());
+        batch.noise.insert(batch.noise.end(), draw.noise.begin(), draw.noise.end());
+        batch.t.insert(batch.t.end(), draw.t.begin(), draw.t.end());
+        batch.weight.push_back(used ? 1.0f : 0.0f);
+      }
+      model_.set_batch(mb, std::move(batch));
+    }
+  }
+
+  // DP-SGD noise: this rank's slice of the bucket (the slice a reduce-scatter would give it), so
+  // that the reduced sum carries each element's noise exactly once. Element i of the flat
+  // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
+  // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
+  void add_noise(const Op& op, long long step) {
+    if (noise_multiplier_ == 0) return;
+    Range r = range_of(op.param_groups);
+    std::vector<int> counts = split(r.size, ranks_);
+    std::size_t begin = r.begin;
+    for (int k = 0; k < rank_; ++k) begin += counts[k];
+    double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
+    float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
+    std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL}).next();  // "noise"
+    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[rank_]), begin, key, stddev);
   }
 
   // --- the step -------------------------------------------------------------------------
@@ -320,6 +417,7 @@ class Runner {
       }
       start_[i] = now();
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
+      else if (op.phase == Phase::gradient_sync) add_noise(op, step);
       else {
         auto address = parse_op_name(op.name);
         model_.run(address.part, address.layer, op.phase, address.microbatch);
@@ -516,8 +614,8 @@ void check_plan(const Plan& plan) {
   if (plan.training.objective.kind != "rectified_flow")
     throw InputError("training.objective.kind: the CPU executor trains \"rectified_flow\", not \"" +
                      plan.training.objective.kind + "\"");
-  if (plan.training.privacy.enabled)
-    throw InputError("training.privacy.enabled: DP-SGD is not implemented in the executor yet");
+  if (plan.training.privacy.enabled && par.zero == 3 && par.dp > 1)
+    throw InputError("parallelism.zero: the CPU executor runs DP-SGD with ZeRO 0, 1 or 2 (ZeRO-3 noise per group is simulated only)");
 }
 
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
