@@ -3,6 +3,8 @@
 #include "kernels/per_sample_norm.hpp"
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <vector>
 #ifdef DITWIN_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -30,6 +32,13 @@ void product_at_b(float* c, const float* a, const float* b, int k, int m, int n)
 #else
   Map(c, m, n).noalias() = ConstMap(a, k, m).transpose() * ConstMap(b, k, n);
 #endif
+}
+
+// A per-thread buffer for the bias row sums (at most d_out floats).
+float* bias_sum(int n) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(n);
+  return buffer.data();
 }
 
 double dot(const float* a, const float* b, int n) {
@@ -69,14 +78,14 @@ void linear_per_sample_sq_norms(double* sq_norms, const float* inp, const float*
       product_at_b(scratch, g, a, rows, d_out, d_in);
       sq = dot(scratch, scratch, d_out * d_in);
     }
-    if (bias) {
-      double bsq = 0;
-      for (int c = 0; c < d_out; ++c) {
-        float s = 0;
-        for (int t = 0; t < rows; ++t) s += g[static_cast<std::size_t>(t) * d_out + c];
-        bsq += static_cast<double>(s) * s;
+    if (bias) {  // the bias gradient is the sum of the sample's rows: summed row by row (contiguous)
+      float* sum = bias_sum(d_out);
+      std::copy(g, g + d_out, sum);
+      for (int t = 1; t < rows; ++t) {
+        const float* row = g + static_cast<std::size_t>(t) * d_out;
+        for (int c = 0; c < d_out; ++c) sum[c] += row[c];
       }
-      sq += bsq;
+      sq += dot(sum, sum, d_out);
     }
     sq_norms[b] += sq;
   }
