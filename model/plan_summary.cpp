@@ -59,6 +59,8 @@ nlohmann::json plan_summary(const Plan& plan, const Program& program) {
     stages.push_back({{"stage", s.stage}, {"params_on_gpu", s.params_on_gpu}, {"weights_bytes", s.weights_bytes},
                       {"gradients_bytes", s.gradients_bytes}, {"optimizer_bytes", s.optimizer_bytes},
                       {"activations_bytes", s.activations_bytes}, {"total_bytes", s.total_bytes()}});
+  for (std::size_t i = 0; i < memory.stages.size(); ++i)  // DP-SGD plans only
+    if (memory.stages[i].privacy_bytes > 0) stages[i]["privacy_bytes"] = memory.stages[i].privacy_bytes;
   j["memory"] = {{"device", plan.cluster.device.name},
                  {"capacity_bytes", memory.capacity_bytes},
                  {"peak_bytes", memory.peak_bytes()},
@@ -130,7 +132,8 @@ std::string format_plan_summary(const nlohmann::json& j) {
   const auto& mem = j["memory"];
   os << "memory per GPU (stage " << mem["worst_stage"] << ", the fullest)\n";
   const auto& s = mem["stages"][mem["worst_stage"].get<int>()];
-  for (const char* k : {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes"}) {
+  for (const char* k : {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "privacy_bytes"}) {
+    if (!s.contains(k)) continue;
     std::string label = k;
     label = label.substr(0, label.size() - 6);
     char line[128];
