@@ -106,6 +106,9 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   // DP-SGD: the privacy spent so far goes on every step's line.
   std::unique_ptr<RdpAccountant> accountant;
   const auto& privacy = plan.training.privacy;
+  if (privacy.enabled && comm->rank() == 0 && !std::getenv("DITWIN_PRIVACY_NOISE_KEY"))
+    std::cout << "note: DP-SGD noise and Poisson draws come from the plan's seed, which anyone with the plan can "
+                 "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
   if (privacy.enabled)
     accountant = std::make_unique<RdpAccountant>(
         static_cast<double>(plan.training.global_batch) / static_cast<double>(privacy.dataset_size),
@@ -141,6 +144,10 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     std::cout << "DP-SGD: epsilon " << epsilon_after(a.steps) << " at delta " << privacy.delta << " spent by " << a.steps
               << " steps (noise multiplier " << fixed(resolved_noise_multiplier(plan), 4) << ", clip norm " << privacy.clip_norm
               << ", " << privacy.sampling << " sampling, " << to_string(conversion_of(privacy)) << " conversion)\n";
+  if (accountant && r.extra.contains("privacy") && r.extra["privacy"]["poisson_examples_dropped"].get<long long>() > 0)
+    std::cout << "note: " << r.extra["privacy"]["poisson_examples_dropped"].get<long long>()
+              << " Poisson-drawn examples did not fit their step's " << plan.training.global_batch
+              << " slots and were dropped; the epsilon above assumes none were (docs/privacy.md)\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
   if (!a.parameters.empty()) {
     std::FILE* f = std::fopen(a.parameters.c_str(), "wb");

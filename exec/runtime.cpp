@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 
+#include "exec/crypto.hpp"
 #include "exec/rng.hpp"
 #include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
@@ -80,6 +82,13 @@ class Runner {
       model_.enable_privacy(plan.training.privacy.clip_norm);
       noise_multiplier_ = resolved_noise_multiplier(plan);
       sampling_rate_ = static_cast<double>(plan.training.global_batch) / static_cast<double>(plan.training.privacy.dataset_size);
+      // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
+      // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
+      if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
+        SecretKey key = key_from_hex(hex, "DITWIN_PRIVACY_NOISE_KEY");
+        for (std::size_t i = 0; i < SecretKey::size; ++i) secret_ = splitmix64(secret_ += key.data()[i]);
+        has_secret_ = true;
+      }
     }
   }
 
@@ -172,7 +181,8 @@ class Runner {
                             {"sampling", p.sampling},
                             {"sampling_rate", sampling_rate_},
                             {"steps", options_.steps},
-                            {"poisson_examples_dropped", poisson_dropped_}};
+                            {"poisson_examples_dropped", poisson_dropped_},
+                            {"secret_noise_key", has_secret_}};
     }
     result.parameters = full_parameters();
     return result;
@@ -204,6 +214,8 @@ class Runner {
   bool private_ = false;
   double noise_multiplier_ = 0, sampling_rate_ = 0;
   long long poisson_dropped_ = 0;  // examples a Poisson draw picked beyond the step's slots
+  std::uint64_t secret_ = 0;      // from DITWIN_PRIVACY_NOISE_KEY (0 without it)
+  bool has_secret_ = false;
 
   long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, options_.steps - 1)); }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -296,7 +308,7 @@ class Runner {
   std::vector<long long> poisson_draw(long long step) const {
     std::vector<long long> out;
     const long long n = plan_.training.privacy.dataset_size;
-    Rng rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x706f6973736f6eULL});  // "poisson"
+    Rng rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x706f6973736f6eULL, secret_});  // "poisson"
     const double log_keep = std::log1p(-sampling_rate_);
     long long j = -1;
     while (true) {
@@ -373,7 +385,7 @@ class Runner {
     for (int k = 0; k < rank_; ++k) begin += counts[k];
     double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
     float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
-    std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL}).next();  // "noise"
+    std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
     kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[rank_]), begin, key, stddev);
   }
 
