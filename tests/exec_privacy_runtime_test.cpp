@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <utility>
 
 #include "model/plan.hpp"
 #include "model/privacy.hpp"
@@ -65,17 +66,18 @@ TEST(ExecPrivacyRuntime, UnboundedClipAndNoNoiseEqualsPlainTrainingBitForBit) {
   EXPECT_EQ(std::memcmp(a.parameters.data(), b.parameters.data(), a.parameters.size() * sizeof(float)), 0);
 }
 
-TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCount) {
+TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCountAndZeroStage) {
   // One SGD step: the parameters of a noisy run minus those of the same run without noise are
   // -lr x noise / global_batch, whose spread must be noise_multiplier x clip_norm (a noise added
   // on both ranks would show sqrt(2) times that; none, zero).
   const double sigma = 2.0, clip = 0.5, lr = 0.5;
-  for (int ranks : {1, 2}) {
+  for (auto [ranks, zero] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 2}}) {
     auto quiet = tiny_sgd(ranks);
+    quiet["parallelism"]["zero"] = zero;  // ZeRO-2: the noise goes in before the last reduce-scatter
     quiet["training"]["privacy"] = {{"clip_norm", clip}, {"noise_multiplier", 0.0}, {"sampling", "shuffle"}, {"dataset_size", 1000}};
     auto noisy = quiet;
     noisy["training"]["privacy"]["noise_multiplier"] = sigma;
-    std::string tag = std::to_string(ranks);
+    std::string tag = std::to_string(ranks) + "z" + std::to_string(zero);
     Outcome q = execute(write(quiet, "quiet" + tag), ranks, 1), n = execute(write(noisy, "noisy" + tag), ranks, 1);
     ASSERT_EQ(q.parameters.size(), n.parameters.size());
     ASSERT_FALSE(q.parameters.empty());
@@ -87,8 +89,8 @@ TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCount) 
       sq += z * z;
     }
     double count = static_cast<double>(q.parameters.size()), mean = sum / count;
-    EXPECT_NEAR(mean, 0.0, 5 * sigma * clip / std::sqrt(count)) << ranks << " rank(s)";
-    EXPECT_NEAR(std::sqrt(sq / count - mean * mean), sigma * clip, 0.01 * sigma * clip) << ranks << " rank(s)";
+    EXPECT_NEAR(mean, 0.0, 5 * sigma * clip / std::sqrt(count)) << ranks << " rank(s), ZeRO " << zero;
+    EXPECT_NEAR(std::sqrt(sq / count - mean * mean), sigma * clip, 0.01 * sigma * clip) << ranks << " rank(s), ZeRO " << zero;
   }
 }
 
