@@ -52,6 +52,8 @@ nlohmann::json plan_summary(const Plan& plan, const Program& program) {
                 {"model_flops_per_step", flops.model_flops_per_step},
                 {"hardware_flops_per_step", flops.hardware_flops_per_step},
                 {"program_flops_per_step", program.total_flops()}};
+  if (flops.privacy_norm_flops_per_sample > 0)  // DP-SGD plans only
+    j["flops"]["privacy_norm_flops_per_step"] = flops.privacy_norm_flops_per_sample * plan.training.global_batch;
   j["batch"] = {{"global_batch", plan.training.global_batch}, {"micro_batch", plan.training.micro_batch},
                 {"micro_batches", plan.micro_batches()}, {"tokens_per_step", plan.tokens_per_step()}};
   json stages = json::array();
@@ -118,7 +120,8 @@ std::string format_plan_summary(const nlohmann::json& j) {
   os << "batch        " << j["batch"]["global_batch"] << " samples = " << j["batch"]["micro_batches"]
      << " micro-batches of " << j["batch"]["micro_batch"] << " per DP rank; " << human_count(d("batch", "tokens_per_step"))
      << " tokens/step\n";
-  os << "FLOPs/step   model " << human_count(d("flops", "model_flops_per_step")) << "FLOP, with recompute "
+  os << "FLOPs/step   model " << human_count(d("flops", "model_flops_per_step"))
+     << (j["flops"].contains("privacy_norm_flops_per_step") ? "FLOP, with recompute and DP-SGD's per-sample norms " : "FLOP, with recompute ")
      << human_count(d("flops", "hardware_flops_per_step")) << "FLOP (forward " << human_count(d("flops", "forward_per_sample"))
      << "FLOP per sample)\n";
   const auto& p = j["parallelism"];
