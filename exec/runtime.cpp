@@ -319,6 +319,9 @@ class Runner {
       if (j >= n) break;
       out.push_back(j);
     }
+    // In random order, so that an overflow of the step's slots drops random examples, not the
+    // highest-numbered ones.
+    for (std::size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[rng.next() % i]);
     return out;
   }
 
@@ -346,7 +349,7 @@ class Runner {
   }
 
   // The step's slots (global_batch of them, rank-major as the fixed batches) take the drawn
-  // examples in order; slots left over are masked (weight 0: they run but contribute nothing);
+  // examples; slots left over are masked (weight 0: they run but contribute nothing);
   // examples drawn beyond the slots are dropped and counted (docs/privacy.md).
   void set_poisson_batches(long long step) {
     long long b = plan_.training.micro_batch;
@@ -626,6 +629,8 @@ void check_plan(const Plan& plan) {
   if (plan.training.objective.kind != "rectified_flow")
     throw InputError("training.objective.kind: the CPU executor trains \"rectified_flow\", not \"" +
                      plan.training.objective.kind + "\"");
+  if (plan.training.privacy.enabled && plan.training.privacy.dataset_size > 2147483647LL)
+    throw InputError("training.privacy.dataset_size: the CPU executor's data source numbers examples with 32-bit ints (at most 2147483647)");
   if (plan.training.privacy.enabled && par.zero == 3 && par.dp > 1)
     throw InputError("parallelism.zero: the CPU executor runs DP-SGD with ZeRO 0, 1 or 2 (ZeRO-3 noise per group is simulated only)");
 }
