@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 
+#include "model/errors.hpp"
 #include "model/plan.hpp"
 #include "model/privacy.hpp"
 #include "model/report.hpp"
@@ -23,7 +24,12 @@ std::string num(double v, int digits = 4) {
 
 int run_privacy(const std::string& plan_path, const std::string& report_path) {
   Plan plan = load_plan(plan_path);
-  PrivacyBudget b = privacy_budget(plan);
+  PrivacyBudget b;
+  try {
+    b = privacy_budget(plan);
+  } catch (const InputError& e) {  // name the file, as load_plan's errors do
+    throw InputError(plan_path + ": " + e.what());
+  }
   const auto& p = plan.training.privacy;
   const char* conv = b.conversion == EpsilonConversion::improved ? "improved (Balle et al. 2020)" : "classic (Mironov 2017)";
   std::cout << "DP-SGD budget of " << plan.name << "\n"
