@@ -520,6 +520,8 @@ struct DiT::Impl {
     const double scale = static_cast<double>(B) * micro_batches;  // the buffers hold g_b / (B x micro_batches)
     for (int b = 0; b < B; ++b) {
       double norm = std::sqrt(a.sq_norm[b]) * scale;
+      if (!std::isfinite(norm))
+        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
       float c = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
       if (!a.batch.weight.empty()) c *= a.batch.weight[b];
       a.clip[b] = c;

@@ -220,6 +220,8 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
       if (has_noise && has_target)
         p.fail("target_epsilon", "and noise_multiplier are both set: give one (the noise is solved for the target)");
       if (p.has("target_epsilon") && !has_target) p.fail("target_epsilon", "must be > 0");
+      if (!p.has("dataset_size"))
+        p.fail("dataset_size", "is required when privacy is enabled (the examples sampled from; q = global_batch / dataset_size)");
       if (t.privacy.dataset_size < t.global_batch)
         p.fail("dataset_size", "must be >= training.global_batch (" +
                                    std::to_string(t.global_batch) + ") when privacy is enabled");

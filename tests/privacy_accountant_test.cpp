@@ -114,6 +114,8 @@ TEST(PrivacyAccountant, PrivacySectionRules) {
   EXPECT_TRUE(ditwin::parse_plan(j).training.privacy.enabled);  // a section turns it on
   j["training"]["privacy"]["enabled"] = false;
   EXPECT_FALSE(ditwin::parse_plan(j).training.privacy.enabled);
+  j["training"]["privacy"] = {{"noise_multiplier", 1.0}};
+  EXPECT_NE(plan_error(j).find("training.privacy.dataset_size: is required when privacy is enabled"), std::string::npos);
   j["training"]["privacy"] = {{"dataset_size", 6400}};
   EXPECT_NE(plan_error(j).find("training.privacy.noise_multiplier: or target_epsilon must be set"), std::string::npos);
   j["training"]["privacy"] = {{"dataset_size", 6400}, {"noise_multiplier", 1.0}, {"target_epsilon", 3.0}};
