@@ -111,7 +111,8 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
                  "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
   if (privacy.enabled)
     accountant = std::make_unique<RdpAccountant>(
-        static_cast<double>(plan.training.global_batch) / static_cast<double>(privacy.dataset_size),
+        static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
+            static_cast<double>(privacy.dataset_size),
         resolved_noise_multiplier(plan));
   auto epsilon_after = [&](long long steps) {
     double eps = accountant->spent(static_cast<double>(steps), privacy.delta, conversion_of(privacy)).epsilon;
@@ -147,7 +148,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (accountant && r.extra.contains("privacy") && r.extra["privacy"]["poisson_examples_dropped"].get<long long>() > 0)
     std::cout << "note: " << r.extra["privacy"]["poisson_examples_dropped"].get<long long>()
               << " Poisson-drawn examples did not fit their step's " << plan.training.global_batch
-              << " slots and were dropped; the epsilon above assumes none were (docs/privacy.md)\n";
+              << " slots and were dropped: `ditwin privacy` gives the delta that accounts for it (docs/privacy.md)\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
   if (!a.parameters.empty()) {
     std::FILE* f = std::fopen(a.parameters.c_str(), "wb");

@@ -33,7 +33,8 @@ int run_privacy(const std::string& plan_path, const std::string& report_path) {
   const auto& p = plan.training.privacy;
   const char* conv = b.conversion == EpsilonConversion::improved ? "improved (Balle et al. 2020)" : "classic (Mironov 2017)";
   std::cout << "DP-SGD budget of " << plan.name << "\n"
-            << "  sampling         " << p.sampling << ", q = " << plan.training.global_batch << " / " << p.dataset_size
+            << "  sampling         " << p.sampling << ", q = "
+            << (p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch) << " / " << p.dataset_size
             << " = " << num(b.sampling_rate, 6) << "\n"
             << "  steps            " << b.steps << " (" << num(b.epochs, 4) << " epochs)\n"
             << "  noise multiplier " << num(b.noise_multiplier, 6)
@@ -45,6 +46,14 @@ int run_privacy(const std::string& plan_path, const std::string& report_path) {
             << "  other conversion " << (b.conversion == EpsilonConversion::improved ? "classic" : "improved")
             << ": epsilon " << num(b.spent_other_conversion.epsilon, 12) << " (order "
             << num(b.spent_other_conversion.best_order, 4) << ")\n";
+  if (p.sampling == "poisson") {
+    std::cout << "  overflow         " << num(b.overflow_probability, 3) << " per step that a draw exceeds the " << b.slots
+              << " slots (expected " << p.expected_batch << "); dropping the excess makes delta "
+              << num(b.delta_with_overflow, 3) << "\n";
+    if (b.delta_with_overflow >= 0.01)
+      std::cout << "  note             that delta is no guarantee: set training.privacy.expected_batch well below "
+                   "global_batch (e.g. half) so that draws fit the slots\n";
+  }
   if (p.sampling == "shuffle")
     std::cout << "  note             shuffled batches are accounted as Poisson-sampled (as Opacus and TF-Privacy do);"
                  " only poisson sampling carries the formal guarantee\n";
@@ -72,6 +81,10 @@ int run_privacy(const std::string& plan_path, const std::string& report_path) {
                         {"epsilon", b.spent.epsilon},
                         {"best_order", b.spent.best_order},
                         {"epsilon_other_conversion", b.spent_other_conversion.epsilon},
+                        {"slots", b.slots},
+                        {"expected_batch", p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch},
+                        {"overflow_probability_per_step", b.overflow_probability},
+                        {"delta_with_overflow", b.delta_with_overflow},
                         {"accountant", "rdp, Poisson-subsampled Gaussian (Mironov, Talwar & Zhang 2019)"}};
     nlohmann::json per_epoch = nlohmann::json::array();
     for (const auto& s : b.per_epoch) per_epoch.push_back(s.epsilon);

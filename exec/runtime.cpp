@@ -81,7 +81,9 @@ class Runner {
       private_ = true;
       model_.enable_privacy(plan.training.privacy.clip_norm);
       noise_multiplier_ = resolved_noise_multiplier(plan);
-      sampling_rate_ = static_cast<double>(plan.training.global_batch) / static_cast<double>(plan.training.privacy.dataset_size);
+      const auto& p = plan.training.privacy;
+      expected_batch_ = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
+      sampling_rate_ = static_cast<double>(expected_batch_) / static_cast<double>(p.dataset_size);
       // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
       // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
       if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
@@ -181,6 +183,7 @@ class Runner {
                             {"sampling", p.sampling},
                             {"sampling_rate", sampling_rate_},
                             {"steps", options_.steps},
+                            {"expected_batch", expected_batch_},
                             {"poisson_examples_dropped", poisson_dropped_},
                             {"secret_noise_key", has_secret_}};
     }
@@ -213,6 +216,7 @@ class Runner {
   // DP-SGD.
   bool private_ = false;
   double noise_multiplier_ = 0, sampling_rate_ = 0;
+  long long expected_batch_ = 0;  // Poisson: examples a step draws on average (<= its slots)
   long long poisson_dropped_ = 0;  // examples a Poisson draw picked beyond the step's slots
   std::uint64_t secret_ = 0;      // from DITWIN_PRIVACY_NOISE_KEY (0 without it)
   bool has_secret_ = false;
@@ -571,6 +575,9 @@ class Runner {
     // The model seeds each micro-batch's backward with 1/micro_batches, so the accumulated
     // gradient is that of the rank's mean loss; the ranks' gradients are summed: average them.
     float scale = 1.0f / static_cast<float>(ranks_);
+    // DP-SGD with Poisson sampling averages over the expected batch, not over the slots.
+    if (private_ && expected_batch_ != plan_.training.global_batch)
+      scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
     auto update = [&](float* p, const float* g, float* m, float* v, std::size_t n) {
       if (opt.kind == "adamw") {

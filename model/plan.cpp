@@ -212,6 +212,12 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     t.privacy.sampling = p.choice("sampling", {"poisson", "shuffle"}, "poisson");
     t.privacy.dataset_size = p.integer("dataset_size", 0);
     t.privacy.conversion = p.choice("conversion", {"improved", "classic"}, "improved");
+    t.privacy.expected_batch = p.integer("expected_batch", t.global_batch);
+    if (t.privacy.expected_batch < 1 || t.privacy.expected_batch > t.global_batch)
+      p.fail("expected_batch", "must be in [1, training.global_batch = " + std::to_string(t.global_batch) + "], got " +
+                                   std::to_string(t.privacy.expected_batch));
+    if (p.has("expected_batch") && t.privacy.sampling != "poisson")
+      p.fail("expected_batch", "applies to poisson sampling only (shuffled batches are global_batch examples)");
     if (t.privacy.enabled) {
       bool has_noise = p.has("noise_multiplier") && !p.raw("noise_multiplier").is_null();
       bool has_target = t.privacy.target_epsilon > 0;

@@ -41,7 +41,9 @@ struct PrivacySpec {
   double target_epsilon = 0.0;    // > 0: solve the noise multiplier for this epsilon over run.steps
   double delta = 1e-5;
   std::string sampling = "poisson";  // poisson | shuffle
-  long long dataset_size = 0;        // examples; sampling rate q = global_batch / dataset_size
+  long long dataset_size = 0;        // examples; sampling rate q = expected batch / dataset_size
+  long long expected_batch = 0;      // poisson: expected examples per step (default global_batch); the
+                                     // step has global_batch slots, so a margin makes overflow rare
   std::string conversion = "improved";  // RDP -> (eps, delta): improved (Balle et al. 2020) | classic (Mironov 2017)
 };
 

@@ -172,9 +172,38 @@ void require_privacy(const Plan& plan) {
     throw InputError("training.privacy: this plan trains without DP-SGD (add a \"privacy\" section, or set \"enabled\": true)");
 }
 double sampling_rate(const Plan& plan) {
-  return static_cast<double>(plan.training.global_batch) / static_cast<double>(plan.training.privacy.dataset_size);
+  const auto& p = plan.training.privacy;
+  long long expected = p.sampling == "poisson" && p.expected_batch > 0 ? p.expected_batch : plan.training.global_batch;
+  return static_cast<double>(expected) / static_cast<double>(p.dataset_size);
 }
 }  // namespace
+
+double poisson_overflow_probability(long long examples, double q, long long slots) {
+  if (slots >= examples || q <= 0) return 0;
+  if (q >= 1) return 1;
+  // P(Bin(n, q) > slots): the terms fall geometrically past the mode, so the sum stops early.
+  const double n = static_cast<double>(examples), log_q = std::log(q), log_1q = std::log1p(-q);
+  auto log_term = [&](double k) {
+    return std::lgamma(n + 1) - std::lgamma(k + 1) - std::lgamma(n - k + 1) + k * log_q + (n - k) * log_1q;
+  };
+  double mode = std::floor((n + 1) * q);
+  if (static_cast<double>(slots) < mode) {  // the lower tail is the short side: 1 - P(X <= slots)
+    double low = -inf;
+    for (double k = static_cast<double>(slots); k >= 0; --k) {
+      double t = log_term(k);
+      low = log_add(low, t);
+      if (t < low - 40) break;
+    }
+    return -std::expm1(low);
+  }
+  double total = -inf;
+  for (double k = static_cast<double>(slots) + 1; k <= n; ++k) {
+    double t = log_term(k);
+    total = log_add(total, t);
+    if (t < total - 40) break;
+  }
+  return std::exp(total);
+}
 
 double resolved_noise_multiplier(const Plan& plan) {
   require_privacy(plan);
@@ -195,13 +224,26 @@ PrivacyBudget privacy_budget(const Plan& plan) {
   b.noise_multiplier = resolved_noise_multiplier(plan);
   b.solved_for_target = p.target_epsilon > 0;
   // An epoch is the whole batches that fit the dataset, as a loader dropping the last partial one.
-  long long steps_per_epoch = std::max<long long>(1, p.dataset_size / plan.training.global_batch);
+  long long per_step = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
+  long long steps_per_epoch = std::max<long long>(1, p.dataset_size / std::max<long long>(1, per_step));
   b.epochs = static_cast<double>(b.steps) / static_cast<double>(steps_per_epoch);
   RdpAccountant accountant(b.sampling_rate, b.noise_multiplier);
   b.spent = accountant.spent(static_cast<double>(b.steps), p.delta, b.conversion);
   b.spent_other_conversion = accountant.spent(
       static_cast<double>(b.steps), p.delta,
       b.conversion == EpsilonConversion::improved ? EpsilonConversion::classic : EpsilonConversion::improved);
+  if (p.sampling == "poisson") {
+    // Overflow: more examples drawn than the step's slots; the excess is dropped. On a coupling
+    // of the truncated and untruncated runs the two differ only when some step overflows, on D or
+    // on a neighbour D' (one example more), so each run's delta grows by (1 + e^eps) T p, with p
+    // the per-step overflow probability at dataset_size + 1 examples.
+    b.slots = plan.training.global_batch;
+    b.overflow_probability = poisson_overflow_probability(p.dataset_size + 1, b.sampling_rate, b.slots);
+    b.delta_with_overflow =
+        p.delta + (1 + std::exp(std::min(b.spent.epsilon, 700.0))) * static_cast<double>(b.steps) * b.overflow_probability;
+  } else {
+    b.delta_with_overflow = p.delta;
+  }
   for (long long done = steps_per_epoch;; done += steps_per_epoch) {
     long long s = std::min(done, b.steps);
     b.per_epoch.push_back(accountant.spent(static_cast<double>(s), p.delta, b.conversion));

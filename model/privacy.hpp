@@ -53,7 +53,7 @@ double noise_for_epsilon(double target_epsilon, double q, double steps, double d
 
 // A plan's privacy budget: what `ditwin privacy` prints.
 struct PrivacyBudget {
-  double sampling_rate = 0;     // q = global_batch / dataset_size
+  double sampling_rate = 0;     // q = expected batch (poisson; else global_batch) / dataset_size
   long long steps = 0;          // run.steps
   double epochs = 0;            // steps x q
   double noise_multiplier = 0;  // from the plan, or solved for target_epsilon
@@ -62,9 +62,16 @@ struct PrivacyBudget {
   PrivacySpent spent;                    // after all steps
   PrivacySpent spent_other_conversion;   // the same with the other conversion, for reference
   std::vector<PrivacySpent> per_epoch;   // after epoch 1, 2, ... (the last one partial if any)
+  // Poisson sampling into a fixed number of slots (global_batch): the chance a step draws more
+  // examples than fit, and the delta that accounts for dropping them (plan's delta when 0).
+  long long slots = 0;
+  double overflow_probability = 0;
+  double delta_with_overflow = 0;
 };
 // Throws InputError (naming training.privacy) when the plan has no privacy section enabled.
 PrivacyBudget privacy_budget(const Plan& plan);
+// P(Binomial(examples, q) > slots): the chance a Poisson draw overflows a step's slots.
+double poisson_overflow_probability(long long examples, double q, long long slots);
 // The noise multiplier the plan trains with (solved for target_epsilon when that is set).
 double resolved_noise_multiplier(const Plan& plan);
 EpsilonConversion conversion_of(const PrivacySpec& spec);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <tuple>
 #include <utility>
 
 #include "model/plan.hpp"
@@ -71,26 +72,31 @@ TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCountAn
   // -lr x noise / global_batch, whose spread must be noise_multiplier x clip_norm (a noise added
   // on both ranks would show sqrt(2) times that; none, zero).
   const double sigma = 2.0, clip = 0.5, lr = 0.5;
-  for (auto [ranks, zero] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 2}}) {
+  // Last case: Poisson sampling of 8 expected examples into the 16 slots, averaged over 8.
+  for (auto [ranks, zero, expected] : {std::tuple{1, 0, 0}, std::tuple{2, 0, 0}, std::tuple{2, 2, 0}, std::tuple{2, 0, 8}}) {
     auto quiet = tiny_sgd(ranks);
     quiet["parallelism"]["zero"] = zero;  // ZeRO-2: the noise goes in before the last reduce-scatter
     quiet["training"]["privacy"] = {{"clip_norm", clip}, {"noise_multiplier", 0.0}, {"sampling", "shuffle"}, {"dataset_size", 1000}};
+    if (expected > 0) {
+      quiet["training"]["privacy"]["sampling"] = "poisson";
+      quiet["training"]["privacy"]["expected_batch"] = expected;
+    }
     auto noisy = quiet;
     noisy["training"]["privacy"]["noise_multiplier"] = sigma;
-    std::string tag = std::to_string(ranks) + "z" + std::to_string(zero);
+    std::string tag = std::to_string(ranks) + "z" + std::to_string(zero) + "e" + std::to_string(expected);
     Outcome q = execute(write(quiet, "quiet" + tag), ranks, 1), n = execute(write(noisy, "noisy" + tag), ranks, 1);
     ASSERT_EQ(q.parameters.size(), n.parameters.size());
     ASSERT_FALSE(q.parameters.empty());
     double sum = 0, sq = 0;
-    const double gb = quiet["training"]["global_batch"].get<double>();
+    const double gb = expected > 0 ? expected : quiet["training"]["global_batch"].get<double>();
     for (std::size_t i = 0; i < q.parameters.size(); ++i) {
       double z = (q.parameters[i] - n.parameters[i]) * gb / lr;  // the noise on the summed gradient
       sum += z;
       sq += z * z;
     }
     double count = static_cast<double>(q.parameters.size()), mean = sum / count;
-    EXPECT_NEAR(mean, 0.0, 5 * sigma * clip / std::sqrt(count)) << ranks << " rank(s), ZeRO " << zero;
-    EXPECT_NEAR(std::sqrt(sq / count - mean * mean), sigma * clip, 0.01 * sigma * clip) << ranks << " rank(s), ZeRO " << zero;
+    EXPECT_NEAR(mean, 0.0, 5 * sigma * clip / std::sqrt(count)) << ranks << " rank(s), ZeRO " << zero << ", expected batch " << expected;
+    EXPECT_NEAR(std::sqrt(sq / count - mean * mean), sigma * clip, 0.01 * sigma * clip) << ranks << " rank(s), ZeRO " << zero << ", expected batch " << expected;
   }
 }
 
@@ -103,9 +109,11 @@ TEST(ExecPrivacyRuntime, TinyDpScenarioLearnsOnTwoRanksAndReportsEpsilon) {
   EXPECT_LT(last, first * 0.95);
   const auto& p = r.report["extra"]["privacy"];
   auto parsed = ditwin::load_plan(plan);
-  double expected = ditwin::RdpAccountant(64.0 / 50000, 1.0).spent(16, 1e-5, ditwin::EpsilonConversion::improved).epsilon;
+  double expected = ditwin::RdpAccountant(28.0 / 50000, 0.8).spent(16, 1e-5, ditwin::EpsilonConversion::improved).epsilon;
   EXPECT_NEAR(p["epsilon"].get<double>(), expected, 1e-12);
   EXPECT_EQ(p["steps"].get<long long>(), 16);
+  EXPECT_EQ(p["expected_batch"].get<long long>(), 28);
+  EXPECT_EQ(p["poisson_examples_dropped"].get<long long>(), 0);  // 64 slots for 28 expected
   EXPECT_EQ(parsed.training.privacy.sampling, p["sampling"].get<std::string>());
   // The per-step line and the summary carry the epsilon too, and never a key or data.
   std::ifstream log(::testing::TempDir() + "/tiny_dp.log");

@@ -96,6 +96,32 @@ TEST(PrivacyAccountant, ReferencePlansGiveReferenceEpsilons) {
   EXPECT_NEAR(tf.epochs, 60, 1e-12);
 }
 
+TEST(PrivacyAccountant, PoissonOverflowProbabilityIsTheBinomialTailAndEntersDelta) {
+  // Against the tail summed directly for a small case, and the upper-tail shortcut for a large one.
+  auto direct = [](int n, double q, int slots) {
+    double p = 0;
+    for (int k = slots + 1; k <= n; ++k) p += std::exp(std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) +
+                                                      k * std::log(q) + (n - k) * std::log1p(-q));
+    return p;
+  };
+  for (int slots : {5, 30, 45, 60}) EXPECT_NEAR(ditwin::poisson_overflow_probability(100, 0.3, slots), direct(100, 0.3, slots), 1e-12) << slots;
+  EXPECT_EQ(ditwin::poisson_overflow_probability(100, 0.3, 100), 0.0);
+  EXPECT_NEAR(ditwin::poisson_overflow_probability(50001, 64.0 / 50000, 64), 0.467, 0.01);  // slots = expected: about half
+  auto dp = ditwin::privacy_budget(ditwin::load_plan(ditwin::test::scenario("tiny-cpu-dp.json")));
+  EXPECT_EQ(dp.slots, 64);
+  EXPECT_NEAR(dp.sampling_rate, 28.0 / 50000, 1e-15);
+  EXPECT_LT(dp.overflow_probability, 1e-8);
+  EXPECT_NEAR(dp.delta_with_overflow, 1e-5 + (1 + std::exp(dp.spent.epsilon)) * 20 * dp.overflow_probability, 1e-15);
+  EXPECT_LT(dp.delta_with_overflow, 1.1e-5);
+  auto j = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu-dp.json"));
+  j["training"]["privacy"]["expected_batch"] = 65;
+  EXPECT_NE(ditwin::test::plan_error(j).find("training.privacy.expected_batch: must be in [1, training.global_batch = 64]"),
+            std::string::npos);
+  j["training"]["privacy"]["expected_batch"] = 32;
+  j["training"]["privacy"]["sampling"] = "shuffle";
+  EXPECT_NE(ditwin::test::plan_error(j).find("training.privacy.expected_batch: applies to poisson sampling only"), std::string::npos);
+}
+
 TEST(PrivacyAccountant, TargetEpsilonPlanSolvesTheNoise) {
   auto j = ditwin::read_json_file(ditwin::test::scenario("privacy/opacus-reference.json"));
   j["training"]["privacy"].erase("noise_multiplier");
