@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "cost_models/profile.hpp"
@@ -19,6 +21,7 @@
 #include "model/compare.hpp"
 #include "model/errors.hpp"
 #include "model/plan_summary.hpp"
+#include "model/privacy.hpp"
 #include "model/report.hpp"
 
 namespace ditwin::cli {
@@ -133,10 +136,26 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
   bool tty = isatty(1);
+  // DP-SGD: the privacy spent so far goes on every step's line.
+  std::unique_ptr<RdpAccountant> accountant;
+  const auto& privacy = plan.training.privacy;
+  if (privacy.enabled && comm->rank() == 0 && !std::getenv("DITWIN_PRIVACY_NOISE_KEY"))
+    std::cout << "note: DP-SGD noise and Poisson draws come from the plan's seed, which anyone with the plan can "
+                 "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
+  if (privacy.enabled)
+    accountant = std::make_unique<RdpAccountant>(
+        static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
+            static_cast<double>(privacy.dataset_size),
+        resolved_noise_multiplier(plan));
+  auto epsilon_after = [&](long long steps) {
+    double eps = accountant->spent(static_cast<double>(steps), privacy.delta, conversion_of(privacy)).epsilon;
+    return std::isinf(eps) ? std::string("inf") : fixed(eps, 4);
+  };
   options.on_step = [&](long long step, double loss, double seconds) {
     std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(a.steps) + "  loss " + fixed(loss, 5) +
                        "  " + fixed(seconds * 1e3, 2) + " ms  " +
                        human_count(plan.training.global_batch / seconds) + " samples/s";
+    if (accountant) line += "  epsilon " + epsilon_after(step + 1);
     if (tty) std::cout << "\r" << line << "   " << std::flush;
     else std::cout << line << "\n";
   };
@@ -156,6 +175,14 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
             << fixed(r.step_time_s * 1e3, 2)
             << " ms after " << std::min<long long>(a.warmup, a.steps - 1) << " warm-up step(s); loss "
             << fixed(result.losses.front(), 5) << " -> " << fixed(result.losses.back(), 5) << "\n";
+  if (accountant)
+    std::cout << "DP-SGD: epsilon " << epsilon_after(a.steps) << " at delta " << privacy.delta << " spent by " << a.steps
+              << " steps (noise multiplier " << fixed(resolved_noise_multiplier(plan), 4) << ", clip norm " << privacy.clip_norm
+              << ", " << privacy.sampling << " sampling, " << to_string(conversion_of(privacy)) << " conversion)\n";
+  if (accountant && r.extra.contains("privacy") && r.extra["privacy"]["poisson_examples_dropped"].get<long long>() > 0)
+    std::cout << "note: " << r.extra["privacy"]["poisson_examples_dropped"].get<long long>()
+              << " Poisson-drawn examples did not fit their step's " << plan.training.global_batch
+              << " slots and were dropped: `ditwin privacy` gives the delta that accounts for it (docs/privacy.md)\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
   if (!a.parameters.empty()) {
     std::FILE* f = std::fopen(a.parameters.c_str(), "wb");

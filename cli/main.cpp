@@ -14,6 +14,7 @@
 #include "sim/longrun.hpp"
 #include "sim/step_sim.hpp"
 #include "cli/exec_commands.hpp"
+#include "cli/privacy_command.hpp"
 
 namespace {
 
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"checkpoint-interval", "checkpoint"}));
 
   auto run_exec_command = ditwin::cli::add_exec_commands(app, argc, argv);
+  auto run_privacy_command = ditwin::cli::add_privacy_command(app);
 
   try {
     app.parse(argc, argv);
@@ -157,6 +159,7 @@ int main(int argc, char** argv) {
   try {
     if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
     if (int rc = run_exec_command(); rc >= 0) return rc;
+    if (int rc = run_privacy_command(); rc >= 0) return rc;
     if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";

@@ -9,14 +9,21 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 
+#ifndef DITWIN_NO_CRYPTO
+#include "exec/crypto.hpp"
+#endif
+#include "exec/rng.hpp"
+#include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
 #include "model/errors.hpp"
+#include "model/privacy.hpp"
 
 namespace ditwin::exec {
 
@@ -75,6 +82,26 @@ class Runner {
     }
     build_shards(init);
     plan_releases();
+    if (plan.training.privacy.enabled) {
+      private_ = true;
+      model_.enable_privacy(plan.training.privacy.clip_norm);
+      noise_multiplier_ = resolved_noise_multiplier(plan);
+      const auto& p = plan.training.privacy;
+      expected_batch_ = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
+      sampling_rate_ = static_cast<double>(expected_batch_) / static_cast<double>(p.dataset_size);
+      // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
+      // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
+      if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
+#ifdef DITWIN_NO_CRYPTO
+        throw InputError("DITWIN_PRIVACY_NOISE_KEY: this ditwin was built without OpenSSL (a device build), "
+                         "which reads the key; unset it or build with libssl-dev");
+#else
+        SecretKey key = key_from_hex(hex, "DITWIN_PRIVACY_NOISE_KEY");
+        for (std::size_t i = 0; i < SecretKey::size; ++i) secret_ = splitmix64(secret_ += key.data()[i]);
+        has_secret_ = true;
+#endif
+      }
+    }
   }
 
   ExecResult run() {
@@ -154,6 +181,24 @@ class Runner {
     }
     r.extra = {{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
                {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}};
+    if (private_) {
+      // The budget spent by the steps run (no data, no per-sample figures: only the mechanism).
+      const auto& p = plan_.training.privacy;
+      RdpAccountant accountant(sampling_rate_, noise_multiplier_);
+      auto spent = accountant.spent(static_cast<double>(options_.steps), p.delta, conversion_of(p));
+      r.extra["privacy"] = {{"epsilon", std::isinf(spent.epsilon) ? nlohmann::json("inf") : nlohmann::json(spent.epsilon)},
+                            {"delta", p.delta},
+                            {"best_order", spent.best_order},
+                            {"conversion", to_string(conversion_of(p))},
+                            {"noise_multiplier", noise_multiplier_},
+                            {"clip_norm", p.clip_norm},
+                            {"sampling", p.sampling},
+                            {"sampling_rate", sampling_rate_},
+                            {"steps", options_.steps},
+                            {"expected_batch", expected_batch_},
+                            {"poisson_examples_dropped", poisson_dropped_},
+                            {"secret_noise_key", has_secret_}};
+    }
     result.parameters = full_parameters();
     return result;
   }
@@ -180,6 +225,13 @@ class Runner {
   std::vector<double> start_, end_;
   std::vector<double> step_spans_;
   double step_offset_ = 0;
+  // DP-SGD.
+  bool private_ = false;
+  double noise_multiplier_ = 0, sampling_rate_ = 0;
+  long long expected_batch_ = 0;  // Poisson: examples a step draws on average (<= its slots)
+  long long poisson_dropped_ = 0;  // examples a Poisson draw picked beyond the step's slots
+  std::uint64_t secret_ = 0;      // from DITWIN_PRIVACY_NOISE_KEY (0 without it)
+  bool has_secret_ = false;
 
   long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, options_.steps - 1)); }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -269,8 +321,35 @@ class Runner {
     for (const auto& [g, i] : std::map<std::string, std::size_t>(last_use)) release_after_[i].push_back(current[g]);
   }
 
+  // Poisson sampling (DP-SGD): example j of the dataset joins step `step`'s batch with
+  // probability q, independently; every rank draws the same set (seeded by seed and step).
+  // Geometric gaps between chosen examples make this O(batch), not O(dataset).
+  std::vector<long long> poisson_draw(long long step) const {
+    std::vector<long long> out;
+    const long long n = plan_.training.privacy.dataset_size;
+    Rng rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x706f6973736f6eULL, secret_});  // "poisson"
+    const double log_keep = std::log1p(-sampling_rate_);
+    long long j = -1;
+    while (true) {
+      double u = 1.0 - rng.uniform();  // (0, 1]
+      double gap = sampling_rate_ >= 1 ? 0 : std::floor(std::log(u) / log_keep);
+      if (gap >= static_cast<double>(n)) break;
+      j += 1 + static_cast<long long>(gap);
+      if (j >= n) break;
+      out.push_back(j);
+    }
+    // In random order, so that an overflow of the step's slots drops random examples, not the
+    // highest-numbered ones.
+    for (std::size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[rng.next() % i]);
+    return out;
+  }
+
   void set_batches(long long step) {
     long long b = plan_.training.micro_batch;
+    if (private_ && plan_.training.privacy.sampling == "poisson") {
+      set_poisson_batches(step);
+      return;
+    }
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
       batch.size = static_cast<int>(b);
@@ -286,6 +365,50 @@ class Runner {
       }
       model_.set_batch(mb, std::move(batch));
     }
+  }
+
+  // The step's slots (global_batch of them, rank-major as the fixed batches) take the drawn
+  // examples; slots left over are masked (weight 0: they run but contribute nothing);
+  // examples drawn beyond the slots are dropped and counted (docs/privacy.md).
+  void set_poisson_batches(long long step) {
+    long long b = plan_.training.micro_batch;
+    std::vector<long long> drawn = poisson_draw(step);
+    long long slots = plan_.training.global_batch;
+    if (static_cast<long long>(drawn.size()) > slots) poisson_dropped_ += static_cast<long long>(drawn.size()) - slots;
+    for (int mb = 0; mb < micro_batches_; ++mb) {
+      Batch batch;
+      batch.size = static_cast<int>(b);
+      for (long long i = 0; i < b; ++i) {
+        long long slot = (static_cast<long long>(rank_) * micro_batches_ + mb) * b + i;
+        bool used = slot < static_cast<long long>(drawn.size());
+        long long example = used ? drawn[slot] : slot;
+        // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
+        Batch item = data_.batch(0, 0, static_cast<int>(example), 1);
+        Batch draw = data_.batch(step, 1, static_cast<int>(example), 1);
+        batch.x0.insert(batch.x0.end(), item.x0.begin(), item.x0.end());
+        batch.y.insert(batch.y.end(), item.y.begin(), item.y.end());
+        batch.noise.insert(batch.noise.end(), draw.noise.begin(), draw.noise.end());
+        batch.t.insert(batch.t.end(), draw.t.begin(), draw.t.end());
+        batch.weight.push_back(used ? 1.0f : 0.0f);
+      }
+      model_.set_batch(mb, std::move(batch));
+    }
+  }
+
+  // DP-SGD noise: this rank's slice of the bucket (the slice a reduce-scatter would give it), so
+  // that the reduced sum carries each element's noise exactly once. Element i of the flat
+  // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
+  // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
+  void add_noise(const Op& op, long long step) {
+    if (noise_multiplier_ == 0) return;
+    Range r = range_of(op.param_groups);
+    std::vector<int> counts = split(r.size, ranks_);
+    std::size_t begin = r.begin;
+    for (int k = 0; k < rank_; ++k) begin += counts[k];
+    double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
+    float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
+    std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
+    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[rank_]), begin, key, stddev);
   }
 
   // --- the step -------------------------------------------------------------------------
@@ -327,6 +450,7 @@ class Runner {
       }
       model_.compute_begin(i);
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
+      else if (op.phase == Phase::gradient_sync) add_noise(op, step);
       else {
         auto address = parse_op_name(op.name);
         model_.run(address.part, address.layer, op.phase, address.microbatch);
@@ -468,6 +592,9 @@ class Runner {
     // The model seeds each micro-batch's backward with 1/micro_batches, so the accumulated
     // gradient is that of the rank's mean loss; the ranks' gradients are summed: average them.
     float scale = 1.0f / static_cast<float>(ranks_);
+    // DP-SGD with Poisson sampling averages over the expected batch, not over the slots.
+    if (private_ && expected_batch_ != plan_.training.global_batch)
+      scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
     if (zero_ == 0) {
       if (ranks_ > 1) model_.scale(grads_.data(), scale, total_);
@@ -525,8 +652,10 @@ void check_plan(const Plan& plan, const std::string& backend) {
   if (plan.training.objective.kind != "rectified_flow")
     throw InputError("training.objective.kind: " + who + " trains \"rectified_flow\", not \"" +
                      plan.training.objective.kind + "\"");
-  if (plan.training.privacy.enabled)
-    throw InputError("training.privacy.enabled: DP-SGD is not implemented in the executor yet");
+  if (plan.training.privacy.enabled && plan.training.privacy.dataset_size > 2147483647LL)
+    throw InputError("training.privacy.dataset_size: the CPU executor's data source numbers examples with 32-bit ints (at most 2147483647)");
+  if (plan.training.privacy.enabled && par.zero == 3 && par.dp > 1)
+    throw InputError("parallelism.zero: the CPU executor runs DP-SGD with ZeRO 0, 1 or 2 (ZeRO-3 noise per group is simulated only)");
 }
 
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,

@@ -202,7 +202,8 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
   t.flash_attention = r.boolean("flash_attention", true);
   {
     JsonReader p = r.object("privacy");
-    t.privacy.enabled = p.boolean("enabled", false);
+    // A privacy section turns DP-SGD on unless it says "enabled": false.
+    t.privacy.enabled = p.boolean("enabled", r.has("privacy"));
     t.privacy.clip_norm = positive_number(p, "clip_norm", 1.0);
     t.privacy.noise_multiplier = non_negative(p, "noise_multiplier", 0.0);
     t.privacy.target_epsilon = non_negative(p, "target_epsilon", 0.0);
@@ -210,9 +211,23 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     if (!(t.privacy.delta > 0 && t.privacy.delta < 1)) p.fail("delta", "must be in (0, 1)");
     t.privacy.sampling = p.choice("sampling", {"poisson", "shuffle"}, "poisson");
     t.privacy.dataset_size = p.integer("dataset_size", 0);
+    t.privacy.conversion = p.choice("conversion", {"improved", "classic"}, "improved");
+    t.privacy.expected_batch = p.integer("expected_batch", t.global_batch);
+    if (t.privacy.expected_batch < 1 || t.privacy.expected_batch > t.global_batch)
+      p.fail("expected_batch", "must be in [1, training.global_batch = " + std::to_string(t.global_batch) + "], got " +
+                                   std::to_string(t.privacy.expected_batch));
+    if (p.has("expected_batch") && t.privacy.sampling != "poisson")
+      p.fail("expected_batch", "applies to poisson sampling only (shuffled batches are global_batch examples)");
     if (t.privacy.enabled) {
-      if (t.privacy.noise_multiplier == 0 && t.privacy.target_epsilon == 0)
+      bool has_noise = p.has("noise_multiplier") && !p.raw("noise_multiplier").is_null();
+      bool has_target = t.privacy.target_epsilon > 0;
+      if (!has_noise && !has_target)
         p.fail("noise_multiplier", "or target_epsilon must be set when privacy is enabled");
+      if (has_noise && has_target)
+        p.fail("target_epsilon", "and noise_multiplier are both set: give one (the noise is solved for the target)");
+      if (p.has("target_epsilon") && !has_target) p.fail("target_epsilon", "must be > 0");
+      if (!p.has("dataset_size"))
+        p.fail("dataset_size", "is required when privacy is enabled (the examples sampled from; q = global_batch / dataset_size)");
       if (t.privacy.dataset_size < t.global_batch)
         p.fail("dataset_size", "must be >= training.global_batch (" +
                                    std::to_string(t.global_batch) + ") when privacy is enabled");
@@ -412,6 +427,8 @@ void cross_validate(Plan& p) {
     fail("training.precision", "fp8 is not supported by " + p.cluster.device.name);
   if (t.privacy.enabled && par.pp > 1)
     fail("training.privacy.enabled", "DP-SGD with pipeline parallelism is not supported (per-sample norms span stages)");
+  if (t.privacy.enabled && par.cp > 1)
+    fail("training.privacy.enabled", "DP-SGD with context parallelism is not supported (a sample's ghost norm needs all its tokens on one rank)");
   if (p.model.family != ModelFamily::mmdit && p.model.context_dim > 0)
     fail("model.context_dim", "only mmdit models take a text context");
   if (p.model.family != ModelFamily::mmdit && p.model.pooled_dim > 0)
@@ -431,6 +448,10 @@ void cross_validate(Plan& p) {
   if (par.tp > p.cluster.devices_per_node)
     warn("parallelism.tp " + str(par.tp) + " spans nodes: tensor-parallel traffic leaves NVLink");
   if (par.sequence_parallel && par.tp == 1) warn("parallelism.sequence_parallel has no effect with tp 1");
+  if (t.privacy.enabled && t.privacy.target_epsilon == 0 && t.privacy.noise_multiplier == 0)
+    warn("training.privacy.noise_multiplier 0 adds no noise: gradients are clipped but nothing is private (epsilon is infinite)");
+  if (t.privacy.enabled && t.privacy.sampling == "shuffle")
+    warn("training.privacy.sampling shuffle is accounted as if Poisson-sampled, as Opacus and TF-Privacy do; only poisson carries the formal guarantee");
   if (par.pp > 1 && mb < par.pp)
     warn("only " + str(mb) + " micro-batches for " + str(par.pp) + " pipeline stages: most of the step is bubble");
   if (par.pp > 1 && par.schedule == PipelineSchedule::gpipe)

@@ -33,14 +33,18 @@ struct ObjectiveSpec {
   double m = 0.0, s = 1.0;      // logit-normal location and scale
 };
 
+// DP-SGD (docs/privacy.md): per-sample clipping, Gaussian noise, an RDP accountant.
 struct PrivacySpec {
-  bool enabled = false;
-  double clip_norm = 1.0;
-  double noise_multiplier = 0.0;  // 0 with target_epsilon set: solved for later
-  double target_epsilon = 0.0;
+  bool enabled = false;           // true when the plan has a privacy section (unless it says false)
+  double clip_norm = 1.0;         // per-sample gradient L2 bound C
+  double noise_multiplier = 0.0;  // noise std / C; solved for when target_epsilon is set
+  double target_epsilon = 0.0;    // > 0: solve the noise multiplier for this epsilon over run.steps
   double delta = 1e-5;
   std::string sampling = "poisson";  // poisson | shuffle
-  long long dataset_size = 0;
+  long long dataset_size = 0;        // examples; sampling rate q = expected batch / dataset_size
+  long long expected_batch = 0;      // poisson: expected examples per step (default global_batch); the
+                                     // step has global_batch slots, so a margin makes overflow rare
+  std::string conversion = "improved";  // RDP -> (eps, delta): improved (Balle et al. 2020) | classic (Mironov 2017)
 };
 
 struct TrainingSpec {
