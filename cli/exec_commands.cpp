@@ -13,6 +13,8 @@
 #include "cost_models/profile.hpp"
 #include "exec/calibrate.hpp"
 #include "exec/communicator.hpp"
+#include "exec/checkpoint.hpp"
+#include "exec/fault_tolerance.hpp"
 #include "exec/runtime.hpp"
 #include "kernels/threads.hpp"
 #include "model/compare.hpp"
@@ -31,8 +33,9 @@ int local_ranks() {
   return s ? std::max(1, std::atoi(s)) : 1;
 }
 
-// Re-runs this program under `mpirun -np ranks` with `args` and returns its exit status.
-int relaunch(int ranks, const std::vector<std::string>& args) {
+}  // namespace
+
+std::vector<std::string> mpirun_argv(int ranks, const std::vector<std::string>& args) {
   std::vector<std::string> cmd = {"mpirun", "-np", std::to_string(ranks), "--oversubscribe", "--bind-to", "none"};
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   char self[4096];
@@ -41,6 +44,24 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
   self[n] = 0;
   cmd.push_back(self);
   cmd.insert(cmd.end(), args.begin(), args.end());
+  return cmd;
+}
+
+std::vector<std::pair<std::string, std::string>> rank_environment(int ranks) {
+  // Each rank gets its share of the cores: BLAS and OpenMP pools sized at library load would
+  // otherwise spin on cores the other ranks compute on.
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
+  return {{"OMPI_MCA_btl_vader_single_copy_mechanism", "none"},  // containers lack CMA
+          {"OPENBLAS_NUM_THREADS", per_rank},
+          {"OMP_NUM_THREADS", per_rank}};
+}
+
+namespace {
+
+// Re-runs this program under `mpirun -np ranks` with `args` and returns its exit status.
+int relaunch(int ranks, const std::vector<std::string>& args) {
+  std::vector<std::string> cmd = mpirun_argv(ranks, args);
   std::fflush(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("cannot fork to start mpirun");
@@ -48,13 +69,7 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
     std::vector<char*> argv;
     for (auto& s : cmd) argv.push_back(s.data());
     argv.push_back(nullptr);
-    setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);  // containers lack CMA
-    // Each rank gets its share of the cores: BLAS and OpenMP pools sized at library load would
-    // otherwise spin on cores the other ranks compute on.
-    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
-    setenv("OPENBLAS_NUM_THREADS", per_rank.c_str(), 0);
-    setenv("OMP_NUM_THREADS", per_rank.c_str(), 0);
+    for (const auto& [k, v] : rank_environment(ranks)) setenv(k.c_str(), v.c_str(), 0);
     execvp("mpirun", argv.data());
     std::perror("ditwin: cannot start mpirun (install openmpi-bin: bash tools/setup.sh)");
     _exit(127);
@@ -70,15 +85,12 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-struct ExecuteArgs {
-  std::string plan, report, trace, profile, parameters;
-  long long steps = 10;
-  int ranks = 0, warmup = 2, threads = 0;
-};
-
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
+  if (a.supervise && !a.ft_run_dir.empty()) throw InputError("--supervise: not inside a supervised run");
+  if (a.supervise) return run_supervised(a);
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan);  // refuse once, here, not once per rank after mpirun started
+  std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();
   if (!inside_mpi()) {
     int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);
@@ -88,6 +100,18 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (ranks > 1) return relaunch(ranks, args);
   }
   auto comm = exec::mpi_world();
+  comm->set_timeout(plan.reliability.nccl_timeout_s);
+  // Fault tolerance: checkpoints, and under the supervisor heartbeats, events and injections.
+  std::unique_ptr<exec::FaultTolerance> ft;
+  if (!a.ft_run_dir.empty() || !injections.empty()) {
+    exec::FtOptions fo;
+    fo.run_dir = a.ft_run_dir;
+    fo.attempt = a.ft_attempt;
+    fo.inject = injections;
+    fo.fired = parse_fired(a.ft_fired);
+    ft = std::make_unique<exec::FaultTolerance>(fo, comm->rank());
+    if (comm->rank() == 0) ft->event({{"event", "mpi_ready"}});
+  }
   if (a.ranks > 0 && comm->size() != a.ranks)
     throw InputError("--ranks " + std::to_string(a.ranks) + " but this MPI world has " + std::to_string(comm->size()) + " processes");
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -99,7 +123,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   options.warmup_steps = a.warmup;
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
-  bool tty = isatty(1);
+  bool tty = isatty(1) && a.ft_run_dir.empty();  // supervised: lines, between the supervisor's
   options.on_step = [&](long long step, double loss, double seconds) {
     std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(a.steps) + "  loss " + fixed(loss, 5) +
                        "  " + fixed(seconds * 1e3, 2) + " ms  " +
@@ -107,16 +131,32 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (tty) std::cout << "\r" << line << "   " << std::flush;
     else std::cout << line << "\n";
   };
+  std::string checkpoint_dir = a.checkpoint_dir.empty() ? plan.reliability.checkpoint.dir : a.checkpoint_dir;
+  if (!checkpoint_dir.empty()) {
+    auto& ck = options.checkpoint;
+    ck.dir = checkpoint_dir;
+    ck.mode = plan.reliability.checkpoint.mode;
+    ck.interval_steps = plan.reliability.checkpoint.interval_steps;
+    ck.interval_s = plan.reliability.checkpoint.interval_s;
+    ck.keep = plan.reliability.checkpoint.keep;
+    ck.resume = !a.no_resume;
+    ck.plan_identity = exec::plan_identity(read_json_file(a.plan));
+  }
+  options.ft = ft.get();
   exec::ExecResult result;
   try {
     result = exec::execute_plan(plan, program, *comm, *data, options);
   } catch (const std::exception& e) {
+    if (ft) ft->event({{"event", "rank_error"}, {"message", e.what()}});
     if (comm->size() == 1) throw;
     // The other ranks may be inside a collective: end the whole world, not just this rank.
     std::cerr << "ditwin: error on rank " << comm->rank() << ": " << e.what() << "\n";
     comm->abort(dynamic_cast<const InputError*>(&e) ? 2 : 3);
   }
-  if (comm->rank() != 0) return 0;
+  if (comm->rank() != 0) {
+    if (ft) ft->exiting();
+    return 0;
+  }
   if (tty) std::cout << "\n";
   const auto& r = result.report;
   std::cout << "measured step of " << r.plan << " on " << comm->size() << " rank(s): median " << fixed(r.step_time_s * 1e3, 2)
@@ -132,6 +172,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (!ok) throw InputError(a.parameters + ": write failed");
   }
   if (!a.trace.empty()) write_json_file(to_trace(r), a.trace, -1);
+  if (ft) ft->exiting();
   return 0;
 }
 
@@ -195,6 +236,21 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--trace", ex->trace, "Write the measured timeline (Chrome trace JSON, every rank and step)");
   execute->add_option("--profile", ex->profile, "Device profile, for MFU against its measured peak");
   execute->add_option("--save-parameters", ex->parameters, "Write the final parameters (raw float32, the flat layout)");
+  execute->add_flag("--supervise", ex->supervise,
+                    "Run under a supervisor: detect dead or hung ranks, restart everyone from the newest good "
+                    "checkpoint (reliability.restart), report measured ETTR (--report, --trace)");
+  execute->add_option("--checkpoint-dir", ex->checkpoint_dir,
+                      "Write checkpoints here and resume from the newest good one (default reliability.checkpoint.dir; "
+                      "--supervise: checkpoints/<plan name>)");
+  execute->add_flag("--no-resume", ex->no_resume, "Write checkpoints but start from step 0 even if some exist");
+  execute->add_flag("--fresh", ex->fresh, "--supervise: delete the checkpoints in the directory first");
+  execute->add_option("--inject", ex->inject,
+                      "Inject a fault, once per run: kill|hang:rank=R,step=S (or at_s=T, or seed=N,within_s=T), "
+                      "kill_during_checkpoint:rank=R,step=S[,fraction=F], corrupt_shard:rank=R,step=S; repeatable")
+      ->allow_extra_args(false);
+  execute->add_option("--ft-run-dir", ex->ft_run_dir, "Internal: the supervisor's run directory")->group("");
+  execute->add_option("--ft-attempt", ex->ft_attempt, "Internal: the supervisor's attempt number")->group("");
+  execute->add_option("--ft-fired", ex->ft_fired, "Internal: injections that already fired")->group("");
 
   auto ca = std::make_shared<CalibrateArgs>();
   auto* calibrate = app.add_subcommand("calibrate", "Measure this machine's kernels and communication into a device profile");
