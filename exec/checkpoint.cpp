@@ -170,6 +170,8 @@ std::string plan_identity(const nlohmann::json& plan_document) {
   nlohmann::json core = nlohmann::json::object();
   for (const char* key : {"model", "training"})
     if (plan_document.contains(key)) core[key] = plan_document[key];
+  // How the global batch is cut into micro-batches is layout too: the same samples, the same mean.
+  if (core.contains("training") && core["training"].is_object()) core["training"].erase("micro_batch");
   return sha256_hex(core.dump());
 }
 

@@ -66,8 +66,9 @@ struct CheckpointIdentity {
   std::uint64_t seed = 0;
 };
 // SHA-256 of the canonical JSON (sorted keys, compact) of the plan's `model` and `training`
-// sections: what decides the trajectory. `name`, `description`, `run` and `reliability` are run
-// settings; `parallelism` and `cluster` are the layout, which a resume may change (resharding).
+// sections but training.micro_batch: what decides the trajectory. `name`, `description`, `run`
+// and `reliability` are run settings; `parallelism`, `cluster` and the micro-batch size are the
+// layout, which a resume may change (resharding).
 std::string plan_identity(const nlohmann::json& plan_document);
 
 struct LoadedCheckpoint {

@@ -209,20 +209,24 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     // What failed, and since when: an injected fault knows its own time; a hang is as old as the
     // silent rank's last heartbeat; anything else is dated by its detection (mpirun exits within
     // milliseconds of a rank's death).
+    // The kind says who noticed: the heartbeat (hang), a survivor's collective watchdog, a rank's
+    // own error, or the process going away.
     double fail_t = hung_rank >= 0 ? hung_since : detect_t;
     std::string kind = hung_rank >= 0 ? "hang" : "process_exit", detail;
+    bool injected_hang = false;
     for (const auto& e : seen) {
       std::string k = e.value("event", "");
       if (k == "injected" && e.value("kind", "") != "corrupt_shard") {
         fail_t = std::min(fail_t, e.at("t").get<double>());
-        detail = "injected " + e.value("spec", "");
-        if (hung_rank < 0 && e.value("kind", "") == "hang") kind = "hang";
-      } else if (k == "rank_error" && detail.empty()) {
+        detail += (detail.empty() ? "" : "; ") + std::string("injected ") + e.value("spec", "");
+        injected_hang = injected_hang || e.value("kind", "") == "hang";
+      } else if (k == "rank_error") {
         std::string m = e.value("message", "");
-        kind = m.find("collective timeout") != std::string::npos ? "collective_timeout" : "rank_error";
-        detail = m;
+        if (hung_rank < 0) kind = m.find("collective timeout") != std::string::npos ? "collective_timeout" : "rank_error";
+        detail += (detail.empty() ? "" : "; ") + m;
       }
     }
+    if (kind == "process_exit" && injected_hang) kind = "hang";
     fail_t = std::min(fail_t, detect_t);
     // Kill what is left: the group, then every rank pid of this attempt, and reap them.
     ::kill(-pid, SIGKILL);
@@ -378,9 +382,10 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   }
   lost["rollback"] = rolled;
   // Resume steps, for the failures list.
-  std::size_t fi = 0;
-  for (auto& [a, at] : attempts)
-    if (a > 1 && fi < failures.size() && !std::isnan(at.train_start)) failures[fi++]["resumed_at_step"] = at.start_step;
+  for (auto& f : failures) {
+    auto next = attempts.find(f["attempt"].get<int>() + 1);
+    if (next != attempts.end() && !std::isnan(next->second.train_start)) f["resumed_at_step"] = next->second.start_step;
+  }
   double wall = end_t - t0;
   double restart = lost["reschedule"] + lost["process_start"] + lost["checkpoint_load"];
   double accounted = productive + lost["rollback"] + lost["detection"] + lost["checkpoint_stall"] + restart;
