@@ -262,7 +262,7 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   calibrate->add_flag("--comm-only", ca->comm_only, "Internal: the MPI part, run under mpirun")->group("");
 
   auto cmp = std::make_shared<std::array<std::string, 3>>();
-  auto* compare = app.add_subcommand("compare", "Predicted vs measured: step time and op by op");
+  auto* compare = app.add_subcommand("compare", "Predicted vs measured: step time and op by op, or long-run ETTR and lost time by cause");
   compare->add_option("predicted", (*cmp)[0], "Report or trace of the prediction")->required();
   compare->add_option("measured", (*cmp)[1], "Report or trace of the measurement")->required();
   compare->add_option("--report", (*cmp)[2], "Write the comparison (JSON)");
@@ -272,6 +272,16 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
     if (execute->parsed()) return run_execute(*ex, args);
     if (calibrate->parsed()) return run_calibrate(*ca);
     if (compare->parsed()) {
+      auto first = read_json_file((*cmp)[0]), second = read_json_file((*cmp)[1]);
+      if (is_longrun_report(first) != is_longrun_report(second))
+        throw InputError("compare: " + (*cmp)[is_longrun_report(first) ? 0 : 1] +
+                         " is a long-run report and the other is not; compare like with like");
+      if (is_longrun_report(first)) {
+        auto c = compare_longruns(first, second, (*cmp)[0], (*cmp)[1]);
+        std::cout << format_longrun_comparison(c);
+        if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);
+        return 0;
+      }
       auto c = compare_runs(read_run_times((*cmp)[0]), read_run_times((*cmp)[1]));
       std::cout << format_comparison(c);
       if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);

@@ -56,6 +56,8 @@ struct RunModeOptions {
   int trials = 100;
   std::uint64_t seed = 1;
   std::string optimize;
+  std::vector<std::string> inject;  // --inject: deterministic failures (with the plan's reliability.inject)
+  long long steps = 0;              // --steps: run length for injected failures (default run.steps)
 };
 
 // --mode run: weeks of training through failures, from the step time the step simulator predicts.
@@ -66,6 +68,22 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
   options.seed = o.seed;
   options.timeline = !trace_path.empty();
   auto inputs = ditwin::sim::longrun_inputs(plan, step.step_time_s, step.mfu);
+  // Injected faults (the executor's, docs/reliability.md) replace the sampled failures: every trial
+  // is the same, so one is played.
+  std::vector<ditwin::InjectSpec> inject = plan.reliability.inject;
+  for (const auto& text : o.inject) inject.push_back(ditwin::parse_inject(text, "--inject"));
+  if (!inject.empty()) {
+    if (!o.optimize.empty()) throw ditwin::InputError("--optimize: not with injected faults (they fix the failures)");
+    long long steps = o.steps > 0 ? o.steps : plan.run.steps;
+    auto schedule = ditwin::sim::schedule_injections(inputs, inject, steps, plan.reliability.exit_detection_s);
+    options.trials = 1;
+    std::cout << "deterministic failures: " << schedule.size() << " of " << inject.size() << " injected fault(s) fire in "
+              << steps << " steps\n";
+    for (const auto& f : schedule)
+      std::cout << "  at " << fixed(f.t_s, 3) << " s: " << f.name << " (detected after " << fixed(f.detect_s, 3) << " s)\n";
+  } else if (o.steps > 0) {
+    throw ditwin::InputError("--steps: only with injected faults (--inject or reliability.inject); set run.steps");
+  }
   auto result = ditwin::sim::simulate_longrun(inputs, options);
   nlohmann::json report = ditwin::sim::to_json(result);
   report["step_report"] = ditwin::to_json(step);
@@ -74,7 +92,7 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
     report["optimize"] = ditwin::sim::optimize_checkpoint(plan, step.step_time_s, step.mfu, options,
                                                           o.optimize == "checkpoint");
   const auto& e = report["ettr"];
-  std::cout << "long run of " << plan.name << ": " << o.trials << " trials, seed " << o.seed << ", "
+  std::cout << "long run of " << plan.name << ": " << options.trials << " trials, seed " << o.seed << ", "
             << fixed(report["wall_days"]["mean"].get<double>(), 1) << " days each\n"
             << "  ETTR             " << fixed(100 * e["mean"].get<double>(), 2) << "% (p5 "
             << fixed(100 * e["p5"].get<double>(), 2) << "%, p95 " << fixed(100 * e["p95"].get<double>(), 2)
@@ -110,6 +128,8 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
   if (mode != "step" && mode != "run")
     throw ditwin::InputError("--mode " + mode + ": must be \"step\" (one step) or \"run\" (a long run through failures)");
   if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");
+  if (mode == "step" && (!run_options.inject.empty() || run_options.steps > 0))
+    throw ditwin::InputError(run_options.inject.empty() ? "--steps: needs --mode run" : "--inject: needs --mode run");
   ditwin::cost::DeviceProfile profile =
       profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
   ditwin::Program program = ditwin::lower(plan);
@@ -146,6 +166,12 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--optimize", run_options.optimize,
                       "--mode run: checkpoint-interval (sweep the interval) or checkpoint (interval and mode)")
       ->check(CLI::IsMember({"checkpoint-interval", "checkpoint"}));
+  sim_cmd->add_option("--inject", run_options.inject,
+                      "--mode run: play these faults deterministically (the executor's --inject forms) instead of "
+                      "sampled failures; repeatable")
+      ->allow_extra_args(false);
+  sim_cmd->add_option("--steps", run_options.steps, "--mode run with injected faults: training steps (default run.steps)")
+      ->check(CLI::PositiveNumber);
 
   auto run_exec_command = ditwin::cli::add_exec_commands(app, argc, argv);
 

@@ -113,11 +113,12 @@ def main():
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--build", default="build")
+    ap.add_argument("--ditwin", help="the ditwin binary (default BUILD/cli/ditwin); a copy keeps rebuilds out of a long run")
     ap.add_argument("--json", help="write the per-run results and the summary here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ditwin = os.path.abspath(os.path.join(source, args.build, "cli", "ditwin"))
+    ditwin = os.path.abspath(args.ditwin or os.path.join(source, args.build, "cli", "ditwin"))
     if not os.access(ditwin, os.X_OK):
         sys.exit(f"stress_ft: {ditwin} not found; build first (bash tools/locked-build.sh ditwin)")
     root = tempfile.mkdtemp(prefix="ditwin-stress-ft-")
