@@ -226,7 +226,9 @@ SupervisedRun supervise(const SupervisorConfig& c) {
         detail += (detail.empty() ? "" : "; ") + m;
       }
     }
-    if (kind == "process_exit" && injected_hang) kind = "hang";
+    // A hang that ends in a dead process (the watchdog aborted, or another fault killed a rank
+    // first) is named by what detected it; only an injected hang with nothing else is "hang".
+    if (kind == "process_exit" && injected_hang && dead_rank < 0) kind = "hang";
     fail_t = std::min(fail_t, detect_t);
     // Kill what is left: the group, then every rank pid of this attempt, and reap them.
     ::kill(-pid, SIGKILL);

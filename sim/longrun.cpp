@@ -189,9 +189,9 @@ constexpr double off_s = 1e-3;  // how long the allocation host stays down per e
 struct Event {
   double t = 0;       // from the trial's start
   int category = -1;  // into FailureModel::categories; -1 = planned maintenance
-  double detect_s = -1;  // >= 0: this detection delay instead of the category's
   bool slow_after = false;  // the allocation that resumes after it has a straggler
   bool lead = true;         // false: falls while the host is already down for the event before
+  double detect_s = -1;     // >= 0 (deterministic mode): this detection delay instead of the category's
 };
 
 struct TrialDraw {
