@@ -406,6 +406,7 @@ void Checkpointer::commit_pending() {
   long long step = pending_step_;
   pending_step_ = -1;
   if (comm_.rank() == 0) {
+    if (options_.before_commit) options_.before_commit(step);
     auto body = store_.commit(step, comm_.size(), options_.identity, pending_extra_, options_.keep);
     if (options_.on_commit) options_.on_commit(body);
   }

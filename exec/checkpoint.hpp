@@ -116,6 +116,7 @@ class Checkpointer {
     CheckpointIdentity identity;
     std::function<void(std::size_t, std::size_t, long long)> during_write;  // (written, total, step)
     std::function<void(long long)> after_write;                              // shard file in place (step)
+    std::function<void(long long)> before_commit;                            // rank 0: every shard written (step)
     std::function<void(const nlohmann::json&)> on_commit;                    // rank 0: the manifest body
   };
   Checkpointer(CheckpointStore& store, Communicator& comm, Options options);

@@ -264,6 +264,7 @@ class Runner {
       };
       int rank = rank_;
       o.after_write = [ft, &store, rank](long long step) { ft->after_checkpoint_write(step, store.shard_path(step, rank)); };
+      o.before_commit = [ft](long long step) { ft->event({{"event", "checkpoint_shards_written"}, {"step", step}}); };
       o.on_commit = [ft](const nlohmann::json& body) {
         ft->event({{"event", "checkpoint_committed"}, {"step", body["step"]}, {"ranks", body["ranks"]}});
       };

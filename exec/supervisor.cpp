@@ -351,7 +351,10 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
       }
       double end = prev;
       if (at.failed) {
-        end = std::max(prev, at.fail);
+        // A rank may log its last step a moment after another rank's failure: the failure then
+        // counts from that step's end, so no time is counted twice.
+        at.fail = std::max(prev, at.fail);
+        end = at.fail;
         partial_s += end - prev;  // the step in flight is lost
         if (end > prev) mark("work in flight (lost)", "rollback", prev, end - prev);
       } else if (!std::isnan(at.drain_t)) {

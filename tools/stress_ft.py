@@ -89,12 +89,15 @@ def outside_killer(run_dir, rng, stop, record):
 
 
 def safety(events):
-    """Loaded checkpoints were committed and not corrupted since (per attempt)."""
-    committed, corrupted, bad, loads, refused = set(), {}, [], 0, 0
+    """Every checkpoint loaded had all its shards written before its manifest (rank 0's
+    checkpoint_shards_written event, which precedes the manifest's rename: the commit event itself
+    can be lost when the supervisor kills rank 0 right after the rename), and none was loaded after
+    an injection corrupted it, unless a later attempt wrote that step again."""
+    written, corrupted, bad, loads, refused = set(), {}, [], 0, 0
     for e in events:
         k = e.get("event")
-        if k == "checkpoint_committed":
-            committed.add(e["step"])
+        if k == "checkpoint_shards_written":
+            written.add(e["step"])
             if e["step"] in corrupted and corrupted[e["step"]] < e["attempt"]:
                 del corrupted[e["step"]]
         elif k == "injected" and e.get("kind") == "corrupt_shard":
@@ -103,7 +106,7 @@ def safety(events):
             refused += len(e.get("refused", []))
             if e["step"] > 0:
                 loads += 1
-                if e["step"] not in committed or e["step"] in corrupted:
+                if e["step"] not in written or e["step"] in corrupted:
                     bad.append(e["step"])
     return bad, loads, refused
 
@@ -217,7 +220,7 @@ def main():
             ("all checks passed", summary["all_checks_passed"]), ("restarts", summary["restarts"]),
             ("checkpoints loaded on resume", summary["checkpoints_loaded"]),
             ("checkpoints refused on resume (corrupt / uncommitted)", summary["checkpoints_refused"]),
-            ("corrupt or uncommitted checkpoints loaded", summary["unsafe_loads"]),
+            ("corrupt or partly written checkpoints loaded", summary["unsafe_loads"]),
             ("outside kill -9 delivered", summary["outside_kills_done"])]
     for k, v in sorted(kinds.items()):
         rows.append((f"faults planned: {k}", v))
