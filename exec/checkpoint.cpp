@@ -234,7 +234,7 @@ nlohmann::json CheckpointStore::commit(long long step, int ranks, const Checkpoi
   std::string text = body.dump();
   nlohmann::json file = {{"schema", "ditwin.checkpoint/1"}, {"body", text}, {"sha256", sha256_hex(text)}};
   write_atomic((fs::path(dir) / "manifest.json").string(), codec_.encode(file.dump(1), "manifest.json"));
-  prune(keep);
+  prune(keep, step);
   return body;
 }
 
@@ -254,8 +254,9 @@ std::vector<long long> CheckpointStore::committed() const {
   return steps;
 }
 
-void CheckpointStore::prune(int keep) const {
+void CheckpointStore::prune(int keep, long long newest) const {
   auto steps = committed();
+  steps.erase(std::remove_if(steps.begin(), steps.end(), [&](long long s) { return s > newest; }), steps.end());
   if (steps.empty()) return;
   long long oldest_kept = steps[std::min<std::size_t>(steps.size(), static_cast<std::size_t>(keep)) - 1];
   std::error_code ec;
@@ -268,8 +269,9 @@ void CheckpointStore::prune(int keep) const {
     } catch (const std::exception&) {
       continue;
     }
-    // Older than the oldest kept: committed ones beyond `keep`, and partial writes a crash left.
-    if (s >= oldest_kept) continue;
+    // Older than the oldest kept (committed ones beyond `keep`, partial writes a crash left), and
+    // later than the newest (an abandoned timeline's).
+    if (s >= oldest_kept && s <= newest) continue;
     fs::remove(e.path() / "manifest.json", ec);  // first: a half-removed checkpoint is not committed
     fs::remove_all(e.path(), ec);
   }
@@ -414,8 +416,9 @@ void Checkpointer::commit_pending() {
 }
 
 bool load_latest(const CheckpointStore& store, Communicator& comm, const CheckpointIdentity& id, LoadedCheckpoint& out,
-                 const std::function<void(long long, const std::string&)>& refused) {
+                 const std::function<void(long long, const std::string&)>& refused, long long before_step) {
   std::vector<long long> mine = store.committed();
+  mine.erase(std::remove_if(mine.begin(), mine.end(), [&](long long s) { return s >= before_step; }), mine.end());
   bool other_plan = false;
   std::string other_plan_why;
   while (true) {

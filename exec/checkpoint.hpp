@@ -97,7 +97,9 @@ class CheckpointStore {
   // Reads and verifies one checkpoint (manifest checksum, plan identity, every shard's SHA-256,
   // coverage of every array); throws CheckpointError saying what is wrong.
   LoadedCheckpoint load(long long step, const CheckpointIdentity& id) const;
-  void prune(int keep) const;
+  // Keeps the newest `keep` checkpoints at or before `newest` (the one just committed); deletes the
+  // rest, including any later ones: they belong to a timeline a rollback abandoned.
+  void prune(int keep, long long newest) const;
 
  private:
   std::string dir_;
@@ -147,7 +149,8 @@ class Checkpointer {
 
 // Reads the newest checkpoint every rank can verify (collective: the ranks agree on it). Each
 // refused checkpoint is reported through `refused(step, why)`. Returns false when there is none.
+// Only checkpoints before `before_step` are candidates (a resume must leave a step to run).
 bool load_latest(const CheckpointStore& store, Communicator& comm, const CheckpointIdentity& id, LoadedCheckpoint& out,
-                 const std::function<void(long long, const std::string&)>& refused);
+                 const std::function<void(long long, const std::string&)>& refused, long long before_step);
 
 }  // namespace ditwin::exec

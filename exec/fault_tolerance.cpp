@@ -72,13 +72,17 @@ void FaultTolerance::beat(long long step) {
   if (::pwrite(heartbeat_fd_, line, sizeof line, 0) < 0) return;
 }
 
-bool FaultTolerance::armed(int i, const char* kind) const {
+bool FaultTolerance::armed(int i, const char* kind) {
   const auto& in = options_.inject[i];
+  std::lock_guard<std::mutex> lock(mutex_);  // the async checkpoint writer fires faults too
   return in.rank == rank_ && in.kind == kind && !options_.fired.count(i);
 }
 
 void FaultTolerance::record(int i, const std::string& detail) {
-  options_.fired.insert(i);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    options_.fired.insert(i);
+  }
   event({{"event", "injected"}, {"index", i}, {"kind", options_.inject[i].kind}, {"spec", options_.inject[i].describe()},
          {"detail", detail}});
 }

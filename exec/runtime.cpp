@@ -330,7 +330,7 @@ class Runner {
     bool found = load_latest(store, comm_, identity(), c, [&](long long step, const std::string& why) {
       refused.push_back({{"step", step}, {"why", why}});
       if (rank_ == 0) std::cerr << "ditwin: checkpoint of step " << step << " refused: " << why << "\n";
-    });
+    }, options_.steps);
     double load_s = seconds(Clock::now() - t0);
     if (!found) {
       if (ft && rank_ == 0) ft->event({{"event", "loaded"}, {"step", 0}, {"load_s", load_s}, {"refused", refused}});

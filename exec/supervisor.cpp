@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +31,11 @@ namespace ditwin::exec {
 namespace fs = std::filesystem;
 
 namespace {
+
+// SIGINT / SIGTERM to the supervisor: the ranks sit in a process group of their own, so the
+// supervisor ends them itself before it exits.
+volatile std::sig_atomic_t interrupted = 0;
+void on_interrupt(int) { interrupted = 1; }
 
 struct Heartbeat {
   int pid = -1;
@@ -100,6 +106,11 @@ SupervisedRun supervise(const SupervisorConfig& c) {
   };
   // Ranks orphaned by a killed mpirun are re-parented here, so they can be reaped.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  interrupted = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
   fs::create_directories(c.run_dir);
   std::string events_path = c.run_dir + "/events.jsonl";
   fs::remove(events_path);
@@ -195,7 +206,7 @@ SupervisedRun supervise(const SupervisorConfig& c) {
           hung_since = last;
         }
       }
-      if (hung_rank >= 0 || dead_rank >= 0) break;
+      if (hung_rank >= 0 || dead_rank >= 0 || interrupted) break;
     }
     double detect_t = wall_now();
     drain(attempt, fired, seen);
@@ -212,7 +223,7 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     // The kind says who noticed: the heartbeat (hang), a survivor's collective watchdog, a rank's
     // own error, or the process going away.
     double fail_t = hung_rank >= 0 ? hung_since : detect_t;
-    std::string kind = hung_rank >= 0 ? "hang" : "process_exit", detail;
+    std::string kind = interrupted ? "interrupted" : hung_rank >= 0 ? "hang" : "process_exit", detail;
     bool injected_hang = false;
     for (const auto& e : seen) {
       std::string k = e.value("event", "");
@@ -222,13 +233,13 @@ SupervisedRun supervise(const SupervisorConfig& c) {
         injected_hang = injected_hang || e.value("kind", "") == "hang";
       } else if (k == "rank_error") {
         std::string m = e.value("message", "");
-        if (hung_rank < 0) kind = m.find("collective timeout") != std::string::npos ? "collective_timeout" : "rank_error";
+        if (hung_rank < 0 && !interrupted) kind = m.find("collective timeout") != std::string::npos ? "collective_timeout" : "rank_error";
         detail += (detail.empty() ? "" : "; ") + m;
       }
     }
     // A hang that ends in a dead process (the watchdog aborted, or another fault killed a rank
     // first) is named by what detected it; only an injected hang with nothing else is "hang".
-    if (kind == "process_exit" && injected_hang && dead_rank < 0) kind = "hang";
+    if (kind == "process_exit" && injected_hang && dead_rank < 0 && !interrupted) kind = "hang";
     fail_t = std::min(fail_t, detect_t);
     // Kill what is left: the group, then every rank pid of this attempt, and reap them.
     ::kill(-pid, SIGKILL);
@@ -255,6 +266,10 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     log("supervisor: attempt " + std::to_string(attempt) + " failed (" + kind + ": " + what +
         (detail.empty() ? "" : ", " + detail) + "); detected " + fixed(detect_t - fail_t, 3) + " s after the failure");
     run.exit_code = exit_code;
+    if (interrupted) {
+      run.stopped_because = "interrupted (SIGINT/SIGTERM): the ranks were killed";
+      break;
+    }
     if (exited && exit_code == 2) {
       run.stopped_because = "a rank refused its input (exit status 2): restarting would fail the same way";
       break;

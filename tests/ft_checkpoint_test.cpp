@@ -175,6 +175,10 @@ TEST(FtCheckpoint, KeepsTheNewestKAndRemovesOlderPartialWrites) {
   EXPECT_EQ(store.committed(), (std::vector<long long>{6, 4}));
   EXPECT_FALSE(fs::exists(store.step_dir(1)));
   EXPECT_FALSE(fs::exists(store.step_dir(2)));
+  // A rollback to step 4 writes step 5 again: step 6 belongs to the abandoned timeline.
+  write_two_shards(store, 5, 5);
+  store.commit(5, 2, id, {}, 2);
+  EXPECT_EQ(store.committed(), (std::vector<long long>{5, 4}));
 }
 
 TEST(FtCheckpoint, RewritingACommittedStepUncommitsItFirst) {
