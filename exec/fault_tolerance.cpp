@@ -40,7 +40,7 @@ FaultTolerance::FaultTolerance(FtOptions options, int rank) : options_(std::move
   std::string hb = options_.run_dir + "/heartbeat-" + std::to_string(rank_);
   heartbeat_fd_ = ::open(hb.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (heartbeat_fd_ < 0) throw std::runtime_error("cannot open " + hb + ": " + std::strerror(errno));
-  beat(-1);
+  beat(starting_step);
 }
 
 FaultTolerance::~FaultTolerance() {

@@ -39,8 +39,12 @@ class FaultTolerance {
   // RUN_DIR/heartbeat-RANK: "pid step wall_time"; the supervisor declares a rank hung when it
   // stops changing for reliability.heartbeat_s.
   void beat(long long step);
-  // The last beat of a rank that ends normally: its process going away is then no failure.
-  static constexpr long long exiting_step = -3;
+  // Phases the heartbeat names instead of a step: start-up (MPI, lowering, model, checkpoint load)
+  // and finishing (final gathers, report) may take longer than a step, and are given the
+  // supervisor's start-up allowance; the last beat of a rank that ends normally says so, and its
+  // process going away is then no failure.
+  static constexpr long long starting_step = -1, finishing_step = -4, exiting_step = -3;
+  void finishing() { beat(finishing_step); }
   void exiting() { beat(exiting_step); }
   // Training of this attempt starts: arms the injections timed in seconds (at_s).
   void training_started();

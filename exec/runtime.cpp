@@ -159,6 +159,7 @@ class Runner {
       }
       checkpoint_stall_s_ += stall_s;
     }
+    if (ft) ft->finishing();
     if (checkpointer) {
       double s = checkpointer->finish();
       checkpoint_stall_s_ += s;

@@ -200,7 +200,8 @@ SupervisedRun supervise(const SupervisorConfig& c) {
           break;
         }
         double last = this_attempt ? h.t : launch_t;
-        double limit = this_attempt ? c.heartbeat_timeout_s : c.startup_timeout_s + c.heartbeat_timeout_s;
+        bool long_phase = !this_attempt || h.step == FaultTolerance::starting_step || h.step == FaultTolerance::finishing_step;
+        double limit = long_phase ? c.startup_timeout_s + c.heartbeat_timeout_s : c.heartbeat_timeout_s;
         if (now - last > limit) {
           hung_rank = r;
           hung_since = last;
