@@ -75,6 +75,10 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
   if (!inject.empty()) {
     if (!o.optimize.empty()) throw ditwin::InputError("--optimize: not with injected faults (they fix the failures)");
     long long steps = o.steps > 0 ? o.steps : plan.run.steps;
+    ditwin::check_injections(plan, inject, steps, [&](std::size_t i) {
+      return i < plan.reliability.inject.size() ? "reliability.inject[" + std::to_string(i) + "]"
+                                                : "--inject " + inject[i].describe();
+    });
     auto schedule = ditwin::sim::schedule_injections(inputs, inject, steps, plan.reliability.exit_detection_s);
     options.trials = 1;
     std::cout << "deterministic failures: " << schedule.size() << " of " << inject.size() << " injected fault(s) fire in "

@@ -26,25 +26,10 @@ std::string fixed(double v, int digits) {
 std::vector<InjectSpec> all_injections(const Plan& plan, const ExecuteArgs& a) {
   std::vector<InjectSpec> all = plan.reliability.inject;
   for (const auto& text : a.inject) all.push_back(parse_inject(text, "--inject"));
-  long long world = plan.parallelism.world();
-  const auto& ck = plan.reliability.checkpoint;
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    const auto& in = all[i];
-    std::string where = i < plan.reliability.inject.size() ? "reliability.inject[" + std::to_string(i) + "]"
-                                                            : "--inject " + in.describe();
-    if (in.rank >= world)
-      throw InputError(where + ": rank " + std::to_string(in.rank) + " is not a rank of this plan (it has " +
-                       std::to_string(world) + ")");
-    if (in.step >= a.steps)
-      throw InputError(where + ": step " + std::to_string(in.step) + " is never reached with --steps " + std::to_string(a.steps));
-    if (in.kind == "kill_during_checkpoint" || in.kind == "corrupt_shard") {
-      if (ck.interval_steps < 1)
-        throw InputError(where + ": needs checkpoints every N steps (reliability.checkpoint.interval_steps)");
-      if (in.step % ck.interval_steps != 0)
-        throw InputError(where + ": no checkpoint is taken after step " + std::to_string(in.step) +
-                         " (reliability.checkpoint.interval_steps is " + std::to_string(ck.interval_steps) + ")");
-    }
-  }
+  check_injections(plan, all, a.steps, [&](std::size_t i) {
+    return i < plan.reliability.inject.size() ? "reliability.inject[" + std::to_string(i) + "]"
+                                              : "--inject " + all[i].describe();
+  });
   return all;
 }
 

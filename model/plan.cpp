@@ -550,6 +550,28 @@ std::string InjectSpec::describe() const {
   return os.str();
 }
 
+void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, long long steps,
+                      const std::function<std::string(std::size_t)>& where) {
+  long long world = plan.parallelism.world();
+  const auto& ck = plan.reliability.checkpoint;
+  for (std::size_t i = 0; i < inject.size(); ++i) {
+    const auto& in = inject[i];
+    if (in.rank >= world)
+      throw InputError(where(i) + ": rank " + std::to_string(in.rank) + " is not a rank of this plan (it has " +
+                       std::to_string(world) + ")");
+    if (in.step >= steps)
+      throw InputError(where(i) + ": step " + std::to_string(in.step) + " is never reached in a run of " +
+                       std::to_string(steps) + " steps");
+    if (in.kind == "kill_during_checkpoint" || in.kind == "corrupt_shard") {
+      if (ck.interval_steps < 1)
+        throw InputError(where(i) + ": needs checkpoints every N steps (reliability.checkpoint.interval_steps)");
+      if (in.step % ck.interval_steps != 0)
+        throw InputError(where(i) + ": no checkpoint is taken after step " + std::to_string(in.step) +
+                         " (reliability.checkpoint.interval_steps is " + std::to_string(ck.interval_steps) + ")");
+    }
+  }
+}
+
 InjectSpec parse_inject(const std::string& text, const std::string& where) {
   auto colon = text.find(':');
   nlohmann::json j = nlohmann::json::object();

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -176,6 +177,11 @@ struct Plan {
   long long micro_batches() const;  // per step, per pipeline (gradient accumulation steps)
   long long tokens_per_step() const;
 };
+
+// Checks injections against a run of `steps` steps of `plan`: ranks exist, steps are reached, the
+// checkpoint kinds hit a checkpoint (`where(i)` names injection i in messages).
+void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, long long steps,
+                      const std::function<std::string(std::size_t)>& where);
 
 // Parses and validates; throws InputError naming the JSON path and the rule on the first problem.
 Plan parse_plan(const nlohmann::json& document);
