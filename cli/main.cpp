@@ -107,8 +107,12 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
             << "  effective MFU    " << fixed(100 * report["effective_mfu"].get<double>(), 1) << "% (step MFU "
             << fixed(100 * step.mfu, 1) << "%)\n"
             << "  checkpoint       " << inputs.checkpoint_mode << " every " << fixed(inputs.interval_s / 60, 1)
-            << " min, stall " << fixed(inputs.stall_s, 2) << " s\n  lost (h/trial)  ";
-  for (const auto& [k, v] : report["lost_hours_by_cause"].items()) std::cout << " " << k << " " << fixed(v.get<double>(), 1);
+            << " min, stall " << fixed(inputs.stall_s, 2) << " s\n";
+  // A deterministic run of injected faults is seconds long: say it in seconds.
+  bool short_run = !inputs.scheduled.empty();
+  std::cout << (short_run ? "  lost (s)        " : "  lost (h/trial)  ");
+  for (const auto& [k, v] : report["lost_hours_by_cause"].items())
+    std::cout << " " << k << " " << (short_run ? fixed(v.get<double>() * 3600, 3) : fixed(v.get<double>(), 1));
   std::cout << "\n";
   if (report.contains("optimize")) {
     const auto& b = report["optimize"]["best"];
