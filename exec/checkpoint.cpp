@@ -269,9 +269,8 @@ void CheckpointStore::prune(int keep, long long newest) const {
     } catch (const std::exception&) {
       continue;
     }
-    // Older than the oldest kept (committed ones beyond `keep`, partial writes a crash left), and
-    // later than the newest (an abandoned timeline's).
-    if (s >= oldest_kept && s <= newest) continue;
+    // Older than the oldest kept: committed ones beyond `keep`, and partial writes a crash left.
+    if (s >= oldest_kept) continue;
     fs::remove(e.path() / "manifest.json", ec);  // first: a half-removed checkpoint is not committed
     fs::remove_all(e.path(), ec);
   }

@@ -97,8 +97,10 @@ class CheckpointStore {
   // Reads and verifies one checkpoint (manifest checksum, plan identity, every shard's SHA-256,
   // coverage of every array); throws CheckpointError saying what is wrong.
   LoadedCheckpoint load(long long step, const CheckpointIdentity& id) const;
-  // Keeps the newest `keep` checkpoints at or before `newest` (the one just committed); deletes the
-  // rest, including any later ones: they belong to a timeline a rollback abandoned.
+  // Keeps the newest `keep` checkpoints at or before `newest` (the one just committed) and deletes
+  // older ones and older partial writes. Later directories are left alone: another rank may be
+  // writing the next checkpoint into one right now (async), and a later committed one can only be
+  // a refused one or a longer run's, which the loader handles.
   void prune(int keep, long long newest) const;
 
  private:

@@ -147,7 +147,7 @@ void FaultTolerance::after_checkpoint_write(long long step, const std::string& s
     int fd = ::open(shard_path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error("corrupt_shard: cannot open " + shard_path);
     off_t size = ::lseek(fd, 0, SEEK_END);
-    off_t at = size / 2;
+    off_t at = std::min<off_t>(size - 1, size / 2 + i);  // a byte per injection: two never cancel out
     unsigned char b = 0;
     if (::pread(fd, &b, 1, at) == 1) {
       b ^= 0x5a;

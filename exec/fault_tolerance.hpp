@@ -39,12 +39,14 @@ class FaultTolerance {
   // RUN_DIR/heartbeat-RANK: "pid step wall_time"; the supervisor declares a rank hung when it
   // stops changing for reliability.heartbeat_s.
   void beat(long long step);
-  // Phases the heartbeat names instead of a step: start-up (MPI, lowering, model, checkpoint load)
-  // and finishing (final gathers, report) may take longer than a step, and are given the
+  // Phases the heartbeat names instead of a step: start-up (MPI, lowering, model, checkpoint load),
+  // checkpointing and finishing (final gathers, report) may take longer than a step, and get the
   // supervisor's start-up allowance; the last beat of a rank that ends normally says so, and its
   // process going away is then no failure.
-  static constexpr long long starting_step = -1, finishing_step = -4, exiting_step = -3;
+  // A checkpoint write (fsync on a busy disk can take seconds) gets the same allowance.
+  static constexpr long long starting_step = -1, finishing_step = -4, exiting_step = -3, checkpointing_step = -5;
   void finishing() { beat(finishing_step); }
+  void checkpointing() { beat(checkpointing_step); }
   void exiting() { beat(exiting_step); }
   // Training of this attempt starts: arms the injections timed in seconds (at_s).
   void training_started();

@@ -128,6 +128,7 @@ class Runner {
       // Checkpoints between steps; the time they block training is the checkpoint stall.
       double stall_s = 0;
       if (checkpointer) {
+        if (ft) ft->checkpointing();
         stall_s += checkpointer->poll();
         long long done = step + 1;
         bool due = false;

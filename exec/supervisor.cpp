@@ -200,7 +200,8 @@ SupervisedRun supervise(const SupervisorConfig& c) {
           break;
         }
         double last = this_attempt ? h.t : launch_t;
-        bool long_phase = !this_attempt || h.step == FaultTolerance::starting_step || h.step == FaultTolerance::finishing_step;
+        bool long_phase = !this_attempt || h.step == FaultTolerance::starting_step ||
+                          h.step == FaultTolerance::finishing_step || h.step == FaultTolerance::checkpointing_step;
         double limit = long_phase ? c.startup_timeout_s + c.heartbeat_timeout_s : c.heartbeat_timeout_s;
         if (now - last > limit) {
           hung_rank = r;
@@ -296,7 +297,7 @@ namespace {
 
 struct Attempt {
   double launch = NAN, mpi_ready = NAN, train_start = NAN, end = NAN;
-  double fail = NAN, detect = NAN;
+  double fail = NAN, detect = NAN, raw_fail = NAN;
   long long start_step = 0;
   struct Step { long long step; double t, stall; };
   std::vector<Step> steps;
@@ -324,7 +325,7 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
     else if (k == "checkpoint_drain" && root) at.drain_t = t, at.drain_stall = e.value("stall_s", 0.0);
     else if (k == "failure") {
       at.failed = true;
-      at.fail = e.at("t_fail").get<double>();
+      at.fail = at.raw_fail = e.at("t_fail").get<double>();
       at.detect = e.at("t_detect").get<double>();
       at.failure_kind = e.value("kind", "");
       at.failure_detail = e.value("detail", "");
@@ -387,7 +388,9 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
       mark("failure: " + at.failure_kind, "failure", at.fail, 0);
       mark("detect (" + at.failure_kind + ")", "recovery", at.fail, detect - at.fail);
       failures.push_back({{"attempt", a}, {"kind", at.failure_kind}, {"detail", at.failure_detail},
-                          {"at_s", at.fail - t0}, {"detected_after_s", detect - at.fail},
+                          // As the supervisor saw it (a hang: from the silent rank's last beat);
+                          // the lost-time split counts from the failure or the last step logged.
+                          {"at_s", at.raw_fail - t0}, {"detected_after_s", at.detect - at.raw_fail},
                           {"last_step_done", at.steps.empty() ? at.start_step : at.steps.back().step}});
       prev_detect = detect;
       end_t = detect;

@@ -175,10 +175,11 @@ TEST(FtCheckpoint, KeepsTheNewestKAndRemovesOlderPartialWrites) {
   EXPECT_EQ(store.committed(), (std::vector<long long>{6, 4}));
   EXPECT_FALSE(fs::exists(store.step_dir(1)));
   EXPECT_FALSE(fs::exists(store.step_dir(2)));
-  // A rollback to step 4 writes step 5 again: step 6 belongs to the abandoned timeline.
+  // A rollback to step 4 (step 6 refused) commits step 5 with keep 1: the kept one is 5, not the
+  // refused 6, and 6 is left alone (the directory after the newest may be mid-write on another rank).
   write_two_shards(store, 5, 5);
-  store.commit(5, 2, id, {}, 2);
-  EXPECT_EQ(store.committed(), (std::vector<long long>{5, 4}));
+  store.commit(5, 2, id, {}, 1);
+  EXPECT_EQ(store.committed(), (std::vector<long long>{6, 5}));
 }
 
 TEST(FtCheckpoint, RewritingACommittedStepUncommitsItFirst) {
