@@ -88,6 +88,7 @@ std::string fixed(double v, int digits) {
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (a.supervise && !a.ft_run_dir.empty()) throw InputError("--supervise: not inside a supervised run");
   if (a.supervise) return run_supervised(a);
+  if (a.fresh) throw InputError("--fresh: only with --supervise (without it, --no-resume starts over and overwrites)");
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan);  // refuse once, here, not once per rank after mpirun started
   std::vector<InjectSpec> injections = all_injections(plan, a);
