@@ -11,14 +11,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <deque>
+#include <iostream>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 
-#ifndef DITWIN_NO_CRYPTO
 #include "exec/crypto.hpp"
-#endif
 #include "exec/rng.hpp"
 #include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
@@ -92,14 +92,9 @@ class Runner {
       // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
       // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
       if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
-#ifdef DITWIN_NO_CRYPTO
-        throw InputError("DITWIN_PRIVACY_NOISE_KEY: this ditwin was built without OpenSSL (a device build), "
-                         "which reads the key; unset it or build with libssl-dev");
-#else
         SecretKey key = key_from_hex(hex, "DITWIN_PRIVACY_NOISE_KEY");
         for (std::size_t i = 0; i < SecretKey::size; ++i) secret_ = splitmix64(secret_ += key.data()[i]);
         has_secret_ = true;
-#endif
       }
     }
   }
@@ -108,7 +103,27 @@ class Runner {
     ExecResult result;
     std::vector<std::vector<double>> starts(ops_.size()), durations(ops_.size());
     std::vector<double> timeline;  // (step, op, start, duration) of every op, for the trace
-    for (long long step = 0; step < options_.steps; ++step) {
+    FaultTolerance* ft = options_.ft;
+    std::unique_ptr<CheckpointStore> store;
+    std::unique_ptr<Checkpointer> checkpointer;
+    if (!options_.checkpoint.dir.empty()) {
+      store = std::make_unique<CheckpointStore>(options_.checkpoint.dir,
+                                                options_.checkpoint.codec ? *options_.checkpoint.codec : identity_codec());
+      if (options_.checkpoint.resume) resume(*store, result);
+      checkpointer = std::make_unique<Checkpointer>(*store, comm_, checkpointer_options(*store));
+    }
+    if (start_step_ >= options_.steps)
+      throw InputError("--steps " + std::to_string(options_.steps) + ": the checkpoint in " + options_.checkpoint.dir +
+                       " is already at step " + std::to_string(start_step_) + "; nothing left to run");
+    steps_run_ = options_.steps - start_step_;
+    if (ft) {
+      ft->beat(start_step_);
+      ft->event({{"event", "train_start"}, {"step", start_step_}});
+      ft->training_started();
+    }
+    auto since_checkpoint = Clock::now();
+    for (long long step = start_step_; step < options_.steps; ++step) {
+      if (ft) ft->before_step(step);
       // The batch is ready before the step starts, as a prefetching data loader has it; the
       // Program has no data op, so its cost stays out of the step as it does in the prediction.
       set_batches(step);
@@ -135,6 +150,46 @@ class Runner {
       step_offset_ += local;
       step_spans_.push_back(local);
       if (rank_ == 0 && options_.on_step) options_.on_step(step, loss, step_time);
+      // Checkpoints between steps; the time they block training is the checkpoint stall.
+      double stall_s = 0;
+      if (checkpointer) {
+        if (ft) ft->checkpointing();
+        stall_s += checkpointer->poll();
+        long long done = step + 1;
+        bool due = false;
+        if (done < options_.steps) {
+          if (options_.checkpoint.interval_steps > 0) due = done % options_.checkpoint.interval_steps == 0;
+          else due = comm_.all_reduce_max(seconds(Clock::now() - since_checkpoint) >= options_.checkpoint.interval_s ? 1 : 0) > 0;
+        }
+        if (due) {
+          auto t0 = Clock::now();
+          ShardState state = export_state(done);  // the snapshot to host memory
+          nlohmann::json extra = {{"losses", result.losses}, {"adamw_step", done}, {"zero", zero_}, {"dp", ranks_},
+                                  {"data", {{"next_step", done}, {"samples_seen", done * plan_.training.global_batch},
+                                            {"sample", "a function of (training.seed, step, index in the global batch)"}}},
+                                  {"rng", {{"kind", "counter-based SplitMix64"}, {"seed", plan_.training.seed},
+                                           {"state", "none beyond (seed, step): restoring the step restores every stream"}}}};
+          double snapshot_s = seconds(Clock::now() - t0);
+          double blocked_s = checkpointer->save(std::move(state), std::move(extra));
+          stall_s += snapshot_s + blocked_s;
+          since_checkpoint = Clock::now();
+          if (ft && rank_ == 0)
+            ft->event({{"event", "checkpoint_saved"}, {"step", done}, {"mode", options_.checkpoint.mode},
+                       {"snapshot_s", snapshot_s}, {"blocked_s", blocked_s}});
+        }
+      }
+      if (ft) {
+        ft->beat(step + 1);
+        if (rank_ == 0)
+          ft->event({{"event", "step"}, {"step", step + 1}, {"loss", loss}, {"step_s", step_time}, {"stall_s", stall_s}});
+      }
+      checkpoint_stall_s_ += stall_s;
+    }
+    if (ft) ft->finishing();
+    if (checkpointer) {
+      double s = checkpointer->finish();
+      checkpoint_stall_s_ += s;
+      if (ft && rank_ == 0 && s > 0) ft->event({{"event", "checkpoint_drain"}, {"stall_s", s}});
     }
     StepReport& r = result.report;
     r.source = "measured";
@@ -199,6 +254,9 @@ class Runner {
                             {"poisson_examples_dropped", poisson_dropped_},
                             {"secret_noise_key", has_secret_}};
     }
+    if (!options_.checkpoint.dir.empty())
+      r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
+                               {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
     result.parameters = full_parameters();
     return result;
   }
@@ -233,7 +291,118 @@ class Runner {
   std::uint64_t secret_ = 0;      // from DITWIN_PRIVACY_NOISE_KEY (0 without it)
   bool has_secret_ = false;
 
-  long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, options_.steps - 1)); }
+  long long start_step_ = 0, steps_run_ = 0;  // a resumed run starts at its checkpoint's step
+  double checkpoint_stall_s_ = 0;
+  long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, steps_run_ - 1)); }
+
+  CheckpointIdentity identity() const {
+    CheckpointIdentity id;
+    id.plan_identity = options_.checkpoint.plan_identity;
+    id.plan_name = plan_.name;
+    id.parameters = total_;
+    id.optimizer = plan_.training.optimizer.kind;
+    id.seed = plan_.training.seed;
+    return id;
+  }
+
+  Checkpointer::Options checkpointer_options(const CheckpointStore& store) {
+    Checkpointer::Options o;
+    o.mode = options_.checkpoint.mode;
+    o.keep = options_.checkpoint.keep;
+    o.identity = identity();
+    if (FaultTolerance* ft = options_.ft) {
+      o.during_write = [ft](std::size_t written, std::size_t total, long long step) {
+        ft->during_checkpoint_write(written, total, step);
+      };
+      int rank = rank_;
+      o.after_write = [ft, &store, rank](long long step) { ft->after_checkpoint_write(step, store.shard_path(step, rank)); };
+      o.before_commit = [ft](long long step) { ft->event({{"event", "checkpoint_shards_written"}, {"step", step}}); };
+      o.on_commit = [ft](const nlohmann::json& body) {
+        ft->event({{"event", "checkpoint_committed"}, {"step", body["step"]}, {"ranks", body["ranks"]}});
+      };
+    }
+    return o;
+  }
+
+  // This rank's share of the state, in the flat layout: under ZeRO its own slices (the only
+  // up-to-date copy of its parameters), under DDP an even split of the replicated arrays.
+  ShardState export_state(long long step) const {
+    ShardState s;
+    s.rank = rank_;
+    s.ranks = ranks_;
+    s.step = step;
+    auto add = [&](const char* name, std::size_t begin, const float* p, std::size_t n) {
+      std::vector<float> host(n);
+      if (n) model_.download(host.data(), p, n);  // the backend's memory (a GPU's) to the host
+      s.slices.push_back({name, begin, std::move(host)});
+    };
+    if (zero_ == 0) {
+      auto counts = split(total_, ranks_);
+      std::size_t begin = 0;
+      for (int r = 0; r < rank_; ++r) begin += counts[r];
+      std::size_t n = counts[rank_];
+      add("params", begin, params_.data() + begin, n);
+      add("m", begin, full_m_.data() + begin, n);
+      add("v", begin, full_v_.data() + begin, n);
+      return s;
+    }
+    for (const auto& [key, sh] : shards_) {
+      std::size_t begin = sh.whole.begin + sh.mine_begin, n = static_cast<std::size_t>(sh.mine);
+      add("params", begin, zero_ == 3 ? sh.params.data() : params_.data() + begin, n);
+      add("m", begin, sh.m.data(), n);
+      add("v", begin, sh.v.data(), n);
+    }
+    return s;
+  }
+
+  // Installs a loaded checkpoint, whatever rank count and ZeRO stage wrote it: the arrays are
+  // whole, and each rank takes the slices its own layout gives it.
+  void import_state(const LoadedCheckpoint& c) {
+    // Into the backend's memory; optimizer states a checkpoint does not carry (SGD) start at zero.
+    auto fill = [&](float* dst, const std::vector<float>& a, std::size_t begin, std::size_t n) {
+      if (n == 0) return;
+      if (a.empty()) model_.zero(dst, n);
+      else model_.upload(dst, a.data() + begin, n);
+    };
+    if (zero_ < 3) fill(params_.data(), c.params, 0, total_);
+    if (zero_ == 0) {
+      fill(full_m_.data(), c.m, 0, total_);
+      fill(full_v_.data(), c.v, 0, total_);
+    }
+    for (auto& [key, sh] : shards_) {
+      std::size_t begin = sh.whole.begin + sh.mine_begin, n = static_cast<std::size_t>(sh.mine);
+      fill(sh.m.data(), c.m, begin, n);
+      fill(sh.v.data(), c.v, begin, n);
+      if (zero_ == 3) fill(sh.params.data(), c.params, begin, n);
+    }
+    model_.parameters_changed();
+    if (zero_ < 3)
+      for (const auto& [name, g] : groups_) model_.bind(name, params_.data() + g.offset, grads_.data() + g.offset);
+  }
+
+  void resume(const CheckpointStore& store, ExecResult& result) {
+    auto t0 = Clock::now();
+    FaultTolerance* ft = options_.ft;
+    std::vector<nlohmann::json> refused;
+    LoadedCheckpoint c;
+    bool found = load_latest(store, comm_, identity(), c, [&](long long step, const std::string& why) {
+      refused.push_back({{"step", step}, {"why", why}});
+      if (rank_ == 0) std::cerr << "ditwin: checkpoint of step " << step << " refused: " << why << "\n";
+    }, options_.steps);
+    double load_s = seconds(Clock::now() - t0);
+    if (!found) {
+      if (ft && rank_ == 0) ft->event({{"event", "loaded"}, {"step", 0}, {"load_s", load_s}, {"refused", refused}});
+      return;
+    }
+    import_state(c);
+    start_step_ = c.step;
+    for (const auto& l : c.manifest.value("losses", nlohmann::json::array())) result.losses.push_back(l.get<double>());
+    if (rank_ == 0)
+      std::cout << "resumed from the checkpoint of step " << c.step << " (" << store.step_dir(c.step) << ", written by "
+                << c.ranks << " rank(s)" << (c.ranks != ranks_ ? ", resharded" : "") << ")\n" << std::flush;
+    if (ft && rank_ == 0)
+      ft->event({{"event", "loaded"}, {"step", c.step}, {"load_s", load_s}, {"refused", refused}, {"written_by_ranks", c.ranks}});
+  }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
   static double median(std::vector<double> v) {
     if (v.empty()) return 0;
