@@ -17,6 +17,7 @@
 #include "exec/communicator.hpp"
 #include "exec/cuda_exec.hpp"
 #include "exec/checkpoint.hpp"
+#include "exec/sealed_codec.hpp"
 #include "exec/fault_tolerance.hpp"
 #include "exec/runtime.hpp"
 #include "kernels/threads.hpp"
@@ -195,6 +196,11 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     ck.resume = !a.no_resume;
     ck.plan_identity = exec::plan_identity(read_json_file(a.plan));
   }
+  // Encrypted checkpoints: the key from --checkpoint-key or the environment, never the plan.
+  std::unique_ptr<exec::ShardCodec> codec = exec::checkpoint_codec(a.checkpoint_key);
+  if (!a.checkpoint_key.empty() && checkpoint_dir.empty())
+    throw InputError("--checkpoint-key: no checkpoints to encrypt (give --checkpoint-dir or reliability.checkpoint.dir)");
+  options.checkpoint.codec = codec.get();
   options.ft = ft.get();
   exec::ExecResult result;
   try {
@@ -355,6 +361,9 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--checkpoint-dir", ex->checkpoint_dir,
                       "Write checkpoints here and resume from the newest good one (default reliability.checkpoint.dir; "
                       "--supervise: checkpoints/<plan name>)");
+  execute->add_option("--checkpoint-key", ex->checkpoint_key,
+                      "Encrypt checkpoints (AES-256-GCM) with the key in this file: 32 bytes or 64 hex digits, mode 600 "
+                      "(or DITWIN_CHECKPOINT_KEY_FILE / DITWIN_CHECKPOINT_KEY); docs/privacy.md");
   execute->add_flag("--no-resume", ex->no_resume, "Write checkpoints but start from step 0 even if some exist");
   execute->add_flag("--fresh", ex->fresh, "--supervise: delete the checkpoints in the directory first");
   execute->add_option("--inject", ex->inject,

@@ -81,6 +81,7 @@ int run_supervised(const ExecuteArgs& a) {
                                      fired_list, "--report", run_dir + "/attempt-" + std::to_string(attempt) + ".report.json"};
     if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
     if (a.backend != "cpu") args.insert(args.end(), {"--backend", a.backend});
+    if (!a.checkpoint_key.empty()) args.insert(args.end(), {"--checkpoint-key", a.checkpoint_key});
     if (!a.profile.empty()) args.insert(args.end(), {"--profile", a.profile});
     if (!a.parameters.empty()) args.insert(args.end(), {"--save-parameters", a.parameters});
     if (a.no_resume && attempt == 1) args.push_back("--no-resume");

@@ -45,7 +45,12 @@ class IdentityCodec : public ShardCodec {
  public:
   std::string name() const override { return "identity"; }
   std::string encode(const std::string& plain, const std::string&) const override { return plain; }
-  std::string decode(const std::string& stored, const std::string&) const override { return stored; }
+  std::string decode(const std::string& stored, const std::string& context) const override {
+    if (stored.compare(0, 4, "DWS1") == 0)  // exec/crypto's sealed-blob magic
+      throw CheckpointError(context + ": the checkpoint is encrypted; give its key (--checkpoint-key FILE, "
+                            "DITWIN_CHECKPOINT_KEY_FILE or DITWIN_CHECKPOINT_KEY)");
+    return stored;
+  }
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -418,8 +423,8 @@ bool load_latest(const CheckpointStore& store, Communicator& comm, const Checkpo
                  const std::function<void(long long, const std::string&)>& refused, long long before_step) {
   std::vector<long long> mine = store.committed();
   mine.erase(std::remove_if(mine.begin(), mine.end(), [&](long long s) { return s >= before_step; }), mine.end());
-  bool other_plan = false;
-  std::string other_plan_why;
+  bool other_plan = false, key_problem = false;
+  std::string other_plan_why, key_problem_why;
   while (true) {
     double candidate = comm.all_reduce_max(mine.empty() ? -1.0 : static_cast<double>(mine.front()));
     if (candidate < 0) break;
@@ -433,6 +438,10 @@ bool load_latest(const CheckpointStore& store, Communicator& comm, const Checkpo
       } catch (const CheckpointError& e) {
         why = e.what();
         if (why.find("written for another plan") != std::string::npos) other_plan = true, other_plan_why = why;
+        // The key (missing, or not the one they were sealed with) rather than the data.
+        if (why.find("the checkpoint is encrypted") != std::string::npos ||
+            why.find("sealed with another key") != std::string::npos)
+          key_problem = true, key_problem_why = why;
       }
     } else {
       why = "not committed as seen from rank " + std::to_string(comm.rank());
@@ -446,6 +455,11 @@ bool load_latest(const CheckpointStore& store, Communicator& comm, const Checkpo
   if (other_plan)
     throw InputError(other_plan_why + "; point reliability.checkpoint.dir (or --checkpoint-dir) elsewhere, or remove " +
                      store.dir());
+  // Starting over would overwrite checkpoints that only the right key can open: refuse instead.
+  if (key_problem)
+    throw InputError(key_problem_why + "; no checkpoint in " + store.dir() +
+                     " could be opened, and starting over would overwrite them: give the key they were written with "
+                     "(--checkpoint-key, DITWIN_CHECKPOINT_KEY_FILE or DITWIN_CHECKPOINT_KEY), or --no-resume to start over");
   return false;
 }
 

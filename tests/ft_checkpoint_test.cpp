@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "exec/checkpoint.hpp"
+#include "exec/sealed_codec.hpp"
 #include "exec/supervisor.hpp"
 #include "model/errors.hpp"
 #include "tests/test_util.hpp"
@@ -275,3 +276,42 @@ TEST(FtReport, MeasuredEttrSplitsWallTimeExactly) {
 }
 
 }  // namespace
+
+namespace ditwin::exec {
+namespace {
+
+// Encrypted checkpoints (exec/sealed_codec): the shards and the manifest are sealed; the right
+// key opens them, and no key, another key, a flipped byte or a shard moved to another name is
+// refused naming the file.
+TEST(FtCheckpoint, SealedCheckpointsOpenOnlyWithTheirKeyAndIntact) {
+  auto id = identity(10);
+  std::string dir = fresh_dir("sealed");
+  SealedCodec codec(random_key());
+  CheckpointStore store(dir, codec);
+  write_two_shards(store, 4, 1.f);
+  store.commit(4, 2, id, {}, 2);
+  LoadedCheckpoint c = store.load(4, id);
+  ASSERT_EQ(c.params.size(), 10u);
+  EXPECT_EQ(c.params[7], 8.f);
+  // Nothing readable on disk: the float 8.0 of params[7] (0x41000000) is not in the shard file.
+  std::ifstream in(store.shard_path(4, 1), std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(raw.compare(0, 4, "DWS1"), 0);
+  EXPECT_EQ(raw.find(std::string("\x00\x00\x00\x41", 4)), std::string::npos);
+
+  EXPECT_NE(refusal(CheckpointStore(dir), 4, id).find("the checkpoint is encrypted"), std::string::npos);
+  SealedCodec other(random_key());
+  EXPECT_NE(refusal(CheckpointStore(dir, other), 4, id).find("sealed with another key"), std::string::npos);
+  // A shard renamed over its sibling is refused although each file is intact (names are bound).
+  fs::copy_file(store.shard_path(4, 0), store.shard_path(4, 1), fs::copy_options::overwrite_existing);
+  EXPECT_NE(refusal(store, 4, id), "");
+  std::string dir2 = fresh_dir("sealed2");
+  CheckpointStore store2(dir2, codec);
+  write_two_shards(store2, 4, 1.f);
+  store2.commit(4, 2, id, {}, 2);
+  flip_byte(store2.shard_path(4, 0), 40);
+  EXPECT_NE(refusal(store2, 4, id).find("shard-00000"), std::string::npos) << refusal(store2, 4, id);
+}
+
+}  // namespace
+}  // namespace ditwin::exec
