@@ -71,6 +71,11 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
     std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
     setenv("OPENBLAS_NUM_THREADS", per_rank.c_str(), 0);
     setenv("OMP_NUM_THREADS", per_rank.c_str(), 0);
+    // With a core per rank, a rank waiting in MPI spins rather than yields: a yielded core goes
+    // to whatever else runs on the machine and the collective waits for the scheduler's next
+    // slice (measured: exposed communication 8 -> 31 ms per step of tiny-cpu beside a compiler).
+    // --oversubscribe would otherwise turn yielding on.
+    if (static_cast<int>(cores) >= ranks) setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
     execvp("mpirun", argv.data());
     std::perror("ditwin: cannot start mpirun (install openmpi-bin: bash tools/setup.sh)");
     _exit(127);
@@ -167,7 +172,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
 struct CalibrateArgs {
   std::string backend = "cpu", out;
   int threads = 0, ranks = 2;
-  bool comm_only = false;
+  bool as_rank = false;
   double min_seconds = 0.05;
 };
 
@@ -175,7 +180,7 @@ struct CalibrateArgs {
 int run_calibrate_cuda(const CalibrateArgs& a) {
   exec::CalibrationOptions o;
   o.min_seconds = a.min_seconds;
-  if (a.comm_only) {  // the NCCL part, run by the ranks mpirun started
+  if (a.as_rank) {  // one of the ranks mpirun started: the NCCL part (the kernels ran on GPU 0 before)
     auto m = exec::calibrate_cuda_communication(exec::mpi_world(), local_rank());
     if (m.value("rank", 0) == 0) write_json_file(m, a.out);
     return 0;
@@ -188,7 +193,7 @@ int run_calibrate_cuda(const CalibrateArgs& a) {
   if (ranks > 1) {
     std::cout << "calibrating NCCL all-reduce on " << ranks << " GPUs\n";
     std::string tmp = a.out + ".comm.json";
-    int status = relaunch(ranks, {"calibrate", "--backend", "cuda", "--comm-only", "--out", tmp, "--ranks", std::to_string(ranks)});
+    int status = relaunch(ranks, {"calibrate", "--backend", "cuda", "--as-rank", "--out", tmp, "--ranks", std::to_string(ranks)});
     if (status != 0) throw std::runtime_error("the NCCL calibration (mpirun) failed with status " + std::to_string(status));
     communication = read_json_file(tmp);
     std::remove(tmp.c_str());
@@ -216,31 +221,40 @@ int run_calibrate(const CalibrateArgs& a) {
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   o.threads = a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / std::max(1, a.ranks));
   o.min_seconds = a.min_seconds;
-  if (a.comm_only) {  // the MPI part, run by the ranks mpirun started
+  if (a.as_rank) {  // one of the ranks mpirun started: everyone measures at once, rank 0 writes
     auto comm = exec::mpi_world();
-    auto m = exec::calibrate_communication(*comm, o);
-    if (comm->rank() == 0) write_json_file(m, a.out);
+    auto compute = exec::average_over_ranks(exec::calibrate_compute(o), *comm);
+    auto communication = exec::calibrate_communication(*comm, o);
+    if (comm->rank() == 0) write_json_file(exec::make_cpu_profile(compute, communication), a.out, 2);
     return 0;
   }
-  std::cout << "calibrating the cpu backend: GEMMs, attention, streaming, overhead (" << o.threads << " thread(s) per rank)\n";
-  auto compute = exec::calibrate_compute(o);
-  nlohmann::json communication;
+  nlohmann::json profile;
   if (a.ranks > 1) {
-    std::cout << "calibrating MPI all-reduce on " << a.ranks << " ranks\n";
-    std::string tmp = a.out + ".comm.json";
-    int status = relaunch(a.ranks, {"calibrate", "--backend", "cpu", "--comm-only", "--out", tmp, "--threads",
-                                    std::to_string(o.threads), "--ranks", std::to_string(a.ranks)});
-    if (status != 0) throw std::runtime_error("the MPI calibration (mpirun) failed with status " + std::to_string(status));
-    communication = read_json_file(tmp);
+    // The executor's ranks compute side by side and share caches, memory bandwidth and clocks,
+    // so the kernels are measured the same way: on every rank at once, under mpirun.
+    std::cout << "calibrating the cpu backend on " << a.ranks << " ranks at once (" << o.threads
+              << " thread(s) each): GEMM grid, attention, streaming, overhead, then MPI collectives\n"
+              << std::flush;
+    std::string tmp = a.out + ".partial";
+    int status = relaunch(a.ranks, {"calibrate", "--backend", "cpu", "--as-rank", "--out", tmp, "--threads",
+                                    std::to_string(o.threads), "--ranks", std::to_string(a.ranks), "--min-seconds",
+                                    std::to_string(o.min_seconds)});
+    if (status != 0) throw std::runtime_error("the calibration ranks (mpirun) failed with status " + std::to_string(status));
+    profile = read_json_file(tmp);
     std::remove(tmp.c_str());
   } else {
-    communication = {{"ranks", 1}, {"latency_s", 0.0}, {"bus_bytes_per_s", compute["hbm_bytes_per_s"]}, {"points", nlohmann::json::array()}};
+    std::cout << "calibrating the cpu backend: GEMM grid, attention, streaming, overhead (" << o.threads << " thread(s))\n";
+    auto compute = exec::calibrate_compute(o);
+    nlohmann::json communication = {{"ranks", 1}, {"latency_s", 0.0}, {"bus_bytes_per_s", compute["hbm_bytes_per_s"]},
+                                     {"points", nlohmann::json::array()}};
+    profile = exec::make_cpu_profile(compute, communication);
   }
-  auto profile = exec::make_cpu_profile(compute, communication);
   cost::profile_from_json(profile, a.out);  // the simulator must accept what we write
   write_json_file(profile, a.out, 2);
-  std::cout << "GEMM peak " << fixed(compute["peak_flops_fp32"].get<double>() / 1e9, 1) << " GFLOP/s (half-efficiency dim "
-            << compute["gemm_half_dim"] << "), stream " << fixed(compute["hbm_bytes_per_s"].get<double>() / 1e9, 1)
+  const auto& compute = profile["measurements"]["compute"];
+  const auto& communication = profile["measurements"]["communication"];
+  std::cout << "GEMM peak " << fixed(compute["peak_flops_fp32"].get<double>() / 1e9, 1) << " GFLOP/s over "
+            << profile["tables"]["gemm"].size() << " shapes, stream " << fixed(compute["hbm_bytes_per_s"].get<double>() / 1e9, 1)
             << " GB/s, all-reduce " << fixed(communication["bus_bytes_per_s"].get<double>() / 1e9, 2) << " GB/s bus + "
             << fixed(communication["latency_s"].get<double>() * 1e6, 1) << " us\nwrote " << a.out << "\n";
   return 0;
@@ -272,7 +286,7 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   calibrate->add_option("--threads", ca->threads, "Kernel threads per rank (default: cores / ranks)");
   calibrate->add_option("--ranks", ca->ranks, "Ranks for the communication benchmark (default 2)")->check(CLI::PositiveNumber);
   calibrate->add_option("--min-seconds", ca->min_seconds, "Time spent per measurement point (default 0.05)");
-  calibrate->add_flag("--comm-only", ca->comm_only, "Internal: the MPI part, run under mpirun")->group("");
+  calibrate->add_flag("--as-rank", ca->as_rank, "Internal: one of the ranks mpirun started")->group("");
 
   auto cmp = std::make_shared<std::array<std::string, 3>>();
   auto* compare = app.add_subcommand("compare", "Predicted vs measured: step time and op by op");

@@ -43,6 +43,8 @@ double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfi
 
 double collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p) {
   if (g.n <= 1 && c != Collective::send && c != Collective::recv) return 0;
+  double measured = measured_collective_s(p.tables, c, g.n, bytes);
+  if (measured >= 0) return measured;
   return collective_latency_s(c, g, p) + bytes * bus_factor(c, std::max(g.n, 2)) / bus_bandwidth(g, p);
 }
 

@@ -23,7 +23,8 @@ struct GroupShape {
 double bus_bandwidth(const GroupShape& g, const DeviceProfile& p);
 // Latency part: the cheaper of ring (steps grow with n) and tree (with log n) algorithms.
 double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfile& p);
-// Whole collective on an idle network: latency + bytes x bus_factor / bus bandwidth.
+// Whole collective on an idle network: latency + bytes x bus_factor / bus bandwidth, or the
+// profile's measured time where its tables cover this collective on this many ranks.
 double collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p);
 
 }  // namespace ditwin::cost

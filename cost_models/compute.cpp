@@ -18,7 +18,12 @@ double compute_time_s(const Op& op, const DeviceProfile& p, Precision precision,
   double math_s = 0;
   switch (op.compute) {
     case ComputeClass::gemm:
-      if (op.flops > 0) math_s = op.flops / (peak * gemm_efficiency(p, op.m, op.n, op.k));
+      if (op.flops <= 0) break;
+      if (p.tables.has_gemm()) {  // measured on this device: interpolate, no curve
+        math_s = measured_gemm_s(p.tables, op.m, op.k, op.n, op.phase == Phase::backward, op.flops);
+        return math_s + p.kernel_overhead_s;
+      }
+      math_s = op.flops / (peak * gemm_efficiency(p, op.m, op.n, op.k));
       break;
     case ComputeClass::attention: {
       bool backward = op.phase == Phase::backward;

@@ -63,7 +63,7 @@ DeviceProfile profile_for(const ClusterSpec& cluster) {
 }
 
 nlohmann::json DeviceProfile::to_json() const {
-  return {{"device", device},
+  nlohmann::json j = {{"device", device},
           {"peak_flops_bf16", peak_flops_bf16},
           {"peak_flops_fp8", peak_flops_fp8},
           {"peak_flops_fp32", peak_flops_fp32},
@@ -86,6 +86,8 @@ nlohmann::json DeviceProfile::to_json() const {
           {"network_latency_s", network_latency_s},
           {"network_efficiency", network_efficiency},
           {"collective_step_latency_s", collective_step_latency_s}};
+  if (tables.has_gemm() || !tables.collectives.empty()) j["tables"] = cost::to_json(tables);
+  return j;
 }
 
 DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& where) {
@@ -131,6 +133,7 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     p.network_latency_s = non_negative("network_latency_s");
     p.network_efficiency = fraction("network_efficiency");
     p.collective_step_latency_s = non_negative("collective_step_latency_s");
+    if (r.has("tables")) p.tables = measured_tables_from_json(r.raw("tables"), "tables");
     r.accept("measurements");  // raw calibration data kept alongside the fitted figures
     r.finish();
     return p;

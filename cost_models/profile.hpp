@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cost_models/measured.hpp"
 #include "model/plan.hpp"
 
 namespace ditwin::cost {
@@ -35,6 +36,9 @@ struct DeviceProfile {
   double network_latency_s = 0;
   double network_efficiency = 0;    // NCCL bus bandwidth over the NIC / NIC bandwidth
   double collective_step_latency_s = 0;  // per algorithm step (NCCL protocol overhead)
+  // Calibrated devices: measured GEMM and collective times that take precedence over the
+  // curves above where they cover an op (empty for presets).
+  MeasuredTables tables;
 
   double peak_flops(Precision p) const;
   nlohmann::json to_json() const;

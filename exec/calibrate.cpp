@@ -22,13 +22,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median seconds per call of `fn`, repeating until `min_seconds` have passed (at least 3 calls).
-template <typename F>
-double time_it(F&& fn, double min_seconds) {
+// Median seconds per call of `fn`, repeating until `min_seconds` have passed (at least 3 calls);
+// `before` runs untimed before each call.
+template <typename F, typename G = void (*)()>
+double time_it(F&& fn, double min_seconds, G before = [] {}) {
   fn();  // warm caches and thread pools
   std::vector<double> samples;
   auto begin = Clock::now();
   while (samples.size() < 3 || std::chrono::duration<double>(Clock::now() - begin).count() < min_seconds) {
+    before();
     auto t0 = Clock::now();
     fn();
     samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -54,26 +56,53 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
   using nlohmann::json;
   kernels::set_num_threads(o.threads);
   json points = json::array();
-  // GEMMs as the executor runs them: forward (2·n·ic·oc FLOPs) and backward (twice that).
+  // GEMMs as the executor runs them, forward (2·m·k·n FLOPs) and backward (twice that), over a
+  // grid wide enough for DiT blocks from adaLN's few rows (m = batch) to long sequences: the
+  // profile carries the grid itself (the simulator interpolates it) and a curve fitted to it.
   struct Gemm { int n, ic, oc; double flops, seconds; };
   std::vector<Gemm> gemms;
-  for (int n : {64, 256, 1024, 4096})
-    for (int ic : {32, 128, 512})
+  json table = json::array();
+  // In a training step a layer's weights come back from memory each time it runs (everything
+  // else went through the caches in between), so each call starts with its weights flushed;
+  // this is what makes adaLN's few-row GEMMs, which only stream their weights, cost what they do.
+  // The flush covers the per-core caches (L1 + L2, 2 MiB here) twice over but not the shared
+  // last-level cache: between two uses of a layer a step streams its other layers' data through
+  // the core, while a small model's weights stay in L3 (tiny-cpu: 5 MiB of them). With the whole
+  // cache flushed the GEMMs of tiny-cpu ran 10-20% slower than in the executor (measured).
+  std::vector<float> flush(1u << 20);  // 4 MiB
+  float salt = 0;
+  volatile float sink = 0;
+  // Flush, then bring back what the previous op just produced: the input of a forward GEMM, the
+  // output gradient of a backward one.
+  auto evict_but = [&](const std::vector<float>& hot) {
+    salt += 1;
+    for (auto& x : flush) x = salt;
+    float sum = 0;
+    for (float x : hot) sum += x;
+    sink = sink + sum;
+  };
+  for (int n : {4, 16, 64, 256, 1024, 4096})
+    for (int ic : {32, 128, 512, 1024})
       for (int oc : {32, 128, 512, 2048}) {
         auto a = random_vector(static_cast<std::size_t>(n) * ic, 1), w = random_vector(static_cast<std::size_t>(oc) * ic, 2);
         auto b = random_vector(oc, 3);
         std::vector<float> out(static_cast<std::size_t>(n) * oc), da(a.size()), dw(w.size()), db(oc);
-        double f = time_it([&] { kernels::matmul_forward(out.data(), a.data(), w.data(), b.data(), n, ic, oc); }, o.min_seconds);
+        double f = time_it([&] { kernels::matmul_forward(out.data(), a.data(), w.data(), b.data(), n, ic, oc); }, o.min_seconds,
+                           [&] { evict_but(a); });
         double g = time_it([&] {
           kernels::matmul_backward(da.data(), dw.data(), db.data(), out.data(), a.data(), w.data(), n, ic, oc);
-        }, o.min_seconds);
+        }, o.min_seconds, [&] { evict_but(out); });
         gemms.push_back({n, ic, oc, 2.0 * n * ic * oc, f});
         gemms.push_back({n, ic, oc, 4.0 * n * ic * oc, g});
-        points.push_back({{"kind", "gemm"}, {"n", n}, {"ic", ic}, {"oc", oc}, {"forward_s", f}, {"backward_s", g}});
+        table.push_back({{"m", n}, {"k", ic}, {"n", oc}, {"forward_s", f}, {"backward_s", g}});
       }
   // Per-op overhead: the smallest GEMM.
   std::vector<float> one(1, 1.f), res(1);
   double overhead = time_it([&] { kernels::matmul_forward(res.data(), one.data(), one.data(), nullptr, 1, 1, 1); }, o.min_seconds);
+  // The table is net of the per-call overhead, which the cost model adds to every op.
+  for (auto& e : table)
+    for (const char* key : {"forward_s", "backward_s"})
+      e[key] = std::max(e[key].get<double>() - overhead, 0.25 * e[key].get<double>());
   // Fit rate = peak · Π d/(d + half) over the grid (the model's gemm curve with efficiency 1).
   // The Program's GEMM ops carry m = rows, k = in, n = out.
   double best_half = 0, best_half_k = 0, best_peak = 0, best_err = 1e300;
@@ -189,14 +218,15 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
           {"hbm_bytes_per_s", bandwidth},
           {"attention_efficiency", std::min(attention_eff, 1.0)}, {"attention_backward_ratio", backward_ratio},
           {"optimizer_bytes_per_s", optimizer_bandwidth}, {"kernel_overhead_s", overhead}, {"threads", o.threads},
-          {"points", points}};
+          {"gemm_table", table}, {"points", points}};
 }
 
 nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOptions&) {
   using nlohmann::json;
   json points = json::array();
-  std::vector<double> x, y;  // ring volume per rank (bytes), seconds
+  std::vector<double> x, y;  // all-reduce ring volume per rank (bytes), seconds
   int ranks = comm.size();
+  // Blocking all-reduces over message sizes: the bus bandwidth and latency of the fitted model.
   for (std::size_t count : {1024u, 16384u, 131072u, 1048576u, 4194304u}) {
     std::vector<float> buffer(count, 1.f);
     // Every rank must make the same number of calls: a fixed count, not a time budget.
@@ -210,10 +240,67 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
     }
     std::sort(samples.begin(), samples.end());
     double seconds = comm.all_reduce_max(samples[samples.size() / 2]);
-    double volume = 2.0 * (ranks - 1) / ranks * count * sizeof(float);
-    x.push_back(volume);
+    double bytes = static_cast<double>(count) * sizeof(float);
+    x.push_back(2.0 * (ranks - 1) / ranks * bytes);
     y.push_back(seconds);
-    points.push_back({{"bytes", count * sizeof(float)}, {"seconds", seconds}});
+    points.push_back({{"bytes", bytes}, {"seconds", seconds}});
+  }
+  // The tables: what each collective the executor posts costs a rank, measured the way the
+  // executor runs it — posted as one non-blocking call while the rank computes, tested 8 times
+  // between compute ops, waited for at the end. With no spare core MPI moves the data only
+  // inside those calls, so the cost is the time spent in them (the compute between them runs at
+  // its own speed): neither the blocking time nor zero. Sizes span a small bucket to a ZeRO-3
+  // gather of a wide layer.
+  const int rows = 256, in = 128, out = 512, chunks = 30;  // ~0.3 ms per chunk
+  auto act = random_vector(static_cast<std::size_t>(rows) * in, 21), weight = random_vector(static_cast<std::size_t>(out) * in, 22);
+  std::vector<float> product(static_cast<std::size_t>(rows) * out);
+  json tables = {{"ranks", ranks}};
+  for (const char* kind : {"all_reduce", "reduce_scatter", "all_gather"}) {
+    json table = json::array();
+    double floor = 0;
+    for (std::size_t count : {1024u, 4096u, 16384u, 65536u, 262144u, 1048576u, 4194304u}) {
+      // Four of them, posted every 6 compute ops, as backward posts its buckets one after another.
+      constexpr int posts = 4, every = 6;
+      std::vector<std::vector<float>> buffer(posts, std::vector<float>(count, 1.f)), result(posts, std::vector<float>(count, 0.f));
+      std::vector<int> counts(ranks);
+      for (int r = 0; r < ranks; ++r) counts[r] = static_cast<int>(count * (r + 1) / ranks - count * r / ranks);
+      auto post = [&](int j) {
+        std::string k = kind;
+        if (k == "all_reduce") return comm.all_reduce_sum(buffer[j].data(), count);
+        if (k == "reduce_scatter") return comm.reduce_scatter_sum(buffer[j].data(), result[j].data(), counts);
+        return comm.all_gather(buffer[j].data(), result[j].data(), counts);
+      };
+      // No barrier between windows: like the executor's ranks within a step, they drift apart by
+      // however much their compute differs, and a rank whose peer is still computing waits in
+      // its next MPI call. Each window's final wait brings them back together.
+      auto in_mpi = [&] {  // seconds this rank spends inside the collectives' calls, per collective
+        double spent = 0;
+        std::vector<Communicator::Handle> pending;
+        for (int c = 0; c < chunks; ++c) {
+          auto t = Clock::now();
+          if (c % every == 0 && c / every < posts) pending.push_back(post(c / every));
+          spent += std::chrono::duration<double>(Clock::now() - t).count();
+          kernels::matmul_forward(product.data(), act.data(), weight.data(), nullptr, rows, in, out);
+          t = Clock::now();
+          for (int pass = 0; pass < 8 && !pending.empty(); ++pass)
+            for (auto it = pending.begin(); it != pending.end();) it = comm.test(*it) ? pending.erase(it) : it + 1;
+          spent += std::chrono::duration<double>(Clock::now() - t).count();
+        }
+        auto t = Clock::now();
+        for (auto h : pending) comm.wait(h);
+        return (spent + std::chrono::duration<double>(Clock::now() - t).count()) / posts;
+      };
+      comm.barrier();
+      in_mpi();
+      std::vector<double> samples;
+      for (int i = 0; i < 15; ++i) samples.push_back(in_mpi());
+      std::sort(samples.begin(), samples.end());
+      // The slower rank's median; never below a smaller message's cost (noise can invert them).
+      double added = comm.all_reduce_max(samples[samples.size() / 2]);
+      added = floor = std::max(added, floor);
+      table.push_back({{"bytes", static_cast<double>(count) * sizeof(float)}, {"seconds", added}});
+    }
+    tables[kind] = table;
   }
   // Least squares t = latency + volume / bandwidth.
   double mx = 0, my = 0;
@@ -252,13 +339,38 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
     test_s = comm.all_reduce_max(calls > 0 ? spent / calls : 0.0);
   }
   return {{"ranks", ranks}, {"latency_s", latency}, {"bus_bytes_per_s", 1.0 / slope}, {"test_s", test_s},
-          {"points", points}};
+          {"tables", tables}, {"points", points}};
+}
+
+nlohmann::json average_over_ranks(nlohmann::json compute, Communicator& comm) {
+  auto& table = compute["gemm_table"];
+  std::vector<double> mine;
+  for (const auto& e : table) {
+    mine.push_back(std::log(e["forward_s"].get<double>()));
+    mine.push_back(std::log(e["backward_s"].get<double>()));
+  }
+  std::vector<double> all = comm.gather_to_root(mine);
+  if (comm.rank() != 0) return compute;
+  int ranks = comm.size();
+  for (std::size_t i = 0; i < table.size(); ++i)
+    for (int f = 0; f < 2; ++f) {
+      double sum = 0;
+      for (int r = 0; r < ranks; ++r) sum += all[r * mine.size() + 2 * i + f];
+      table[i][f == 0 ? "forward_s" : "backward_s"] = std::exp(sum / ranks);
+    }
+  return compute;
 }
 
 nlohmann::json make_cpu_profile(const nlohmann::json& c, const nlohmann::json& m) {
   int ranks = m.value("ranks", 2);
   // A 2-rank all-reduce is 2 algorithm steps (ring and tree alike): latency per step is half.
   double steps = ranks > 1 ? 2.0 * (ranks - 1) : 1;
+  // The measured grids the simulator interpolates (cost_models/measured.hpp).
+  nlohmann::json tables = {{"gemm", c["gemm_table"]}};
+  if (m.contains("tables")) tables["collectives"] = m["tables"];
+  nlohmann::json raw_compute = c, raw_comm = m;  // raw data without the tables' second copy
+  raw_compute.erase("gemm_table");
+  raw_comm.erase("tables");
   return {{"device", "cpu"},
           {"peak_flops_bf16", 0.0},
           {"peak_flops_fp8", 0.0},
@@ -285,7 +397,8 @@ nlohmann::json make_cpu_profile(const nlohmann::json& c, const nlohmann::json& m
           {"network_latency_s", 0.0},
           {"network_efficiency", 1.0},
           {"collective_step_latency_s", m["latency_s"].get<double>() / steps},
-          {"measurements", {{"compute", c}, {"communication", m}}}};
+          {"tables", tables},
+          {"measurements", {{"compute", raw_compute}, {"communication", raw_comm}}}};
 }
 
 }  // namespace ditwin::exec

@@ -17,9 +17,13 @@ void layernorm_modulate_forward(float* out, float* mean, float* rstd, const floa
     const float* sh = shift + static_cast<long>(b) * mod_stride;
     const float* sc = scale + static_cast<long>(b) * mod_stride;
     float m = 0;
+    // Several partial sums at once (the order differs from a plain loop): a single running sum
+    // is bound by the adder's latency, 4x slower at DiT widths.
+#pragma omp simd reduction(+ : m)
     for (int c = 0; c < channels; ++c) m += xr[c];
     m /= channels;
     float var = 0;
+#pragma omp simd reduction(+ : var)
     for (int c = 0; c < channels; ++c) var += (xr[c] - m) * (xr[c] - m);
     var /= channels;
     const float r = 1.0f / std::sqrt(var + eps);
@@ -46,6 +50,7 @@ void layernorm_modulate_backward(float* dx, float* dshift, float* dscale, const 
       const float m = mean[row], r = rstd[row];
       // dx = r · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂)), dx̂ = dout · (1 + scale)
       float sum_dxhat = 0, sum_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
       for (int c = 0; c < channels; ++c) {
         const float xhat = (xr[c] - m) * r;
         const float dxhat = d[c] * (1.0f + sc[c]);

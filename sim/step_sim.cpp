@@ -268,9 +268,8 @@ class RankActor {
           // CPU ranks: MPI moves shared-memory data with the ranks' own cores (no DMA engine, no
           // spare core for progress), so a collective is work on the rank's core, shared with
           // the compute it overlaps, rather than a flow on a link.
-          run_on_gpu(cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile) +
-                         (std::max(1, op.calls) - 1) * cost::collective_latency_s(op.collective, shape, ctx_.profile),
-                     i);
+          // The executor posts each collective op as one library call, whatever op.calls says.
+          run_on_gpu(cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile), i);
           break;
         }
         // Latency first (algorithm steps, one per library call), then the flows.

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The CPU twin on held-out plans: calibrate once (microbenchmarks, never these plans), then for each
 plan predict with `ditwin simulate --profile` and measure with `ditwin execute`, and print
-predicted vs measured as a Markdown table. Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N]"""
+predicted vs measured as a Markdown table. Exits 1 when a plan's error exceeds the tolerance.
+Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N] [--tolerance 0.15]"""
 import json, os, subprocess, sys, tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
+def option(name, default, kind):
+    return kind(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+args = [a for i, a in enumerate(sys.argv[1:]) if not a.startswith("--") and not sys.argv[i].startswith("--")]
 ditwin = args[0] if args else os.path.join(root, "build", "cli", "ditwin")
-steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 12
+steps = option("--steps", 12, int)
+tolerance = option("--tolerance", 0.15, float)
 base = json.load(open(os.path.join(root, "scenarios", "tiny-cpu.json")))
 
 # Two model sizes x two batch sizes, 1 and 2 ranks, DDP and two ZeRO stages.
@@ -46,4 +50,5 @@ for name, layers, hidden, batch, ranks, zero in plans:
     worst = max(worst, abs(err))
     print(f"| {name} | {ranks} | {zero} | {1e3 * r['predicted']['step_time_s']:.1f} | "
           f"{1e3 * r['measured']['step_time_s']:.1f} | {100 * err:+.1f}% |")
-print(f"\nlargest error: {100 * worst:.1f}%")
+print(f"\nlargest error: {100 * worst:.1f}% (tolerance {100 * tolerance:.0f}%)")
+sys.exit(0 if worst <= tolerance else 1)
