@@ -14,8 +14,10 @@ namespace {
 
 const std::string ditwin_bin = DITWIN_BINARY;
 
+// Each test its own log: ctest runs them in parallel.
 std::string run(const std::string& args, int& rc) {
-  const std::string log = ::testing::TempDir() + "/backend_choice.log";
+  const std::string log = ::testing::TempDir() + "/backend_choice_" +
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".log";
   rc = std::system((ditwin_bin + " " + args + " > " + log + " 2>&1").c_str());
   std::ifstream in(log);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -26,7 +28,7 @@ TEST(BackendChoice, CudaWithoutAGpuIsRefusedWithTheReason) {
   j["training"]["precision"] = "bf16";
   j["parallelism"]["dp"] = 1;
   j["cluster"]["devices_per_node"] = 1;
-  const std::string plan = ::testing::TempDir() + "/backend_choice.json";
+  const std::string plan = ::testing::TempDir() + "/backend_choice_gpu_plan.json";
   std::ofstream(plan) << j.dump();
   int rc = 0;
   std::string out = run("execute " + plan + " --backend cuda --steps 1", rc);
@@ -47,7 +49,7 @@ TEST(BackendChoice, PrecisionMustMatchTheBackend) {
 
 TEST(BackendChoice, CalibrateCudaWithoutAGpuIsRefused) {
   int rc = 0;
-  std::string out = run("calibrate --backend cuda --out " + ::testing::TempDir() + "/p.json --min-seconds 0.001", rc);
+  std::string out = run("calibrate --backend cuda --out " + ::testing::TempDir() + "/backend_choice_profile.json --min-seconds 0.001", rc);
   if (rc == 0) GTEST_SKIP() << "this machine has a GPU: the CUDA calibration ran";
   EXPECT_EQ(WEXITSTATUS(rc), 2) << out;
   EXPECT_NE(out.find("--backend cuda"), std::string::npos) << out;
