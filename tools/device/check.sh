@@ -11,6 +11,7 @@
 #   3. runs the DiT-B/2 training step (scenarios/dit-b2-1xh100.json) through the executor and
 #      calibrates the GPU profile the simulator reads (calibrate --backend cuda's compute side);
 #   4. runs the same DiT-B/2 step in PyTorch (bf16 autocast, SDPA, fused AdamW);
+#   5. if time is left, compute-sanitizer memcheck and racecheck on the attention and norm tests;
 # and writes everything to $OUT (check.log, summary.txt, kernels.json, ditwin_dit_b2.json,
 # profile.json, pytorch_dit_b2.json) within about 8 minutes.
 #
@@ -23,7 +24,7 @@ dry=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -148,5 +149,19 @@ if prof:
     print(f"profile: GEMM bf16 peak {c['peak_flops_bf16'] / 1e12:.0f} TFLOP/s, attention efficiency {c['attention_efficiency']:.3f}, "
           f"HBM copy {c['hbm_bytes_per_s'] / 1e9:.0f} GB/s, memory-bound kernels {c['memory_bytes_per_s'] / 1e9:.0f} GB/s")
 PY
+# --- 6. if time is left: compute-sanitizer on the kernels with shared memory and atomics ------------
+# memcheck (out-of-bounds, misaligned accesses) and racecheck (shared-memory hazards) on the
+# attention and LayerNorm tests: the bugs a correct-looking result can hide.
+sanitizer=$(command -v compute-sanitizer || true)
+[ -z "$sanitizer" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && sanitizer=/usr/local/cuda/bin/compute-sanitizer
+if [ -n "$sanitizer" ] && [ "$SECONDS" -lt 330 ]; then
+  run 90 "$sanitizer" --tool memcheck --error-exitcode 9 "$build/tests/ditwin_cuda_tests" \
+    --gtest_filter='CudaAttention.*:CudaLayernorm.*:CudaElementwise.GatedResidual*' || { status=1; log "memcheck FAILED (or timed out)"; }
+  [ "$SECONDS" -lt 420 ] && { run 90 "$sanitizer" --tool racecheck --error-exitcode 9 "$build/tests/ditwin_cuda_tests" \
+    --gtest_filter='CudaAttention.*' || { status=1; log "racecheck FAILED (or timed out)"; }; }
+else
+  log "compute-sanitizer skipped (${sanitizer:-not found}; ${SECONDS}s used)"
+fi
+
 log "done in ${SECONDS}s; status $status; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit $status
