@@ -40,7 +40,7 @@ int local_rank() {
 // Refuses --backend cuda early (before mpirun starts ranks) when it cannot run here.
 void require_cuda() {
   if (!exec::cuda_built())
-    throw InputError("--backend cuda: this ditwin was built without CUDA (nvcc was not found when it was configured); "
+    throw InputError("--backend cuda: this ditwin was built without CUDA (-DDITWIN_WITH_CUDA=OFF, or nvcc was not found when it was configured); "
                      "rebuild on a machine with the CUDA toolkit, or use --backend cpu");
   if (exec::cuda_devices() == 0)
     throw InputError("--backend cuda: no CUDA device is visible on this machine (no driver, no GPU, or "
