@@ -5,20 +5,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "cost_models/profile.hpp"
 #include "exec/calibrate.hpp"
 #include "exec/communicator.hpp"
 #include "exec/cuda_exec.hpp"
+#include "exec/checkpoint.hpp"
+#include "exec/fault_tolerance.hpp"
 #include "exec/runtime.hpp"
 #include "kernels/threads.hpp"
 #include "model/compare.hpp"
 #include "model/errors.hpp"
 #include "model/plan_summary.hpp"
+#include "model/privacy.hpp"
 #include "model/report.hpp"
 
 namespace ditwin::cli {
@@ -47,8 +52,9 @@ void require_cuda() {
                      "CUDA_VISIBLE_DEVICES hides them); use --backend cpu");
 }
 
-// Re-runs this program under `mpirun -np ranks` with `args` and returns its exit status.
-int relaunch(int ranks, const std::vector<std::string>& args) {
+}  // namespace
+
+std::vector<std::string> mpirun_argv(int ranks, const std::vector<std::string>& args) {
   std::vector<std::string> cmd = {"mpirun", "-np", std::to_string(ranks), "--oversubscribe", "--bind-to", "none"};
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   char self[4096];
@@ -57,6 +63,29 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
   self[n] = 0;
   cmd.push_back(self);
   cmd.insert(cmd.end(), args.begin(), args.end());
+  return cmd;
+}
+
+std::vector<std::pair<std::string, std::string>> rank_environment(int ranks) {
+  // Each rank gets its share of the cores: BLAS and OpenMP pools sized at library load would
+  // otherwise spin on cores the other ranks compute on.
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
+  return {{"OMPI_MCA_btl_vader_single_copy_mechanism", "none"},  // containers lack CMA
+          {"OPENBLAS_NUM_THREADS", per_rank},
+          {"OMP_NUM_THREADS", per_rank},
+          // With a core per rank, a rank waiting in MPI spins rather than yields: a yielded core
+          // goes to whatever else runs on the machine and the collective waits for the
+          // scheduler's next slice (measured: exposed communication 8 -> 31 ms per step of
+          // tiny-cpu beside a compiler). --oversubscribe would otherwise turn yielding on.
+          {"OMPI_MCA_mpi_yield_when_idle", static_cast<int>(cores) >= ranks ? "0" : "1"}};
+}
+
+namespace {
+
+// Re-runs this program under `mpirun -np ranks` with `args` and returns its exit status.
+int relaunch(int ranks, const std::vector<std::string>& args) {
+  std::vector<std::string> cmd = mpirun_argv(ranks, args);
   std::fflush(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("cannot fork to start mpirun");
@@ -64,18 +93,7 @@ int relaunch(int ranks, const std::vector<std::string>& args) {
     std::vector<char*> argv;
     for (auto& s : cmd) argv.push_back(s.data());
     argv.push_back(nullptr);
-    setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);  // containers lack CMA
-    // Each rank gets its share of the cores: BLAS and OpenMP pools sized at library load would
-    // otherwise spin on cores the other ranks compute on.
-    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    std::string per_rank = std::to_string(std::max(1, static_cast<int>(cores) / ranks));
-    setenv("OPENBLAS_NUM_THREADS", per_rank.c_str(), 0);
-    setenv("OMP_NUM_THREADS", per_rank.c_str(), 0);
-    // With a core per rank, a rank waiting in MPI spins rather than yields: a yielded core goes
-    // to whatever else runs on the machine and the collective waits for the scheduler's next
-    // slice (measured: exposed communication 8 -> 31 ms per step of tiny-cpu beside a compiler).
-    // --oversubscribe would otherwise turn yielding on.
-    if (static_cast<int>(cores) >= ranks) setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
+    for (const auto& [k, v] : rank_environment(ranks)) setenv(k.c_str(), v.c_str(), 0);
     execvp("mpirun", argv.data());
     std::perror("ditwin: cannot start mpirun (install openmpi-bin: bash tools/setup.sh)");
     _exit(127);
@@ -91,16 +109,14 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-struct ExecuteArgs {
-  std::string plan, report, trace, profile, parameters, backend = "cpu";
-  long long steps = 10;
-  int ranks = 0, warmup = 2, threads = 0;
-};
-
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
+  if (a.supervise && !a.ft_run_dir.empty()) throw InputError("--supervise: not inside a supervised run");
+  if (a.supervise) return run_supervised(a);
+  if (a.fresh) throw InputError("--fresh: only with --supervise (without it, --no-resume starts over and overwrites)");
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
   if (a.backend == "cuda" && !inside_mpi()) require_cuda();
+  std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();
   if (!inside_mpi()) {
     int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);
@@ -110,6 +126,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (ranks > 1) return relaunch(ranks, args);
   }
   std::unique_ptr<exec::Communicator> comm = exec::mpi_world();
+  comm->set_timeout(plan.reliability.nccl_timeout_s);
   std::unique_ptr<exec::Backend> backend;
   std::string device = "cpu";
   exec::CudaRun cuda;  // streams, backend and NCCL communicator of --backend cuda
@@ -121,6 +138,17 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   }
   exec::Communicator& world_comm = a.backend == "cuda" ? *cuda.comm : *comm;
   exec::Backend& run_backend = a.backend == "cuda" ? *cuda.backend : *backend;
+  // Fault tolerance: checkpoints, and under the supervisor heartbeats, events and injections.
+  std::unique_ptr<exec::FaultTolerance> ft;
+  if (!a.ft_run_dir.empty() || !injections.empty()) {
+    exec::FtOptions fo;
+    fo.run_dir = a.ft_run_dir;
+    fo.attempt = a.ft_attempt;
+    fo.inject = injections;
+    fo.fired = parse_fired(a.ft_fired);
+    ft = std::make_unique<exec::FaultTolerance>(fo, world_comm.rank());
+    if (world_comm.rank() == 0) ft->event({{"event", "mpi_ready"}});
+  }
   if (a.ranks > 0 && world_comm.size() != a.ranks)
     throw InputError("--ranks " + std::to_string(a.ranks) + " but this MPI world has " + std::to_string(world_comm.size()) + " processes");
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -132,30 +160,70 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   options.warmup_steps = a.warmup;
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
-  bool tty = isatty(1);
+  bool tty = isatty(1) && a.ft_run_dir.empty();  // supervised: lines, between the supervisor's
+  // DP-SGD: the privacy spent so far goes on every step's line.
+  std::unique_ptr<RdpAccountant> accountant;
+  const auto& privacy = plan.training.privacy;
+  if (privacy.enabled && world_comm.rank() == 0 && !std::getenv("DITWIN_PRIVACY_NOISE_KEY"))
+    std::cout << "note: DP-SGD noise and Poisson draws come from the plan's seed, which anyone with the plan can "
+                 "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
+  if (privacy.enabled)
+    accountant = std::make_unique<RdpAccountant>(
+        static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
+            static_cast<double>(privacy.dataset_size),
+        resolved_noise_multiplier(plan));
+  auto epsilon_after = [&](long long steps) {
+    double eps = accountant->spent(static_cast<double>(steps), privacy.delta, conversion_of(privacy)).epsilon;
+    return std::isinf(eps) ? std::string("inf") : fixed(eps, 4);
+  };
   options.on_step = [&](long long step, double loss, double seconds) {
     std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(a.steps) + "  loss " + fixed(loss, 5) +
                        "  " + fixed(seconds * 1e3, 2) + " ms  " +
                        human_count(plan.training.global_batch / seconds) + " samples/s";
+    if (accountant) line += "  epsilon " + epsilon_after(step + 1);
     if (tty) std::cout << "\r" << line << "   " << std::flush;
     else std::cout << line << "\n";
   };
+  std::string checkpoint_dir = a.checkpoint_dir.empty() ? plan.reliability.checkpoint.dir : a.checkpoint_dir;
+  if (!checkpoint_dir.empty()) {
+    auto& ck = options.checkpoint;
+    ck.dir = checkpoint_dir;
+    ck.mode = plan.reliability.checkpoint.mode;
+    ck.interval_steps = plan.reliability.checkpoint.interval_steps;
+    ck.interval_s = plan.reliability.checkpoint.interval_s;
+    ck.keep = plan.reliability.checkpoint.keep;
+    ck.resume = !a.no_resume;
+    ck.plan_identity = exec::plan_identity(read_json_file(a.plan));
+  }
+  options.ft = ft.get();
   exec::ExecResult result;
   try {
     result = exec::execute_plan(plan, program, world_comm, *data, options, run_backend);
   } catch (const std::exception& e) {
+    if (ft) ft->event({{"event", "rank_error"}, {"message", e.what()}});
     if (world_comm.size() == 1) throw;
     // The other ranks may be inside a collective: end the whole world, not just this rank.
     std::cerr << "ditwin: error on rank " << world_comm.rank() << ": " << e.what() << "\n";
     world_comm.abort(dynamic_cast<const InputError*>(&e) ? 2 : 3);
   }
-  if (world_comm.rank() != 0) return 0;
+  if (world_comm.rank() != 0) {
+    if (ft) ft->exiting();
+    return 0;
+  }
   if (tty) std::cout << "\n";
   const auto& r = result.report;
   std::cout << "measured step of " << r.plan << " on " << world_comm.size() << " rank(s) (" << device << "): median "
             << fixed(r.step_time_s * 1e3, 2)
             << " ms after " << std::min<long long>(a.warmup, a.steps - 1) << " warm-up step(s); loss "
             << fixed(result.losses.front(), 5) << " -> " << fixed(result.losses.back(), 5) << "\n";
+  if (accountant)
+    std::cout << "DP-SGD: epsilon " << epsilon_after(a.steps) << " at delta " << privacy.delta << " spent by " << a.steps
+              << " steps (noise multiplier " << fixed(resolved_noise_multiplier(plan), 4) << ", clip norm " << privacy.clip_norm
+              << ", " << privacy.sampling << " sampling, " << to_string(conversion_of(privacy)) << " conversion)\n";
+  if (accountant && r.extra.contains("privacy") && r.extra["privacy"]["poisson_examples_dropped"].get<long long>() > 0)
+    std::cout << "note: " << r.extra["privacy"]["poisson_examples_dropped"].get<long long>()
+              << " Poisson-drawn examples did not fit their step's " << plan.training.global_batch
+              << " slots and were dropped: `ditwin privacy` gives the delta that accounts for it (docs/privacy.md)\n";
   if (!a.report.empty()) write_json_file(to_json(r), a.report);
   if (!a.parameters.empty()) {
     std::FILE* f = std::fopen(a.parameters.c_str(), "wb");
@@ -166,6 +234,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (!ok) throw InputError(a.parameters + ": write failed");
   }
   if (!a.trace.empty()) write_json_file(to_trace(r), a.trace, -1);
+  if (ft) ft->exiting();
   return 0;
 }
 
@@ -225,6 +294,7 @@ int run_calibrate(const CalibrateArgs& a) {
     auto comm = exec::mpi_world();
     auto compute = exec::average_over_ranks(exec::calibrate_compute(o), *comm);
     auto communication = exec::calibrate_communication(*comm, o);
+    communication["dispatch_s"] = exec::calibrate_dispatch(*comm, o);
     if (comm->rank() == 0) write_json_file(exec::make_cpu_profile(compute, communication), a.out, 2);
     return 0;
   }
@@ -245,8 +315,9 @@ int run_calibrate(const CalibrateArgs& a) {
   } else {
     std::cout << "calibrating the cpu backend: GEMM grid, attention, streaming, overhead (" << o.threads << " thread(s))\n";
     auto compute = exec::calibrate_compute(o);
+    auto world = exec::mpi_world();
     nlohmann::json communication = {{"ranks", 1}, {"latency_s", 0.0}, {"bus_bytes_per_s", compute["hbm_bytes_per_s"]},
-                                     {"points", nlohmann::json::array()}};
+                                     {"dispatch_s", exec::calibrate_dispatch(*world, o)}, {"points", nlohmann::json::array()}};
     profile = exec::make_cpu_profile(compute, communication);
   }
   cost::profile_from_json(profile, a.out);  // the simulator must accept what we write
@@ -278,6 +349,21 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--trace", ex->trace, "Write the measured timeline (Chrome trace JSON, every rank and step)");
   execute->add_option("--profile", ex->profile, "Device profile, for MFU against its measured peak");
   execute->add_option("--save-parameters", ex->parameters, "Write the final parameters (raw float32, the flat layout)");
+  execute->add_flag("--supervise", ex->supervise,
+                    "Run under a supervisor: detect dead or hung ranks, restart everyone from the newest good "
+                    "checkpoint (reliability.restart), report measured ETTR (--report, --trace)");
+  execute->add_option("--checkpoint-dir", ex->checkpoint_dir,
+                      "Write checkpoints here and resume from the newest good one (default reliability.checkpoint.dir; "
+                      "--supervise: checkpoints/<plan name>)");
+  execute->add_flag("--no-resume", ex->no_resume, "Write checkpoints but start from step 0 even if some exist");
+  execute->add_flag("--fresh", ex->fresh, "--supervise: delete the checkpoints in the directory first");
+  execute->add_option("--inject", ex->inject,
+                      "Inject a fault, once per run: kill|hang:rank=R,step=S (or at_s=T, or seed=N,within_s=T), "
+                      "kill_during_checkpoint:rank=R,step=S[,fraction=F], corrupt_shard:rank=R,step=S; repeatable")
+      ->allow_extra_args(false);
+  execute->add_option("--ft-run-dir", ex->ft_run_dir, "Internal: the supervisor's run directory")->group("");
+  execute->add_option("--ft-attempt", ex->ft_attempt, "Internal: the supervisor's attempt number")->group("");
+  execute->add_option("--ft-fired", ex->ft_fired, "Internal: injections that already fired")->group("");
 
   auto ca = std::make_shared<CalibrateArgs>();
   auto* calibrate = app.add_subcommand("calibrate", "Measure this machine's kernels and communication into a device profile");
@@ -289,7 +375,7 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   calibrate->add_flag("--as-rank", ca->as_rank, "Internal: one of the ranks mpirun started")->group("");
 
   auto cmp = std::make_shared<std::array<std::string, 3>>();
-  auto* compare = app.add_subcommand("compare", "Predicted vs measured: step time and op by op");
+  auto* compare = app.add_subcommand("compare", "Predicted vs measured: step time and op by op, or long-run ETTR and lost time by cause");
   compare->add_option("predicted", (*cmp)[0], "Report or trace of the prediction")->required();
   compare->add_option("measured", (*cmp)[1], "Report or trace of the measurement")->required();
   compare->add_option("--report", (*cmp)[2], "Write the comparison (JSON)");
@@ -299,6 +385,16 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
     if (execute->parsed()) return run_execute(*ex, args);
     if (calibrate->parsed()) return run_calibrate(*ca);
     if (compare->parsed()) {
+      auto first = read_json_file((*cmp)[0]), second = read_json_file((*cmp)[1]);
+      if (is_longrun_report(first) != is_longrun_report(second))
+        throw InputError("compare: " + (*cmp)[is_longrun_report(first) ? 0 : 1] +
+                         " is a long-run report and the other is not; compare like with like");
+      if (is_longrun_report(first)) {
+        auto c = compare_longruns(first, second, (*cmp)[0], (*cmp)[1]);
+        std::cout << format_longrun_comparison(c);
+        if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);
+        return 0;
+      }
       auto c = compare_runs(read_run_times((*cmp)[0]), read_run_times((*cmp)[1]));
       std::cout << format_comparison(c);
       if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);

@@ -4,8 +4,36 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/plan.hpp"
 
 namespace ditwin::cli {
+
+struct ExecuteArgs {
+  std::string plan, report, trace, profile, parameters, backend = "cpu";
+  long long steps = 10;
+  int ranks = 0, warmup = 2, threads = 0;
+  // Fault tolerance (docs/reliability.md).
+  bool supervise = false, no_resume = false, fresh = false;
+  std::string checkpoint_dir;
+  std::vector<std::string> inject;  // CLI form, after the plan's reliability.inject
+  std::string ft_run_dir, ft_fired;  // set by the supervisor for the ranks it launches
+  int ft_attempt = 0;
+};
+
+// `mpirun -np ranks … <this program> args` and the environment its ranks need.
+std::vector<std::string> mpirun_argv(int ranks, const std::vector<std::string>& args);
+std::vector<std::pair<std::string, std::string>> rank_environment(int ranks);
+
+// The plan's injections, then --inject's, numbered in that order (ranks and supervisor agree).
+std::vector<InjectSpec> all_injections(const Plan& plan, const ExecuteArgs& a);
+std::set<int> parse_fired(const std::string& list);
+// `execute --supervise` (cli/supervise.cpp).
+int run_supervised(const ExecuteArgs& a);
 
 // Adds the subcommands to `app`; returns a runner that executes whichever was parsed (or -1).
 std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv);

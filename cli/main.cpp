@@ -14,6 +14,7 @@
 #include "sim/longrun.hpp"
 #include "sim/step_sim.hpp"
 #include "cli/exec_commands.hpp"
+#include "cli/privacy_command.hpp"
 
 namespace {
 
@@ -56,6 +57,8 @@ struct RunModeOptions {
   int trials = 100;
   std::uint64_t seed = 1;
   std::string optimize;
+  std::vector<std::string> inject;  // --inject: deterministic failures (with the plan's reliability.inject)
+  long long steps = 0;              // --steps: run length for injected failures (default run.steps)
 };
 
 // --mode run: weeks of training through failures, from the step time the step simulator predicts.
@@ -66,6 +69,26 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
   options.seed = o.seed;
   options.timeline = !trace_path.empty();
   auto inputs = ditwin::sim::longrun_inputs(plan, step.step_time_s, step.mfu);
+  // Injected faults (the executor's, docs/reliability.md) replace the sampled failures: every trial
+  // is the same, so one is played.
+  std::vector<ditwin::InjectSpec> inject = plan.reliability.inject;
+  for (const auto& text : o.inject) inject.push_back(ditwin::parse_inject(text, "--inject"));
+  if (!inject.empty()) {
+    if (!o.optimize.empty()) throw ditwin::InputError("--optimize: not with injected faults (they fix the failures)");
+    long long steps = o.steps > 0 ? o.steps : plan.run.steps;
+    ditwin::check_injections(plan, inject, steps, [&](std::size_t i) {
+      return i < plan.reliability.inject.size() ? "reliability.inject[" + std::to_string(i) + "]"
+                                                : "--inject " + inject[i].describe();
+    });
+    auto schedule = ditwin::sim::schedule_injections(inputs, inject, steps, plan.reliability.exit_detection_s);
+    options.trials = 1;
+    std::cout << "deterministic failures: " << schedule.size() << " of " << inject.size() << " injected fault(s) fire in "
+              << steps << " steps\n";
+    for (const auto& f : schedule)
+      std::cout << "  at " << fixed(f.t_s, 3) << " s: " << f.name << " (detected after " << fixed(f.detect_s, 3) << " s)\n";
+  } else if (o.steps > 0) {
+    throw ditwin::InputError("--steps: only with injected faults (--inject or reliability.inject); set run.steps");
+  }
   auto result = ditwin::sim::simulate_longrun(inputs, options);
   nlohmann::json report = ditwin::sim::to_json(result);
   report["step_report"] = ditwin::to_json(step);
@@ -74,7 +97,7 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
     report["optimize"] = ditwin::sim::optimize_checkpoint(plan, step.step_time_s, step.mfu, options,
                                                           o.optimize == "checkpoint");
   const auto& e = report["ettr"];
-  std::cout << "long run of " << plan.name << ": " << o.trials << " trials, seed " << o.seed << ", "
+  std::cout << "long run of " << plan.name << ": " << options.trials << " trials, seed " << o.seed << ", "
             << fixed(report["wall_days"]["mean"].get<double>(), 1) << " days each\n"
             << "  ETTR             " << fixed(100 * e["mean"].get<double>(), 2) << "% (p5 "
             << fixed(100 * e["p5"].get<double>(), 2) << "%, p95 " << fixed(100 * e["p95"].get<double>(), 2)
@@ -85,8 +108,12 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
             << "  effective MFU    " << fixed(100 * report["effective_mfu"].get<double>(), 1) << "% (step MFU "
             << fixed(100 * step.mfu, 1) << "%)\n"
             << "  checkpoint       " << inputs.checkpoint_mode << " every " << fixed(inputs.interval_s / 60, 1)
-            << " min, stall " << fixed(inputs.stall_s, 2) << " s\n  lost (h/trial)  ";
-  for (const auto& [k, v] : report["lost_hours_by_cause"].items()) std::cout << " " << k << " " << fixed(v.get<double>(), 1);
+            << " min, stall " << fixed(inputs.stall_s, 2) << " s\n";
+  // A deterministic run of injected faults is seconds long: say it in seconds.
+  bool short_run = !inputs.scheduled.empty();
+  std::cout << (short_run ? "  lost (s)        " : "  lost (h/trial)  ");
+  for (const auto& [k, v] : report["lost_hours_by_cause"].items())
+    std::cout << " " << k << " " << (short_run ? fixed(v.get<double>() * 3600, 3) : fixed(v.get<double>(), 1));
   std::cout << "\n";
   if (report.contains("optimize")) {
     const auto& b = report["optimize"]["best"];
@@ -110,6 +137,8 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
   if (mode != "step" && mode != "run")
     throw ditwin::InputError("--mode " + mode + ": must be \"step\" (one step) or \"run\" (a long run through failures)");
   if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");
+  if (mode == "step" && (!run_options.inject.empty() || run_options.steps > 0))
+    throw ditwin::InputError(run_options.inject.empty() ? "--steps: needs --mode run" : "--inject: needs --mode run");
   ditwin::cost::DeviceProfile profile =
       profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
   ditwin::Program program = ditwin::lower(plan);
@@ -146,8 +175,15 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--optimize", run_options.optimize,
                       "--mode run: checkpoint-interval (sweep the interval) or checkpoint (interval and mode)")
       ->check(CLI::IsMember({"checkpoint-interval", "checkpoint"}));
+  sim_cmd->add_option("--inject", run_options.inject,
+                      "--mode run: play these faults deterministically (the executor's --inject forms) instead of "
+                      "sampled failures; repeatable")
+      ->allow_extra_args(false);
+  sim_cmd->add_option("--steps", run_options.steps, "--mode run with injected faults: training steps (default run.steps)")
+      ->check(CLI::PositiveNumber);
 
   auto run_exec_command = ditwin::cli::add_exec_commands(app, argc, argv);
+  auto run_privacy_command = ditwin::cli::add_privacy_command(app);
 
   try {
     app.parse(argc, argv);
@@ -157,6 +193,7 @@ int main(int argc, char** argv) {
   try {
     if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
     if (int rc = run_exec_command(); rc >= 0) return rc;
+    if (int rc = run_privacy_command(); rc >= 0) return rc;
     if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";

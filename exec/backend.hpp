@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "model/errors.hpp"
 #include <vector>
 
 #include "exec/dit_model.hpp"
@@ -30,6 +32,12 @@ class Backend {
   virtual void set_batch(int mb, Batch batch) = 0;
   virtual void run(const std::string& part, int layer, Phase phase, int mb) = 0;
   virtual double loss(int mb) = 0;
+  // DP-SGD (training.privacy): the model runs the per-sample norm, clip and clipped-gradient ops
+  // and the runtime adds noise to host-resident gradients. Backends without it refuse the plan.
+  virtual void enable_privacy(double clip_norm) {
+    (void)clip_norm;
+    throw InputError("training.privacy: DP-SGD runs on the cpu backend only (--backend " + name() + ")");
+  }
   // Parameters were rewritten in place (optimizer step, parameter all-gather): a backend that
   // keeps derived copies (the GPU's bf16 weights) refreshes them before their next use.
   virtual void parameters_changed() {}

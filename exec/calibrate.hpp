@@ -22,6 +22,10 @@ nlohmann::json calibrate_compute(const CalibrationOptions& options);
 // world (run under mpirun); returns {"ranks", "latency_s", "bus_bytes_per_s", "test_s",
 // "tables": {"ranks", "all_reduce": [{"bytes", "seconds"}], ...}, "points"} on every rank.
 nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOptions& options);
+// Seconds the executor spends between two ops (scheduling, timing, polling collectives): a DiT
+// of microsecond ops run data parallel over `comm`'s world, (step - time in ops) / ops, the
+// slowest rank's. Collective over `comm`.
+double calibrate_dispatch(Communicator& comm, const CalibrationOptions& options);
 // Every rank measured the same GEMM grid at once (as the executor's ranks compute at once): on
 // rank 0, the grid's times become their geometric mean over ranks. Collective over `comm`.
 nlohmann::json average_over_ranks(nlohmann::json compute, Communicator& comm);

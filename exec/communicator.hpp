@@ -29,6 +29,8 @@ class Communicator {
   [[noreturn]] virtual void abort(int code) = 0;
   // Blocking: every rank's `values` concatenated on rank 0 (empty elsewhere).
   virtual std::vector<double> gather_to_root(const std::vector<double>& values) = 0;
+  // A collective not complete after `seconds` throws (the NCCL watchdog's job; 0 = wait forever).
+  virtual void set_timeout(double seconds) { (void)seconds; }
 };
 
 // The MPI world this process belongs to (a singleton world of 1 when started without mpirun).

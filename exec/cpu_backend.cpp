@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   void set_batch(int mb, Batch batch) override { model_.set_batch(mb, std::move(batch)); }
   void run(const std::string& part, int layer, Phase phase, int mb) override { model_.run(part, layer, phase, mb); }
   double loss(int mb) override { return model_.loss(mb); }
+  void enable_privacy(double clip_norm) override { model_.enable_privacy(clip_norm); }
 
   float* allocate(std::size_t n) override {
     auto* p = static_cast<float*>(::operator new(n * sizeof(float), alignment));

@@ -19,9 +19,11 @@
 #include "kernels/layernorm.hpp"     // defines: layernorm_modulate_forward, layernorm_modulate_backward
 #include "kernels/loss.hpp"          // defines: rectified_flow_input, rectified_flow_loss_forward/backward
 #include "kernels/matmul.hpp"        // defines: matmul_forward, matmul_backward
+#include "kernels/per_sample_norm.hpp"  // defines: linear_per_sample_sq_norms, scale_sample_rows
 #include "kernels/residual.hpp"      // defines: gated_residual_forward, gated_residual_backward
 #include "kernels/silu.hpp"          // defines: silu_forward, silu_backward
 #include "model/errors.hpp"
+#include "model/privacy.hpp"          // defines: ghost_norm_is_cheaper
 
 namespace ditwin::exec {
 namespace k = ditwin::kernels;
@@ -66,6 +68,9 @@ struct HeadLayout {
 
 struct LayerActs {
   Buffer mod, ln1, mean1, rstd1, qkv, att, probs, proj, x_mid, ln2, mean2, rstd2, fc1, act, fc2;
+  // DP-SGD: this layer's output gradients of its linears, kept from backward until the clipped
+  // weight gradients are formed (without DP-SGD they share one buffer per micro-batch).
+  Buffer g_mod, g_qkv, g_proj, g_fc1, g_fc2;
 };
 
 struct MicroBatch {
@@ -81,6 +86,12 @@ struct MicroBatch {
   // Backward.
   Buffer dx, d_ln, dqkv, datt, dproj, dfc1, dact, dfc2, dmod, dfmod, dsilu_c, dc, dt_a1, dt_h1, dout_tok, dv_hat;
   bool dc_ready = false;
+  // DP-SGD: per-sample squared gradient norms (in the buffers' 1/(B x micro-batches) scale), the
+  // clip factors, and scratch for Gram matrices and scaled output gradients.
+  std::vector<double> sq_norm;
+  std::vector<float> clip;
+  bool clipped = false;
+  Buffer scratch, scaled;
 };
 
 }  // namespace
@@ -97,6 +108,8 @@ struct DiT::Impl {
   std::vector<float*> grads;
   Buffer pos_embed;
   std::vector<MicroBatch> mbs;
+  bool dp = false;         // DP-SGD: backward leaves weight gradients to the clipped ".wgrad" ops
+  double clip_norm = 0;
 
   Impl(const ModelSpec& model, int micro_batch, int n_micro) : m(model) {
     if (m.family != ModelFamily::dit)
@@ -177,6 +190,8 @@ struct DiT::Impl {
       throw std::logic_error(std::string("DiT: op ") + part + " needs the gradients of group " + groups[g].name);
     return grads[g] + off;
   }
+  // A weight gradient for backward: none under DP-SGD, whose ".wgrad" ops add the clipped ones.
+  float* wg(int g, std::size_t off, const char* part) const { return dp ? nullptr : gr(g, off, part); }
   int embed_g() const { return 0; }
   int layer_g(int l) const { return 1 + l; }
   int head_g() const { return L + 1; }
@@ -202,6 +217,14 @@ struct DiT::Impl {
     sz(mb.dfc1, bt * F); sz(mb.dact, bt * F); sz(mb.dfc2, bt * h); sz(mb.dmod, b * 6 * h); sz(mb.dfmod, b * 2 * h);
     sz(mb.dsilu_c, b * h); sz(mb.dc, b * h); sz(mb.dt_a1, b * h); sz(mb.dt_h1, b * h);
     sz(mb.dout_tok, bt * pout); sz(mb.dv_hat, b * Cout * S * S);
+    if (dp) {
+      for (auto& a : mb.layer) {
+        sz(a.g_mod, b * 6 * h); sz(a.g_qkv, bt * 3 * h); sz(a.g_proj, bt * h); sz(a.g_fc1, bt * F); sz(a.g_fc2, bt * h);
+      }
+      mb.sq_norm.assign(b, 0.0);
+      mb.clip.assign(b, 1.0f);
+      sz(mb.scaled, bt * std::max<std::size_t>({6 * h, 3 * h, static_cast<std::size_t>(F), static_cast<std::size_t>(pout)}));
+    }
     mb.ready = true;
   }
 
@@ -258,20 +281,21 @@ struct DiT::Impl {
     const int g = embed_g();
     const char* name = part.c_str();
     if (part == "embed.patch") {
-      k::matmul_backward(nullptr, gr(g, el.patch_w, name), gr(g, el.patch_b, name), a.dx.data(), a.patches.data(),
+      if (!dp)
+        k::matmul_backward(nullptr, wg(g, el.patch_w, name), wg(g, el.patch_b, name), a.dx.data(), a.patches.data(),
                          p(g, el.patch_w, name), B * T, pin, H);
     } else if (part == "embed.timestep") {
       ensure_dc(a);
       zero(a.dt_a1);
-      k::matmul_backward(a.dt_a1.data(), gr(g, el.t_w2, name), gr(g, el.t_b2, name), a.dc.data(), a.t_a1.data(),
+      k::matmul_backward(a.dt_a1.data(), wg(g, el.t_w2, name), wg(g, el.t_b2, name), a.dc.data(), a.t_a1.data(),
                          p(g, el.t_w2, name), B, H, H);
       zero(a.dt_h1);
       k::silu_backward(a.dt_h1.data(), a.t_h1.data(), a.dt_a1.data(), a.dt_h1.size());
-      k::matmul_backward(nullptr, gr(g, el.t_w1, name), gr(g, el.t_b1, name), a.dt_h1.data(), a.t_freq.data(),
+      k::matmul_backward(nullptr, wg(g, el.t_w1, name), wg(g, el.t_b1, name), a.dt_h1.data(), a.t_freq.data(),
                          p(g, el.t_w1, name), B, fe, H);
     } else if (part == "embed.class" && classes > 0) {
       ensure_dc(a);
-      k::class_embedding_backward(gr(g, el.y_table, name), a.dc.data(), a.batch.y.data(), B, H);
+      if (!dp) k::class_embedding_backward(gr(g, el.y_table, name), a.dc.data(), a.batch.y.data(), B, H);
     } else {
       unknown(part);
     }
@@ -321,46 +345,51 @@ struct DiT::Impl {
     LayerActs& s = a.layer[l];
     const int bt = B * T, h = H;
     const float* mod = s.mod.data();
-    float* dmod = a.dmod.data();
+    Buffer& dmod_buf = dp ? s.g_mod : a.dmod;
+    float* dmod = dmod_buf.data();
+    Buffer& dfc2 = dp ? s.g_fc2 : a.dfc2;
+    Buffer& dfc1 = dp ? s.g_fc1 : a.dfc1;
+    Buffer& dproj = dp ? s.g_proj : a.dproj;
+    Buffer& dqkv = dp ? s.g_qkv : a.dqkv;
     if (part == "mlp.residual") {
-      zero(a.dmod);
-      zero(a.dfc2);
-      k::gated_residual_backward(nullptr, a.dfc2.data(), dmod + 5 * h, a.dx.data(), s.fc2.data(), mod + 5 * h, B, T,
+      zero(dmod_buf);
+      zero(dfc2);
+      k::gated_residual_backward(nullptr, dfc2.data(), dmod + 5 * h, a.dx.data(), s.fc2.data(), mod + 5 * h, B, T,
                                  h, 6 * h);
     } else if (part == "mlp.fc2") {
       zero(a.dact);
-      k::matmul_backward(a.dact.data(), gr(g, ll.fc2_w, name), gr(g, ll.fc2_b, name), a.dfc2.data(), s.act.data(),
+      k::matmul_backward(a.dact.data(), wg(g, ll.fc2_w, name), wg(g, ll.fc2_b, name), dfc2.data(), s.act.data(),
                          p(g, ll.fc2_w, name), bt, F, h);
     } else if (part == "mlp.act") {
-      zero(a.dfc1);
-      k::gelu_backward(a.dfc1.data(), s.fc1.data(), a.dact.data(), a.dfc1.size());
+      zero(dfc1);
+      k::gelu_backward(dfc1.data(), s.fc1.data(), a.dact.data(), dfc1.size());
     } else if (part == "mlp.fc1") {
       zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), gr(g, ll.fc1_w, name), gr(g, ll.fc1_b, name), a.dfc1.data(), s.ln2.data(),
+      k::matmul_backward(a.d_ln.data(), wg(g, ll.fc1_w, name), wg(g, ll.fc1_b, name), dfc1.data(), s.ln2.data(),
                          p(g, ll.fc1_w, name), bt, h, F);
     } else if (part == "norm2") {
       k::layernorm_modulate_backward(a.dx.data(), dmod + 3 * h, dmod + 4 * h, a.d_ln.data(), s.x_mid.data(),
                                      s.mean2.data(), s.rstd2.data(), mod + 4 * h, B, T, h, 6 * h);
     } else if (part == "attn.residual") {
-      zero(a.dproj);
-      k::gated_residual_backward(nullptr, a.dproj.data(), dmod + 2 * h, a.dx.data(), s.proj.data(), mod + 2 * h, B,
+      zero(dproj);
+      k::gated_residual_backward(nullptr, dproj.data(), dmod + 2 * h, a.dx.data(), s.proj.data(), mod + 2 * h, B,
                                  T, h, 6 * h);
     } else if (part == "attn.proj") {
       zero(a.datt);
-      k::matmul_backward(a.datt.data(), gr(g, ll.proj_w, name), gr(g, ll.proj_b, name), a.dproj.data(), s.att.data(),
+      k::matmul_backward(a.datt.data(), wg(g, ll.proj_w, name), wg(g, ll.proj_b, name), dproj.data(), s.att.data(),
                          p(g, ll.proj_w, name), bt, h, h);
     } else if (part == "attn.core") {
-      zero(a.dqkv);
-      k::attention_backward(a.dqkv.data(), a.datt.data(), s.qkv.data(), s.probs.data(), B, T, h, NH);
+      zero(dqkv);
+      k::attention_backward(dqkv.data(), a.datt.data(), s.qkv.data(), s.probs.data(), B, T, h, NH);
     } else if (part == "attn.qkv") {
       zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), gr(g, ll.qkv_w, name), gr(g, ll.qkv_b, name), a.dqkv.data(), s.ln1.data(),
+      k::matmul_backward(a.d_ln.data(), wg(g, ll.qkv_w, name), wg(g, ll.qkv_b, name), dqkv.data(), s.ln1.data(),
                          p(g, ll.qkv_w, name), bt, h, 3 * h);
     } else if (part == "norm1") {
       k::layernorm_modulate_backward(a.dx.data(), dmod, dmod + h, a.d_ln.data(), a.x[l].data(), s.mean1.data(),
                                      s.rstd1.data(), mod + h, B, T, h, 6 * h);
     } else if (part == "adaln") {
-      k::matmul_backward(a.dsilu_c.data(), gr(g, ll.ada_w, name), gr(g, ll.ada_b, name), dmod, a.silu_c.data(),
+      k::matmul_backward(a.dsilu_c.data(), wg(g, ll.ada_w, name), wg(g, ll.ada_b, name), dmod, a.silu_c.data(),
                          p(g, ll.ada_w, name), B, h, 6 * h);
     } else {
       unknown(part);
@@ -399,13 +428,17 @@ struct DiT::Impl {
       zero(a.dv_hat);
       zero(a.dsilu_c);
       a.dc_ready = false;
+      if (dp) {  // a new backward: its per-sample norms start from zero
+        std::fill(a.sq_norm.begin(), a.sq_norm.end(), 0.0);
+        a.clipped = false;
+      }
       k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
                                       1.0f / micro_batches, B, Cout, C, S * S);
     } else if (part == "head.image") {
       zero(a.dout_tok);
       k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
       zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), gr(g, hl.out_w, name), gr(g, hl.out_b, name), a.dout_tok.data(),
+      k::matmul_backward(a.d_ln.data(), wg(g, hl.out_w, name), wg(g, hl.out_b, name), a.dout_tok.data(),
                          a.lnf.data(), p(g, hl.out_w, name), B * T, h, pout);
     } else if (part == "head.norm") {
       zero(a.dx);
@@ -413,11 +446,109 @@ struct DiT::Impl {
       k::layernorm_modulate_backward(a.dx.data(), a.dfmod.data(), a.dfmod.data() + h, a.d_ln.data(), a.x[L].data(),
                                      a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, T, h, 2 * h);
     } else if (part == "head.adaln") {
-      k::matmul_backward(a.dsilu_c.data(), gr(g, hl.ada_w, name), gr(g, hl.ada_b, name), a.dfmod.data(),
+      k::matmul_backward(a.dsilu_c.data(), wg(g, hl.ada_w, name), wg(g, hl.ada_b, name), a.dfmod.data(),
                          a.silu_c.data(), p(g, hl.ada_w, name), B, h, 2 * h);
     } else {
       unknown(part);
     }
+  }
+
+  // --- DP-SGD (book-keeping) -----------------------------------------------------------------
+  // Backward propagates unclipped input gradients and keeps every linear's output gradient G;
+  // ".sample_norm" ops add each sample's squared weight-gradient norm from (A, G); "privacy.clip"
+  // turns the norms into clip factors; ".wgrad" ops then add sum_b c_b A_b^T G_b, which is the sum
+  // of clipped per-sample gradients because G is linear in each sample's loss.
+  struct Linear {
+    const float* inp;
+    float* dout;
+    int rows, d_in, d_out;  // rows per sample
+    std::size_t w, b;       // offsets of weight and bias in the group
+    int group;
+  };
+  // The linears an op holds (embed.timestep holds two: its second layer first, as backward runs).
+  std::vector<Linear> linears(const std::string& part, int l, MicroBatch& a) {
+    const int h = H;
+    if (l >= 0) {
+      LayerActs& s = a.layer[l];
+      const int g = layer_g(l);
+      if (part == "adaln") return {{a.silu_c.data(), s.g_mod.data(), 1, h, 6 * h, ll.ada_w, ll.ada_b, g}};
+      if (part == "attn.qkv") return {{s.ln1.data(), s.g_qkv.data(), T, h, 3 * h, ll.qkv_w, ll.qkv_b, g}};
+      if (part == "attn.proj") return {{s.att.data(), s.g_proj.data(), T, h, h, ll.proj_w, ll.proj_b, g}};
+      if (part == "mlp.fc1") return {{s.ln2.data(), s.g_fc1.data(), T, h, F, ll.fc1_w, ll.fc1_b, g}};
+      if (part == "mlp.fc2") return {{s.act.data(), s.g_fc2.data(), T, F, h, ll.fc2_w, ll.fc2_b, g}};
+      unknown(part + " (no weights)");
+    }
+    if (part == "embed.patch") return {{a.patches.data(), a.dx.data(), T, pin, h, el.patch_w, el.patch_b, embed_g()}};
+    if (part == "embed.timestep")
+      return {{a.t_a1.data(), a.dc.data(), 1, h, h, el.t_w2, el.t_b2, embed_g()},
+              {a.t_freq.data(), a.dt_h1.data(), 1, fe, h, el.t_w1, el.t_b1, embed_g()}};
+    if (part == "head.adaln") return {{a.silu_c.data(), a.dfmod.data(), 1, h, 2 * h, hl.ada_w, hl.ada_b, head_g()}};
+    if (part == "head.image") return {{a.lnf.data(), a.dout_tok.data(), T, h, pout, hl.out_w, hl.out_b, head_g()}};
+    unknown(part + " (no weights)");
+  }
+
+  void require_dp(const std::string& part) const {
+    if (!dp) throw std::logic_error("DiT: op " + part + " is a DP-SGD op, but privacy is not enabled on this model");
+  }
+
+  void sample_norm(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    if (part == "embed.class") {
+      if (classes == 0) return;
+      ensure_dc(a);
+      for (int b = 0; b < B; ++b) {  // one table row per sample: its gradient is the sample's dc
+        const float* d = a.dc.data() + static_cast<std::size_t>(b) * H;
+        double sq = 0;
+        for (int c = 0; c < H; ++c) sq += static_cast<double>(d[c]) * d[c];
+        a.sq_norm[b] += sq;
+      }
+      return;
+    }
+    for (const Linear& x : linears(part, l, a)) {
+      bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
+      std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
+      if (a.scratch.size() < need) a.scratch.resize(need);
+      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, x.dout, B, x.rows, x.d_in, x.d_out, true, ghost,
+                                    a.scratch.data());
+    }
+  }
+
+  // Clip factor per sample: its weight (0 for a Poisson-sampling slot left empty) times
+  // min(1, C / ||g_b||), exactly 1 when the norm is within C so that an unbounded C changes nothing.
+  void clip(MicroBatch& a, const std::string& part) {
+    require_dp(part);
+    const double scale = static_cast<double>(B) * micro_batches;  // the buffers hold g_b / (B x micro_batches)
+    for (int b = 0; b < B; ++b) {
+      double norm = std::sqrt(a.sq_norm[b]) * scale;
+      if (!std::isfinite(norm))
+        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
+      float c = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
+      if (!a.batch.weight.empty()) c *= a.batch.weight[b];
+      a.clip[b] = c;
+    }
+    a.clipped = true;
+  }
+
+  // G with each sample's rows scaled by its clip factor (G itself when every factor is 1).
+  const float* clipped(MicroBatch& a, const float* g, int rows, int width) {
+    bool all_one = std::all_of(a.clip.begin(), a.clip.end(), [](float c) { return c == 1.0f; });
+    if (all_one) return g;
+    k::scale_sample_rows(a.scaled.data(), g, a.clip.data(), B, rows, width);
+    return a.scaled.data();
+  }
+
+  void wgrad(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    if (!a.clipped) throw std::logic_error("DiT: op " + part + ".wgrad runs before privacy.clip of its micro-batch");
+    const char* name = part.c_str();
+    if (part == "embed.class") {
+      if (classes == 0) return;
+      k::class_embedding_backward(gr(embed_g(), el.y_table, name), clipped(a, a.dc.data(), 1, H), a.batch.y.data(), B, H);
+      return;
+    }
+    for (const Linear& x : linears(part, l, a))
+      k::matmul_backward(nullptr, gr(x.group, x.w, name), gr(x.group, x.b, name), clipped(a, x.dout, x.rows, x.d_out),
+                         x.inp, p(x.group, x.w, name), B * x.rows, x.d_in, x.d_out);
   }
 
   [[noreturn]] static void unknown(const std::string& part) {
@@ -483,6 +614,9 @@ void DiT::set_batch(int mb, Batch batch) {
       batch.t.size() != static_cast<std::size_t>(d.B) || batch.y.size() != static_cast<std::size_t>(d.B))
     throw std::invalid_argument("DiT::set_batch: expected " + std::to_string(d.B) + " samples of " +
                                 std::to_string(d.C) + "x" + std::to_string(d.S) + "x" + std::to_string(d.S));
+  if (!batch.weight.empty() && batch.weight.size() != static_cast<std::size_t>(d.B))
+    throw std::invalid_argument("DiT::set_batch: " + std::to_string(batch.weight.size()) + " sample weights for " +
+                                std::to_string(d.B) + " samples");
   for (int y : batch.y)
     if (d.classes > 0 && (y < 0 || y > d.classes))  // index num_classes is the null class
       throw std::invalid_argument("DiT::set_batch: class label " + std::to_string(y) + " out of range");
@@ -502,8 +636,19 @@ void DiT::run(const std::string& part, int layer, Phase phase, int mb) {
     throw std::logic_error("DiT: op " + op + " has phase " + to_string(phase) + ", not a compute phase");
   MicroBatch& a = d.micro(mb, op);
   const bool fwd = phase != Phase::backward;
+  auto ends_with = [&](const char* tag) {
+    std::size_t n = std::strlen(tag);
+    return part.size() > n && part.compare(part.size() - n, n, tag) == 0;
+  };
   try {
-    if (layer >= 0) {
+    if (layer >= d.L) throw std::logic_error("DiT: op " + op + ": layer out of range");
+    if (ends_with(".sample_norm")) {
+      d.sample_norm(part.substr(0, part.size() - 12), layer, a);
+    } else if (ends_with(".wgrad")) {
+      d.wgrad(part.substr(0, part.size() - 6), layer, a);
+    } else if (part == "privacy.clip") {
+      d.clip(a, op);
+    } else if (layer >= 0) {
       if (layer >= d.L) throw std::logic_error("DiT: op " + op + ": layer out of range");
       fwd ? d.layer_forward(part, layer, a) : d.layer_backward(part, layer, a);
     } else if (part.rfind("embed.", 0) == 0) {
@@ -517,6 +662,31 @@ void DiT::run(const std::string& part, int layer, Phase phase, int mb) {
     if (std::string(e.what()).find(op) != std::string::npos) throw;
     throw std::logic_error(std::string(e.what()) + " (op " + op + ")");
   }
+}
+
+void DiT::enable_privacy(double clip_norm) {
+  Impl& d = *impl_;
+  if (!(clip_norm > 0)) throw std::invalid_argument("DiT::enable_privacy: the clip norm must be > 0");
+  for (const auto& mb : d.mbs)
+    if (mb.ready) throw std::logic_error("DiT::enable_privacy: call it before the first set_batch");
+  d.dp = true;
+  d.clip_norm = clip_norm;
+}
+
+std::vector<double> DiT::sample_gradient_norms(int mb) const {
+  const Impl& d = *impl_;
+  if (!d.dp || mb < 0 || mb >= d.micro_batches || !d.mbs[mb].ready)
+    throw std::logic_error("DiT::sample_gradient_norms: no DP-SGD backward for micro-batch " + std::to_string(mb));
+  std::vector<double> out;
+  for (double sq : d.mbs[mb].sq_norm) out.push_back(std::sqrt(sq) * d.B * d.micro_batches);
+  return out;
+}
+
+std::vector<float> DiT::clip_factors(int mb) const {
+  const Impl& d = *impl_;
+  if (!d.dp || mb < 0 || mb >= d.micro_batches || !d.mbs[mb].clipped)
+    throw std::logic_error("DiT::clip_factors: micro-batch " + std::to_string(mb) + " has not been clipped");
+  return d.mbs[mb].clip;
 }
 
 double DiT::loss(int mb) const {

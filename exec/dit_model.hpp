@@ -29,6 +29,7 @@ struct Batch {
   std::vector<float> noise;  // same shape: epsilon
   std::vector<float> t;      // size, in (0, 1)
   std::vector<int> y;        // size, class labels in [0, num_classes)
+  std::vector<float> weight; // DP-SGD: per-sample weight (0 masks an empty Poisson slot); empty = all 1
 };
 
 // Where batches come from. Synthetic class-conditional latents need no download; a real
@@ -71,6 +72,17 @@ class DiT {
   void run(const std::string& part, int layer, Phase phase, int mb);
   // The loss of micro-batch `mb` (mean over its samples), after its "loss" forward op.
   double loss(int mb) const;
+
+  // DP-SGD (call before the first set_batch). Backward ops then compute input gradients only and
+  // keep each linear's output gradient; the Program's DP ops do the rest:
+  //   "<op>.sample_norm"  adds each sample's squared weight-gradient norm (ghost or materialized),
+  //   "privacy.clip"      sets clip factors min(1, C / ||g_b||) x the sample's weight,
+  //   "<op>.wgrad"        adds the clipped weight gradients sum_b c_b g_b into the bound gradients.
+  void enable_privacy(double clip_norm);
+  // Per-sample gradient norms of micro-batch `mb` (of each sample's own loss), after its norms.
+  std::vector<double> sample_gradient_norms(int mb) const;
+  // The clip factors of micro-batch `mb`, after its "privacy.clip".
+  std::vector<float> clip_factors(int mb) const;
 
  private:
   struct Impl;

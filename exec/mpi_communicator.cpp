@@ -92,8 +92,13 @@ class MpiCommunicator : public Communicator {
     return keep(r);
   }
   void wait(Handle h) override {
-    while (!test(h)) std::this_thread::yield();
+    auto t0 = std::chrono::steady_clock::now();
+    for (unsigned spins = 0; !test(h); ++spins) {
+      std::this_thread::yield();
+      if (timeout_s_ > 0 && (spins & 255) == 0) check_deadline(t0, "a non-blocking collective");
+    }
   }
+  void set_timeout(double seconds) override { timeout_s_ = seconds; }
   bool test(Handle h) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (completed_.erase(h)) {
@@ -107,18 +112,8 @@ class MpiCommunicator : public Communicator {
     if (done) release(h);
     return done != 0;
   }
-  double all_reduce_sum(double value) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    double out = 0;
-    check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
-    return out;
-  }
-  double all_reduce_max(double value) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    double out = 0;
-    check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "Allreduce");
-    return out;
-  }
+  double all_reduce_sum(double value) override { return all_reduce_scalar(value, MPI_SUM); }
+  double all_reduce_max(double value) override { return all_reduce_scalar(value, MPI_MAX); }
   [[noreturn]] void abort(int code) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);
@@ -166,6 +161,31 @@ class MpiCommunicator : public Communicator {
       // Poll often only while something is in flight: the thread shares the rank's core.
       std::this_thread::sleep_for(std::chrono::microseconds(pending ? 100 : 1000));
     }
+  }
+
+  double timeout_s_ = 0;
+
+  // Blocking scalar reductions go through a non-blocking call, so that a peer that never
+  // arrives trips the timeout instead of blocking this rank forever.
+  double all_reduce_scalar(double value, MPI_Op op) {
+    double out = 0;
+    Handle h;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      MPI_Request r;
+      check(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, op, MPI_COMM_WORLD, &r), "Iallreduce");
+      h = keep(r);
+    }
+    wait(h);
+    return out;
+  }
+
+  void check_deadline(std::chrono::steady_clock::time_point t0, const char* what) const {
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (waited > timeout_s_)
+      throw std::runtime_error(std::string("collective timeout: ") + what + " on rank " + std::to_string(rank_) +
+                               " has not completed after " + std::to_string(waited) +
+                               " s (reliability.nccl_timeout_s); a peer is hung or dead");
   }
 
   Handle keep(MPI_Request r) {

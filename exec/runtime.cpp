@@ -9,14 +9,21 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
+#include <iostream>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 
+#include "exec/crypto.hpp"
+#include "exec/rng.hpp"
+#include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
 #include "model/errors.hpp"
+#include "model/privacy.hpp"
 
 namespace ditwin::exec {
 
@@ -75,13 +82,48 @@ class Runner {
     }
     build_shards(init);
     plan_releases();
+    if (plan.training.privacy.enabled) {
+      private_ = true;
+      model_.enable_privacy(plan.training.privacy.clip_norm);
+      noise_multiplier_ = resolved_noise_multiplier(plan);
+      const auto& p = plan.training.privacy;
+      expected_batch_ = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
+      sampling_rate_ = static_cast<double>(expected_batch_) / static_cast<double>(p.dataset_size);
+      // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
+      // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
+      if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
+        SecretKey key = key_from_hex(hex, "DITWIN_PRIVACY_NOISE_KEY");
+        for (std::size_t i = 0; i < SecretKey::size; ++i) secret_ = splitmix64(secret_ += key.data()[i]);
+        has_secret_ = true;
+      }
+    }
   }
 
   ExecResult run() {
     ExecResult result;
     std::vector<std::vector<double>> starts(ops_.size()), durations(ops_.size());
     std::vector<double> timeline;  // (step, op, start, duration) of every op, for the trace
-    for (long long step = 0; step < options_.steps; ++step) {
+    FaultTolerance* ft = options_.ft;
+    std::unique_ptr<CheckpointStore> store;
+    std::unique_ptr<Checkpointer> checkpointer;
+    if (!options_.checkpoint.dir.empty()) {
+      store = std::make_unique<CheckpointStore>(options_.checkpoint.dir,
+                                                options_.checkpoint.codec ? *options_.checkpoint.codec : identity_codec());
+      if (options_.checkpoint.resume) resume(*store, result);
+      checkpointer = std::make_unique<Checkpointer>(*store, comm_, checkpointer_options(*store));
+    }
+    if (start_step_ >= options_.steps)
+      throw InputError("--steps " + std::to_string(options_.steps) + ": the checkpoint in " + options_.checkpoint.dir +
+                       " is already at step " + std::to_string(start_step_) + "; nothing left to run");
+    steps_run_ = options_.steps - start_step_;
+    if (ft) {
+      ft->beat(start_step_);
+      ft->event({{"event", "train_start"}, {"step", start_step_}});
+      ft->training_started();
+    }
+    auto since_checkpoint = Clock::now();
+    for (long long step = start_step_; step < options_.steps; ++step) {
+      if (ft) ft->before_step(step);
       // The batch is ready before the step starts, as a prefetching data loader has it; the
       // Program has no data op, so its cost stays out of the step as it does in the prediction.
       set_batches(step);
@@ -108,6 +150,46 @@ class Runner {
       step_offset_ += local;
       step_spans_.push_back(local);
       if (rank_ == 0 && options_.on_step) options_.on_step(step, loss, step_time);
+      // Checkpoints between steps; the time they block training is the checkpoint stall.
+      double stall_s = 0;
+      if (checkpointer) {
+        if (ft) ft->checkpointing();
+        stall_s += checkpointer->poll();
+        long long done = step + 1;
+        bool due = false;
+        if (done < options_.steps) {
+          if (options_.checkpoint.interval_steps > 0) due = done % options_.checkpoint.interval_steps == 0;
+          else due = comm_.all_reduce_max(seconds(Clock::now() - since_checkpoint) >= options_.checkpoint.interval_s ? 1 : 0) > 0;
+        }
+        if (due) {
+          auto t0 = Clock::now();
+          ShardState state = export_state(done);  // the snapshot to host memory
+          nlohmann::json extra = {{"losses", result.losses}, {"adamw_step", done}, {"zero", zero_}, {"dp", ranks_},
+                                  {"data", {{"next_step", done}, {"samples_seen", done * plan_.training.global_batch},
+                                            {"sample", "a function of (training.seed, step, index in the global batch)"}}},
+                                  {"rng", {{"kind", "counter-based SplitMix64"}, {"seed", plan_.training.seed},
+                                           {"state", "none beyond (seed, step): restoring the step restores every stream"}}}};
+          double snapshot_s = seconds(Clock::now() - t0);
+          double blocked_s = checkpointer->save(std::move(state), std::move(extra));
+          stall_s += snapshot_s + blocked_s;
+          since_checkpoint = Clock::now();
+          if (ft && rank_ == 0)
+            ft->event({{"event", "checkpoint_saved"}, {"step", done}, {"mode", options_.checkpoint.mode},
+                       {"snapshot_s", snapshot_s}, {"blocked_s", blocked_s}});
+        }
+      }
+      if (ft) {
+        ft->beat(step + 1);
+        if (rank_ == 0)
+          ft->event({{"event", "step"}, {"step", step + 1}, {"loss", loss}, {"step_s", step_time}, {"stall_s", stall_s}});
+      }
+      checkpoint_stall_s_ += stall_s;
+    }
+    if (ft) ft->finishing();
+    if (checkpointer) {
+      double s = checkpointer->finish();
+      checkpoint_stall_s_ += s;
+      if (ft && rank_ == 0 && s > 0) ft->event({{"event", "checkpoint_drain"}, {"stall_s", s}});
     }
     StepReport& r = result.report;
     r.source = "measured";
@@ -154,6 +236,27 @@ class Runner {
     }
     r.extra = {{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
                {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}};
+    if (private_) {
+      // The budget spent by the steps run (no data, no per-sample figures: only the mechanism).
+      const auto& p = plan_.training.privacy;
+      RdpAccountant accountant(sampling_rate_, noise_multiplier_);
+      auto spent = accountant.spent(static_cast<double>(options_.steps), p.delta, conversion_of(p));
+      r.extra["privacy"] = {{"epsilon", std::isinf(spent.epsilon) ? nlohmann::json("inf") : nlohmann::json(spent.epsilon)},
+                            {"delta", p.delta},
+                            {"best_order", spent.best_order},
+                            {"conversion", to_string(conversion_of(p))},
+                            {"noise_multiplier", noise_multiplier_},
+                            {"clip_norm", p.clip_norm},
+                            {"sampling", p.sampling},
+                            {"sampling_rate", sampling_rate_},
+                            {"steps", options_.steps},
+                            {"expected_batch", expected_batch_},
+                            {"poisson_examples_dropped", poisson_dropped_},
+                            {"secret_noise_key", has_secret_}};
+    }
+    if (!options_.checkpoint.dir.empty())
+      r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
+                               {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
     result.parameters = full_parameters();
     return result;
   }
@@ -180,8 +283,126 @@ class Runner {
   std::vector<double> start_, end_;
   std::vector<double> step_spans_;
   double step_offset_ = 0;
+  // DP-SGD.
+  bool private_ = false;
+  double noise_multiplier_ = 0, sampling_rate_ = 0;
+  long long expected_batch_ = 0;  // Poisson: examples a step draws on average (<= its slots)
+  long long poisson_dropped_ = 0;  // examples a Poisson draw picked beyond the step's slots
+  std::uint64_t secret_ = 0;      // from DITWIN_PRIVACY_NOISE_KEY (0 without it)
+  bool has_secret_ = false;
 
-  long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, options_.steps - 1)); }
+  long long start_step_ = 0, steps_run_ = 0;  // a resumed run starts at its checkpoint's step
+  double checkpoint_stall_s_ = 0;
+  long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, steps_run_ - 1)); }
+
+  CheckpointIdentity identity() const {
+    CheckpointIdentity id;
+    id.plan_identity = options_.checkpoint.plan_identity;
+    id.plan_name = plan_.name;
+    id.parameters = total_;
+    id.optimizer = plan_.training.optimizer.kind;
+    id.seed = plan_.training.seed;
+    return id;
+  }
+
+  Checkpointer::Options checkpointer_options(const CheckpointStore& store) {
+    Checkpointer::Options o;
+    o.mode = options_.checkpoint.mode;
+    o.keep = options_.checkpoint.keep;
+    o.identity = identity();
+    if (FaultTolerance* ft = options_.ft) {
+      o.during_write = [ft](std::size_t written, std::size_t total, long long step) {
+        ft->during_checkpoint_write(written, total, step);
+      };
+      int rank = rank_;
+      o.after_write = [ft, &store, rank](long long step) { ft->after_checkpoint_write(step, store.shard_path(step, rank)); };
+      o.before_commit = [ft](long long step) { ft->event({{"event", "checkpoint_shards_written"}, {"step", step}}); };
+      o.on_commit = [ft](const nlohmann::json& body) {
+        ft->event({{"event", "checkpoint_committed"}, {"step", body["step"]}, {"ranks", body["ranks"]}});
+      };
+    }
+    return o;
+  }
+
+  // This rank's share of the state, in the flat layout: under ZeRO its own slices (the only
+  // up-to-date copy of its parameters), under DDP an even split of the replicated arrays.
+  ShardState export_state(long long step) const {
+    ShardState s;
+    s.rank = rank_;
+    s.ranks = ranks_;
+    s.step = step;
+    auto add = [&](const char* name, std::size_t begin, const float* p, std::size_t n) {
+      std::vector<float> host(n);
+      if (n) model_.download(host.data(), p, n);  // the backend's memory (a GPU's) to the host
+      s.slices.push_back({name, begin, std::move(host)});
+    };
+    if (zero_ == 0) {
+      auto counts = split(total_, ranks_);
+      std::size_t begin = 0;
+      for (int r = 0; r < rank_; ++r) begin += counts[r];
+      std::size_t n = counts[rank_];
+      add("params", begin, params_.data() + begin, n);
+      add("m", begin, full_m_.data() + begin, n);
+      add("v", begin, full_v_.data() + begin, n);
+      return s;
+    }
+    for (const auto& [key, sh] : shards_) {
+      std::size_t begin = sh.whole.begin + sh.mine_begin, n = static_cast<std::size_t>(sh.mine);
+      add("params", begin, zero_ == 3 ? sh.params.data() : params_.data() + begin, n);
+      add("m", begin, sh.m.data(), n);
+      add("v", begin, sh.v.data(), n);
+    }
+    return s;
+  }
+
+  // Installs a loaded checkpoint, whatever rank count and ZeRO stage wrote it: the arrays are
+  // whole, and each rank takes the slices its own layout gives it.
+  void import_state(const LoadedCheckpoint& c) {
+    // Into the backend's memory; optimizer states a checkpoint does not carry (SGD) start at zero.
+    auto fill = [&](float* dst, const std::vector<float>& a, std::size_t begin, std::size_t n) {
+      if (n == 0) return;
+      if (a.empty()) model_.zero(dst, n);
+      else model_.upload(dst, a.data() + begin, n);
+    };
+    if (zero_ < 3) fill(params_.data(), c.params, 0, total_);
+    if (zero_ == 0) {
+      fill(full_m_.data(), c.m, 0, total_);
+      fill(full_v_.data(), c.v, 0, total_);
+    }
+    for (auto& [key, sh] : shards_) {
+      std::size_t begin = sh.whole.begin + sh.mine_begin, n = static_cast<std::size_t>(sh.mine);
+      fill(sh.m.data(), c.m, begin, n);
+      fill(sh.v.data(), c.v, begin, n);
+      if (zero_ == 3) fill(sh.params.data(), c.params, begin, n);
+    }
+    model_.parameters_changed();
+    if (zero_ < 3)
+      for (const auto& [name, g] : groups_) model_.bind(name, params_.data() + g.offset, grads_.data() + g.offset);
+  }
+
+  void resume(const CheckpointStore& store, ExecResult& result) {
+    auto t0 = Clock::now();
+    FaultTolerance* ft = options_.ft;
+    std::vector<nlohmann::json> refused;
+    LoadedCheckpoint c;
+    bool found = load_latest(store, comm_, identity(), c, [&](long long step, const std::string& why) {
+      refused.push_back({{"step", step}, {"why", why}});
+      if (rank_ == 0) std::cerr << "ditwin: checkpoint of step " << step << " refused: " << why << "\n";
+    }, options_.steps);
+    double load_s = seconds(Clock::now() - t0);
+    if (!found) {
+      if (ft && rank_ == 0) ft->event({{"event", "loaded"}, {"step", 0}, {"load_s", load_s}, {"refused", refused}});
+      return;
+    }
+    import_state(c);
+    start_step_ = c.step;
+    for (const auto& l : c.manifest.value("losses", nlohmann::json::array())) result.losses.push_back(l.get<double>());
+    if (rank_ == 0)
+      std::cout << "resumed from the checkpoint of step " << c.step << " (" << store.step_dir(c.step) << ", written by "
+                << c.ranks << " rank(s)" << (c.ranks != ranks_ ? ", resharded" : "") << ")\n" << std::flush;
+    if (ft && rank_ == 0)
+      ft->event({{"event", "loaded"}, {"step", c.step}, {"load_s", load_s}, {"refused", refused}, {"written_by_ranks", c.ranks}});
+  }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
   static double median(std::vector<double> v) {
     if (v.empty()) return 0;
@@ -269,8 +490,35 @@ class Runner {
     for (const auto& [g, i] : std::map<std::string, std::size_t>(last_use)) release_after_[i].push_back(current[g]);
   }
 
+  // Poisson sampling (DP-SGD): example j of the dataset joins step `step`'s batch with
+  // probability q, independently; every rank draws the same set (seeded by seed and step).
+  // Geometric gaps between chosen examples make this O(batch), not O(dataset).
+  std::vector<long long> poisson_draw(long long step) const {
+    std::vector<long long> out;
+    const long long n = plan_.training.privacy.dataset_size;
+    Rng rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x706f6973736f6eULL, secret_});  // "poisson"
+    const double log_keep = std::log1p(-sampling_rate_);
+    long long j = -1;
+    while (true) {
+      double u = 1.0 - rng.uniform();  // (0, 1]
+      double gap = sampling_rate_ >= 1 ? 0 : std::floor(std::log(u) / log_keep);
+      if (gap >= static_cast<double>(n)) break;
+      j += 1 + static_cast<long long>(gap);
+      if (j >= n) break;
+      out.push_back(j);
+    }
+    // In random order, so that an overflow of the step's slots drops random examples, not the
+    // highest-numbered ones.
+    for (std::size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[rng.next() % i]);
+    return out;
+  }
+
   void set_batches(long long step) {
     long long b = plan_.training.micro_batch;
+    if (private_ && plan_.training.privacy.sampling == "poisson") {
+      set_poisson_batches(step);
+      return;
+    }
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
       batch.size = static_cast<int>(b);
@@ -286,6 +534,50 @@ class Runner {
       }
       model_.set_batch(mb, std::move(batch));
     }
+  }
+
+  // The step's slots (global_batch of them, rank-major as the fixed batches) take the drawn
+  // examples; slots left over are masked (weight 0: they run but contribute nothing);
+  // examples drawn beyond the slots are dropped and counted (docs/privacy.md).
+  void set_poisson_batches(long long step) {
+    long long b = plan_.training.micro_batch;
+    std::vector<long long> drawn = poisson_draw(step);
+    long long slots = plan_.training.global_batch;
+    if (static_cast<long long>(drawn.size()) > slots) poisson_dropped_ += static_cast<long long>(drawn.size()) - slots;
+    for (int mb = 0; mb < micro_batches_; ++mb) {
+      Batch batch;
+      batch.size = static_cast<int>(b);
+      for (long long i = 0; i < b; ++i) {
+        long long slot = (static_cast<long long>(rank_) * micro_batches_ + mb) * b + i;
+        bool used = slot < static_cast<long long>(drawn.size());
+        long long example = used ? drawn[slot] : slot;
+        // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
+        Batch item = data_.batch(0, 0, static_cast<int>(example), 1);
+        Batch draw = data_.batch(step, 1, static_cast<int>(example), 1);
+        batch.x0.insert(batch.x0.end(), item.x0.begin(), item.x0.end());
+        batch.y.insert(batch.y.end(), item.y.begin(), item.y.end());
+        batch.noise.insert(batch.noise.end(), draw.noise.begin(), draw.noise.end());
+        batch.t.insert(batch.t.end(), draw.t.begin(), draw.t.end());
+        batch.weight.push_back(used ? 1.0f : 0.0f);
+      }
+      model_.set_batch(mb, std::move(batch));
+    }
+  }
+
+  // DP-SGD noise: this rank's slice of the bucket (the slice a reduce-scatter would give it), so
+  // that the reduced sum carries each element's noise exactly once. Element i of the flat
+  // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
+  // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
+  void add_noise(const Op& op, long long step) {
+    if (noise_multiplier_ == 0) return;
+    Range r = range_of(op.param_groups);
+    std::vector<int> counts = split(r.size, ranks_);
+    std::size_t begin = r.begin;
+    for (int k = 0; k < rank_; ++k) begin += counts[k];
+    double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
+    float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
+    std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
+    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[rank_]), begin, key, stddev);
   }
 
   // --- the step -------------------------------------------------------------------------
@@ -327,6 +619,7 @@ class Runner {
       }
       model_.compute_begin(i);
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
+      else if (op.phase == Phase::gradient_sync) add_noise(op, step);
       else {
         auto address = parse_op_name(op.name);
         model_.run(address.part, address.layer, op.phase, address.microbatch);
@@ -468,6 +761,9 @@ class Runner {
     // The model seeds each micro-batch's backward with 1/micro_batches, so the accumulated
     // gradient is that of the rank's mean loss; the ranks' gradients are summed: average them.
     float scale = 1.0f / static_cast<float>(ranks_);
+    // DP-SGD with Poisson sampling averages over the expected batch, not over the slots.
+    if (private_ && expected_batch_ != plan_.training.global_batch)
+      scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
     if (zero_ == 0) {
       if (ranks_ > 1) model_.scale(grads_.data(), scale, total_);
@@ -525,8 +821,10 @@ void check_plan(const Plan& plan, const std::string& backend) {
   if (plan.training.objective.kind != "rectified_flow")
     throw InputError("training.objective.kind: " + who + " trains \"rectified_flow\", not \"" +
                      plan.training.objective.kind + "\"");
-  if (plan.training.privacy.enabled)
-    throw InputError("training.privacy.enabled: DP-SGD is not implemented in the executor yet");
+  if (plan.training.privacy.enabled && plan.training.privacy.dataset_size > 2147483647LL)
+    throw InputError("training.privacy.dataset_size: the CPU executor's data source numbers examples with 32-bit ints (at most 2147483647)");
+  if (plan.training.privacy.enabled && par.zero == 3 && par.dp > 1)
+    throw InputError("parallelism.zero: the CPU executor runs DP-SGD with ZeRO 0, 1 or 2 (ZeRO-3 noise per group is simulated only)");
 }
 
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,

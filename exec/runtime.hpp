@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "exec/backend.hpp"
+#include "exec/checkpoint.hpp"
 #include "exec/communicator.hpp"
 #include "exec/dit_model.hpp"
+#include "exec/fault_tolerance.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
 #include "model/report.hpp"
@@ -20,6 +22,19 @@ struct ExecOptions {
   double peak_flops = 0;       // for MFU; 0 = unknown (cpu without a profile)
   // Called on rank 0 after each step: step index, mean loss, step seconds.
   std::function<void(long long, double, double)> on_step;
+  // Checkpoints (exec/checkpoint.hpp): written every interval_steps (or interval_s of training
+  // when 0) to `dir`; with `resume`, training starts from the newest one that verifies.
+  struct Checkpointing {
+    std::string dir;  // "" = none
+    std::string mode = "sync";
+    long long interval_steps = 0;
+    double interval_s = 1800;
+    int keep = 2;
+    bool resume = true;
+    std::string plan_identity;
+    const ShardCodec* codec = nullptr;  // identity when null
+  } checkpoint;
+  FaultTolerance* ft = nullptr;  // supervised runs: heartbeats, events, injected faults
 };
 
 struct ExecResult {

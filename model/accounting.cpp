@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/privacy.hpp"
+
 namespace ditwin {
 
 namespace {
@@ -115,6 +117,38 @@ FlopCounts count_flops(const Plan& plan) {
   if (plan.training.recompute == Recompute::full) repeated = m.layers * f.forward_per_layer_per_sample;
   if (plan.training.recompute == Recompute::selective) repeated = m.layers * attention;
   f.hardware_flops_per_step = f.model_flops_per_step + repeated * batch;
+  if (plan.training.privacy.enabled) {
+    // Every weighted op the lowering gives a ".sample_norm" (model/lowering.cpp), by the cheaper
+    // of ghost and materialized norms; embedding tables' norms are memory-bound (no FLOPs).
+    double norms = 0;
+    auto linear = [&](double rows, double d_in, double d_out) { norms += per_sample_norm_flops(rows, d_in, d_out, m.linear_bias); };
+    double fc1_out = (m.gated_mlp ? 2 : 1) * ff;
+    std::vector<double> streams = m.family == ModelFamily::mmdit ? std::vector<double>{img, txt} : std::vector<double>{tokens};
+    for (double t : streams) {
+      if (m.adaln()) linear(1, h, 6 * h);
+      linear(t, h, h + 2 * kv);
+      linear(t, h, h);
+      linear(t, h, fc1_out);
+      linear(t, ff, h);
+    }
+    norms *= m.layers;
+    if (m.has_image()) {
+      linear(img, patch_in, h);
+      linear(1, m.frequency_embedding + h, h);
+      linear(img, h, patch_out);
+    }
+    if (m.family == ModelFamily::mmdit) {
+      linear(txt, m.context_dim, h);
+      linear(1, m.pooled_dim + h, h);
+    }
+    if (m.adaln()) linear(1, h, 2 * h);
+    if (m.has_text_vocab()) {
+      double text = m.family == ModelFamily::unified ? txt : m.has_image() ? 0 : m.seq_len;
+      linear(text, h, m.vocab);
+    }
+    f.privacy_norm_flops_per_sample = norms;
+    f.hardware_flops_per_step += norms * batch;
+  }
   return f;
 }
 
@@ -244,6 +278,18 @@ MemoryReport account_memory(const Plan& plan) {
       acts += 4.0 * text * tr.micro_batch * m.vocab / par.tp;
     }
     st.activations_bytes = acts;
+    if (tr.privacy.enabled) {
+      // DP-SGD keeps every weighted op's output gradient of the micro-batch in backward until its
+      // clip factors are known (book-keeping), plus two Gram matrices per sample at a time.
+      double t = tokens, h = m.hidden;
+      double fc1_out = (m.gated_mlp ? 2 : 1) * m.ffn_hidden;
+      double per_layer = t * ((h + 2 * m.kv_dim() + fc1_out) / par.tp + 2 * h) + (m.adaln() ? 6 * h : 0);
+      double kept = per_layer * m.streams() * layers_per_stage;
+      if (s == 0 && m.has_image()) kept += m.image_tokens() * h + 2 * h;
+      if (s == par.pp - 1) kept += (m.has_image() ? m.image_tokens() * m.patch * m.patch * m.out_channels() : 0) + 2 * h +
+                                   (m.has_text_vocab() ? t * m.vocab / par.tp : 0);
+      st.privacy_bytes = e * kept * tr.micro_batch + 2 * 4.0 * t * t;
+    }
     report.stages.push_back(st);
   }
   report.worst_stage = 0;

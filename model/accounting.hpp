@@ -25,7 +25,8 @@ struct FlopCounts {
   double forward_per_layer_per_sample = 0;
   double attention_core_per_layer_per_sample = 0;  // QK^T and AV only
   double model_flops_per_step = 0;     // 3 x forward x global batch (PaLM's model FLOPs)
-  double hardware_flops_per_step = 0;  // + forward work repeated by recompute
+  double hardware_flops_per_step = 0;  // + forward work repeated by recompute + DP-SGD's per-sample norms
+  double privacy_norm_flops_per_sample = 0;  // DP-SGD: per-sample gradient norms of every weighted op
 };
 
 FlopCounts count_flops(const Plan& plan);
@@ -37,7 +38,8 @@ struct StageMemory {
   double gradients_bytes = 0;
   double optimizer_bytes = 0;  // fp32 master weights + optimizer states
   double activations_bytes = 0;
-  double total_bytes() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes; }
+  double privacy_bytes = 0;    // DP-SGD: output gradients kept until clipping, and Gram scratch
+  double total_bytes() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes + privacy_bytes; }
 };
 
 struct MemoryReport {

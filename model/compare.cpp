@@ -123,6 +123,70 @@ nlohmann::json compare_runs(const RunTimes& p, const RunTimes& m, int top) {
   return out;
 }
 
+bool is_longrun_report(const nlohmann::json& j) {
+  return j.is_object() && j.value("schema", "") == "ditwin.longrun_report/1";
+}
+
+nlohmann::json compare_longruns(const nlohmann::json& p, const nlohmann::json& m, const std::string& p_path,
+                                const std::string& m_path) {
+  using nlohmann::json;
+  auto pick = [](const json& r, const std::string& path) {
+    try {
+      json out;
+      out["path"] = path;
+      out["source"] = r.value("source", "predicted");
+      out["plan"] = r.value("plan", "");
+      out["ettr"] = r.at("ettr").at("mean").get<double>();
+      double wall = r.contains("wall_s") ? r["wall_s"].get<double>() : r.at("wall_days").at("mean").get<double>() * 86400;
+      out["wall_s"] = wall;
+      out["interruptions"] = r.contains("interruptions") ? r["interruptions"].get<double>()
+                                                         : r.value("interruptions_per_day", 0.0) * wall / 86400;
+      json lost = json::object();
+      for (const auto& [k, v] : r.at("lost_hours_by_cause").items()) lost[k] = v.get<double>() * 3600;
+      out["lost_s"] = lost;
+      out["productive_s"] = r.contains("productive_s") ? r["productive_s"].get<double>() : out["ettr"].get<double>() * wall;
+      return out;
+    } catch (const json::exception& e) {
+      throw InputError(path + ": not a complete long-run report (" + e.what() + ")");
+    }
+  };
+  json a = pick(p, p_path), b = pick(m, m_path);
+  json out = {{"kind", "longrun"}, {"predicted", a}, {"measured", b}};
+  out["ettr_difference"] = a["ettr"].get<double>() - b["ettr"].get<double>();
+  if (!a["plan"].get<std::string>().empty() && !b["plan"].get<std::string>().empty() && a["plan"] != b["plan"])
+    out["warning"] = "the two runs are of different plans (" + a["plan"].get<std::string>() + " vs " + b["plan"].get<std::string>() + ")";
+  json rows = json::array();
+  auto row = [&](const std::string& name, double pv, double mv) {
+    rows.push_back({{"what", name}, {"predicted_s", pv}, {"measured_s", mv}, {"difference_s", pv - mv}});
+  };
+  row("wall", a["wall_s"], b["wall_s"]);
+  row("productive", a["productive_s"], b["productive_s"]);
+  for (const auto& [k, v] : a["lost_s"].items()) row("lost: " + k, v, b["lost_s"].value(k, 0.0));
+  out["rows"] = rows;
+  return out;
+}
+
+std::string format_longrun_comparison(const nlohmann::json& c) {
+  std::ostringstream os;
+  char line[256];
+  std::snprintf(line, sizeof line, "ETTR        predicted %.2f%%   measured %.2f%%   difference %+.2f points\n",
+                100 * c["predicted"]["ettr"].get<double>(), 100 * c["measured"]["ettr"].get<double>(),
+                100 * c["ettr_difference"].get<double>());
+  os << line;
+  std::snprintf(line, sizeof line, "interruptions predicted %.0f   measured %.0f\n", c["predicted"]["interruptions"].get<double>(),
+                c["measured"]["interruptions"].get<double>());
+  os << line;
+  if (c.contains("warning")) os << "warning: " << c["warning"].get<std::string>() << "\n";
+  std::snprintf(line, sizeof line, "  %-28s %12s %12s %12s\n", "time", "predicted s", "measured s", "difference");
+  os << line;
+  for (const auto& r : c["rows"]) {
+    std::snprintf(line, sizeof line, "  %-28s %12.3f %12.3f %+12.3f\n", r["what"].get<std::string>().c_str(),
+                  r["predicted_s"].get<double>(), r["measured_s"].get<double>(), r["difference_s"].get<double>());
+    os << line;
+  }
+  return os.str();
+}
+
 std::string format_comparison(const nlohmann::json& c) {
   std::ostringstream os;
   char line[256];

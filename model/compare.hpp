@@ -21,4 +21,11 @@ RunTimes read_run_times(const std::string& path);
 nlohmann::json compare_runs(const RunTimes& predicted, const RunTimes& measured, int top = 25);
 std::string format_comparison(const nlohmann::json& comparison);
 
+// Long runs through failures ("ditwin.longrun_report/1", predicted by `simulate --mode run`,
+// measured by `execute --supervise`): ETTR, wall time and lost time by cause side by side.
+bool is_longrun_report(const nlohmann::json& document);
+nlohmann::json compare_longruns(const nlohmann::json& predicted, const nlohmann::json& measured,
+                                const std::string& predicted_path, const std::string& measured_path);
+std::string format_longrun_comparison(const nlohmann::json& comparison);
+
 }  // namespace ditwin

@@ -6,6 +6,7 @@
 
 #include "model/accounting.hpp"
 #include "model/errors.hpp"
+#include "model/privacy.hpp"
 #include "model/program.hpp"
 
 namespace ditwin {
@@ -103,6 +104,7 @@ class StageLowering {
     }
     params_ = count_parameters(m_);
     dp_group_ = par_.dp * par_.cp;
+    private_ = plan.training.privacy.enabled;
   }
 
   void run() {
@@ -190,6 +192,7 @@ class StageLowering {
   std::vector<TokenStream> streams_;
   ParameterCounts params_;
   int dp_group_;
+  bool private_ = false;           // DP-SGD (training.privacy)
   Index cursor_ = none;            // last op of the current data chain
   std::vector<Index> compute_ops_;  // every compute op, for "end of backward"
   // Last backward op touching each parameter group, per micro-batch: "L12", "embed", "head".
@@ -297,6 +300,7 @@ class StageLowering {
   // One transformer block, forward (or its recompute) or backward.
   void block(int layer, int mb, Phase p) {
     std::string L = "L" + std::to_string(layer) + ".";
+    const std::string group = "L" + std::to_string(layer);
     double h = m_.hidden, kv = m_.kv_dim(), f = m_.ffn_hidden;
     double sp_div = sp_ ? tp_ : 1;
     double fc1_out = (m_.gated_mlp ? 2 : 1) * f / tp_;
@@ -368,25 +372,128 @@ class StageLowering {
       double rows = stream_rows(*it);
       chain(memory_op(P + "mlp.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
       tp_exit(P + "mlp", p, mb, layer, rows);
-      chain(gemm(P + "mlp.fc2", p, mb, layer, rows, f / tp_, h));
+      chain_weighted(gemm(P + "mlp.fc2", p, mb, layer, rows, f / tp_, h), group);
       chain(memory_op(P + "mlp.act", ComputeClass::elementwise, p, mb, layer, e_ * rows * (fc1_out + f / tp_)));
-      chain(gemm(P + "mlp.fc1", p, mb, layer, rows, h, fc1_out));
+      chain_weighted(gemm(P + "mlp.fc1", p, mb, layer, rows, h, fc1_out), group);
       tp_enter(P + "mlp", p, mb, layer, rows);
       chain(memory_op(P + "norm2", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
       chain(memory_op(P + "attn.residual", ComputeClass::elementwise, p, mb, layer, 3 * e_ * rows * h / sp_div));
       tp_exit(P + "attn", p, mb, layer, rows);
-      chain(gemm(P + "attn.proj", p, mb, layer, rows, h / tp_, h));
+      chain_weighted(gemm(P + "attn.proj", p, mb, layer, rows, h / tp_, h), group);
     }
     attention_core(p);
     cp_kv(p);
     for (auto it = streams_.rbegin(); it != streams_.rend(); ++it) {
       std::string P = L + it->prefix;
       double rows = stream_rows(*it);
-      chain(gemm(P + "attn.qkv", p, mb, layer, rows, h, (h + 2 * kv) / tp_));
+      chain_weighted(gemm(P + "attn.qkv", p, mb, layer, rows, h, (h + 2 * kv) / tp_), group);
       tp_enter(P + "attn", p, mb, layer, rows);
       chain(memory_op(P + "norm1", ComputeClass::norm, p, mb, layer, 2 * e_ * rows * h / sp_div));
-      if (m_.adaln()) chain(replicated(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h)));
+      if (m_.adaln()) chain_weighted(replicated(gemm(P + "adaln", p, mb, layer, static_cast<double>(b_), h, 6 * h)), group);
     }
+  }
+
+  // --- DP-SGD (book-keeping, Bu et al. 2023) --------------------------------------------------
+  // Each weighted op's backward computes only its input gradient and keeps its output gradient;
+  // "<op>.sample_norm" adds each sample's squared gradient norm (ghost or materialized, whichever
+  // is cheaper: model/privacy.hpp); after the micro-batch's whole backward, "privacy.clip" sets the
+  // clip factors and "<op>.wgrad" forms the clipped weight gradient. The last micro-batch's
+  // gradients get Gaussian noise once per step: each DP rank adds its slice of every bucket
+  // ("grads.bucketK.noise") before the bucket's reduction, so the sum carries it exactly once.
+  struct PendingWgrad {
+    Op op;
+    std::string group;
+  };
+  std::vector<PendingWgrad> pending_wgrads_;
+  bool emitting_wgrads_ = false;
+  std::map<std::size_t, Index> noise_of_bucket_;
+
+  void chain_weighted(Op op, const std::string& group) {
+    if (!private_ || op.phase != Phase::backward) {
+      chain(std::move(op));
+      return;
+    }
+    std::string base = op.name.substr(0, op.name.rfind(".bwd."));
+    std::string mbs = ".mb" + std::to_string(op.microbatch);
+    Op wgrad = op;
+    wgrad.name = base + ".wgrad" + mbs;
+    // Backward was input plus weight gradient; each half now runs on its own.
+    op.flops /= 2;
+    op.bytes /= 2;
+    wgrad.flops /= 2;
+    wgrad.bytes /= 2;
+    Op norm = op;
+    norm.name = base + ".sample_norm" + mbs;
+    if (op.compute == ComputeClass::gemm) {
+      double rows = static_cast<double>(op.m) / b_, d_in = static_cast<double>(op.k), d_out = static_cast<double>(op.n);
+      norm.flops = b_ * per_sample_norm_flops(rows, d_in, d_out, m_.linear_bias);
+      norm.bytes = e_ * b_ * rows * (d_in + d_out);
+      if (rows <= 1) {
+        norm.compute = ComputeClass::elementwise;
+        norm.m = norm.n = norm.k = 0;
+      } else if (ghost_norm_is_cheaper(rows, d_in, d_out)) {  // Gram matrices: rows x rows, inner d
+        norm.m = norm.n = static_cast<std::int64_t>(rows);
+        norm.k = static_cast<std::int64_t>(0.5 * (d_in + d_out));
+        norm.batch = b_;
+      } else {  // the sample's d_out x d_in gradient over its rows
+        norm.m = static_cast<std::int64_t>(d_out);
+        norm.n = static_cast<std::int64_t>(d_in);
+        norm.k = static_cast<std::int64_t>(rows);
+        norm.batch = b_;
+      }
+      wgrad.bytes += 2 * e_ * static_cast<double>(op.m) * d_out;  // scaling G's rows by the clip factors
+    } else {  // an embedding: each sample's rows of the table
+      norm.bytes = op.bytes;
+    }
+    chain(std::move(op));
+    chain(std::move(norm));
+    pending_wgrads_.push_back({std::move(wgrad), group});
+  }
+
+  Op noise_op(const std::string& nm, double params, std::vector<std::string> groups) {
+    Op op;
+    op.name = nm;
+    op.kind = OpKind::compute;
+    op.compute = ComputeClass::elementwise;
+    op.phase = Phase::gradient_sync;
+    // Read and write this rank's gradient slice, plus the fp32 Gaussian draws themselves.
+    op.bytes = params * (2 * e_ + 4);
+    op.param_groups = std::move(groups);
+    return op;
+  }
+
+  // After a micro-batch's whole backward: clip, then the clipped weight gradients, group by
+  // group in backward order, each group's gradients complete after its last .wgrad.
+  void clip_and_weight_gradients(int mb) {
+    if (!private_) return;
+    if (tp_ > 1)  // per-sample norms of TP-split weights are partial sums
+      chain(collective("privacy.norms.tp_allreduce", Phase::backward, mb, -1, Stream::tp, Collective::all_reduce,
+                       GroupKind::tp, tp_, 8.0 * b_));
+    Op clip;
+    clip.name = "privacy.clip.mb" + std::to_string(mb);
+    clip.kind = OpKind::compute;
+    clip.compute = ComputeClass::elementwise;
+    clip.phase = Phase::backward;
+    clip.microbatch = mb;
+    clip.bytes = 12.0 * b_;
+    chain(std::move(clip));
+    bool last_mb = mb == static_cast<int>(plan_.micro_batches()) - 1;
+    emitting_wgrads_ = true;
+    for (std::size_t i = 0; i < pending_wgrads_.size(); ++i) {
+      chain(std::move(pending_wgrads_[i].op));
+      const std::string& group = pending_wgrads_[i].group;
+      if (i + 1 < pending_wgrads_.size() && pending_wgrads_[i + 1].group == group) continue;
+      double params = group == "embed" ? params_.embedding / tp_ : group == "head" ? head_params() : layer_params();
+      grads_done(group, mb, params);
+      if (!last_mb || par_.zero == 3) continue;
+      for (std::size_t k = 0; k < bucket_plan_.size(); ++k)  // a bucket completes with its first group
+        if (bucket_plan_[k].first.front() == group)
+          noise_of_bucket_[k] =
+              chain(noise_op("grads.bucket" + std::to_string(k) + ".noise", bucket_plan_[k].second / dp_group_,
+                             bucket_plan_[k].first));
+    }
+    emitting_wgrads_ = false;
+    pending_wgrads_.clear();
   }
 
   // ZeRO-3 / FSDP: gather a parameter group before use; with overlap, the gather of one group
@@ -408,6 +515,9 @@ class StageLowering {
   Index extra_dep_ = none;
 
   void grads_done(const std::string& group, int mb, double params) {
+    if (private_ && !emitting_wgrads_) return;  // DP-SGD: the group's gradients exist after its .wgrad ops
+    if (private_ && mb == static_cast<int>(plan_.micro_batches()) - 1 && par_.zero == 3 && dp_group_ > 1)
+      chain(noise_op(group + ".grads.noise", params / dp_group_, {group}));
     Index last = cursor_;
     grads_ready_[group][mb] = last;
     group_params_[group] = params;
@@ -466,22 +576,23 @@ class StageLowering {
     // Backward runs the same ops in reverse, so each gets its output gradient first.
     std::vector<std::function<void()>> ops;
     if (m_.has_image()) {
-      ops.push_back([&] { chain(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h))); });
+      ops.push_back([&] { chain_weighted(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h)), "embed"); });
       ops.push_back([&] {
-        chain(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)));
+        chain_weighted(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)),
+                       "embed");
       });
     }
     if (m_.family == ModelFamily::dit && m_.num_classes > 0)
-      ops.push_back([&] { chain(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h)); });
+      ops.push_back([&] { chain_weighted(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h), "embed"); });
     if (m_.family == ModelFamily::mmdit) {
-      ops.push_back([&] { chain(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h))); });
+      ops.push_back([&] { chain_weighted(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h)), "embed"); });
       ops.push_back([&] {
-        chain(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)));
+        chain_weighted(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)), "embed");
       });
     }
     if (m_.has_text_vocab()) {
       ops.push_back([&] {
-        chain(memory_op("embed.tokens", ComputeClass::embedding, p, mb, -1, 2 * e_ * rows_txt * h));
+        chain_weighted(memory_op("embed.tokens", ComputeClass::embedding, p, mb, -1, 2 * e_ * rows_txt * h), "embed");
         if (tp_ > 1 && p == Phase::forward)  // vocabulary-parallel lookup: partial rows summed
           chain(collective("embed.tp_allreduce", p, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
                            e_ * rows_txt * h));
@@ -519,10 +630,10 @@ class StageLowering {
     // Backward: loss gradient, then the head GEMMs in reverse.
     chain(memory_op("loss", ComputeClass::loss, p, mb, -1,
                     (m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0) + 3 * e_ * rows_img * patch_out));
-    if (m_.has_text_vocab()) chain(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_));
-    if (m_.has_image()) chain(replicated(gemm("head.image", p, mb, -1, rows_img, h, patch_out)));
+    if (m_.has_text_vocab()) chain_weighted(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_), "head");
+    if (m_.has_image()) chain_weighted(replicated(gemm("head.image", p, mb, -1, rows_img, h, patch_out)), "head");
     chain(memory_op("head.norm", ComputeClass::norm, p, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
-    if (m_.adaln()) chain(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)));
+    if (m_.adaln()) chain_weighted(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)), "head");
     grads_done("head", mb, head_params());
   }
 
@@ -591,6 +702,7 @@ class StageLowering {
       if (model_chunk == last_chunk) head(mb, p);
       for (int l = end_layer - 1; l >= first_layer; --l) run_layer(l, mb, p);
       if (model_chunk == 0) embed(mb, p);
+      clip_and_weight_gradients(mb);  // DP-SGD runs with pp 1: this is the micro-batch's whole backward
     }
     bool sends = p == Phase::forward ? model_chunk < last_chunk : model_chunk > 0;
     if (sends) {
@@ -669,6 +781,7 @@ class StageLowering {
                              params * e_);
           op.calls = std::max(1, static_cast<int>(params * e_ / par_.bucket_bytes + 0.999));
           op.deps.push_back(par_.overlap_grad_reduce ? ready : end_of_backward);
+          if (mb == m - 1 && noise_of_bucket_.count(k)) op.deps.push_back(noise_of_bucket_.at(k));
           op.param_groups = members;
           Index saved = cursor_;
           cursor_ = none;

@@ -1,6 +1,8 @@
 // Plan parsing and validation. Every rule lives here, once, and its message names the path.
 #include "model/plan.hpp"
 
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -202,7 +204,8 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
   t.flash_attention = r.boolean("flash_attention", true);
   {
     JsonReader p = r.object("privacy");
-    t.privacy.enabled = p.boolean("enabled", false);
+    // A privacy section turns DP-SGD on unless it says "enabled": false.
+    t.privacy.enabled = p.boolean("enabled", r.has("privacy"));
     t.privacy.clip_norm = positive_number(p, "clip_norm", 1.0);
     t.privacy.noise_multiplier = non_negative(p, "noise_multiplier", 0.0);
     t.privacy.target_epsilon = non_negative(p, "target_epsilon", 0.0);
@@ -210,9 +213,23 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     if (!(t.privacy.delta > 0 && t.privacy.delta < 1)) p.fail("delta", "must be in (0, 1)");
     t.privacy.sampling = p.choice("sampling", {"poisson", "shuffle"}, "poisson");
     t.privacy.dataset_size = p.integer("dataset_size", 0);
+    t.privacy.conversion = p.choice("conversion", {"improved", "classic"}, "improved");
+    t.privacy.expected_batch = p.integer("expected_batch", t.global_batch);
+    if (t.privacy.expected_batch < 1 || t.privacy.expected_batch > t.global_batch)
+      p.fail("expected_batch", "must be in [1, training.global_batch = " + std::to_string(t.global_batch) + "], got " +
+                                   std::to_string(t.privacy.expected_batch));
+    if (p.has("expected_batch") && t.privacy.sampling != "poisson")
+      p.fail("expected_batch", "applies to poisson sampling only (shuffled batches are global_batch examples)");
     if (t.privacy.enabled) {
-      if (t.privacy.noise_multiplier == 0 && t.privacy.target_epsilon == 0)
+      bool has_noise = p.has("noise_multiplier") && !p.raw("noise_multiplier").is_null();
+      bool has_target = t.privacy.target_epsilon > 0;
+      if (!has_noise && !has_target)
         p.fail("noise_multiplier", "or target_epsilon must be set when privacy is enabled");
+      if (has_noise && has_target)
+        p.fail("target_epsilon", "and noise_multiplier are both set: give one (the noise is solved for the target)");
+      if (p.has("target_epsilon") && !has_target) p.fail("target_epsilon", "must be > 0");
+      if (!p.has("dataset_size"))
+        p.fail("dataset_size", "is required when privacy is enabled (the examples sampled from; q = global_batch / dataset_size)");
       if (t.privacy.dataset_size < t.global_batch)
         p.fail("dataset_size", "must be >= training.global_batch (" +
                                    std::to_string(t.global_batch) + ") when privacy is enabled");
@@ -280,6 +297,48 @@ ClusterSpec parse_cluster(JsonReader r) {
   return c;
 }
 
+const std::vector<std::string> inject_kinds = {"kill", "hang", "kill_during_checkpoint", "corrupt_shard"};
+
+// A random injection time: uniform in [0, within_s), from the seed alone (SplitMix64), so the
+// executor and the simulator agree on it.
+double random_time(std::uint64_t seed, double within_s) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return within_s * static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+// The rules one injection obeys, however it was written; `fail(key, rule)` reports.
+template <typename Fail>
+void check_inject(const InjectSpec& in, bool has_step, bool has_time, Fail fail) {
+  bool at_checkpoint = in.kind == "kill_during_checkpoint" || in.kind == "corrupt_shard";
+  if (has_step == has_time) fail("step", "give exactly one of step, at_s, or seed + within_s");
+  if (at_checkpoint && !has_step) fail("step", in.kind + " needs the step of the checkpoint it hits");
+  if (at_checkpoint && in.step < 1) fail("step", in.kind + " hits the checkpoint taken after that many steps: must be >= 1");
+  if (!(in.fraction > 0 && in.fraction < 1)) fail("fraction", "must be in (0, 1)");
+}
+
+InjectSpec parse_inject_object(JsonReader& c) {
+  InjectSpec in;
+  in.kind = c.choice("kind", inject_kinds, "");
+  if (in.kind.empty()) c.fail("kind", "is required (one of kill hang kill_during_checkpoint corrupt_shard)");
+  in.rank = count(c, "rank", 0);
+  bool has_step = c.has("step"), random = c.has("seed") || c.has("within_s");
+  if (has_step) in.step = count(c, "step", 0);
+  if (c.has("at_s")) in.at_s = non_negative(c, "at_s", 0);
+  if (random) {
+    if (c.has("at_s")) c.fail("seed", "give at_s or seed + within_s, not both");
+    if (!c.has("seed") || !c.has("within_s")) c.fail(c.has("seed") ? "within_s" : "seed", "a random time needs both seed and within_s");
+    long long seed = c.integer("seed");
+    in.at_s = random_time(static_cast<std::uint64_t>(seed), positive_number(c, "within_s", 1));
+  }
+  in.fraction = c.number("fraction", 0.5);
+  check_inject(in, has_step, in.at_s >= 0, [&](const std::string& key, const std::string& rule) { c.fail(key, rule); });
+  c.finish();
+  return in;
+}
+
 ReliabilitySpec parse_reliability(JsonReader r) {
   ReliabilitySpec s;
   static const std::vector<std::string> presets = {"none", "llama3", "meta-rsc"};
@@ -333,6 +392,8 @@ ReliabilitySpec parse_reliability(JsonReader r) {
     s.checkpoint.write_s = c.has("write_s") ? non_negative(c, "write_s", 0) : -1;
     s.checkpoint.load_s = c.has("load_s") ? non_negative(c, "load_s", 0) : -1;
     s.checkpoint.keep = positive_int(c, "keep", 2);
+    s.checkpoint.dir = c.string("dir", "");
+    s.checkpoint.interval_steps = count(c, "interval_steps", 0);
     c.finish();
   }
   s.heartbeat_s = positive_number(r, "heartbeat_s", 30);
@@ -347,6 +408,26 @@ ReliabilitySpec parse_reliability(JsonReader r) {
   s.spare_repair_s = non_negative(r, "spare_repair_hours", 48) * 3600;
   s.straggler_slowdown = r.number("straggler_slowdown", 1.0);
   if (s.straggler_slowdown < 1) r.fail("straggler_slowdown", "must be >= 1 (1 = no slowdown)");
+  s.exit_detection_s = non_negative(r, "exit_detection_s", 0.5);
+  {
+    JsonReader p = r.object("restart");
+    s.restart.max_restarts = count(p, "max_restarts", 3);
+    s.restart.backoff_s = non_negative(p, "backoff_s", 0);
+    s.restart.backoff_factor = p.number("backoff_factor", 2);
+    if (s.restart.backoff_factor < 1) p.fail("backoff_factor", "must be >= 1");
+    s.restart.backoff_max_s = non_negative(p, "backoff_max_s", 60);
+    p.finish();
+  }
+  if (r.has("inject")) {
+    const auto& list = r.raw("inject");
+    if (!list.is_array()) r.fail("inject", "must be an array of objects");
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string at = r.path_of("inject") + "[" + std::to_string(i) + "]";
+      if (!list[i].is_object()) throw InputError(at + ": must be an object");
+      JsonReader c(list[i], at);
+      s.inject.push_back(parse_inject_object(c));
+    }
+  }
   r.finish();
   return s;
 }
@@ -372,6 +453,10 @@ void cross_validate(Plan& p) {
                             " x " + str(par.cp) + " = " + str(par.world()) + " ranks, but the cluster has " +
                             str(p.cluster.nodes) + " x " + str(p.cluster.devices_per_node) + " = " +
                             str(p.cluster.gpus()) + " devices");
+  for (size_t i = 0; i < p.reliability.inject.size(); ++i)
+    if (p.reliability.inject[i].rank >= par.world())
+      fail("reliability.inject[" + std::to_string(i) + "].rank", str(p.reliability.inject[i].rank) +
+                                                                   " is not a rank of this plan (it has " + str(par.world()) + ")");
   if (m.heads % par.tp != 0)
     fail("parallelism.tp", str(par.tp) + " does not divide model.heads " + str(m.heads));
   if (m.kv_heads % par.tp != 0 && par.tp % m.kv_heads != 0)
@@ -412,6 +497,8 @@ void cross_validate(Plan& p) {
     fail("training.precision", "fp8 is not supported by " + p.cluster.device.name);
   if (t.privacy.enabled && par.pp > 1)
     fail("training.privacy.enabled", "DP-SGD with pipeline parallelism is not supported (per-sample norms span stages)");
+  if (t.privacy.enabled && par.cp > 1)
+    fail("training.privacy.enabled", "DP-SGD with context parallelism is not supported (a sample's ghost norm needs all its tokens on one rank)");
   if (p.model.family != ModelFamily::mmdit && p.model.context_dim > 0)
     fail("model.context_dim", "only mmdit models take a text context");
   if (p.model.family != ModelFamily::mmdit && p.model.pooled_dim > 0)
@@ -431,6 +518,10 @@ void cross_validate(Plan& p) {
   if (par.tp > p.cluster.devices_per_node)
     warn("parallelism.tp " + str(par.tp) + " spans nodes: tensor-parallel traffic leaves NVLink");
   if (par.sequence_parallel && par.tp == 1) warn("parallelism.sequence_parallel has no effect with tp 1");
+  if (t.privacy.enabled && t.privacy.target_epsilon == 0 && t.privacy.noise_multiplier == 0)
+    warn("training.privacy.noise_multiplier 0 adds no noise: gradients are clipped but nothing is private (epsilon is infinite)");
+  if (t.privacy.enabled && t.privacy.sampling == "shuffle")
+    warn("training.privacy.sampling shuffle is accounted as if Poisson-sampled, as Opacus and TF-Privacy do; only poisson carries the formal guarantee");
   if (par.pp > 1 && mb < par.pp)
     warn("only " + str(mb) + " micro-batches for " + str(par.pp) + " pipeline stages: most of the step is bubble");
   if (par.pp > 1 && par.schedule == PipelineSchedule::gpipe)
@@ -464,6 +555,76 @@ Plan parse_plan(const nlohmann::json& document) {
   p.run = parse_run(root.object("run"));
   cross_validate(p);
   return p;
+}
+
+double RestartPolicySpec::backoff_before(int restart) const {
+  if (restart < 1 || backoff_s <= 0) return 0;
+  return std::min(backoff_max_s, backoff_s * std::pow(backoff_factor, restart - 1));
+}
+
+std::string InjectSpec::describe() const {
+  std::ostringstream os;
+  os << kind << ":rank=" << rank;
+  if (step >= 0) os << ",step=" << step;
+  if (at_s >= 0) os << ",at_s=" << at_s;
+  if (kind == "kill_during_checkpoint") os << ",fraction=" << fraction;
+  return os.str();
+}
+
+void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, long long steps,
+                      const std::function<std::string(std::size_t)>& where) {
+  long long world = plan.parallelism.world();
+  const auto& ck = plan.reliability.checkpoint;
+  for (std::size_t i = 0; i < inject.size(); ++i) {
+    const auto& in = inject[i];
+    if (in.rank >= world)
+      throw InputError(where(i) + ": rank " + std::to_string(in.rank) + " is not a rank of this plan (it has " +
+                       std::to_string(world) + ")");
+    if (in.step >= steps)
+      throw InputError(where(i) + ": step " + std::to_string(in.step) + " is never reached in a run of " +
+                       std::to_string(steps) + " steps");
+    if (in.kind == "kill_during_checkpoint" || in.kind == "corrupt_shard") {
+      if (ck.interval_steps < 1)
+        throw InputError(where(i) + ": needs checkpoints every N steps (reliability.checkpoint.interval_steps)");
+      if (in.step % ck.interval_steps != 0)
+        throw InputError(where(i) + ": no checkpoint is taken after step " + std::to_string(in.step) +
+                         " (reliability.checkpoint.interval_steps is " + std::to_string(ck.interval_steps) + ")");
+    }
+  }
+}
+
+InjectSpec parse_inject(const std::string& text, const std::string& where) {
+  auto colon = text.find(':');
+  nlohmann::json j = nlohmann::json::object();
+  j["kind"] = text.substr(0, colon);
+  std::string rest = colon == std::string::npos ? "" : text.substr(colon + 1);
+  std::stringstream parts(rest);
+  std::string item;
+  while (std::getline(parts, item, ',')) {
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      throw InputError(where + " \"" + text + "\": \"" + item + "\" is not key=value (e.g. kill:rank=1,step=7)");
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    try {
+      std::size_t used = 0;
+      double v = std::stod(value, &used);
+      if (used != value.size()) throw std::invalid_argument(value);
+      j[key] = v;
+    } catch (const std::exception&) {
+      throw InputError(where + " \"" + text + "\": " + key + "=" + value + " is not a number");
+    }
+  }
+  JsonReader r(j, where + " \"" + text + "\": ");
+  try {
+    return parse_inject_object(r);
+  } catch (const InputError& e) {
+    // JsonReader paths read "prefix.key": keep the message, drop the join's stray dot.
+    std::string m = e.what();
+    auto pos = m.find(": .");
+    if (pos != std::string::npos) m.erase(pos + 2, 1);
+    throw InputError(m);
+  }
 }
 
 nlohmann::json read_json_file(const std::string& path) {

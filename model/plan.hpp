@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,14 +34,18 @@ struct ObjectiveSpec {
   double m = 0.0, s = 1.0;      // logit-normal location and scale
 };
 
+// DP-SGD (docs/privacy.md): per-sample clipping, Gaussian noise, an RDP accountant.
 struct PrivacySpec {
-  bool enabled = false;
-  double clip_norm = 1.0;
-  double noise_multiplier = 0.0;  // 0 with target_epsilon set: solved for later
-  double target_epsilon = 0.0;
+  bool enabled = false;           // true when the plan has a privacy section (unless it says false)
+  double clip_norm = 1.0;         // per-sample gradient L2 bound C
+  double noise_multiplier = 0.0;  // noise std / C; solved for when target_epsilon is set
+  double target_epsilon = 0.0;    // > 0: solve the noise multiplier for this epsilon over run.steps
   double delta = 1e-5;
   std::string sampling = "poisson";  // poisson | shuffle
-  long long dataset_size = 0;
+  long long dataset_size = 0;        // examples; sampling rate q = expected batch / dataset_size
+  long long expected_batch = 0;      // poisson: expected examples per step (default global_batch); the
+                                     // step has global_batch slots, so a margin makes overflow rare
+  std::string conversion = "improved";  // RDP -> (eps, delta): improved (Balle et al. 2020) | classic (Mironov 2017)
 };
 
 struct TrainingSpec {
@@ -100,7 +105,34 @@ struct CheckpointSpec {
   double write_s = -1;  // >= 0: time to write one checkpoint, instead of size / write bandwidth
   double load_s = -1;   // >= 0: time to load one checkpoint, instead of size / read bandwidth
   int keep = 2;
+  // The executor (ditwin execute): where shards and manifests go, and a step interval that
+  // replaces interval_s when > 0 (the simulator then uses interval_steps x its step time).
+  std::string dir;
+  long long interval_steps = 0;
 };
+
+// How the supervisor (ditwin execute --supervise) restarts a failed run.
+struct RestartPolicySpec {
+  int max_restarts = 3;
+  double backoff_s = 0;  // wait before restart n: backoff_s x backoff_factor^(n-1), at most backoff_max_s
+  double backoff_factor = 2;
+  double backoff_max_s = 60;
+  double backoff_before(int restart) const;  // restart counts from 1
+};
+
+// One injected fault (reliability.inject, or `ditwin execute --inject`). Each fires once per run.
+struct InjectSpec {
+  std::string kind;    // kill | hang | kill_during_checkpoint | corrupt_shard
+  int rank = 0;
+  long long step = -1;  // >= 0: at the start of this step (0-based: after `step` steps); for the
+                        // checkpoint kinds, the checkpoint taken after `step` steps
+  double at_s = -1;     // >= 0 (kill, hang): this long after the training of an attempt starts
+  double fraction = 0.5;  // kill_during_checkpoint: how far through its shard file the rank dies
+  std::string describe() const;  // "kill:rank=1,step=7", the CLI form
+};
+// Parses the CLI form "KIND:key=value,..." (keys rank, step, at_s, seed + within_s, fraction);
+// throws InputError naming `where` and the problem.
+InjectSpec parse_inject(const std::string& text, const std::string& where);
 
 // One failure category of the long-run model (docs/plan.md, reliability.failures).
 struct FailureCategorySpec {
@@ -125,6 +157,9 @@ struct ReliabilitySpec {
   double reschedule_s = 120, process_start_s = 60, comm_init_s = 30;
   int spare_nodes = 0;
   double straggler_fraction = 0.0, straggler_slowdown = 1.0;
+  RestartPolicySpec restart;
+  std::vector<InjectSpec> inject;
+  double exit_detection_s = 0.5;  // a process that exits (node alive) is noticed by its launcher
 };
 
 struct RunSpec {
@@ -146,6 +181,11 @@ struct Plan {
   long long micro_batches() const;  // per step, per pipeline (gradient accumulation steps)
   long long tokens_per_step() const;
 };
+
+// Checks injections against a run of `steps` steps of `plan`: ranks exist, steps are reached, the
+// checkpoint kinds hit a checkpoint (`where(i)` names injection i in messages).
+void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, long long steps,
+                      const std::function<std::string(std::size_t)>& where);
 
 // Parses and validates; throws InputError naming the JSON path and the rule on the first problem.
 Plan parse_plan(const nlohmann::json& document);

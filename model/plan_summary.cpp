@@ -52,6 +52,8 @@ nlohmann::json plan_summary(const Plan& plan, const Program& program) {
                 {"model_flops_per_step", flops.model_flops_per_step},
                 {"hardware_flops_per_step", flops.hardware_flops_per_step},
                 {"program_flops_per_step", program.total_flops()}};
+  if (flops.privacy_norm_flops_per_sample > 0)  // DP-SGD plans only
+    j["flops"]["privacy_norm_flops_per_step"] = flops.privacy_norm_flops_per_sample * plan.training.global_batch;
   j["batch"] = {{"global_batch", plan.training.global_batch}, {"micro_batch", plan.training.micro_batch},
                 {"micro_batches", plan.micro_batches()}, {"tokens_per_step", plan.tokens_per_step()}};
   json stages = json::array();
@@ -59,6 +61,8 @@ nlohmann::json plan_summary(const Plan& plan, const Program& program) {
     stages.push_back({{"stage", s.stage}, {"params_on_gpu", s.params_on_gpu}, {"weights_bytes", s.weights_bytes},
                       {"gradients_bytes", s.gradients_bytes}, {"optimizer_bytes", s.optimizer_bytes},
                       {"activations_bytes", s.activations_bytes}, {"total_bytes", s.total_bytes()}});
+  for (std::size_t i = 0; i < memory.stages.size(); ++i)  // DP-SGD plans only
+    if (memory.stages[i].privacy_bytes > 0) stages[i]["privacy_bytes"] = memory.stages[i].privacy_bytes;
   j["memory"] = {{"device", plan.cluster.device.name},
                  {"capacity_bytes", memory.capacity_bytes},
                  {"peak_bytes", memory.peak_bytes()},
@@ -116,7 +120,8 @@ std::string format_plan_summary(const nlohmann::json& j) {
   os << "batch        " << j["batch"]["global_batch"] << " samples = " << j["batch"]["micro_batches"]
      << " micro-batches of " << j["batch"]["micro_batch"] << " per DP rank; " << human_count(d("batch", "tokens_per_step"))
      << " tokens/step\n";
-  os << "FLOPs/step   model " << human_count(d("flops", "model_flops_per_step")) << "FLOP, with recompute "
+  os << "FLOPs/step   model " << human_count(d("flops", "model_flops_per_step"))
+     << (j["flops"].contains("privacy_norm_flops_per_step") ? "FLOP, with recompute and DP-SGD's per-sample norms " : "FLOP, with recompute ")
      << human_count(d("flops", "hardware_flops_per_step")) << "FLOP (forward " << human_count(d("flops", "forward_per_sample"))
      << "FLOP per sample)\n";
   const auto& p = j["parallelism"];
@@ -130,7 +135,8 @@ std::string format_plan_summary(const nlohmann::json& j) {
   const auto& mem = j["memory"];
   os << "memory per GPU (stage " << mem["worst_stage"] << ", the fullest)\n";
   const auto& s = mem["stages"][mem["worst_stage"].get<int>()];
-  for (const char* k : {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes"}) {
+  for (const char* k : {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "privacy_bytes"}) {
+    if (!s.contains(k)) continue;
     std::string label = k;
     label = label.substr(0, label.size() - 6);
     char line[128];

@@ -31,6 +31,7 @@ void fill_metrics(StepReport& r, const Plan& plan, double peak) {
               {"worst_stage", m.worst_stage}, {"weights_bytes", s.weights_bytes},
               {"gradients_bytes", s.gradients_bytes}, {"optimizer_bytes", s.optimizer_bytes},
               {"activations_bytes", s.activations_bytes}};
+  if (s.privacy_bytes > 0) r.memory["privacy_bytes"] = s.privacy_bytes;  // DP-SGD plans only
 }
 
 StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s) {

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <numeric>
 #include <sstream>
 #include <stdexcept>
 
@@ -90,12 +91,80 @@ LongRunInputs longrun_inputs(const Plan& plan, double step_time_s, double mfu) {
   }
   // Checkpoints happen between steps.
   in.interval_s = std::max(1.0, std::ceil(interval / step_time_s - 1e-9)) * step_time_s;
+  if (rel.checkpoint.interval_steps > 0) in.interval_s = static_cast<double>(rel.checkpoint.interval_steps) * step_time_s;
+  in.restart = rel.restart;
   if (plan.run.duration_s > 0) {
     in.duration_s = plan.run.duration_s;
   } else {
     in.work_s = plan.run.steps * step_time_s;
   }
   return in;
+}
+
+std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, const std::vector<InjectSpec>& inject,
+                                                          long long steps, double exit_detection_s) {
+  using Scheduled = LongRunInputs::Scheduled;
+  const double step_s = in.step_time_s;
+  const long long every = std::max(1LL, std::llround(in.interval_s / step_s));
+  const bool sync = in.checkpoint_mode == "sync";
+  in.work_s = static_cast<double>(steps) * step_s;
+  in.duration_s = 0;
+  std::vector<bool> fired(inject.size(), false);
+  std::vector<Scheduled> out;
+  struct Durable { long long step; double at; };
+  std::vector<Durable> checkpoints;  // of the current lineage
+  long long resume = 0;
+  double t = 0;  // the attempt's training start, from the job's start
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    double start = t;
+    // Play the attempt until a fault fires or the run ends.
+    double fire_t = -1;
+    int which = -1;
+    auto consider = [&](int i, double when) {
+      if (fire_t < 0 || when < fire_t) fire_t = when, which = i;
+    };
+    for (long long s = resume; s < steps && fire_t < 0; ++s) {
+      for (std::size_t i = 0; i < inject.size(); ++i) {
+        const auto& f = inject[i];
+        if (fired[i] || f.at_s >= 0 || f.step != s || (f.kind != "kill" && f.kind != "hang")) continue;
+        consider(static_cast<int>(i), t);
+      }
+      double step_end = t + step_s, cycle_end = step_end;
+      long long done = s + 1;
+      bool checkpoint = done % every == 0 && done < steps;
+      if (checkpoint) cycle_end += in.stall_s;
+      for (std::size_t i = 0; i < inject.size(); ++i) {
+        const auto& f = inject[i];
+        if (fired[i]) continue;
+        if ((f.kind == "kill" || f.kind == "hang") && f.at_s >= 0 && start + f.at_s < cycle_end && start + f.at_s >= t)
+          consider(static_cast<int>(i), start + f.at_s);
+        if (checkpoint && f.kind == "kill_during_checkpoint" && f.step == done)
+          consider(static_cast<int>(i), sync ? step_end + f.fraction * in.stall_s
+                                             : step_end + in.stall_s + f.fraction * in.persist_s);
+      }
+      if (fire_t >= 0) break;
+      if (checkpoint) checkpoints.push_back({done, cycle_end + (sync ? 0 : in.persist_s)});
+      t = cycle_end;
+    }
+    if (fire_t < 0) break;  // the run ends
+    fired[which] = true;
+    const auto& f = inject[which];
+    bool hang = f.kind == "hang";
+    out.push_back({fire_t, "injected " + f.describe(), hang, hang ? in.heartbeat_s : exit_detection_s});
+    resume = 0;
+    for (const auto& c : checkpoints)
+      if (c.at <= fire_t) resume = std::max(resume, c.step);
+    checkpoints.erase(std::remove_if(checkpoints.begin(), checkpoints.end(), [&](const Durable& c) { return c.step > resume; }),
+                      checkpoints.end());
+    int restart = static_cast<int>(out.size());
+    t = fire_t + out.back().detect_s + in.restart.backoff_before(restart) + in.process_start_s + in.comm_init_s + in.load_s;
+  }
+  in.failures.categories.clear();
+  in.failures.planned_per_node_s = 0;
+  in.failures.source = "injected (deterministic)";
+  for (const auto& e : out) in.failures.categories.push_back({e.name, 0.0, e.hang, false});
+  in.scheduled = out;
+  return out;
 }
 
 namespace {
@@ -122,6 +191,7 @@ struct Event {
   int category = -1;  // into FailureModel::categories; -1 = planned maintenance
   bool slow_after = false;  // the allocation that resumes after it has a straggler
   bool lead = true;         // false: falls while the host is already down for the event before
+  double detect_s = -1;     // >= 0 (deterministic mode): this detection delay instead of the category's
 };
 
 struct TrialDraw {
@@ -138,6 +208,21 @@ TrialDraw draw_trial(const LongRunInputs& in, std::uint64_t seed, int trial) {
   // Hash (seed, trial) into a starting state: nearby seeds or trials must not give shifted streams.
   Rng rng{mix64(mix64(seed + 0x6A09E667F3BCC909ULL) ^ mix64(static_cast<std::uint64_t>(trial) + 0xBB67AE8584CAA73BULL))};
   TrialDraw d;
+  if (!in.scheduled.empty()) {  // deterministic: the same failures in every trial
+    for (std::size_t i = 0; i < in.scheduled.size(); ++i) {
+      Event e;
+      e.t = in.scheduled[i].t_s;
+      e.category = static_cast<int>(i);
+      e.detect_s = in.scheduled[i].detect_s;
+      d.events.push_back(e);
+    }
+    double lead_t = -1e300;
+    for (auto& e : d.events) {
+      e.lead = e.t >= lead_t + 1.5 * off_s;
+      if (e.lead) lead_t = e.t;
+    }
+    return d;
+  }
   double horizon = horizon_s(in);
   const auto& f = in.failures;
   // Superposition: independent per-node processes add up to one job-level process of rate N r. With
@@ -335,6 +420,7 @@ private:
     phases_.clear();
     // Events that fell within the same down time are one interruption, recovered together.
     bool node_lost = false, hang = false, failed = false;
+    double detect_s = ev.detect_s;
     for (bool first = true; next_event_ < draw.events.size() && (first || !draw.events[next_event_].lead);
          ++next_event_, first = false) {
       const Event& e = draw.events[next_event_];
@@ -360,8 +446,13 @@ private:
       return;
     }
     account(Cause::detection, now - t_abs);
-    phases_.push_back({Cause::detection, (hang ? in_.timeout_s : in_.heartbeat_s) - off_s,
-                       hang ? "detect (collective timeout)" : "detect (missed heartbeat)"});
+    if (detect_s >= 0)
+      phases_.push_back({Cause::detection, detect_s - off_s, hang ? "detect (heartbeat timeout)" : "detect (process exit)"});
+    else
+      phases_.push_back({Cause::detection, (hang ? in_.timeout_s : in_.heartbeat_s) - off_s,
+                         hang ? "detect (collective timeout)" : "detect (missed heartbeat)"});
+    double backoff = in_.restart.backoff_before(result().failures);
+    if (backoff > 0) phases_.push_back({Cause::reschedule, backoff, "restart backoff"});
     if (node_lost) {
       while (!repairs_.empty() && repairs_.front() <= now) repairs_.pop_front(), ++spares_;
       if (spares_ > 0) {
@@ -558,6 +649,9 @@ nlohmann::json to_json(const LongRunResult& r) {
     restart[to_string(c)] = lost(c) / 3600;
   int unfinished = 0;
   for (const auto& t : r.trials) unfinished += t.finished ? 0 : 1;
+  json scheduled = json::array();
+  for (const auto& f : in.scheduled)
+    scheduled.push_back({{"at_s", f.t_s}, {"name", f.name}, {"hang", f.hang}, {"detect_s", f.detect_s}});
   double mtbf = in.failures.unexpected_per_node_s() * in.nodes;
   mtbf = mtbf > 0 ? 1 / mtbf : 0;
   json analytic = {{"job_mtbf_h", mtbf / 3600}};
@@ -594,6 +688,9 @@ nlohmann::json to_json(const LongRunResult& r) {
                              {"planned_per_node_day", in.failures.planned_per_node_s * 86400}}},
           {"analytic", analytic},
           {"step_time_s", in.step_time_s},
+          {"wall_s", mean_wall},
+          {"productive_s", mean_wall - std::accumulate(mean_lost.begin(), mean_lost.end(), 0.0)},
+          {"scheduled_failures", scheduled},
           {"simgrid_activities", r.simgrid_events}};
 }
 

@@ -36,11 +36,31 @@ struct LongRunInputs {
   double straggler_fraction = 0, straggler_slowdown = 1;
   double duration_s = 0;  // > 0: a fixed wall-clock window
   double work_s = 0;      // else: nominal training time to finish (steps x step time)
+  RestartPolicySpec restart;  // its backoff is waited before each restart (counted as reschedule)
+  // Deterministic mode (the executor's injected faults): when not empty, every trial plays these
+  // failures, at these times from the job's start, instead of sampling the failure model.
+  struct Scheduled {
+    double t_s = 0;
+    std::string name;
+    bool hang = false;
+    double detect_s = 0;  // from the failure until the job knows
+  };
+  std::vector<Scheduled> scheduled;
 };
 
 // `step_time_s` and `mfu` come from sim::simulate_step on the same plan. An "optimal" interval is
 // Daly's for the checkpoint stall and the job's mean time between unexpected failures.
 LongRunInputs longrun_inputs(const Plan& plan, double step_time_s, double mfu);
+
+// The wall-clock times at which `inject` (reliability.inject and --inject) fire in a run of
+// `steps` steps, played with the executor's rules on the inputs' model: a fault at step s fires
+// when the run first starts step s; at_s counts from the start of training of the attempt it
+// fires in; kill_during_checkpoint fires `fraction` of the way through the write of that
+// checkpoint; each fires once; a restart resumes from the newest checkpoint durable by then.
+// Kills are detected after reliability.exit_detection_s, hangs after heartbeat_s. corrupt_shard
+// is not modelled (docs/reliability.md). Sets in.scheduled and in.work_s; returns the schedule.
+std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, const std::vector<InjectSpec>& inject,
+                                                          long long steps, double exit_detection_s);
 
 enum class Cause {
   detection, reschedule, spare_swap, process_start, comm_init, checkpoint_load,

@@ -14,9 +14,9 @@ namespace {
 
 const std::string ditwin_bin = DITWIN_BINARY;
 
-// Each test its own log: ctest runs them in parallel.
 std::string run(const std::string& args, int& rc) {
-  const std::string log = ::testing::TempDir() + "/backend_choice_" +
+  // One log per test: ctest runs these tests in parallel processes.
+  const std::string log = ::testing::TempDir() + "/backend_choice." +
                           ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".log";
   rc = std::system((ditwin_bin + " " + args + " > " + log + " 2>&1").c_str());
   std::ifstream in(log);

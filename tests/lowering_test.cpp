@@ -2,6 +2,7 @@
 // across their groups, p2p sends paired with receives, FLOPs equal to the accounting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -31,8 +32,8 @@ json make(json model, json parallelism, json training, int gpus) {
 
 std::vector<Case> cases() {
   std::vector<Case> c;
-  for (const char* s : {"default.json", "tiny-cpu.json", "mmdit-8b-1024xh100.json", "unified-7b-4096xh100.json",
-                        "llama3-405b-16384xh100.json"})
+  for (const char* s : {"default.json", "tiny-cpu.json", "tiny-cpu-dp.json", "mmdit-8b-1024xh100.json",
+                        "unified-7b-4096xh100.json", "llama3-405b-16384xh100.json"})
     c.push_back({s, ditwin::read_json_file(ditwin::test::scenario(s))});
   c.push_back({"gpt-pp4-interleaved-tied",
                make({{"preset", "Megatron-1.7B"}}, {{"dp", 2}, {"tp", 2}, {"pp", 4}, {"schedule", "interleaved"}, {"virtual_stages", 2}},
@@ -52,6 +53,16 @@ std::vector<Case> cases() {
   c.push_back({"llama-uneven-pp-interleaved",
                make({{"preset", "Llama-3-8B"}, {"layers", 30}}, {{"dp", 2}, {"pp", 4}, {"schedule", "interleaved"}, {"virtual_stages", 2}},
                     {{"global_batch", 8}, {"micro_batch", 1}}, 8)});
+  json dp_sgd = {{"noise_multiplier", 1.0}, {"dataset_size", 100000}};
+  c.push_back({"dp-sgd-mmdit-zero3",
+               make({{"preset", "MMDiT-2B"}, {"image_size", 256}}, {{"dp", 8}, {"zero", 3}},
+                    {{"global_batch", 16}, {"micro_batch", 1}, {"privacy", dp_sgd}}, 8)});
+  c.push_back({"dp-sgd-unified-zero1-accum",
+               make({{"preset", "Unified-7B"}, {"layers", 4}}, {{"dp", 2}, {"zero", 1}},
+                    {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 2)});
+  c.push_back({"dp-sgd-gpt-zero2-recompute",
+               make({{"preset", "Megatron-1.7B"}, {"layers", 4}}, {{"dp", 4}, {"zero", 2}},
+                    {{"global_batch", 16}, {"micro_batch", 2}, {"recompute", "selective"}, {"privacy", dp_sgd}}, 4)});
   return c;
 }
 
@@ -131,7 +142,9 @@ TEST_P(Lowering, EveryComputeOpRunsForEveryMicroBatch) {
   for (const auto& rc : program.classes) {
     std::map<std::string, long long> per_base;
     for (const auto& op : rc.ops)
-      if (op.kind == ditwin::OpKind::compute && op.phase != ditwin::Phase::optimizer) {
+      // DP-SGD's noise ops (phase gradient_sync) run once per step, on the last micro-batch's sum.
+      if (op.kind == ditwin::OpKind::compute && op.phase != ditwin::Phase::optimizer &&
+          op.phase != ditwin::Phase::gradient_sync) {
         std::string base = op.name.substr(0, op.name.rfind(".mb"));
         ++per_base[base];
       }
@@ -203,3 +216,52 @@ TEST(LoweringShape, ZeroThreeGathersParametersPerLayer) {
 }
 
 }  // namespace
+
+TEST(LoweringShape, DpSgdClipsBeforeWeightGradientsAndNoisesEachBucketOnce) {
+  auto plan = ditwin::load_plan(ditwin::test::scenario("tiny-cpu-dp.json"));
+  auto program = ditwin::lower(plan);
+  const auto& ops = program.classes[0].ops;
+  std::map<std::string, size_t> at;
+  for (size_t i = 0; i < ops.size(); ++i) at[ops[i].name] = i;
+  auto plain_plan = plan;
+  plain_plan.training.privacy.enabled = false;
+  auto plain = ditwin::lower(plain_plan);
+  std::map<std::string, double> plain_flops;
+  for (const auto& op : plain.classes[0].ops) plain_flops[op.name] = op.flops;
+  int norms = 0, wgrads = 0, noises = 0, buckets = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const auto& op = ops[i];
+    std::string mb = ".mb" + std::to_string(op.microbatch);
+    if (op.name.find(".sample_norm.") != std::string::npos) {
+      ++norms;
+      std::string bwd = op.name.substr(0, op.name.find(".sample_norm.")) + ".bwd" + mb;
+      ASSERT_TRUE(at.count(bwd)) << op.name;
+      EXPECT_EQ(op.deps, std::vector<uint32_t>{static_cast<uint32_t>(at[bwd])}) << op.name;  // right after its backward
+    }
+    if (op.name.find(".wgrad.") != std::string::npos) {
+      ++wgrads;
+      EXPECT_GT(i, at.at("privacy.clip" + mb)) << op.name;
+      // Backward's weight half moved here: input half + weight half = the plain backward.
+      std::string base = op.name.substr(0, op.name.find(".wgrad."));
+      EXPECT_DOUBLE_EQ(op.flops + ops[at.at(base + ".bwd" + mb)].flops, plain_flops.at(base + ".bwd" + mb)) << op.name;
+    }
+    if (op.name.size() > 6 && op.name.compare(op.name.size() - 6, 6, ".noise") == 0) ++noises;
+    if (op.collective == ditwin::Collective::all_reduce && op.name.rfind("grads.bucket", 0) == 0) {
+      ++buckets;
+      std::string noise = op.name.substr(0, op.name.find(".allreduce")) + ".noise";
+      ASSERT_TRUE(at.count(noise)) << op.name;
+      EXPECT_NE(std::find(op.deps.begin(), op.deps.end(), at[noise]), op.deps.end()) << op.name << " waits for its noise";
+    }
+  }
+  // Per micro-batch: 5 weighted ops per layer, patch, timestep, class, head adaLN and image.
+  long long m = plan.micro_batches();
+  EXPECT_EQ(norms, m * (5 * plan.model.layers + 5));
+  EXPECT_EQ(wgrads, norms);
+  EXPECT_EQ(noises, buckets);
+  EXPECT_GT(buckets, 1);
+  // The accounting charges the norms' FLOPs and the kept output gradients.
+  auto flops = ditwin::count_flops(plan);
+  EXPECT_GT(flops.privacy_norm_flops_per_sample, 0);
+  EXPECT_GT(ditwin::account_memory(plan).stages[0].privacy_bytes, 0);
+  EXPECT_EQ(ditwin::account_memory(plain_plan).stages[0].privacy_bytes, 0);
+}

@@ -11,6 +11,7 @@ packages=(
   nlohmann-json3-dev  # plans, reports, profiles
   libgtest-dev        # the gpu tests (static libgtest + CMake config)
   libgmock-dev        # GTest's CMake config names GMock's targets too
+  libssl-dev libssl3  # libcrypto: checkpoint checksums and sealed blobs (exec/)
 )
 mkdir -p debs
 cd debs
