@@ -46,7 +46,7 @@ int local_rank() {
 // Refuses --backend cuda early (before mpirun starts ranks) when it cannot run here.
 void require_cuda() {
   if (!exec::cuda_built())
-    throw InputError("--backend cuda: this ditwin was built without CUDA (nvcc was not found when it was configured); "
+    throw InputError("--backend cuda: this ditwin was built without CUDA (-DDITWIN_WITH_CUDA=OFF, or nvcc was not found when it was configured); "
                      "rebuild on a machine with the CUDA toolkit, or use --backend cpu");
   if (exec::cuda_devices() == 0)
     throw InputError("--backend cuda: no CUDA device is visible on this machine (no driver, no GPU, or "
@@ -255,7 +255,7 @@ struct CalibrateArgs {
 int run_calibrate_cuda(const CalibrateArgs& a) {
   exec::CalibrationOptions o;
   o.min_seconds = a.min_seconds;
-  if (a.as_rank) {  // the NCCL part, run by the ranks mpirun started
+  if (a.as_rank) {  // one of the ranks mpirun started: the NCCL part (the kernels ran on GPU 0 before)
     auto m = exec::calibrate_cuda_communication(exec::mpi_world(), local_rank());
     if (m.value("rank", 0) == 0) write_json_file(m, a.out);
     return 0;

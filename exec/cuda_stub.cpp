@@ -10,7 +10,7 @@ namespace {
   throw InputError("--backend cuda: this ditwin was built without NCCL or Open MPI, which execute --backend cuda needs; "
                    "for one GPU without them, use bench/cuda_dit_step");
 #else
-  throw InputError("--backend cuda: this ditwin was built without CUDA (nvcc was not found when it was configured); "
+  throw InputError("--backend cuda: this ditwin was built without CUDA (-DDITWIN_WITH_CUDA=OFF, or nvcc was not found when it was configured); "
                    "rebuild on a machine with the CUDA toolkit, or use --backend cpu");
 #endif
 }

@@ -28,7 +28,7 @@ TEST(BackendChoice, CudaWithoutAGpuIsRefusedWithTheReason) {
   j["training"]["precision"] = "bf16";
   j["parallelism"]["dp"] = 1;
   j["cluster"]["devices_per_node"] = 1;
-  const std::string plan = ::testing::TempDir() + "/backend_choice.json";
+  const std::string plan = ::testing::TempDir() + "/backend_choice_gpu_plan.json";
   std::ofstream(plan) << j.dump();
   int rc = 0;
   std::string out = run("execute " + plan + " --backend cuda --steps 1", rc);
@@ -49,7 +49,7 @@ TEST(BackendChoice, PrecisionMustMatchTheBackend) {
 
 TEST(BackendChoice, CalibrateCudaWithoutAGpuIsRefused) {
   int rc = 0;
-  std::string out = run("calibrate --backend cuda --out " + ::testing::TempDir() + "/p.json --min-seconds 0.001", rc);
+  std::string out = run("calibrate --backend cuda --out " + ::testing::TempDir() + "/backend_choice_profile.json --min-seconds 0.001", rc);
   if (rc == 0) GTEST_SKIP() << "this machine has a GPU: the CUDA calibration ran";
   EXPECT_EQ(WEXITSTATUS(rc), 2) << out;
   EXPECT_NE(out.find("--backend cuda"), std::string::npos) << out;

@@ -238,6 +238,13 @@ TEST_F(CudaMatmul, ForwardAndBackwardMatchCpu) {
     expect_close(gdx.download(), dx, tol_bf16, "matmul dinp " + shape);
     expect_close(gdw.download(), dw, 1e-3, "matmul dweight (fp32 out) " + shape);
     expect_close(gdb.download(), db, 1e-4, "matmul dbias " + shape);
+    // Overwrite mode: a poisoned dinp comes back as dout · weight alone.
+    std::vector<float> dx_only(x.size(), 0.f);
+    k::matmul_backward(dx_only.data(), nullptr, nullptr, d.data(), x.data(), w.data(), n, ic, oc);
+    gdx.poison();
+    kc::matmul_backward(blas, gdx.get(), static_cast<float*>(nullptr), static_cast<float*>(nullptr), gd.get(), gx.get(),
+                        gw.get(), n, ic, oc, stream, /*accumulate_dinp=*/false);
+    expect_close(gdx.download(), dx_only, tol_bf16, "matmul dinp overwrite " + shape);
   }
 }
 

@@ -425,9 +425,8 @@ class CudaBackend final : public Backend {
                                 a.patches.get(), w(g, el_.patch_w, part), B * T, pin, H, s);
     } else if (part == "embed.timestep") {
       ensure_dc(a);
-      a.dt_a1.zero(s);
       kc::matmul_backward<float>(blas_, a.dt_a1.get(), gr(g, el_.t_w2, part), gr(g, el_.t_b2, part), a.dc.get(),
-                                 a.t_a1.get(), p(g, el_.t_w2, part), B, H, H, s);
+                                 a.t_a1.get(), p(g, el_.t_w2, part), B, H, H, s, /*accumulate_dinp=*/false);
       a.dt_h1.zero(s);
       kc::silu_backward<float>(a.dt_h1.get(), a.t_h1.get(), a.dt_a1.get(), a.dt_h1.size(), s);
       kc::matmul_backward<float>(blas_, nullptr, gr(g, el_.t_w1, part), gr(g, el_.t_b1, part), a.dt_h1.get(),
@@ -493,16 +492,14 @@ class CudaBackend final : public Backend {
       kc::gated_residual_backward<bf16>(nullptr, a.dfc2.get(), dmod + 5 * h, a.dx.get(), t.fc2.get(), mod + 5 * h, B, T,
                                         h, 6 * h, s);
     } else if (part == "mlp.fc2") {
-      a.dact.zero(s);
       kc::matmul_backward<bf16>(blas_, a.dact.get(), gr(g, ll_.fc2_w, part), gr(g, ll_.fc2_b, part), a.dfc2.get(),
-                                t.act.get(), w(g, ll_.fc2_w, part), bt, F, h, s);
+                                t.act.get(), w(g, ll_.fc2_w, part), bt, F, h, s, /*accumulate_dinp=*/false);
     } else if (part == "mlp.act") {
       a.dfc1.zero(s);
       kc::gelu_backward<bf16>(a.dfc1.get(), t.fc1.get(), a.dact.get(), a.dfc1.size(), s);
     } else if (part == "mlp.fc1") {
-      a.d_ln.zero(s);
       kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, ll_.fc1_w, part), gr(g, ll_.fc1_b, part), a.dfc1.get(),
-                                t.ln2.get(), w(g, ll_.fc1_w, part), bt, h, F, s);
+                                t.ln2.get(), w(g, ll_.fc1_w, part), bt, h, F, s, /*accumulate_dinp=*/false);
     } else if (part == "norm2") {
       kc::layernorm_modulate_backward<bf16>(a.dx.get(), dmod + 3 * h, dmod + 4 * h, a.d_ln.get(), t.x_mid.get(),
                                             t.mean2.get(), t.rstd2.get(), mod + 4 * h, B, T, h, 6 * h, s);
@@ -511,17 +508,15 @@ class CudaBackend final : public Backend {
       kc::gated_residual_backward<bf16>(nullptr, a.dproj.get(), dmod + 2 * h, a.dx.get(), t.proj.get(), mod + 2 * h, B,
                                         T, h, 6 * h, s);
     } else if (part == "attn.proj") {
-      a.datt.zero(s);
       kc::matmul_backward<bf16>(blas_, a.datt.get(), gr(g, ll_.proj_w, part), gr(g, ll_.proj_b, part), a.dproj.get(),
-                                t.att.get(), w(g, ll_.proj_w, part), bt, h, h, s);
+                                t.att.get(), w(g, ll_.proj_w, part), bt, h, h, s, /*accumulate_dinp=*/false);
     } else if (part == "attn.core") {
       a.dqkv.zero(s);
       kc::attention_backward(a.dqkv.get(), a.datt.get(), t.qkv.get(), t.att.get(), t.lse.get(), attn_work_.get(), B, T, h,
                              NH, s);
     } else if (part == "attn.qkv") {
-      a.d_ln.zero(s);
       kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, ll_.qkv_w, part), gr(g, ll_.qkv_b, part), a.dqkv.get(),
-                                t.ln1.get(), w(g, ll_.qkv_w, part), bt, h, 3 * h, s);
+                                t.ln1.get(), w(g, ll_.qkv_w, part), bt, h, 3 * h, s, /*accumulate_dinp=*/false);
     } else if (part == "norm1") {
       kc::layernorm_modulate_backward<bf16>(a.dx.get(), dmod, dmod + h, a.d_ln.get(), a.x[l].get(), t.mean1.get(),
                                             t.rstd1.get(), mod + h, B, T, h, 6 * h, s);
@@ -570,9 +565,8 @@ class CudaBackend final : public Backend {
     } else if (part == "head.image") {
       a.dout_tok.zero(s);
       kc::unpatchify_backward<bf16>(a.dout_tok.get(), a.dv_hat.get(), B, Cout, S, P, s);
-      a.d_ln.zero(s);
       kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, hl_.out_w, part), gr(g, hl_.out_b, part), a.dout_tok.get(),
-                                a.lnf.get(), w(g, hl_.out_w, part), B * T, h, pout, s);
+                                a.lnf.get(), w(g, hl_.out_w, part), B * T, h, pout, s, /*accumulate_dinp=*/false);
     } else if (part == "head.norm") {
       a.dx.zero(s);
       a.dfmod.zero(s);

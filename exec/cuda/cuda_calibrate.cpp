@@ -28,6 +28,7 @@ nlohmann::json calibrate_cuda_compute(const CalibrationOptions&) {
   const cudaStream_t s = st.compute;
   kc::Blas blas;
   json points = json::array();
+  json gemm_table = json::array();  // the grid the simulator interpolates (cost_models/measured.hpp)
   // GEMMs (bf16, fp32 accumulate, bias epilogue), forward and the two backward products.
   struct Gemm { double m, n, k, flops, seconds; };
   std::vector<Gemm> gemms;
@@ -53,6 +54,11 @@ nlohmann::json calibrate_cuda_compute(const CalibrationOptions&) {
   float* one = random_device_array<float>(256, 7, s);
   const double overhead = time_device([&] { kc::scale(one, 1.0f, 256, s); }, s, 50);
   cudaFree(one);
+  // The Program's GEMM ops name rows m, inner k, outputs n; times net of the per-call overhead.
+  for (std::size_t i = 0; i + 1 < gemms.size(); i += 2)
+    gemm_table.push_back({{"m", gemms[i].m}, {"k", gemms[i].k}, {"n", gemms[i].n},
+                          {"forward_s", std::max(gemms[i].seconds - overhead, 1e-9)},
+                          {"backward_s", std::max(gemms[i + 1].seconds - overhead, 1e-9)}});
   // rate = peak · Π d/(d + half), least squares on log time (as the CPU calibration).
   double best_half = 0, best_half_k = 0, best_peak = 0, best_err = 1e300;
   for (double half = 0; half <= 2048; half += 16)
@@ -165,13 +171,19 @@ nlohmann::json calibrate_cuda_compute(const CalibrationOptions&) {
           {"attention_efficiency", std::min(best_ae, 1.0)}, {"attention_half_tokens", best_ht},
           {"attention_half_head_dim", best_hd}, {"attention_backward_ratio", backward_ratio},
           {"hbm_bytes_per_s", copy_bw}, {"memory_bytes_per_s", kernels_bw}, {"optimizer_bytes_per_s", adam_bw},
-          {"kernel_overhead_s", overhead}, {"points", points}, {"memory", mem}};
+          {"kernel_overhead_s", overhead}, {"gemm_table", gemm_table}, {"points", points}, {"memory", mem}};
 }
 
 nlohmann::json make_cuda_profile(const nlohmann::json& c, const nlohmann::json& m) {
   const int ranks = m.value("ranks", 1);
   const double steps = ranks > 1 ? 2.0 * (ranks - 1) : 1;
   const double hbm = c["hbm_bytes_per_s"].get<double>();
+  // Measured tables take precedence over the fitted curves where they cover an op.
+  nlohmann::json tables = {{"gemm", c["gemm_table"]}};
+  if (m.contains("tables")) tables["collectives"] = m["tables"];
+  nlohmann::json raw_compute = c, raw_comm = m;  // raw data without the tables' second copy
+  raw_compute.erase("gemm_table");
+  raw_comm.erase("tables");
   return {{"device", c["device"]},
           {"peak_flops_bf16", c["peak_flops_bf16"]},
           {"peak_flops_fp8", 0.0},
@@ -196,7 +208,8 @@ nlohmann::json make_cuda_profile(const nlohmann::json& c, const nlohmann::json& 
           {"network_latency_s", 0.0},
           {"network_efficiency", 1.0},
           {"collective_step_latency_s", m["latency_s"].get<double>() / steps},
-          {"measurements", {{"compute", c}, {"communication", m}}}};
+          {"tables", tables},
+          {"measurements", {{"compute", raw_compute}, {"communication", raw_comm}}}};
 }
 
 }  // namespace ditwin::exec

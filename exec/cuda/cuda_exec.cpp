@@ -59,8 +59,10 @@ nlohmann::json calibrate_cuda_communication(std::unique_ptr<Communicator> mpi, i
   for (std::size_t i = 0; i < x.size(); ++i) { sxx += (x[i] - mx) * (x[i] - mx); sxy += (x[i] - mx) * (y[i] - my); }
   double slope = sxx > 0 ? sxy / sxx : 0;
   if (!(slope > 0)) slope = y.back() / x.back();
+  json all_reduce = json::array();
+  for (const auto& pnt : points) all_reduce.push_back({{"bytes", pnt["bytes"]}, {"seconds", pnt["seconds"]}});
   return {{"ranks", ranks}, {"rank", comm.rank()}, {"latency_s", std::max(0.0, my - slope * mx)}, {"bus_bytes_per_s", 1.0 / slope},
-          {"points", points}};
+          {"tables", {{"ranks", ranks}, {"all_reduce", all_reduce}}}, {"points", points}};
 }
 
 }  // namespace ditwin::exec

@@ -167,10 +167,12 @@ void matmul_forward(Blas& blas, T* out, const T* inp, const T* weight, const T* 
 
 template <typename T>
 void matmul_backward(Blas& blas, T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
-                     int n, int ic, int oc, cudaStream_t stream) {
+                     int n, int ic, int oc, cudaStream_t stream, bool accumulate_dinp) {
   constexpr cudaDataType_t t = data_type<T>();
-  // dinpᵀ (ic × n) += W (stored ic × oc) · doutᵀ (oc × n).
-  if (dinp) blas.impl().gemm(false, false, ic, n, oc, weight, t, ic, dout, t, oc, dinp, t, ic, 1.f, nullptr, stream);
+  // dinpᵀ (ic × n) (+)= W (stored ic × oc) · doutᵀ (oc × n); beta 0 does not read dinp.
+  if (dinp)
+    blas.impl().gemm(false, false, ic, n, oc, weight, t, ic, dout, t, oc, dinp, t, ic, accumulate_dinp ? 1.f : 0.f,
+                     nullptr, stream);
   // dWᵀ (ic × oc) += inpᵀ (ic × n) · dout (op T of the stored oc × n), in fp32.
   if (dweight)
     blas.impl().gemm(false, true, ic, oc, n, inp, t, ic, dout, t, oc, dweight, CUDA_R_32F, ic, 1.f, nullptr, stream);
@@ -180,8 +182,8 @@ void matmul_backward(Blas& blas, T* dinp, float* dweight, float* dbias, const T*
 template void matmul_forward<float>(Blas&, float*, const float*, const float*, const float*, int, int, int, cudaStream_t);
 template void matmul_forward<bf16>(Blas&, bf16*, const bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
 template void matmul_backward<float>(Blas&, float*, float*, float*, const float*, const float*, const float*, int, int,
-                                     int, cudaStream_t);
+                                     int, cudaStream_t, bool);
 template void matmul_backward<bf16>(Blas&, bf16*, float*, float*, const bf16*, const bf16*, const bf16*, int, int, int,
-                                    cudaStream_t);
+                                    cudaStream_t, bool);
 
 }  // namespace ditwin::kernels::cuda

@@ -29,9 +29,10 @@ template <typename T>
 void matmul_forward(Blas& blas, T* out, const T* inp, const T* weight, const T* bias, int n, int ic, int oc,
                     cudaStream_t stream);
 // dinp (T) += dout · weight; dweight (fp32) += doutᵀ · inp; dbias (fp32) += column sums of dout.
-// Any of the three may be null.
+// Any of the three may be null. With accumulate_dinp false, dinp = dout · weight (its old contents,
+// NaN included, are not read): what a caller that would zero dinp first wants, without the memset.
 template <typename T>
 void matmul_backward(Blas& blas, T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
-                     int n, int ic, int oc, cudaStream_t stream);
+                     int n, int ic, int oc, cudaStream_t stream, bool accumulate_dinp = true);
 
 }  // namespace ditwin::kernels::cuda

@@ -8,11 +8,13 @@
 #   1. runs the gpu tests (every CUDA kernel against its CPU version and finite differences; the
 #      DiT's bf16 GPU step against the fp32 CPU step where the full build is present);
 #   2. benchmarks every kernel (TFLOP/s or GB/s against the card's measured peaks);
-#   3. runs the DiT-B/2 training step (scenarios/dit-b2-1xh100.json) through the executor and
-#      calibrates the GPU profile the simulator reads (calibrate --backend cuda's compute side);
+#   3. runs the DiT-B/2 training step (scenarios/dit-b2-1xh100.json) through the executor,
+#      calibrates the GPU profile the simulator reads (calibrate --backend cuda's compute side) and
+#      compares the cost model's prediction of the step from that profile with the measurement;
 #   4. runs the same DiT-B/2 step in PyTorch (bf16 autocast, SDPA, fused AdamW);
+#   5. if time is left, compute-sanitizer memcheck and racecheck on the attention and norm tests;
 # and writes everything to $OUT (check.log, summary.txt, kernels.json, ditwin_dit_b2.json,
-# profile.json, pytorch_dit_b2.json) within about 8 minutes.
+# profile.json, predicted_vs_measured.json, pytorch_dit_b2.json) within about 8 minutes.
 #
 # Usage: bash tools/device/check.sh [--dry-run]
 #   --dry-run  everything up to launching GPU work (tools, debs, configure, build, list tests);
@@ -23,7 +25,7 @@ dry=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -110,7 +112,8 @@ status=0
 run 120 "$build/bench/cuda_kernels_bench" --json "$OUT/kernels.json" --peak-tflops $peak_tf --peak-gbps $peak_gbps ||
   { status=1; log "kernel benchmark FAILED"; }
 run 150 "$build/bench/cuda_dit_step" "$root/scenarios/dit-b2-1xh100.json" --steps 20 --warmup 5 \
-  --report "$OUT/ditwin_dit_b2.json" --calibrate "$OUT/profile.json" || { status=1; log "ditwin DiT-B/2 step FAILED"; }
+  --report "$OUT/ditwin_dit_b2.json" --calibrate "$OUT/profile.json" --compare "$OUT/predicted_vs_measured.json" ||
+  { status=1; log "ditwin DiT-B/2 step FAILED"; }
 run 120 python3 "$root/tools/pytorch_dit_bench.py" --device cuda --steps 30 --warmup 5 --json "$OUT/pytorch_dit_b2.json" ||
   { status=1; log "PyTorch DiT-B/2 step FAILED"; }
 
@@ -142,11 +145,30 @@ if d and p:
     ratio = p["step_time_s"] / d["step_time_s"]
     print(f"DiT-B/2 256px batch 32 step: ditwin {1e3 * d['step_time_s']:.2f} ms, PyTorch {1e3 * p['step_time_s']:.2f} ms "
           f"({p['torch']}): ditwin at {ratio:.2f}x PyTorch's throughput -> goal >= 1.0x {'met' if ratio >= 1.0 else 'NOT met'}")
+pm = load("predicted_vs_measured.json")
+if pm:
+    e = pm["relative_error"]
+    print(f"predicted vs measured DiT-B/2 step (profile from this run): {1e3 * pm['predicted_step_s']:.2f} vs "
+          f"{1e3 * pm['measured_step_s']:.2f} ms, {100 * e:+.1f}% -> goal within 10% {'met' if abs(e) <= 0.10 else 'NOT met'}")
 prof = load("profile.json")
 if prof:
     c = prof["measurements"]["compute"]
     print(f"profile: GEMM bf16 peak {c['peak_flops_bf16'] / 1e12:.0f} TFLOP/s, attention efficiency {c['attention_efficiency']:.3f}, "
           f"HBM copy {c['hbm_bytes_per_s'] / 1e9:.0f} GB/s, memory-bound kernels {c['memory_bytes_per_s'] / 1e9:.0f} GB/s")
 PY
+# --- 6. if time is left: compute-sanitizer on the kernels with shared memory and atomics ------------
+# memcheck (out-of-bounds, misaligned accesses) and racecheck (shared-memory hazards) on the
+# attention and LayerNorm tests: the bugs a correct-looking result can hide.
+sanitizer=$(command -v compute-sanitizer || true)
+[ -z "$sanitizer" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && sanitizer=/usr/local/cuda/bin/compute-sanitizer
+if [ -n "$sanitizer" ] && [ "$SECONDS" -lt 330 ]; then
+  run 90 "$sanitizer" --tool memcheck --error-exitcode 9 "$build/tests/ditwin_cuda_tests" \
+    --gtest_filter='CudaAttention.*:CudaLayernorm.*:CudaElementwise.GatedResidual*' || { status=1; log "memcheck FAILED (or timed out)"; }
+  [ "$SECONDS" -lt 420 ] && { run 90 "$sanitizer" --tool racecheck --error-exitcode 9 "$build/tests/ditwin_cuda_tests" \
+    --gtest_filter='CudaAttention.*' || { status=1; log "racecheck FAILED (or timed out)"; }; }
+else
+  log "compute-sanitizer skipped (${sanitizer:-not found}; ${SECONDS}s used)"
+fi
+
 log "done in ${SECONDS}s; status $status; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit $status
