@@ -64,14 +64,13 @@ nlohmann::json calibrate_compute(const CalibrationOptions& o) {
   struct Gemm { int n, ic, oc; double flops, seconds; };
   std::vector<Gemm> gemms;
   json table = json::array();
-  // In a training step a layer's weights come back from memory each time it runs (everything
-  // else went through the caches in between), so each call starts with its weights flushed;
-  // this is what makes adaLN's few-row GEMMs, which only stream their weights, cost what they do.
-  // The flush covers the per-core caches (L1 + L2, 2 MiB here) twice over but not the shared
-  // last-level cache: between two uses of a layer a step streams its other layers' data through
-  // the core, while a small model's weights stay in L3 (tiny-cpu: 5 MiB of them). With the whole
-  // cache flushed the GEMMs of tiny-cpu ran 10-20% slower than in the executor (measured).
-  std::vector<float> flush(1u << 20);  // 4 MiB
+  // In a training step a layer's weights come back from memory each time it runs (the rest of
+  // the model, its activations and the other ranks' went through the caches in between), so each
+  // call starts with the caches flushed and only its input hot; this is what makes adaLN's
+  // few-row GEMMs, which only stream their weights, cost what they do. Measured on tiny-cpu's
+  // GEMMs: flushing only the per-core caches (4 MiB) predicted them 10-22% fast, flushing the
+  // last-level cache too 5-10% slow; the executor's data sits between the two.
+  std::vector<float> flush(12u << 20);  // 48 MiB, beyond this machine's 32 MiB L3
   float salt = 0;
   volatile float sink = 0;
   // Flush, then bring back what the previous op just produced: the input of a forward GEMM, the

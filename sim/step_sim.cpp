@@ -269,7 +269,11 @@ class RankActor {
           // spare core for progress), so a collective is work on the rank's core, shared with
           // the compute it overlaps, rather than a flow on a link.
           // The executor posts each collective op as one library call, whatever op.calls says.
-          run_on_gpu(cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile), i);
+          // With no spare core, MPI moves the data only while the rank is inside an MPI call:
+          // in practice when it has no compute left to run and waits (its traces show buckets
+          // completing at the wait before the optimizer). So the collective yields the core to
+          // compute: a tiny share beside it, the whole core when the rank would wait.
+          run_on_gpu(cost::collective_time_s(op.collective, op.bytes, shape, ctx_.profile), i, 1e-3);
           break;
         }
         // Latency first (algorithm steps, one per library call), then the flows.
@@ -302,9 +306,10 @@ class RankActor {
   void* recv_slot_ = nullptr;
 
   // Op i occupies this rank's GPU (its compute host) for `seconds`.
-  void run_on_gpu(double seconds, std::uint32_t i) {
+  void run_on_gpu(double seconds, std::uint32_t i, double priority = 1.0) {
     auto e = sg4::this_actor::exec_init(seconds * Platform::gpu_speed);
     e->set_host(ctx_.platform->gpu(rank_))->set_name(rc_.ops[i].name);
+    if (priority != 1.0) e->set_priority(priority);
     e->start();
     ++ctx_.execs;
     track(e, i);
