@@ -388,46 +388,28 @@ nlohmann::json average_over_ranks(nlohmann::json compute, Communicator& comm) {
 }
 
 nlohmann::json make_cpu_profile(const nlohmann::json& c, const nlohmann::json& m) {
-  int ranks = m.value("ranks", 2);
-  // A 2-rank all-reduce is 2 algorithm steps (ring and tree alike): latency per step is half.
-  double steps = ranks > 1 ? 2.0 * (ranks - 1) : 1;
-  // The measured grids the simulator interpolates (cost_models/measured.hpp).
-  nlohmann::json tables = {{"gemm", c["gemm_table"]}};
-  if (m.contains("tables")) tables["collectives"] = m["tables"];
-  nlohmann::json raw_compute = c, raw_comm = m;  // raw data without the tables' second copy
-  raw_compute.erase("gemm_table");
-  raw_comm.erase("tables");
-  return {{"device", "cpu"},
-          {"peak_flops_bf16", 0.0},
-          {"peak_flops_fp8", 0.0},
-          {"peak_flops_fp32", c["peak_flops_fp32"]},
-          {"hbm_bytes_per_s", c["hbm_bytes_per_s"]},
-          {"gemm_efficiency", 1.0},
-          {"gemm_half_dim", c["gemm_half_dim"]},
-          {"gemm_half_k", c["gemm_half_k"]},
-          {"attention_half_tokens", 0.0},
-          {"attention_half_head_dim", 0.0},
-          {"attention_efficiency", c["attention_efficiency"]},
-          {"attention_backward_ratio", c["attention_backward_ratio"]},
-          {"memory_efficiency", 1.0},
-          // AdamW does arithmetic per element (sqrt, divide) and runs below the streaming rate.
-          {"optimizer_efficiency", std::min(1.0, c["optimizer_bytes_per_s"].get<double>() / c["hbm_bytes_per_s"].get<double>())},
-          // Per op: the kernel call itself plus the executor's own work between ops (scheduling,
-          // timing, testing collectives), measured on a DiT too small to time (calibrate_dispatch);
-          // without that measurement, 8 test passes.
-          {"kernel_overhead_s", c["kernel_overhead_s"].get<double>() +
-                                    (m.contains("dispatch_s") ? m["dispatch_s"].get<double>() : 8 * m.value("test_s", 0.0))},
-          {"sustained_compute_ratio", 1.0},
-          // Ranks on one host talk through shared memory: "NVLink" here is the host's MPI transport.
-          {"nvlink_bytes_per_s", m["bus_bytes_per_s"]},
-          {"nvlink_latency_s", 0.0},
-          {"nvlink_efficiency", 1.0},
-          {"nic_bytes_per_s", m["bus_bytes_per_s"]},
-          {"network_latency_s", 0.0},
-          {"network_efficiency", 1.0},
-          {"collective_step_latency_s", m["latency_s"].get<double>() / steps},
-          {"tables", tables},
-          {"measurements", {{"compute", raw_compute}, {"communication", raw_comm}}}};
+  return finish_measured_profile(
+      {{"device", "cpu"},
+       {"peak_flops_bf16", 0.0},
+       {"peak_flops_fp8", 0.0},
+       {"peak_flops_fp32", c["peak_flops_fp32"]},
+       {"hbm_bytes_per_s", c["hbm_bytes_per_s"]},
+       {"gemm_efficiency", 1.0},
+       {"gemm_half_dim", c["gemm_half_dim"]},
+       {"gemm_half_k", c["gemm_half_k"]},
+       {"attention_half_tokens", 0.0},
+       {"attention_half_head_dim", 0.0},
+       {"attention_efficiency", c["attention_efficiency"]},
+       {"attention_backward_ratio", c["attention_backward_ratio"]},
+       {"memory_efficiency", 1.0},
+       // AdamW does arithmetic per element (sqrt, divide) and runs below the streaming rate.
+       {"optimizer_efficiency", std::min(1.0, c["optimizer_bytes_per_s"].get<double>() / c["hbm_bytes_per_s"].get<double>())},
+       // Per op: the kernel call itself plus the executor's own work between ops (scheduling,
+       // timing, testing collectives), measured on a DiT too small to time (calibrate_dispatch);
+       // without that measurement, 8 test passes.
+       {"kernel_overhead_s", c["kernel_overhead_s"].get<double>() +
+                                 (m.contains("dispatch_s") ? m["dispatch_s"].get<double>() : 8 * m.value("test_s", 0.0))}},
+      c, m);
 }
 
 }  // namespace ditwin::exec

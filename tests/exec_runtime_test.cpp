@@ -20,15 +20,7 @@ const std::string ditwin_bin = DITWIN_BINARY;
 // summation-order noise in near-zero gradients (adaLN-Zero makes many) becomes O(lr) steps.
 std::string write_plan(const std::string& name, int dp, int micro_batch, int zero, int global_batch = 8,
                        const std::string& optimizer = "sgd") {
-  auto j = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu.json"));
-  j["training"]["optimizer"] = {{"kind", optimizer}, {"lr", optimizer == "sgd" ? 0.1 : 3e-3}, {"momentum", optimizer == "sgd" ? 0.9 : 0.0}};
-  j["training"]["global_batch"] = global_batch;
-  j["training"]["micro_batch"] = micro_batch;
-  j["parallelism"] = {{"dp", dp}, {"zero", zero}, {"bucket_mb", 0.25}};
-  j["cluster"]["devices_per_node"] = dp;
-  std::string path = ::testing::TempDir() + "/" + name + ".json";
-  std::ofstream(path) << j.dump();
-  return path;
+  return ditwin::test::write_tiny_plan(name, dp, micro_batch, zero, global_batch, optimizer);
 }
 
 struct Outcome {

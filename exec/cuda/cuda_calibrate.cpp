@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "exec/calibrate.hpp"
 #include "exec/cuda/cuda_util.hpp"
 #include "exec/cuda_exec.hpp"
 #include "kernels/cuda/adamw.hpp"
@@ -175,41 +176,25 @@ nlohmann::json calibrate_cuda_compute(const CalibrationOptions&) {
 }
 
 nlohmann::json make_cuda_profile(const nlohmann::json& c, const nlohmann::json& m) {
-  const int ranks = m.value("ranks", 1);
-  const double steps = ranks > 1 ? 2.0 * (ranks - 1) : 1;
   const double hbm = c["hbm_bytes_per_s"].get<double>();
-  // Measured tables take precedence over the fitted curves where they cover an op.
-  nlohmann::json tables = {{"gemm", c["gemm_table"]}};
-  if (m.contains("tables")) tables["collectives"] = m["tables"];
-  nlohmann::json raw_compute = c, raw_comm = m;  // raw data without the tables' second copy
-  raw_compute.erase("gemm_table");
-  raw_comm.erase("tables");
-  return {{"device", c["device"]},
-          {"peak_flops_bf16", c["peak_flops_bf16"]},
-          {"peak_flops_fp8", 0.0},
-          // The executor's fp32 GEMMs are the conditioning path's tiny ones: not a peak worth fitting.
-          {"peak_flops_fp32", c["peak_flops_bf16"].get<double>() / 16},
-          {"hbm_bytes_per_s", hbm},
-          {"gemm_efficiency", 1.0},
-          {"gemm_half_dim", c["gemm_half_dim"]},
-          {"gemm_half_k", c["gemm_half_k"]},
-          {"attention_efficiency", c["attention_efficiency"]},
-          {"attention_half_tokens", c["attention_half_tokens"]},
-          {"attention_half_head_dim", c["attention_half_head_dim"]},
-          {"attention_backward_ratio", c["attention_backward_ratio"]},
-          {"memory_efficiency", std::min(1.0, c["memory_bytes_per_s"].get<double>() / hbm)},
-          {"optimizer_efficiency", std::min(1.0, c["optimizer_bytes_per_s"].get<double>() / hbm)},
-          {"kernel_overhead_s", c["kernel_overhead_s"]},
-          {"sustained_compute_ratio", 1.0},
-          {"nvlink_bytes_per_s", m["bus_bytes_per_s"]},
-          {"nvlink_latency_s", 0.0},
-          {"nvlink_efficiency", 1.0},
-          {"nic_bytes_per_s", m["bus_bytes_per_s"]},
-          {"network_latency_s", 0.0},
-          {"network_efficiency", 1.0},
-          {"collective_step_latency_s", m["latency_s"].get<double>() / steps},
-          {"tables", tables},
-          {"measurements", {{"compute", raw_compute}, {"communication", raw_comm}}}};
+  return finish_measured_profile(
+      {{"device", c["device"]},
+       {"peak_flops_bf16", c["peak_flops_bf16"]},
+       {"peak_flops_fp8", 0.0},
+       // The executor's fp32 GEMMs are the conditioning path's tiny ones: not a peak worth fitting.
+       {"peak_flops_fp32", c["peak_flops_bf16"].get<double>() / 16},
+       {"hbm_bytes_per_s", hbm},
+       {"gemm_efficiency", 1.0},
+       {"gemm_half_dim", c["gemm_half_dim"]},
+       {"gemm_half_k", c["gemm_half_k"]},
+       {"attention_efficiency", c["attention_efficiency"]},
+       {"attention_half_tokens", c["attention_half_tokens"]},
+       {"attention_half_head_dim", c["attention_half_head_dim"]},
+       {"attention_backward_ratio", c["attention_backward_ratio"]},
+       {"memory_efficiency", std::min(1.0, c["memory_bytes_per_s"].get<double>() / hbm)},
+       {"optimizer_efficiency", std::min(1.0, c["optimizer_bytes_per_s"].get<double>() / hbm)},
+       {"kernel_overhead_s", c["kernel_overhead_s"]}},
+      c, m);
 }
 
 }  // namespace ditwin::exec
