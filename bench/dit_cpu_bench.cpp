@@ -49,14 +49,13 @@ void BM_DitTrainingStep(benchmark::State& state, nlohmann::json (*make_plan)()) 
   for (const auto& g : dit.groups()) dit.bind(g.name, params.data() + g.offset, grads.data() + g.offset);
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 1);
   const exec::Batch batch = data->batch(0, 0, 0, b);
-  std::vector<std::pair<exec::OpAddress, Phase>> ops;
+  std::vector<const Op*> ops;
   for (const Op& op : program.class_of(0).ops)
-    if (op.kind == OpKind::compute && (op.phase == Phase::forward || op.phase == Phase::backward))
-      ops.push_back({exec::parse_op_name(op.name), op.phase});
+    if (op.kind == OpKind::compute && (op.phase == Phase::forward || op.phase == Phase::backward)) ops.push_back(&op);
   for (auto _ : state) {
     std::fill(grads.begin(), grads.end(), 0.0f);
     dit.set_batch(0, batch);
-    for (const auto& [a, phase] : ops) dit.run(a.part, a.layer, phase, a.microbatch);
+    for (const Op* op : ops) dit.run(op->part, op->layer, op->phase, op->microbatch);
     benchmark::DoNotOptimize(grads.data());
   }
   state.SetItemsProcessed(state.iterations() * b);

@@ -124,6 +124,10 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (ranks != world)
       throw InputError("--ranks " + std::to_string(ranks) + ": the plan runs on " + std::to_string(world) +
                        " ranks (dp x tp x pp x cp); change parallelism.dp or --ranks");
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    if (ranks > static_cast<int>(cores))
+      std::cerr << "warning: " << ranks << " ranks on " << cores << " cores: the ranks share cores, so the run checks "
+                << "correctness but its timings mean nothing\n";
     if (ranks > 1) return relaunch(ranks, args);
   }
   std::unique_ptr<exec::Communicator> comm = exec::mpi_world();
@@ -135,7 +139,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     cuda = exec::make_cuda_run(plan, std::move(comm), local_rank());
     device = cuda.device;
   } else {
-    backend = exec::make_cpu_backend(plan);
+    backend = exec::make_cpu_backend(plan, exec::shard_of(lower(plan), comm->rank()));
   }
   exec::Communicator& world_comm = a.backend == "cuda" ? *cuda.comm : *comm;
   exec::Backend& run_backend = a.backend == "cuda" ? *cuda.backend : *backend;
@@ -159,6 +163,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   exec::ExecOptions options;
   options.steps = a.steps;
   options.warmup_steps = a.warmup;
+  options.collective_timeout_s = plan.reliability.nccl_timeout_s;
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
   bool tty = isatty(1) && a.ft_run_dir.empty();  // supervised: lines, between the supervisor's

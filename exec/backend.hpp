@@ -32,6 +32,15 @@ class Backend {
   virtual void set_batch(int mb, Batch batch) = 0;
   virtual void run(const std::string& part, int layer, Phase phase, int mb) = 0;
   virtual double loss(int mb) = 0;
+  // Model parallelism (exec::DiT's contract): this rank's elements of the one-rank flat array, and
+  // the tensor collectives and pipeline transfers of the Program.
+  virtual const std::vector<std::size_t>& global_index() const = 0;
+  virtual const std::vector<char>& tp_replicated() const = 0;
+  virtual std::size_t global_parameter_count() const = 0;
+  virtual TensorComm comm_begin(const Op& op) {
+    throw InputError("parallelism: the " + name() + " backend runs data parallelism only (op " + op.name + ")");
+  }
+  virtual void comm_end(const Op& op) { (void)op; }
   // DP-SGD (training.privacy): the model runs the per-sample norm, clip and clipped-gradient ops
   // and the runtime adds noise to host-resident gradients. Backends without it refuse the plan.
   virtual void enable_privacy(double clip_norm) {
@@ -129,7 +138,8 @@ class HostClock {
   std::vector<double> start_, end_;
 };
 
-// The CPU backend: exec::DiT over kernels/ CPU functions, arrays in host memory.
-std::unique_ptr<Backend> make_cpu_backend(const Plan& plan);
+// The CPU backend: exec::DiT over kernels/ CPU functions, arrays in host memory, holding the part
+// of the model `shard` gives this rank.
+std::unique_ptr<Backend> make_cpu_backend(const Plan& plan, const ModelShard& shard = {});
 
 }  // namespace ditwin::exec

@@ -1,8 +1,9 @@
-// The collectives the executor needs, behind a small interface: MPI on CPUs (NCCL later).
+// The collectives the executor needs, behind a small interface: MPI on CPUs, NCCL on GPUs.
 // Every call is non-blocking and returns a handle; `wait`/`test` complete it.
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,19 @@ class Communicator {
   virtual Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) = 0;
   // Rank r contributes `counts[r]` floats from `input`; everyone receives the concatenation in `output`.
   virtual Handle all_gather(const float* input, float* output, const std::vector<int>& counts) = 0;
+  // Point to point (pipeline activations and their gradients): `count` floats to or from `peer`
+  // (a rank of this communicator); a send and its recv carry the same `tag`.
+  virtual Handle send(const float* data, std::size_t count, int peer, int tag) {
+    (void)data, (void)count, (void)tag;
+    throw std::logic_error("this communicator has no point-to-point transfers (send to rank " + std::to_string(peer) + ")");
+  }
+  virtual Handle recv(float* data, std::size_t count, int peer, int tag) {
+    (void)data, (void)count, (void)tag;
+    throw std::logic_error("this communicator has no point-to-point transfers (recv from rank " + std::to_string(peer) + ")");
+  }
+  // Collective over this communicator: the ranks passing the same `color` form one new
+  // communicator, ordered by `key` (MPI_Comm_split's contract).
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   virtual void wait(Handle h) = 0;
   virtual bool test(Handle h) = 0;  // true when complete (and the handle is then released)
   virtual double all_reduce_sum(double value) = 0;  // blocking, for losses and timings

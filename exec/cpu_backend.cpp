@@ -13,8 +13,8 @@ constexpr std::align_val_t alignment{64};
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const Plan& plan)
-      : model_(plan.model, static_cast<int>(plan.training.micro_batch), static_cast<int>(plan.micro_batches())) {}
+  CpuBackend(const Plan& plan, const ModelShard& shard)
+      : model_(plan.model, static_cast<int>(plan.training.micro_batch), static_cast<int>(plan.micro_batches()), shard) {}
 
   std::string name() const override { return "cpu"; }
   const std::vector<ParamGroup>& groups() const override { return model_.groups(); }
@@ -24,6 +24,11 @@ class CpuBackend final : public Backend {
   void set_batch(int mb, Batch batch) override { model_.set_batch(mb, std::move(batch)); }
   void run(const std::string& part, int layer, Phase phase, int mb) override { model_.run(part, layer, phase, mb); }
   double loss(int mb) override { return model_.loss(mb); }
+  const std::vector<std::size_t>& global_index() const override { return model_.global_index(); }
+  const std::vector<char>& tp_replicated() const override { return model_.tp_replicated(); }
+  std::size_t global_parameter_count() const override { return model_.global_parameter_count(); }
+  TensorComm comm_begin(const Op& op) override { return model_.comm_begin(op); }
+  void comm_end(const Op& op) override { model_.comm_end(op); }
   void enable_privacy(double clip_norm) override { model_.enable_privacy(clip_norm); }
 
   float* allocate(std::size_t n) override {
@@ -74,6 +79,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(const Plan& plan) { return std::make_unique<CpuBackend>(plan); }
+std::unique_ptr<Backend> make_cpu_backend(const Plan& plan, const ModelShard& shard) {
+  return std::make_unique<CpuBackend>(plan, shard);
+}
 
 }  // namespace ditwin::exec

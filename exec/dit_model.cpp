@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "exec/rng.hpp"
+#include "model/accounting.hpp"  // defines: chunk_first_layers
 #include "kernels/adamw.hpp"         // defines: adamw_update
 #include "kernels/attention.hpp"     // defines: attention_forward, attention_backward
 #include "kernels/embedding.hpp"     // defines: patchify, unpatchify, pos/timestep sinusoids, class table
@@ -66,8 +67,14 @@ struct HeadLayout {
   std::size_t ada_w, ada_b, out_w, out_b, size;
 };
 
+// Rows: R = micro_batch x this rank's residual-stream tokens (its sequence shard under sequence
+// parallelism), G = micro_batch x the tokens the TP-split GEMMs see (all of this CP rank's).
+// Widths: hl = hidden / tp (this rank's heads), Fl = ffn_hidden / tp.
 struct LayerActs {
   Buffer mod, ln1, mean1, rstd1, qkv, att, probs, proj, x_mid, ln2, mean2, rstd2, fc1, act, fc2;
+  // Sequence parallelism: the gathered norm outputs (G rows) and the reduce-scattered GEMM
+  // outputs (R rows); context parallelism: every CP rank's K and V (B x all tokens x 2hl).
+  Buffer ln1_full, ln2_full, proj_red, fc2_red, kv_full;
   // DP-SGD: this layer's output gradients of its linears, kept from backward until the clipped
   // weight gradients are formed (without DP-SGD they share one buffer per micro-batch).
   Buffer g_mod, g_qkv, g_proj, g_fc1, g_fc2;
@@ -85,6 +92,8 @@ struct MicroBatch {
   bool loss_done = false;
   // Backward.
   Buffer dx, d_ln, dqkv, datt, dproj, dfc1, dact, dfc2, dmod, dfmod, dsilu_c, dc, dt_a1, dt_h1, dout_tok, dv_hat;
+  Buffer d_ln_full, dproj_full, dfc2_full, dkv_full;  // the G-row (or all-token) forms, as forward
+  Buffer patches_local;                                // this rank's token rows of patches
   bool dc_ready = false;
   // DP-SGD: per-sample squared gradient norms (in the buffers' 1/(B x micro-batches) scale), the
   // clip factors, and scratch for Gram matrices and scaled output gradients.
@@ -99,19 +108,36 @@ struct MicroBatch {
 struct DiT::Impl {
   ModelSpec m;
   int B, T, H, F, NH, C, Cout, S, P, grid, fe, L, classes, pin, pout, micro_batches;
+  // The shard (ModelShard): local widths and token counts.
+  ModelShard sh;
+  int tp = 1, tpi = 0, cp = 1, cpi = 0;
+  bool sp = false;
+  int hl = 0, NHl = 0, Fl = 0;  // this rank's attention width, heads and MLP width
+  int Tl = 0;                   // tokens of this CP rank (the GEMMs' rows per sample)
+  int Ts = 0;                   // residual-stream tokens per sample on this rank
+  int tok0 = 0;                 // global index of this rank's first residual-stream token
+  bool token_shard = false;     // Ts < T: embedding and final layer see a slice of the tokens
+  std::vector<int> chunk_first;  // first layer of each model chunk
   EmbedLayout el{};
-  LayerLayout ll{};
-  HeadLayout hl{};
-  std::vector<ParamGroup> groups;
+  LayerLayout ll{};   // this rank's layout of a block (TP-split tensors narrower)
+  LayerLayout gll{};  // the one-rank layout of a block
+  HeadLayout hl_{};
+  std::vector<ParamGroup> groups;  // this rank's
   std::map<std::string, int> group_index;
+  std::vector<int> group_of_layer;  // -1 where this rank does not hold the layer
+  int embed_gi = -1, head_gi = -1;
+  std::vector<std::size_t> global;  // local flat index -> one-rank flat index
+  std::vector<char> replicated;     // local flat index -> held whole by every TP rank
+  std::size_t global_count = 0;
   std::vector<const float*> params;  // bound, per group
   std::vector<float*> grads;
   Buffer pos_embed;
   std::vector<MicroBatch> mbs;
+  std::map<const Op*, Buffer> staging;  // communication in flight: packed sends, unpacked receives
   bool dp = false;         // DP-SGD: backward leaves weight gradients to the clipped ".wgrad" ops
   double clip_norm = 0;
 
-  Impl(const ModelSpec& model, int micro_batch, int n_micro) : m(model) {
+  Impl(const ModelSpec& model, int micro_batch, int n_micro, const ModelShard& shard) : m(model), sh(shard) {
     if (m.family != ModelFamily::dit)
       throw InputError(std::string("model.family: the CPU executor trains dit models, not ") + to_string(m.family));
     auto need = [](bool ok, const std::string& msg) {
@@ -144,6 +170,29 @@ struct DiT::Impl {
     pin = P * P * C;
     pout = P * P * Cout;
 
+    tp = std::max(1, sh.tp);
+    tpi = sh.tp_index;
+    cp = std::max(1, sh.cp);
+    cpi = sh.cp_index;
+    sp = sh.sequence_parallel && tp > 1;
+    need(tpi >= 0 && tpi < tp && cpi >= 0 && cpi < cp && sh.stage >= 0 && sh.stage < std::max(1, sh.pp),
+         "parallelism: this rank's place is outside the layout");
+    need(NH % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.heads " + std::to_string(NH));
+    need(F % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.ffn_hidden " + std::to_string(F));
+    need(T % cp == 0, "parallelism.cp: " + std::to_string(cp) + " does not divide the " + std::to_string(T) + " image tokens");
+    hl = H / tp;
+    NHl = NH / tp;
+    Fl = F / tp;
+    Tl = T / cp;
+    need(!sp || Tl % tp == 0, "parallelism.sequence_parallel: tp " + std::to_string(tp) + " does not divide the " +
+                                  std::to_string(Tl) + " tokens of a context-parallel rank");
+    Ts = sp ? Tl / tp : Tl;
+    tok0 = cpi * Tl + (sp ? tpi * Ts : 0);
+    token_shard = Ts != T;
+    int chunks = std::max(1, sh.pp) * std::max(1, sh.virtual_stages);
+    need(chunks <= L, "parallelism: " + std::to_string(chunks) + " pipeline chunks for " + std::to_string(L) + " layers");
+    chunk_first = chunk_first_layers(L, chunks);
+
     std::size_t o = 0;
     auto take = [&](std::size_t n) { std::size_t at = o; o += n; return at; };
     const std::size_t h = H;
@@ -151,79 +200,165 @@ struct DiT::Impl {
     el.t_w1 = take(h * fe); el.t_b1 = take(h); el.t_w2 = take(h * h); el.t_b2 = take(h);
     el.y_table = take(classes > 0 ? (classes + 1) * h : 0);
     el.size = o;
+    auto layer_layout = [&](std::size_t width, std::size_t ffn) {
+      LayerLayout x{};
+      o = 0;
+      x.ada_w = take(6 * h * h); x.ada_b = take(6 * h);
+      x.qkv_w = take(3 * width * h); x.qkv_b = take(3 * width);
+      x.proj_w = take(h * width); x.proj_b = take(h);
+      x.fc1_w = take(ffn * h); x.fc1_b = take(ffn);
+      x.fc2_w = take(h * ffn); x.fc2_b = take(h);
+      x.size = o;
+      return x;
+    };
+    ll = layer_layout(hl, Fl);
+    gll = layer_layout(H, F);
     o = 0;
-    ll.ada_w = take(6 * h * h); ll.ada_b = take(6 * h);
-    ll.qkv_w = take(3 * h * h); ll.qkv_b = take(3 * h);
-    ll.proj_w = take(h * h); ll.proj_b = take(h);
-    ll.fc1_w = take(F * h); ll.fc1_b = take(F);
-    ll.fc2_w = take(h * F); ll.fc2_b = take(h);
-    ll.size = o;
-    o = 0;
-    hl.ada_w = take(2 * h * h); hl.ada_b = take(2 * h);
-    hl.out_w = take(static_cast<std::size_t>(pout) * h); hl.out_b = take(pout);
-    hl.size = o;
+    hl_.ada_w = take(2 * h * h); hl_.ada_b = take(2 * h);
+    hl_.out_w = take(static_cast<std::size_t>(pout) * h); hl_.out_b = take(pout);
+    hl_.size = o;
+    global_count = el.size + static_cast<std::size_t>(L) * gll.size + hl_.size;
 
+    // This stage's groups, in the model's order.
+    std::vector<int> layers;
+    for (int c = 0; c < std::max(1, sh.virtual_stages); ++c) {
+      int mc = c * std::max(1, sh.pp) + sh.stage;
+      for (int l = chunk_first[mc]; l < chunk_first[mc + 1]; ++l) layers.push_back(l);
+    }
+    std::sort(layers.begin(), layers.end());
+    group_of_layer.assign(L, -1);
     std::size_t offset = 0;
     auto add = [&](const std::string& name, std::size_t size) {
       group_index[name] = static_cast<int>(groups.size());
       groups.push_back({name, offset, size});
       offset += size;
+      return static_cast<int>(groups.size()) - 1;
     };
-    add("embed", el.size);
-    for (int l = 0; l < L; ++l) add(std::string("L").append(std::to_string(l)), ll.size);
-    add("head", hl.size);
+    if (sh.stage == 0) embed_gi = add("embed", el.size);
+    for (int l : layers) group_of_layer[l] = add(std::string("L").append(std::to_string(l)), ll.size);
+    if (sh.stage == (chunks - 1) % std::max(1, sh.pp)) head_gi = add("head", hl_.size);
     params.assign(groups.size(), nullptr);
     grads.assign(groups.size(), nullptr);
+    build_global_index();
 
     pos_embed.resize(static_cast<std::size_t>(T) * H);
     k::pos_embed_2d_sincos(pos_embed.data(), grid, H);
     mbs.resize(n_micro);
   }
 
+  // Local flat index -> one-rank flat index: whole groups map one to one; a TP-split tensor takes
+  // this rank's rows (column-parallel: its heads of Q, K and V, its slice of fc1) or its columns
+  // (row-parallel: attn.proj and fc2).
+  void build_global_index() {
+    global.clear();
+    replicated.clear();
+    auto whole = [&](std::size_t gbase, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) {
+        global.push_back(gbase + i);
+        replicated.push_back(1);
+      }
+    };
+    for (const auto& g : groups) {
+      if (g.name == "embed") {
+        whole(0, el.size);
+      } else if (g.name == "head") {
+        whole(el.size + static_cast<std::size_t>(L) * gll.size, hl_.size);
+      } else {
+        const std::size_t l = std::stoul(g.name.substr(1)), base = el.size + l * gll.size, h = H;
+        auto push = [&](std::size_t gi, bool rep) {
+          global.push_back(base + gi);
+          replicated.push_back(rep ? 1 : 0);
+        };
+        for (std::size_t i = 0; i < 6 * h * h + 6 * h; ++i) push(gll.ada_w + i, true);  // ada_w, ada_b
+        auto qkv_row = [&](std::size_t r) { return (r / hl) * h + static_cast<std::size_t>(tpi) * hl + r % hl; };
+        for (std::size_t r = 0; r < 3 * static_cast<std::size_t>(hl); ++r)
+          for (std::size_t c = 0; c < h; ++c) push(gll.qkv_w + qkv_row(r) * h + c, false);
+        for (std::size_t r = 0; r < 3 * static_cast<std::size_t>(hl); ++r) push(gll.qkv_b + qkv_row(r), false);
+        for (std::size_t r = 0; r < h; ++r)
+          for (std::size_t c = 0; c < static_cast<std::size_t>(hl); ++c)
+            push(gll.proj_w + r * h + static_cast<std::size_t>(tpi) * hl + c, false);
+        for (std::size_t r = 0; r < h; ++r) push(gll.proj_b + r, true);
+        const std::size_t f0 = static_cast<std::size_t>(tpi) * Fl;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(Fl); ++r)
+          for (std::size_t c = 0; c < h; ++c) push(gll.fc1_w + (f0 + r) * h + c, false);
+        for (std::size_t r = 0; r < static_cast<std::size_t>(Fl); ++r) push(gll.fc1_b + f0 + r, false);
+        for (std::size_t r = 0; r < h; ++r)
+          for (std::size_t c = 0; c < static_cast<std::size_t>(Fl); ++c)
+            push(gll.fc2_w + r * static_cast<std::size_t>(F) + f0 + c, false);
+        for (std::size_t r = 0; r < h; ++r) push(gll.fc2_b + r, true);
+      }
+    }
+    if (tp == 1) std::fill(replicated.begin(), replicated.end(), 1);
+  }
+
   // --- parameters -------------------------------------------------------------------------
   const float* p(int g, std::size_t off, const char* part) const {
+    if (g < 0) throw std::logic_error(std::string("DiT: op ") + part + " needs a parameter group this stage does not hold");
     if (!params[g]) throw std::logic_error(std::string("DiT: op ") + part + " needs group " + groups[g].name + " bound");
     return params[g] + off;
   }
   float* gr(int g, std::size_t off, const char* part) const {
+    if (g < 0) throw std::logic_error(std::string("DiT: op ") + part + " needs a parameter group this stage does not hold");
     if (!grads[g])
       throw std::logic_error(std::string("DiT: op ") + part + " needs the gradients of group " + groups[g].name);
     return grads[g] + off;
   }
   // A weight gradient for backward: none under DP-SGD, whose ".wgrad" ops add the clipped ones.
   float* wg(int g, std::size_t off, const char* part) const { return dp ? nullptr : gr(g, off, part); }
-  int embed_g() const { return 0; }
-  int layer_g(int l) const { return 1 + l; }
-  int head_g() const { return L + 1; }
+  int embed_g() const { return embed_gi; }
+  int layer_g(int l) const { return group_of_layer.at(l); }
+  int head_g() const { return head_gi; }
 
   // --- activations -------------------------------------------------------------------------
   void allocate(MicroBatch& mb) {
-    const std::size_t b = B, bt = static_cast<std::size_t>(B) * T, h = H;
+    const std::size_t b = B, R = static_cast<std::size_t>(B) * Ts, G = static_cast<std::size_t>(B) * Tl, h = H,
+                      w = hl, f = Fl;
     auto sz = [](Buffer& v, std::size_t n) { v.assign(n, 0.0f); };
-    sz(mb.z, b * C * S * S); sz(mb.patches, bt * pin);
-    sz(mb.t_scaled, b); sz(mb.t_freq, b * fe); sz(mb.t_h1, b * h); sz(mb.t_a1, b * h);
-    sz(mb.t_emb, b * h); sz(mb.c, b * h); sz(mb.silu_c, b * h);
-    mb.x.resize(L + 1);
-    for (auto& x : mb.x) sz(x, bt * h);
-    mb.layer.resize(L);
-    for (auto& a : mb.layer) {
-      sz(a.mod, b * 6 * h); sz(a.ln1, bt * h); sz(a.mean1, bt); sz(a.rstd1, bt); sz(a.qkv, bt * 3 * h);
-      sz(a.att, bt * h); sz(a.probs, b * NH * T * T); sz(a.proj, bt * h); sz(a.x_mid, bt * h);
-      sz(a.ln2, bt * h); sz(a.mean2, bt); sz(a.rstd2, bt); sz(a.fc1, bt * F); sz(a.act, bt * F); sz(a.fc2, bt * h);
+    if (embed_gi >= 0) {
+      sz(mb.z, b * C * S * S); sz(mb.patches, static_cast<std::size_t>(B) * T * pin);
+      if (token_shard) sz(mb.patches_local, R * pin);
+      sz(mb.t_scaled, b); sz(mb.t_freq, b * fe); sz(mb.t_h1, b * h); sz(mb.t_a1, b * h);
+      sz(mb.t_emb, b * h); sz(mb.dt_a1, b * h); sz(mb.dt_h1, b * h);
     }
-    sz(mb.fmod, b * 2 * h); sz(mb.lnf, bt * h); sz(mb.meanf, bt); sz(mb.rstdf, bt);
-    sz(mb.out_tok, bt * pout); sz(mb.v_hat, b * Cout * S * S);
-    sz(mb.dx, bt * h); sz(mb.d_ln, bt * h); sz(mb.dqkv, bt * 3 * h); sz(mb.datt, bt * h); sz(mb.dproj, bt * h);
-    sz(mb.dfc1, bt * F); sz(mb.dact, bt * F); sz(mb.dfc2, bt * h); sz(mb.dmod, b * 6 * h); sz(mb.dfmod, b * 2 * h);
-    sz(mb.dsilu_c, b * h); sz(mb.dc, b * h); sz(mb.dt_a1, b * h); sz(mb.dt_h1, b * h);
-    sz(mb.dout_tok, bt * pout); sz(mb.dv_hat, b * Cout * S * S);
+    sz(mb.c, b * h); sz(mb.silu_c, b * h);
+    mb.x.resize(L + 1);
+    mb.layer.resize(L);
+    for (int l = 0; l < L; ++l) {
+      if (group_of_layer[l] < 0) continue;
+      sz(mb.x[l], R * h);
+      sz(mb.x[l + 1], R * h);
+      LayerActs& a = mb.layer[l];
+      sz(a.mod, b * 6 * h); sz(a.ln1, R * h); sz(a.mean1, R); sz(a.rstd1, R); sz(a.qkv, G * 3 * w);
+      sz(a.att, G * w); sz(a.probs, b * NHl * Tl * static_cast<std::size_t>(T)); sz(a.proj, G * h); sz(a.x_mid, R * h);
+      sz(a.ln2, R * h); sz(a.mean2, R); sz(a.rstd2, R); sz(a.fc1, G * f); sz(a.act, G * f); sz(a.fc2, G * h);
+      if (sp) {
+        sz(a.ln1_full, G * h); sz(a.ln2_full, G * h); sz(a.proj_red, R * h); sz(a.fc2_red, R * h);
+      }
+      if (cp > 1) sz(a.kv_full, b * T * 2 * w);
+    }
+    if (embed_gi >= 0) sz(mb.x[0], R * h);
+    if (head_gi >= 0) {
+      sz(mb.x[L], R * h);
+      sz(mb.fmod, b * 2 * h); sz(mb.lnf, R * h); sz(mb.meanf, R); sz(mb.rstdf, R);
+      sz(mb.out_tok, R * pout); sz(mb.v_hat, b * Cout * S * S);
+      sz(mb.dout_tok, R * pout); sz(mb.dv_hat, b * Cout * S * S); sz(mb.dfmod, b * 2 * h);
+    }
+    sz(mb.dx, R * h); sz(mb.d_ln, R * h); sz(mb.dqkv, G * 3 * w); sz(mb.datt, G * w); sz(mb.dproj, R * h);
+    sz(mb.dfc1, G * f); sz(mb.dact, G * f); sz(mb.dfc2, R * h); sz(mb.dmod, b * 6 * h);
+    sz(mb.dsilu_c, b * h); sz(mb.dc, b * h);
+    if (sp) {
+      sz(mb.d_ln_full, G * h); sz(mb.dproj_full, G * h); sz(mb.dfc2_full, G * h);
+    }
+    if (cp > 1) sz(mb.dkv_full, b * T * 2 * w);
     if (dp) {
-      for (auto& a : mb.layer) {
-        sz(a.g_mod, b * 6 * h); sz(a.g_qkv, bt * 3 * h); sz(a.g_proj, bt * h); sz(a.g_fc1, bt * F); sz(a.g_fc2, bt * h);
+      for (int l = 0; l < L; ++l) {
+        if (group_of_layer[l] < 0) continue;
+        LayerActs& a = mb.layer[l];
+        sz(a.g_mod, b * 6 * h); sz(a.g_qkv, G * 3 * w); sz(a.g_proj, G * h); sz(a.g_fc1, G * f); sz(a.g_fc2, G * h);
       }
       mb.sq_norm.assign(b, 0.0);
       mb.clip.assign(b, 1.0f);
-      sz(mb.scaled, bt * std::max<std::size_t>({6 * h, 3 * h, static_cast<std::size_t>(F), static_cast<std::size_t>(pout)}));
+      sz(mb.scaled, G * std::max<std::size_t>({6 * h, 3 * h, static_cast<std::size_t>(F), static_cast<std::size_t>(pout)}));
     }
     mb.ready = true;
   }
@@ -244,18 +379,31 @@ struct DiT::Impl {
     a.dc_ready = true;
   }
 
+  // Rows of [B][n_tokens][width] for this rank's residual tokens (tok0 .. tok0+Ts) of each sample.
+  void take_rows(float* dst, const float* src, int n_tokens, int first, int count, int width) const {
+    for (int b = 0; b < B; ++b)
+      std::memcpy(dst + static_cast<std::size_t>(b) * count * width,
+                  src + (static_cast<std::size_t>(b) * n_tokens + first) * width,
+                  sizeof(float) * static_cast<std::size_t>(count) * width);
+  }
+
   // --- embedding -----------------------------------------------------------------------------
   void embed_forward(const std::string& part, MicroBatch& a) {
     const int g = embed_g();
     const char* name = part.c_str();
-    const int bt = B * T;
+    const int rows = B * Ts;
     if (part == "embed.patch") {
       k::rectified_flow_input(a.z.data(), a.batch.x0.data(), a.batch.noise.data(), a.batch.t.data(), B, C * S * S);
       k::patchify_forward(a.patches.data(), a.z.data(), B, C, S, P);
+      const float* in = a.patches.data();
+      if (token_shard) {
+        take_rows(a.patches_local.data(), a.patches.data(), T, tok0, Ts, pin);
+        in = a.patches_local.data();
+      }
       float* x = a.x[0].data();
-      k::matmul_forward(x, a.patches.data(), p(g, el.patch_w, name), p(g, el.patch_b, name), bt, pin, H);
-      for (int r = 0; r < bt; ++r) {
-        const float* pe = pos_embed.data() + static_cast<std::size_t>(r % T) * H;
+      k::matmul_forward(x, in, p(g, el.patch_w, name), p(g, el.patch_b, name), rows, pin, H);
+      for (int r = 0; r < rows; ++r) {
+        const float* pe = pos_embed.data() + static_cast<std::size_t>(tok0 + r % Ts) * H;
         for (int c = 0; c < H; ++c) x[static_cast<std::size_t>(r) * H + c] += pe[c];
       }
     } else if (part == "embed.timestep") {
@@ -282,8 +430,8 @@ struct DiT::Impl {
     const char* name = part.c_str();
     if (part == "embed.patch") {
       if (!dp)
-        k::matmul_backward(nullptr, wg(g, el.patch_w, name), wg(g, el.patch_b, name), a.dx.data(), a.patches.data(),
-                         p(g, el.patch_w, name), B * T, pin, H);
+        k::matmul_backward(nullptr, wg(g, el.patch_w, name), wg(g, el.patch_b, name), a.dx.data(),
+                           token_shard ? a.patches_local.data() : a.patches.data(), p(g, el.patch_w, name), B * Ts, pin, H);
     } else if (part == "embed.timestep") {
       ensure_dc(a);
       zero(a.dt_a1);
@@ -302,36 +450,58 @@ struct DiT::Impl {
   }
 
   // --- transformer block ---------------------------------------------------------------------
+  // Under TP the row-parallel GEMMs (attn.proj, mlp.fc2) leave partial sums without bias; the
+  // reduction (all-reduce, or reduce-scatter under sequence parallelism) completes them and the
+  // residual op adds the bias to the reduced rows, so the bias is added once.
+  float* reduced_proj(LayerActs& s) { return sp ? s.proj_red.data() : s.proj.data(); }
+  float* reduced_fc2(LayerActs& s) { return sp ? s.fc2_red.data() : s.fc2.data(); }
+  void add_bias(float* rows, const float* bias, int n) const {
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < H; ++c) rows[static_cast<std::size_t>(r) * H + c] += bias[c];
+  }
+  void bias_grad(float* db, const float* drows, int n) const {
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < H; ++c) db[c] += drows[static_cast<std::size_t>(r) * H + c];
+  }
+
   void layer_forward(const std::string& part, int l, MicroBatch& a) {
     const int g = layer_g(l);
     const char* name = part.c_str();
     LayerActs& s = a.layer[l];
-    const int bt = B * T, h = H;
+    const int R = B * Ts, G = B * Tl, h = H, w = hl;
     float* mod = s.mod.data();
     if (part == "adaln") {
       k::matmul_forward(mod, a.silu_c.data(), p(g, ll.ada_w, name), p(g, ll.ada_b, name), B, h, 6 * h);
     } else if (part == "norm1") {
-      k::layernorm_modulate_forward(s.ln1.data(), s.mean1.data(), s.rstd1.data(), a.x[l].data(), mod, mod + h, B, T,
+      k::layernorm_modulate_forward(s.ln1.data(), s.mean1.data(), s.rstd1.data(), a.x[l].data(), mod, mod + h, B, Ts,
                                     h, 6 * h, layernorm_eps);
     } else if (part == "attn.qkv") {
-      k::matmul_forward(s.qkv.data(), s.ln1.data(), p(g, ll.qkv_w, name), p(g, ll.qkv_b, name), bt, h, 3 * h);
+      k::matmul_forward(s.qkv.data(), sp ? s.ln1_full.data() : s.ln1.data(), p(g, ll.qkv_w, name),
+                        p(g, ll.qkv_b, name), G, h, 3 * w);
     } else if (part == "attn.core") {
-      k::attention_forward(s.att.data(), s.probs.data(), s.qkv.data(), B, T, h, NH);
+      const float* kv = cp > 1 ? s.kv_full.data() : s.qkv.data() + w;
+      const int kv_ld = cp > 1 ? 2 * w : 3 * w;
+      k::attention_forward(s.att.data(), s.probs.data(), s.qkv.data(), 3 * w, kv, kv + w, kv_ld, B, Tl, Tl * cp, w, NHl);
     } else if (part == "attn.proj") {
-      k::matmul_forward(s.proj.data(), s.att.data(), p(g, ll.proj_w, name), p(g, ll.proj_b, name), bt, h, h);
+      k::matmul_forward(s.proj.data(), s.att.data(), p(g, ll.proj_w, name), tp > 1 ? nullptr : p(g, ll.proj_b, name), G,
+                        w, h);
     } else if (part == "attn.residual") {
-      k::gated_residual_forward(s.x_mid.data(), a.x[l].data(), s.proj.data(), mod + 2 * h, B, T, h, 6 * h);
+      if (tp > 1) add_bias(reduced_proj(s), p(g, ll.proj_b, name), R);
+      k::gated_residual_forward(s.x_mid.data(), a.x[l].data(), reduced_proj(s), mod + 2 * h, B, Ts, h, 6 * h);
     } else if (part == "norm2") {
       k::layernorm_modulate_forward(s.ln2.data(), s.mean2.data(), s.rstd2.data(), s.x_mid.data(), mod + 3 * h,
-                                    mod + 4 * h, B, T, h, 6 * h, layernorm_eps);
+                                    mod + 4 * h, B, Ts, h, 6 * h, layernorm_eps);
     } else if (part == "mlp.fc1") {
-      k::matmul_forward(s.fc1.data(), s.ln2.data(), p(g, ll.fc1_w, name), p(g, ll.fc1_b, name), bt, h, F);
+      k::matmul_forward(s.fc1.data(), sp ? s.ln2_full.data() : s.ln2.data(), p(g, ll.fc1_w, name),
+                        p(g, ll.fc1_b, name), G, h, Fl);
     } else if (part == "mlp.act") {
       k::gelu_forward(s.act.data(), s.fc1.data(), s.act.size());
     } else if (part == "mlp.fc2") {
-      k::matmul_forward(s.fc2.data(), s.act.data(), p(g, ll.fc2_w, name), p(g, ll.fc2_b, name), bt, F, h);
+      k::matmul_forward(s.fc2.data(), s.act.data(), p(g, ll.fc2_w, name), tp > 1 ? nullptr : p(g, ll.fc2_b, name), G,
+                        Fl, h);
     } else if (part == "mlp.residual") {
-      k::gated_residual_forward(a.x[l + 1].data(), s.x_mid.data(), s.fc2.data(), mod + 5 * h, B, T, h, 6 * h);
+      if (tp > 1) add_bias(reduced_fc2(s), p(g, ll.fc2_b, name), R);
+      k::gated_residual_forward(a.x[l + 1].data(), s.x_mid.data(), reduced_fc2(s), mod + 5 * h, B, Ts, h, 6 * h);
     } else {
       unknown(part);
     }
@@ -343,51 +513,59 @@ struct DiT::Impl {
     const int g = layer_g(l);
     const char* name = part.c_str();
     LayerActs& s = a.layer[l];
-    const int bt = B * T, h = H;
+    const int R = B * Ts, G = B * Tl, h = H, w = hl;
     const float* mod = s.mod.data();
     Buffer& dmod_buf = dp ? s.g_mod : a.dmod;
     float* dmod = dmod_buf.data();
-    Buffer& dfc2 = dp ? s.g_fc2 : a.dfc2;
+    Buffer& dfc2 = dp ? s.g_fc2 : a.dfc2;       // R rows (the residual's view)
     Buffer& dfc1 = dp ? s.g_fc1 : a.dfc1;
-    Buffer& dproj = dp ? s.g_proj : a.dproj;
+    Buffer& dproj = dp ? s.g_proj : a.dproj;    // R rows
     Buffer& dqkv = dp ? s.g_qkv : a.dqkv;
+    float* d_ln_gemm = sp ? a.d_ln_full.data() : a.d_ln.data();  // the column-parallel GEMMs' input gradient
     if (part == "mlp.residual") {
       zero(dmod_buf);
       zero(dfc2);
-      k::gated_residual_backward(nullptr, dfc2.data(), dmod + 5 * h, a.dx.data(), s.fc2.data(), mod + 5 * h, B, T,
+      k::gated_residual_backward(nullptr, dfc2.data(), dmod + 5 * h, a.dx.data(), reduced_fc2(s), mod + 5 * h, B, Ts,
                                  h, 6 * h);
+      if (tp > 1 && !dp) bias_grad(gr(g, ll.fc2_b, name), dfc2.data(), R);
     } else if (part == "mlp.fc2") {
       zero(a.dact);
-      k::matmul_backward(a.dact.data(), wg(g, ll.fc2_w, name), wg(g, ll.fc2_b, name), dfc2.data(), s.act.data(),
-                         p(g, ll.fc2_w, name), bt, F, h);
+      k::matmul_backward(a.dact.data(), wg(g, ll.fc2_w, name), tp > 1 ? nullptr : wg(g, ll.fc2_b, name),
+                         sp ? a.dfc2_full.data() : dfc2.data(), s.act.data(), p(g, ll.fc2_w, name), G, Fl, h);
     } else if (part == "mlp.act") {
       zero(dfc1);
       k::gelu_backward(dfc1.data(), s.fc1.data(), a.dact.data(), dfc1.size());
     } else if (part == "mlp.fc1") {
-      zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), wg(g, ll.fc1_w, name), wg(g, ll.fc1_b, name), dfc1.data(), s.ln2.data(),
-                         p(g, ll.fc1_w, name), bt, h, F);
+      std::fill(d_ln_gemm, d_ln_gemm + static_cast<std::size_t>(G) * h, 0.0f);
+      k::matmul_backward(d_ln_gemm, wg(g, ll.fc1_w, name), wg(g, ll.fc1_b, name), dfc1.data(),
+                         sp ? s.ln2_full.data() : s.ln2.data(), p(g, ll.fc1_w, name), G, h, Fl);
     } else if (part == "norm2") {
       k::layernorm_modulate_backward(a.dx.data(), dmod + 3 * h, dmod + 4 * h, a.d_ln.data(), s.x_mid.data(),
-                                     s.mean2.data(), s.rstd2.data(), mod + 4 * h, B, T, h, 6 * h);
+                                     s.mean2.data(), s.rstd2.data(), mod + 4 * h, B, Ts, h, 6 * h);
     } else if (part == "attn.residual") {
       zero(dproj);
-      k::gated_residual_backward(nullptr, dproj.data(), dmod + 2 * h, a.dx.data(), s.proj.data(), mod + 2 * h, B,
-                                 T, h, 6 * h);
+      k::gated_residual_backward(nullptr, dproj.data(), dmod + 2 * h, a.dx.data(), reduced_proj(s), mod + 2 * h, B,
+                                 Ts, h, 6 * h);
+      if (tp > 1 && !dp) bias_grad(gr(g, ll.proj_b, name), dproj.data(), R);
     } else if (part == "attn.proj") {
       zero(a.datt);
-      k::matmul_backward(a.datt.data(), wg(g, ll.proj_w, name), wg(g, ll.proj_b, name), dproj.data(), s.att.data(),
-                         p(g, ll.proj_w, name), bt, h, h);
+      k::matmul_backward(a.datt.data(), wg(g, ll.proj_w, name), tp > 1 ? nullptr : wg(g, ll.proj_b, name),
+                         sp ? a.dproj_full.data() : dproj.data(), s.att.data(), p(g, ll.proj_w, name), G, w, h);
     } else if (part == "attn.core") {
       zero(dqkv);
-      k::attention_backward(dqkv.data(), a.datt.data(), s.qkv.data(), s.probs.data(), B, T, h, NH);
+      float* dkv = cp > 1 ? a.dkv_full.data() : dqkv.data() + w;
+      if (cp > 1) zero(a.dkv_full);
+      const float* kv = cp > 1 ? s.kv_full.data() : s.qkv.data() + w;
+      const int kv_ld = cp > 1 ? 2 * w : 3 * w;
+      k::attention_backward(dqkv.data(), dkv, dkv + w, a.datt.data(), s.qkv.data(), 3 * w, kv, kv + w, kv_ld,
+                            s.probs.data(), B, Tl, Tl * cp, w, NHl);
     } else if (part == "attn.qkv") {
-      zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), wg(g, ll.qkv_w, name), wg(g, ll.qkv_b, name), dqkv.data(), s.ln1.data(),
-                         p(g, ll.qkv_w, name), bt, h, 3 * h);
+      std::fill(d_ln_gemm, d_ln_gemm + static_cast<std::size_t>(G) * h, 0.0f);
+      k::matmul_backward(d_ln_gemm, wg(g, ll.qkv_w, name), wg(g, ll.qkv_b, name), dqkv.data(),
+                         sp ? s.ln1_full.data() : s.ln1.data(), p(g, ll.qkv_w, name), G, h, 3 * w);
     } else if (part == "norm1") {
       k::layernorm_modulate_backward(a.dx.data(), dmod, dmod + h, a.d_ln.data(), a.x[l].data(), s.mean1.data(),
-                                     s.rstd1.data(), mod + h, B, T, h, 6 * h);
+                                     s.rstd1.data(), mod + h, B, Ts, h, 6 * h);
     } else if (part == "adaln") {
       k::matmul_backward(a.dsilu_c.data(), wg(g, ll.ada_w, name), wg(g, ll.ada_b, name), dmod, a.silu_c.data(),
                          p(g, ll.ada_w, name), B, h, 6 * h);
@@ -397,21 +575,48 @@ struct DiT::Impl {
   }
 
   // --- final layer and loss -----------------------------------------------------------------
+  // With a shard of the tokens (sequence or context parallelism) the loss sums this rank's
+  // tokens' squared errors over the whole micro-batch's element count, so shards add up.
+  double shard_loss(MicroBatch& a, float* dout_tok, float dloss) const {
+    const int CP2 = C * S * S;
+    const double count = static_cast<double>(B) * C * S * S;
+    const float k2 = static_cast<float>(2.0 * dloss / count);
+    double sum = 0;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < Ts; ++t) {
+        const int gtok = tok0 + t, gi = gtok / grid, gj = gtok % grid;
+        const float* tok = a.out_tok.data() + (static_cast<std::size_t>(b) * Ts + t) * pout;
+        float* dtok = dout_tok ? dout_tok + (static_cast<std::size_t>(b) * Ts + t) * pout : nullptr;
+        for (int i = 0; i < P; ++i)
+          for (int j = 0; j < P; ++j)
+            for (int c = 0; c < C; ++c) {
+              const std::size_t px = (static_cast<std::size_t>(c) * S + gi * P + i) * S + gj * P + j;
+              const float target = a.batch.noise[static_cast<std::size_t>(b) * CP2 + px] -
+                                   a.batch.x0[static_cast<std::size_t>(b) * CP2 + px];
+              const float diff = tok[(i * P + j) * Cout + c] - target;
+              sum += static_cast<double>(diff) * diff;
+              if (dtok) dtok[(i * P + j) * Cout + c] += k2 * diff;
+            }
+      }
+    return sum / count;
+  }
+
   void head_forward(const std::string& part, MicroBatch& a) {
     const int g = head_g();
     const char* name = part.c_str();
     const int h = H;
     if (part == "head.adaln") {
-      k::matmul_forward(a.fmod.data(), a.silu_c.data(), p(g, hl.ada_w, name), p(g, hl.ada_b, name), B, h, 2 * h);
+      k::matmul_forward(a.fmod.data(), a.silu_c.data(), p(g, hl_.ada_w, name), p(g, hl_.ada_b, name), B, h, 2 * h);
     } else if (part == "head.norm") {
       k::layernorm_modulate_forward(a.lnf.data(), a.meanf.data(), a.rstdf.data(), a.x[L].data(), a.fmod.data(),
-                                    a.fmod.data() + h, B, T, h, 2 * h, layernorm_eps);
+                                    a.fmod.data() + h, B, Ts, h, 2 * h, layernorm_eps);
     } else if (part == "head.image") {
-      k::matmul_forward(a.out_tok.data(), a.lnf.data(), p(g, hl.out_w, name), p(g, hl.out_b, name), B * T, h, pout);
-      k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
+      k::matmul_forward(a.out_tok.data(), a.lnf.data(), p(g, hl_.out_w, name), p(g, hl_.out_b, name), B * Ts, h, pout);
+      if (!token_shard) k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
     } else if (part == "loss") {
-      a.loss = k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B, Cout, C,
-                                              S * S);
+      a.loss = token_shard ? shard_loss(a, nullptr, 0)
+                           : k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B,
+                                                            Cout, C, S * S);
       a.loss_done = true;
     } else {
       unknown(part);
@@ -432,25 +637,192 @@ struct DiT::Impl {
         std::fill(a.sq_norm.begin(), a.sq_norm.end(), 0.0);
         a.clipped = false;
       }
-      k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
-                                      1.0f / micro_batches, B, Cout, C, S * S);
+      if (token_shard) {
+        zero(a.dout_tok);
+        shard_loss(a, a.dout_tok.data(), 1.0f / micro_batches);
+      } else {
+        k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
+                                        1.0f / micro_batches, B, Cout, C, S * S);
+      }
     } else if (part == "head.image") {
-      zero(a.dout_tok);
-      k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      if (!token_shard) {
+        zero(a.dout_tok);
+        k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      }
       zero(a.d_ln);
-      k::matmul_backward(a.d_ln.data(), wg(g, hl.out_w, name), wg(g, hl.out_b, name), a.dout_tok.data(),
-                         a.lnf.data(), p(g, hl.out_w, name), B * T, h, pout);
+      k::matmul_backward(a.d_ln.data(), wg(g, hl_.out_w, name), wg(g, hl_.out_b, name), a.dout_tok.data(),
+                         a.lnf.data(), p(g, hl_.out_w, name), B * Ts, h, pout);
     } else if (part == "head.norm") {
       zero(a.dx);
       zero(a.dfmod);
       k::layernorm_modulate_backward(a.dx.data(), a.dfmod.data(), a.dfmod.data() + h, a.d_ln.data(), a.x[L].data(),
-                                     a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, T, h, 2 * h);
+                                     a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, Ts, h, 2 * h);
     } else if (part == "head.adaln") {
-      k::matmul_backward(a.dsilu_c.data(), wg(g, hl.ada_w, name), wg(g, hl.ada_b, name), a.dfmod.data(),
-                         a.silu_c.data(), p(g, hl.ada_w, name), B, h, 2 * h);
+      k::matmul_backward(a.dsilu_c.data(), wg(g, hl_.ada_w, name), wg(g, hl_.ada_b, name), a.dfmod.data(),
+                         a.silu_c.data(), p(g, hl_.ada_w, name), B, h, 2 * h);
     } else {
       unknown(part);
     }
+  }
+
+  // --- communication ---------------------------------------------------------------------------
+  // Gathers and reduce-scatters over a group concatenate the ranks' parts ([rank][B][n][width]);
+  // the model's tensors are [B][rank x n][width]: these permute between the two.
+  void to_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
+    for (int r = 0; r < ranks; ++r)
+      for (int b = 0; b < B; ++b)
+        std::memcpy(dst + ((static_cast<std::size_t>(r) * B + b) * n) * width,
+                    src + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
+                    sizeof(float) * static_cast<std::size_t>(n) * width);
+  }
+  void from_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
+    for (int r = 0; r < ranks; ++r)
+      for (int b = 0; b < B; ++b)
+        std::memcpy(dst + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
+                    src + ((static_cast<std::size_t>(r) * B + b) * n) * width,
+                    sizeof(float) * static_cast<std::size_t>(n) * width);
+  }
+  Buffer& stage_buffer(const Op& op, std::size_t n) {
+    Buffer& b = staging[&op];
+    b.assign(n, 0.0f);
+    return b;
+  }
+  int model_chunk(const Op& op) const { return std::max(0, op.chunk) * std::max(1, sh.pp) + sh.stage; }
+
+  TensorComm comm_begin(const Op& op) {
+    const std::string& part = op.part;
+    MicroBatch& a = micro(op.microbatch, op.name);
+    const bool fwd = op.phase != Phase::backward;
+    const std::size_t R = static_cast<std::size_t>(B) * Ts, G = static_cast<std::size_t>(B) * Tl, h = H;
+    TensorComm io;
+    auto in_place = [&](float* p, std::size_t n) {
+      io.send = p;
+      io.recv = p;
+      io.send_count = io.recv_count = n;
+    };
+    if (part == "pp.fwd.send" || part == "pp.bwd.send") {
+      int mc = model_chunk(op);
+      const float* x = fwd ? a.x[chunk_first[mc + 1]].data() : a.dx.data();
+      const float* c = fwd ? a.c.data() : a.dsilu_c.data();
+      Buffer& buf = stage_buffer(op, R * h + static_cast<std::size_t>(B) * h);
+      std::memcpy(buf.data(), x, sizeof(float) * R * h);
+      std::memcpy(buf.data() + R * h, c, sizeof(float) * B * h);
+      io.send = buf.data();
+      io.send_count = buf.size();
+      return io;
+    }
+    if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
+      Buffer& buf = stage_buffer(op, R * h + static_cast<std::size_t>(B) * h);
+      io.recv = buf.data();
+      io.recv_count = buf.size();
+      return io;
+    }
+    const int l = op.layer;
+    if (l < 0 || l >= L || group_of_layer[l] < 0) throw std::logic_error("DiT: communication op " + op.name + " has no layer here");
+    LayerActs& s = a.layer[l];
+    const bool attn = part.rfind("attn.", 0) == 0;
+    if (part == "attn.tp_allreduce" || part == "mlp.tp_allreduce") {
+      // Forward: the row-parallel GEMM's partial sums; backward: the column-parallel GEMM's
+      // partial input gradient.
+      if (fwd) in_place(attn ? s.proj.data() : s.fc2.data(), G * h);
+      else in_place(a.d_ln.data(), R * h);
+      return io;
+    }
+    if (part == "attn.sp_allgather" || part == "mlp.sp_allgather") {
+      if (fwd) {  // the norm's shard, gathered for the column-parallel GEMM
+        io.send = attn ? s.ln1.data() : s.ln2.data();
+        io.send_count = R * h;
+        io.recv = stage_buffer(op, G * h).data();
+        io.recv_count = G * h;
+      } else {  // its gradient: reduce-scatter of the GEMM's partial input gradient
+        Buffer& buf = stage_buffer(op, G * h);
+        to_rank_major(buf.data(), a.d_ln_full.data(), tp, Ts, H);
+        io.send = buf.data();
+        io.send_count = G * h;
+        io.recv = a.d_ln.data();
+        io.recv_count = R * h;
+      }
+      return io;
+    }
+    if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
+      if (fwd) {  // the row-parallel GEMM's partial sums, reduced onto each rank's shard
+        Buffer& buf = stage_buffer(op, G * h);
+        to_rank_major(buf.data(), attn ? s.proj.data() : s.fc2.data(), tp, Ts, H);
+        io.send = buf.data();
+        io.send_count = G * h;
+        io.recv = attn ? s.proj_red.data() : s.fc2_red.data();
+        io.recv_count = R * h;
+      } else {  // its gradient: the shards' output gradients gathered
+        io.send = attn ? a.dproj.data() : a.dfc2.data();
+        io.send_count = R * h;
+        io.recv = stage_buffer(op, G * h).data();
+        io.recv_count = G * h;
+      }
+      return io;
+    }
+    if (part == "attn.cp_kv") {
+      const std::size_t w = hl, kv_local = static_cast<std::size_t>(B) * Tl * 2 * w;
+      if (fwd) {  // this rank's K and V, gathered from every CP rank
+        Buffer& send = staging[&op];
+        send.assign(kv_local + kv_local * cp, 0.0f);
+        for (std::size_t r = 0; r < G; ++r)
+          std::memcpy(send.data() + r * 2 * w, s.qkv.data() + r * 3 * w + w, sizeof(float) * 2 * w);
+        io.send = send.data();
+        io.send_count = kv_local;
+        io.recv = send.data() + kv_local;
+        io.recv_count = kv_local * cp;
+      } else {  // the K and V gradients of every rank's keys, reduce-scattered to their owners
+        Buffer& send = staging[&op];
+        send.assign(kv_local * cp + kv_local, 0.0f);
+        to_rank_major(send.data(), a.dkv_full.data(), cp, Tl, static_cast<int>(2 * w));
+        io.send = send.data();
+        io.send_count = kv_local * cp;
+        io.recv = send.data() + kv_local * cp;
+        io.recv_count = kv_local;
+      }
+      return io;
+    }
+    throw std::logic_error("DiT: no tensor communication for op " + op.name);
+  }
+
+  void comm_end(const Op& op) {
+    const std::string& part = op.part;
+    MicroBatch& a = micro(op.microbatch, op.name);
+    const bool fwd = op.phase != Phase::backward;
+    const std::size_t R = static_cast<std::size_t>(B) * Ts, h = H;
+    auto it = staging.find(&op);
+    if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
+      const float* buf = it->second.data();
+      int mc = model_chunk(op);
+      if (fwd) {
+        std::memcpy(a.x[chunk_first[mc]].data(), buf, sizeof(float) * R * h);
+        std::memcpy(a.c.data(), buf + R * h, sizeof(float) * B * h);
+        k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
+      } else {
+        std::memcpy(a.dx.data(), buf, sizeof(float) * R * h);
+        std::memcpy(a.dsilu_c.data(), buf + R * h, sizeof(float) * B * h);
+        a.dc_ready = false;
+      }
+    } else if (part == "attn.sp_allgather" || part == "mlp.sp_allgather") {
+      if (fwd) {
+        LayerActs& s = a.layer[op.layer];
+        from_rank_major(part[0] == 'a' ? s.ln1_full.data() : s.ln2_full.data(), it->second.data(), tp, Ts, H);
+      }
+    } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
+      if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), tp, Ts, H);
+    } else if (part == "attn.cp_kv") {
+      LayerActs& s = a.layer[op.layer];
+      const std::size_t w = hl, kv_local = static_cast<std::size_t>(B) * Tl * 2 * w;
+      if (fwd) {
+        from_rank_major(s.kv_full.data(), it->second.data() + kv_local, cp, Tl, static_cast<int>(2 * w));
+      } else {  // add the reduced K and V gradients into dqkv's K and V columns
+        Buffer& dqkv = dp ? s.g_qkv : a.dqkv;
+        const float* red = it->second.data() + kv_local * cp;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(B) * Tl; ++r)
+          for (std::size_t c = 0; c < 2 * w; ++c) dqkv[r * 3 * w + w + c] += red[r * 2 * w + c];
+      }
+    }
+    if (it != staging.end()) staging.erase(it);
   }
 
   // --- DP-SGD (book-keeping) -----------------------------------------------------------------
@@ -482,8 +854,8 @@ struct DiT::Impl {
     if (part == "embed.timestep")
       return {{a.t_a1.data(), a.dc.data(), 1, h, h, el.t_w2, el.t_b2, embed_g()},
               {a.t_freq.data(), a.dt_h1.data(), 1, fe, h, el.t_w1, el.t_b1, embed_g()}};
-    if (part == "head.adaln") return {{a.silu_c.data(), a.dfmod.data(), 1, h, 2 * h, hl.ada_w, hl.ada_b, head_g()}};
-    if (part == "head.image") return {{a.lnf.data(), a.dout_tok.data(), T, h, pout, hl.out_w, hl.out_b, head_g()}};
+    if (part == "head.adaln") return {{a.silu_c.data(), a.dfmod.data(), 1, h, 2 * h, hl_.ada_w, hl_.ada_b, head_g()}};
+    if (part == "head.image") return {{a.lnf.data(), a.dout_tok.data(), T, h, pout, hl_.out_w, hl_.out_b, head_g()}};
     unknown(part + " (no weights)");
   }
 
@@ -556,21 +928,25 @@ struct DiT::Impl {
   }
 };
 
-DiT::DiT(const ModelSpec& model, int micro_batch, int micro_batches)
-    : impl_(std::make_unique<Impl>(model, micro_batch, micro_batches)) {}
+DiT::DiT(const ModelSpec& model, int micro_batch, int micro_batches, const ModelShard& shard)
+    : impl_(std::make_unique<Impl>(model, micro_batch, micro_batches, shard)) {}
 DiT::~DiT() = default;
 
 const std::vector<ParamGroup>& DiT::groups() const { return impl_->groups; }
 
-std::size_t DiT::parameter_count() const {
-  const auto& g = impl_->groups.back();
-  return g.offset + g.size;
-}
+std::size_t DiT::parameter_count() const { return impl_->global.size(); }
+const std::vector<std::size_t>& DiT::global_index() const { return impl_->global; }
+const std::vector<char>& DiT::tp_replicated() const { return impl_->replicated; }
+std::size_t DiT::global_parameter_count() const { return impl_->global_count; }
+TensorComm DiT::comm_begin(const Op& op) { return impl_->comm_begin(op); }
+void DiT::comm_end(const Op& op) { impl_->comm_end(op); }
 
-void DiT::init_parameters(float* params, std::uint64_t seed) const {
+void DiT::init_parameters(float* local, std::uint64_t seed) const {
   const Impl& d = *impl_;
   const std::size_t h = d.H;
-  std::fill(params, params + parameter_count(), 0.0f);  // biases, adaLN modulation, final layer
+  // The one-rank model's array, then this rank's elements of it.
+  std::vector<float> whole(d.global_count, 0.0f);  // biases, adaLN modulation, final layer
+  float* params = whole.data();
   // Each tensor has its own stream keyed by (seed, group, tensor), so a group initialises the
   // same however the array is sharded.
   auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
@@ -582,19 +958,21 @@ void DiT::init_parameters(float* params, std::uint64_t seed) const {
     Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
     for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
   };
-  float* e = params + d.groups[d.embed_g()].offset;
-  xavier(e + d.el.patch_w, h, d.pin, d.embed_g(), 0);
-  normal(e + d.el.t_w1, h * d.fe, 0.02, d.embed_g(), 1);
-  normal(e + d.el.t_w2, h * h, 0.02, d.embed_g(), 2);
-  if (d.classes > 0) normal(e + d.el.y_table, (d.classes + 1) * h, 0.02, d.embed_g(), 3);
+  // Streams are keyed by the one-rank group index (embed 0, layer l at 1 + l, head L + 1).
+  float* e = params;
+  xavier(e + d.el.patch_w, h, d.pin, 0, 0);
+  normal(e + d.el.t_w1, h * d.fe, 0.02, 0, 1);
+  normal(e + d.el.t_w2, h * h, 0.02, 0, 2);
+  if (d.classes > 0) normal(e + d.el.y_table, (d.classes + 1) * h, 0.02, 0, 3);
   for (int l = 0; l < d.L; ++l) {
-    const int g = d.layer_g(l);
-    float* w = params + d.groups[g].offset;
-    xavier(w + d.ll.qkv_w, 3 * h, h, g, 0);
-    xavier(w + d.ll.proj_w, h, h, g, 1);
-    xavier(w + d.ll.fc1_w, d.F, h, g, 2);
-    xavier(w + d.ll.fc2_w, h, d.F, g, 3);
+    const int g = 1 + l;
+    float* w = params + d.el.size + static_cast<std::size_t>(l) * d.gll.size;
+    xavier(w + d.gll.qkv_w, 3 * h, h, g, 0);
+    xavier(w + d.gll.proj_w, h, h, g, 1);
+    xavier(w + d.gll.fc1_w, d.F, h, g, 2);
+    xavier(w + d.gll.fc2_w, h, d.F, g, 3);
   }
+  for (std::size_t i = 0; i < d.global.size(); ++i) local[i] = whole[d.global[i]];
 }
 
 void DiT::bind(const std::string& group, const float* params, float* grads) {
@@ -642,6 +1020,8 @@ void DiT::run(const std::string& part, int layer, Phase phase, int mb) {
   };
   try {
     if (layer >= d.L) throw std::logic_error("DiT: op " + op + ": layer out of range");
+    if (layer >= 0 && d.group_of_layer[layer] < 0)
+      throw std::logic_error("DiT: op " + op + " runs on a layer this pipeline stage does not hold");
     if (ends_with(".sample_norm")) {
       d.sample_norm(part.substr(0, part.size() - 12), layer, a);
     } else if (ends_with(".wgrad")) {
@@ -702,37 +1082,6 @@ void adamw_update(float* params, const float* grads, float* m, float* v, std::si
   k::adamw_update(params, grads, m, v, n, static_cast<float>(opt.lr), static_cast<float>(opt.beta1),
                   static_cast<float>(opt.beta2), static_cast<float>(opt.eps), static_cast<float>(opt.weight_decay),
                   step);
-}
-
-OpAddress parse_op_name(const std::string& name) {
-  OpAddress a;
-  std::string rest = name;
-  // "L<layer>." prefix.
-  if (rest.size() > 2 && rest[0] == 'L' && std::isdigit(static_cast<unsigned char>(rest[1]))) {
-    std::size_t i = 1;
-    while (i < rest.size() && std::isdigit(static_cast<unsigned char>(rest[i]))) ++i;
-    if (i < rest.size() && rest[i] == '.') {
-      a.layer = std::stoi(rest.substr(1, i - 1));
-      rest = rest.substr(i + 1);
-    }
-  }
-  // ".mb<i>" suffix.
-  std::size_t dot = rest.rfind(".mb");
-  if (dot != std::string::npos && dot + 3 < rest.size() &&
-      std::all_of(rest.begin() + dot + 3, rest.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
-    a.microbatch = std::stoi(rest.substr(dot + 3));
-    rest = rest.substr(0, dot);
-  }
-  // ".<phase>" tag.
-  for (const char* tag : {".fwd", ".bwd", ".recompute"}) {
-    const std::string t(tag);
-    if (rest.size() > t.size() && rest.compare(rest.size() - t.size(), t.size(), t) == 0) {
-      rest = rest.substr(0, rest.size() - t.size());
-      break;
-    }
-  }
-  a.part = rest;
-  return a;
 }
 
 }  // namespace ditwin::exec

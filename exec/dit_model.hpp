@@ -46,18 +46,51 @@ class DataSource {
 std::unique_ptr<DataSource> make_synthetic_latents(const ModelSpec& model, const ObjectiveSpec& objective,
                                                    std::uint64_t seed);
 
+// Which part of the model this rank holds and computes (Megatron's layout; the Program's place).
+//  - tp: each block's QKV and fc1 are column-parallel (this rank's heads of Q, K and V, its slice of
+//    fc1's outputs), attn.proj and fc2 row-parallel (its slice of their inputs, the bias added once
+//    after the reduction); adaLN, embedders and the final layer are held whole;
+//  - sequence_parallel: outside the TP-split GEMMs the residual stream, norms, embedders' token
+//    rows and the final layer hold only this rank's shard of the sequence;
+//  - cp: this rank's contiguous slice of the tokens, attention against every rank's K and V;
+//  - pp / virtual_stages: the model chunks on this stage (embedding on the first, head on the last).
+struct ModelShard {
+  int tp = 1, tp_index = 0;
+  bool sequence_parallel = false;
+  int cp = 1, cp_index = 0;
+  int pp = 1, stage = 0, virtual_stages = 1;
+};
+
+// The buffers of one of the model's tensor collectives or pipeline transfers: what to send and
+// where the result lands (an all-reduce: the same buffer; all-gather: send is this rank's part,
+// recv the whole; reduce-scatter: send the whole, recv this rank's part).
+struct TensorComm {
+  const float* send = nullptr;
+  std::size_t send_count = 0;
+  float* recv = nullptr;
+  std::size_t recv_count = 0;
+};
+
 class DiT {
  public:
-  // Throws InputError unless the model is a dit family model.
-  DiT(const ModelSpec& model, int micro_batch, int micro_batches);
+  // Throws InputError unless the model is a dit family model (or the shard does not divide it).
+  DiT(const ModelSpec& model, int micro_batch, int micro_batches, const ModelShard& shard = {});
   ~DiT();
   DiT(const DiT&) = delete;
   DiT& operator=(const DiT&) = delete;
 
+  // This rank's parameter groups and the length of its flat array.
   const std::vector<ParamGroup>& groups() const;
   std::size_t parameter_count() const;
+  // For each element of this rank's flat array, its index in the one-rank model's flat array.
+  const std::vector<std::size_t>& global_index() const;
+  // For each element of this rank's flat array: 1 when every TP rank holds it whole.
+  const std::vector<char>& tp_replicated() const;
+  // Elements of the one-rank model's flat array.
+  std::size_t global_parameter_count() const;
   // The DiT paper's initialisation (Xavier-uniform linears, N(0, 0.02) embeddings, zeroed adaLN
-  // modulation and final layer), deterministic from `seed`, into a full flat array.
+  // modulation and final layer), deterministic from `seed`, into this rank's flat array (the
+  // one-rank model's values at global_index(), so every layout starts from the same weights).
   void init_parameters(float* params, std::uint64_t seed) const;
 
   // Points a parameter group at its (full, gathered) parameters and its gradient accumulator.
@@ -70,8 +103,15 @@ class DiT {
   // ".<phase>.mb<i>" suffix ("attn.qkv", "embed.patch", "head.image", "loss", …); `layer` is -1
   // for embedding, head and loss. Recompute re-runs the forward of that op.
   void run(const std::string& part, int layer, Phase phase, int mb);
-  // The loss of micro-batch `mb` (mean over its samples), after its "loss" forward op.
+  // The loss of micro-batch `mb` (mean over its samples), after its "loss" forward op. When the
+  // final layer holds a shard of the tokens (sequence or context parallelism), this rank's share:
+  // the shards' losses sum to the micro-batch's.
   double loss(int mb) const;
+  // Tensor-parallel and context-parallel collectives and pipeline transfers of the Program
+  // ("attn.tp_allreduce", "mlp.sp_allgather", "attn.cp_kv", "pp.fwd.send", ...): comm_begin packs
+  // and names the buffers, comm_end (after the communication completed) unpacks them.
+  TensorComm comm_begin(const Op& op);
+  void comm_end(const Op& op);
 
   // DP-SGD (call before the first set_batch). Backward ops then compute input gradients only and
   // keep each linear's output gradient; the Program's DP ops do the rest:
@@ -93,12 +133,5 @@ class DiT {
 void adamw_update(float* params, const float* grads, float* m, float* v, std::size_t n, const OptimizerSpec& opt,
                   std::int64_t step);
 
-// Splits an op name into its part, layer and micro-batch ("L3.attn.qkv.bwd.mb1" -> "attn.qkv", 3, 1).
-struct OpAddress {
-  std::string part;
-  int layer = -1;
-  int microbatch = -1;
-};
-OpAddress parse_op_name(const std::string& name);
 
 }  // namespace ditwin::exec

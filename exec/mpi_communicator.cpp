@@ -1,4 +1,5 @@
-// MPI implementation of the Communicator: non-blocking collectives on MPI_COMM_WORLD.
+// MPI implementation of the Communicator: non-blocking collectives and point-to-point transfers on
+// MPI_COMM_WORLD or a communicator split from it (one per TP, CP, DP or PP group).
 #include <mpi.h>
 
 #include <atomic>
@@ -59,9 +60,39 @@ class MpiCommunicator : public Communicator {
     bool thread = want && std::string(want) == "1";
     if (thread && provided == MPI_THREAD_MULTIPLE && size_ > 1) progress_ = std::thread([this] { progress_loop(); });
   }
+  // A sub-communicator (split from another): no progress thread of its own.
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
   ~MpiCommunicator() override {
     running_ = false;
     if (progress_.joinable()) progress_.join();
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_WORLD && !finalized) MPI_Comm_free(&comm_);
+  }
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm sub;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      check(MPI_Comm_split(comm_, color, key, &sub), "Comm_split");
+    }
+    auto out = std::make_unique<MpiCommunicator>(sub);
+    out->timeout_s_ = timeout_s_;
+    return out;
+  }
+  Handle send(const float* data, std::size_t count, int peer, int tag) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Request r;
+    check(MPI_Isend(data, static_cast<int>(count), MPI_FLOAT, peer, tag, comm_, &r), "Isend");
+    return keep(r);
+  }
+  Handle recv(float* data, std::size_t count, int peer, int tag) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Request r;
+    check(MPI_Irecv(data, static_cast<int>(count), MPI_FLOAT, peer, tag, comm_, &r), "Irecv");
+    return keep(r);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -69,7 +100,7 @@ class MpiCommunicator : public Communicator {
   Handle all_reduce_sum(float* buffer, std::size_t count) override {
     std::lock_guard<std::mutex> lock(mutex_);
     MPI_Request r;
-    check(MPI_Iallreduce(MPI_IN_PLACE, buffer, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Iallreduce");
+    check(MPI_Iallreduce(MPI_IN_PLACE, buffer, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_, &r), "Iallreduce");
     return keep(r);
   }
   Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) override {
@@ -77,7 +108,7 @@ class MpiCommunicator : public Communicator {
     MPI_Request r;
     auto& c = counts_[next_];  // MPI reads the counts until the request completes
     c = counts;
-    check(MPI_Ireduce_scatter(input, output, c.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "Ireduce_scatter");
+    check(MPI_Ireduce_scatter(input, output, c.data(), MPI_FLOAT, MPI_SUM, comm_, &r), "Ireduce_scatter");
     return keep(r);
   }
   Handle all_gather(const float* input, float* output, const std::vector<int>& counts) override {
@@ -87,7 +118,7 @@ class MpiCommunicator : public Communicator {
     d = displacements(counts);
     auto& c = counts_[next_];
     c = counts;
-    check(MPI_Iallgatherv(input, counts[rank_], MPI_FLOAT, output, c.data(), d.data(), MPI_FLOAT, MPI_COMM_WORLD, &r),
+    check(MPI_Iallgatherv(input, counts[rank_], MPI_FLOAT, output, c.data(), d.data(), MPI_FLOAT, comm_, &r),
           "Iallgatherv");
     return keep(r);
   }
@@ -120,21 +151,22 @@ class MpiCommunicator : public Communicator {
   }
   void barrier() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    check(MPI_Barrier(MPI_COMM_WORLD), "Barrier");
+    check(MPI_Barrier(comm_), "Barrier");
   }
   std::vector<double> gather_to_root(const std::vector<double>& values) override {
     std::lock_guard<std::mutex> lock(mutex_);
     int n = static_cast<int>(values.size());
     std::vector<int> counts(size_);
-    check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, MPI_COMM_WORLD), "Gather");
+    check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm_), "Gather");
     std::vector<int> d = displacements(counts);
     std::vector<double> out(rank_ == 0 ? std::accumulate(counts.begin(), counts.end(), 0) : 0);
-    check(MPI_Gatherv(values.data(), n, MPI_DOUBLE, out.data(), counts.data(), d.data(), MPI_DOUBLE, 0, MPI_COMM_WORLD),
+    check(MPI_Gatherv(values.data(), n, MPI_DOUBLE, out.data(), counts.data(), d.data(), MPI_DOUBLE, 0, comm_),
           "Gatherv");
     return out;
   }
 
  private:
+  MPI_Comm comm_ = MPI_COMM_WORLD;
   int rank_ = 0, size_ = 1;
   Handle next_ = 0;
   std::map<Handle, MPI_Request> requests_;
@@ -173,7 +205,7 @@ class MpiCommunicator : public Communicator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       MPI_Request r;
-      check(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, op, MPI_COMM_WORLD, &r), "Iallreduce");
+      check(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, op, comm_, &r), "Iallreduce");
       h = keep(r);
     }
     wait(h);

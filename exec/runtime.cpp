@@ -16,13 +16,16 @@
 #include <memory>
 #include <numeric>
 #include <set>
+#include <limits>
 #include <stdexcept>
+#include <thread>
 
 #include "exec/crypto.hpp"
 #include "exec/rng.hpp"
 #include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
 #include "model/errors.hpp"
+#include "model/player.hpp"
 #include "model/privacy.hpp"
 
 namespace ditwin::exec {
@@ -53,25 +56,39 @@ struct Shard {
   Buffer params;    // ZeRO-3: this rank's parameter slice (the only copy kept)
 };
 
+// The parameter group a compute op works on (ZeRO-3 binds that group's gathered copy).
 std::string group_of(const Op& op) {
   if (op.layer >= 0) return "L" + std::to_string(op.layer);
-  if (op.name.rfind("embed.", 0) == 0) return "embed";
+  if (op.part.rfind("embed.", 0) == 0) return "embed";
   return "head";
 }
+
+constexpr GroupKind comm_groups[] = {GroupKind::tp, GroupKind::cp, GroupKind::dp, GroupKind::dp_cp, GroupKind::pp};
 
 class Runner {
  public:
   Runner(const Plan& plan, const Program& program, Communicator& comm, DataSource& data, const ExecOptions& options,
          Backend& backend)
       : plan_(plan), program_(program), comm_(comm), data_(data), options_(options),
-        ops_(program.classes.at(0).ops),
+        ops_(program.class_of(comm.rank()).ops),
         micro_batches_(static_cast<int>(plan.micro_batches())),
         model_(backend) {
     ranks_ = comm.size();
     rank_ = comm.rank();
+    place_ = program.place_of(rank_);
+    // One communicator per group this rank belongs to, split from the world in the same order on
+    // every rank; a group is named by its lowest rank.
+    for (GroupKind kind : comm_groups)
+      groups_comm_[static_cast<int>(kind)] =
+          comm.split(static_cast<int>(program.group_members(kind, rank_).front()), rank_);
+    dpc_ = groups_comm_[static_cast<int>(GroupKind::dp_cp)].get();
     for (const auto& g : model_.groups()) groups_[g.name] = g;
     total_ = model_.parameter_count();
-    zero_ = ranks_ > 1 ? plan.parallelism.zero : 0;
+    zero_ = dpc_->size() > 1 ? plan.parallelism.zero : 0;
+    last_stage_ = place_.pp == program.pp - 1;
+    // Who reports the loss: the last stage; every TP rank when the final layer holds a sequence
+    // shard (their losses are parts), else TP rank 0 alone (the others hold the same value).
+    loss_rank_ = last_stage_ && (program.sequence_parallel || place_.tp == 0);
     std::vector<float> init(total_);
     model_.init_parameters(init.data(), plan.training.seed);
     if (zero_ < 3) {
@@ -134,8 +151,9 @@ class Runner {
       model_.step_times(start_, end_);
       double step_time = comm_.all_reduce_max(local);
       double loss = 0;
-      for (int mb = 0; mb < micro_batches_; ++mb) loss += model_.loss(mb);
-      loss = comm_.all_reduce_sum(loss / micro_batches_) / ranks_;
+      if (loss_rank_)
+        for (int mb = 0; mb < micro_batches_; ++mb) loss += model_.loss(mb);
+      loss = comm_.all_reduce_sum(loss / micro_batches_) / program_.dp;
       if (!std::isfinite(loss)) throw std::runtime_error("step " + std::to_string(step) + ": the loss is " + std::to_string(loss));
       result.losses.push_back(loss);
       result.step_times_s.push_back(step_time);
@@ -195,18 +213,25 @@ class Runner {
     r.source = "measured";
     std::vector<double> after(result.step_times_s.begin() + warmup(), result.step_times_s.end());
     r.step_time_s = median(after);
-    for (std::size_t i = 0; i < ops_.size(); ++i) {
-      const Op& op = ops_[i];
+    // Per-op medians of each stage's first rank (the rank the simulator predicts for the stage).
+    std::vector<double> medians;
+    if (place_.tp == 0 && place_.cp == 0 && place_.dp == 0)
+      for (std::size_t i = 0; i < ops_.size(); ++i)
+        medians.insert(medians.end(), {static_cast<double>(rank_), static_cast<double>(i), median(starts[i]), median(durations[i])});
+    std::vector<double> stage_medians = comm_.gather_to_root(medians);
+    for (std::size_t k = 0; k + 4 <= stage_medians.size(); k += 4) {
+      long long who = static_cast<long long>(stage_medians[k]);
+      const Op& op = program_.class_of(who).ops.at(static_cast<std::size_t>(stage_medians[k + 1]));
       OpRecord rec;
       rec.name = op.name;
-      rec.rank = 0;
-      rec.stage = 0;
+      rec.rank = who;
+      rec.stage = program_.stage_of(who);
       rec.stream = op.stream;
       rec.kind = op.kind;
       rec.collective = op.collective;
       rec.group_size = op.group_size;
-      rec.start_s = median(starts[i]);
-      rec.duration_s = median(durations[i]);
+      rec.start_s = stage_medians[k + 2];
+      rec.duration_s = stage_medians[k + 3];
       rec.flops = op.flops;
       rec.bytes = op.bytes;
       r.ops.push_back(rec);
@@ -217,10 +242,11 @@ class Runner {
     // Every rank's timeline, for the trace.
     std::vector<double> all = comm_.gather_to_root(timeline);
     for (std::size_t k = 0; k + 5 <= all.size(); k += 5) {
-      const Op& op = ops_[static_cast<std::size_t>(all[k + 2])];
+      const Op& op = program_.class_of(static_cast<long long>(all[k])).ops.at(static_cast<std::size_t>(all[k + 2]));
       OpRecord rec;
       rec.name = op.name;
       rec.rank = static_cast<long long>(all[k]);
+      rec.stage = program_.stage_of(rec.rank);
       rec.stream = op.stream;
       rec.kind = op.kind;
       rec.start_s = all[k + 3];
@@ -271,6 +297,10 @@ class Runner {
   int micro_batches_;
   Backend& model_;
   int ranks_ = 1, rank_ = 0, zero_ = 0;
+  Program::Place place_;
+  std::unique_ptr<Communicator> groups_comm_[8];
+  Communicator* dpc_ = nullptr;  // the data- and context-parallel group: gradients and ZeRO shards
+  bool last_stage_ = true, loss_rank_ = true;
   std::size_t total_ = 0;
   std::map<std::string, ParamGroup> groups_;
   Buffer params_, grads_;                      // full copies (ZeRO 0-2), in the backend's memory
@@ -299,7 +329,7 @@ class Runner {
     CheckpointIdentity id;
     id.plan_identity = options_.checkpoint.plan_identity;
     id.plan_name = plan_.name;
-    id.parameters = total_;
+    id.parameters = model_.global_parameter_count();
     id.optimizer = plan_.training.optimizer.kind;
     id.seed = plan_.training.seed;
     return id;
@@ -324,45 +354,67 @@ class Runner {
     return o;
   }
 
-  // This rank's share of the state, in the flat layout: under ZeRO its own slices (the only
-  // up-to-date copy of its parameters), under DDP an even split of the replicated arrays.
+  // Whether this rank writes local element k of its flat array: every element of the one-rank
+  // array is written by exactly one rank (TP rank 0 for what every TP rank holds whole).
+  bool writes(std::size_t k) const { return place_.tp == 0 || !model_.tp_replicated()[k]; }
+
+  // This rank's share of the state, in the one-rank flat layout (so any layout can load it): under
+  // ZeRO its own slices (the only up-to-date copy of its parameters), under DDP an even split of
+  // the replicated arrays over the DP x CP group; contiguous runs of global indices.
   ShardState export_state(long long step) const {
     ShardState s;
     s.rank = rank_;
     s.ranks = ranks_;
     s.step = step;
-    auto add = [&](const char* name, std::size_t begin, const float* p, std::size_t n) {
-      std::vector<float> host(n);
-      if (n) model_.download(host.data(), p, n);  // the backend's memory (a GPU's) to the host
-      s.slices.push_back({name, begin, std::move(host)});
+    const auto& global = model_.global_index();
+    // Local range [begin, begin + n) of arrays p, m, v (in the backend's memory).
+    auto add_range = [&](std::size_t begin, std::size_t n, const float* p, const float* m, const float* v) {
+      if (n == 0) return;
+      std::vector<float> hp(n), hm(n), hv(n);
+      model_.download(hp.data(), p, n);  // the backend's memory (a GPU's) to the host
+      model_.download(hm.data(), m, n);
+      model_.download(hv.data(), v, n);
+      for (std::size_t k = 0; k < n;) {
+        if (!writes(begin + k)) {
+          ++k;
+          continue;
+        }
+        std::size_t a = k;
+        while (k < n && writes(begin + k) && (k == a || global[begin + k] == global[begin + k - 1] + 1)) ++k;
+        s.slices.push_back({"params", global[begin + a], std::vector<float>(hp.begin() + a, hp.begin() + k)});
+        s.slices.push_back({"m", global[begin + a], std::vector<float>(hm.begin() + a, hm.begin() + k)});
+        s.slices.push_back({"v", global[begin + a], std::vector<float>(hv.begin() + a, hv.begin() + k)});
+      }
     };
     if (zero_ == 0) {
-      auto counts = split(total_, ranks_);
+      auto counts = split(total_, dpc_->size());
       std::size_t begin = 0;
-      for (int r = 0; r < rank_; ++r) begin += counts[r];
-      std::size_t n = counts[rank_];
-      add("params", begin, params_.data() + begin, n);
-      add("m", begin, full_m_.data() + begin, n);
-      add("v", begin, full_v_.data() + begin, n);
+      for (int r = 0; r < dpc_->rank(); ++r) begin += counts[r];
+      std::size_t n = counts[dpc_->rank()];
+      add_range(begin, n, params_.data() + begin, full_m_.data() + begin, full_v_.data() + begin);
       return s;
     }
     for (const auto& [key, sh] : shards_) {
       std::size_t begin = sh.whole.begin + sh.mine_begin, n = static_cast<std::size_t>(sh.mine);
-      add("params", begin, zero_ == 3 ? sh.params.data() : params_.data() + begin, n);
-      add("m", begin, sh.m.data(), n);
-      add("v", begin, sh.v.data(), n);
+      add_range(begin, n, zero_ == 3 ? sh.params.data() : params_.data() + begin, sh.m.data(), sh.v.data());
     }
     return s;
   }
 
-  // Installs a loaded checkpoint, whatever rank count and ZeRO stage wrote it: the arrays are
-  // whole, and each rank takes the slices its own layout gives it.
+  // Installs a loaded checkpoint, whatever layout wrote it: the arrays are whole (one-rank
+  // layout), and each rank takes the elements its own layout gives it.
   void import_state(const LoadedCheckpoint& c) {
+    const auto& global = model_.global_index();
     // Into the backend's memory; optimizer states a checkpoint does not carry (SGD) start at zero.
     auto fill = [&](float* dst, const std::vector<float>& a, std::size_t begin, std::size_t n) {
       if (n == 0) return;
-      if (a.empty()) model_.zero(dst, n);
-      else model_.upload(dst, a.data() + begin, n);
+      if (a.empty()) {
+        model_.zero(dst, n);
+        return;
+      }
+      std::vector<float> host(n);
+      for (std::size_t k = 0; k < n; ++k) host[k] = a.at(global[begin + k]);
+      model_.upload(dst, host.data(), n);
     };
     if (zero_ < 3) fill(params_.data(), c.params, 0, total_);
     if (zero_ == 0) {
@@ -430,9 +482,9 @@ class Runner {
   Shard make_shard(Range whole) const {
     Shard s;
     s.whole = whole;
-    s.counts = split(whole.size, ranks_);
-    for (int r = 0; r < rank_; ++r) s.mine_begin += s.counts[r];
-    s.mine = s.counts[rank_];
+    s.counts = split(whole.size, dpc_->size());
+    for (int r = 0; r < dpc_->rank(); ++r) s.mine_begin += s.counts[r];
+    s.mine = s.counts[dpc_->rank()];
     s.grad = Buffer(model_, s.mine);
     s.m = Buffer(model_, s.mine);
     s.v = Buffer(model_, s.mine);
@@ -525,7 +577,7 @@ class Runner {
       for (long long i = 0; i < b; ++i) {
         // Each sample is a function of (seed, step, its index in the global batch) alone, so any
         // split of the batch over ranks and micro-batches sees the same data.
-        long long index = (static_cast<long long>(rank_) * micro_batches_ + mb) * b + i;
+        long long index = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * b + i;
         Batch one = data_.batch(step, 0, static_cast<int>(index), 1);
         batch.x0.insert(batch.x0.end(), one.x0.begin(), one.x0.end());
         batch.noise.insert(batch.noise.end(), one.noise.begin(), one.noise.end());
@@ -548,7 +600,7 @@ class Runner {
       Batch batch;
       batch.size = static_cast<int>(b);
       for (long long i = 0; i < b; ++i) {
-        long long slot = (static_cast<long long>(rank_) * micro_batches_ + mb) * b + i;
+        long long slot = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * b + i;
         bool used = slot < static_cast<long long>(drawn.size());
         long long example = used ? drawn[slot] : slot;
         // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
@@ -571,20 +623,63 @@ class Runner {
   void add_noise(const Op& op, long long step) {
     if (noise_multiplier_ == 0) return;
     Range r = range_of(op.param_groups);
-    std::vector<int> counts = split(r.size, ranks_);
+    std::vector<int> counts = split(r.size, dpc_->size());
+    const int me = dpc_->rank();
     std::size_t begin = r.begin;
-    for (int k = 0; k < rank_; ++k) begin += counts[k];
+    for (int k = 0; k < me; ++k) begin += counts[k];
     double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
     float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
     std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
-    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[rank_]), begin, key, stddev);
+    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[me]), begin, key, stddev);
   }
 
-  // --- the step -------------------------------------------------------------------------
-  std::vector<int> waiting_;
-  std::vector<std::vector<std::size_t>> dependents_;
-  std::deque<std::size_t> dp_queue_;
-  std::map<std::size_t, Communicator::Handle> in_flight_;
+  // --- the step: the Program player drives this engine ------------------------------------
+  // Compute ops run on this thread when the player starts them (and are reported finished at
+  // once); communication is posted non-blocking and tested whenever the player waits, so
+  // gradient buckets and pipeline transfers progress between compute ops.
+  class Engine final : public PlayerEngine {
+   public:
+    Engine(Runner& r, long long step) : r_(r), step_(step) {}
+    void start(std::size_t i) override { r_.start_op(i, step_, *this); }
+    std::size_t wait_any() override {
+      r_.poll();
+      if (!r_.finished_now_.empty()) {
+        std::size_t i = r_.finished_now_.front();
+        r_.finished_now_.pop_front();
+        return i;
+      }
+      auto t0 = Clock::now();
+      for (unsigned spins = 0;; ++spins) {
+        if (r_.in_flight_.empty()) throw std::logic_error("the player waits, but no op is in flight");
+        r_.poll();
+        if (!r_.finished_now_.empty()) {
+          std::size_t i = r_.finished_now_.front();
+          r_.finished_now_.pop_front();
+          return i;
+        }
+        if ((spins & 1023) == 1023) {
+          double waited = seconds(Clock::now() - t0);
+          if (r_.options_.collective_timeout_s > 0 && waited > r_.options_.collective_timeout_s)
+            throw std::runtime_error("collective timeout: op " + r_.ops_[r_.in_flight_.begin()->first].name + " on rank " +
+                                     std::to_string(r_.rank_) + " has not completed after " + std::to_string(waited) +
+                                     " s (reliability.nccl_timeout_s); a peer is hung or dead");
+          std::this_thread::yield();
+        }
+      }
+    }
+
+   private:
+    Runner& r_;
+    long long step_;
+  };
+
+  struct InFlight {
+    Communicator* comm = nullptr;
+    Communicator::Handle handle = 0;
+    Communicator::Handle second = -1;  // none
+  };
+  std::map<std::size_t, InFlight> in_flight_;
+  std::deque<std::size_t> finished_now_;
   std::map<std::size_t, Buffer> send_buffers_, recv_buffers_;
   Clock::time_point t0_;
 
@@ -592,27 +687,20 @@ class Runner {
 
   void run_step(long long step, Clock::time_point t0) {
     t0_ = t0;
-    std::size_t n = ops_.size();
-    model_.step_begin(n);
-    waiting_.assign(n, 0);
-    finished_.assign(n, false);
-    dependents_.assign(n, {});
-    dp_queue_.clear();
-    for (std::size_t i = 0; i < n; ++i) {
-      waiting_[i] = static_cast<int>(ops_[i].deps.size());
-      for (auto d : ops_[i].deps) dependents_[d].push_back(i);
-      if (ops_[i].stream == Stream::dp) dp_queue_.push_back(i);
-      else if (ops_[i].stream != Stream::compute)
-        throw InputError(std::string("parallelism: the CPU executor runs data parallelism only; op ") + ops_[i].name +
-                         " needs the " + to_string(ops_[i].stream) + " stream");
-    }
+    model_.step_begin(ops_.size());
+    finished_now_.clear();
     if (zero_ < 3) model_.zero(grads_.data(), total_);
     for (auto& [k, s] : shards_) model_.zero(s.grad.data(), s.mine);
-    for (std::size_t i = 0; i < n; ++i) {
-      const Op& op = ops_[i];
-      if (op.stream != Stream::compute) continue;
-      for (auto d : op.deps) wait_for(d);
-      if (zero_ == 3 && op.kind == OpKind::compute) {
+    Engine engine(*this, step);
+    ProgramPlayer(ops_).play(engine);
+  }
+
+  Communicator& group_comm(GroupKind g) { return *groups_comm_[static_cast<int>(g)]; }
+
+  void start_op(std::size_t i, long long step, Engine&) {
+    const Op& op = ops_[i];
+    if (op.kind == OpKind::compute || op.kind == OpKind::optimizer) {
+      if (zero_ == 3 && op.kind == OpKind::compute && op.phase != Phase::gradient_sync) {
         std::size_t e = epoch_of_.at(i);
         auto grads = gathered_grads_.find(e);
         model_.bind(group_of(op), gathered_.at(e).data(), grads == gathered_grads_.end() ? nullptr : grads->second.data());
@@ -620,48 +708,106 @@ class Runner {
       model_.compute_begin(i);
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
       else if (op.phase == Phase::gradient_sync) add_noise(op, step);
-      else {
-        auto address = parse_op_name(op.name);
-        model_.run(address.part, address.layer, op.phase, address.microbatch);
-      }
+      else model_.run(op.part, op.layer, op.phase, op.microbatch);
       model_.compute_end(i);
-      done(i);
       auto rel = release_after_.find(i);
       if (rel != release_after_.end())
         for (std::size_t e : rel->second) gathered_.erase(e);
-      poll();
+      finished_now_.push_back(i);
+      return;
     }
-    // Whatever communication is left (parameter gathers after the optimizer).
-    while (!dp_queue_.empty() || !in_flight_.empty()) {
-      launch_ready();
-      if (!in_flight_.empty()) wait_for(in_flight_.begin()->first);
-      else if (!dp_queue_.empty())
-        throw std::logic_error("data-parallel op " + ops_[dp_queue_.front()].name + " can never start");
-    }
+    model_.collective_begin(i);
+    if (op.kind == OpKind::p2p) post_p2p(i);
+    else if (!op.param_groups.empty() && op.group != GroupKind::tp) post(i);
+    else post_tensor(i);
   }
 
-  void done(std::size_t i) {
-    finished_[i] = true;
-    for (auto d : dependents_[i]) --waiting_[d];
-    launch_ready();
+  void finish_comm(std::size_t i) {
+    model_.collective_end(i);
+    finished_now_.push_back(i);
   }
 
-  void launch_ready() {
-    while (!dp_queue_.empty() && waiting_[dp_queue_.front()] == 0) {
-      std::size_t i = dp_queue_.front();
-      dp_queue_.pop_front();
-      model_.collective_begin(i);
-      post(i);
+  // Pipeline transfers: to or from the same-place rank of stage peer_stage (the PP group is
+  // ordered by stage), tagged with the Program's match id.
+  void post_p2p(std::size_t i) {
+    const Op& op = ops_[i];
+    Communicator& pp = group_comm(GroupKind::pp);
+    TensorComm io = model_.comm_begin(op);
+    InFlight f{&pp, 0, -1};
+    if (op.collective == Collective::send) f.handle = pp.send(io.send, io.send_count, op.peer_stage, op.match_id);
+    else f.handle = pp.recv(io.recv, io.recv_count, op.peer_stage, op.match_id);
+    model_.collective_posted(i);
+    in_flight_[i] = f;
+  }
+
+  // The model's own tensor collectives (TP, sequence parallel, CP).
+  void post_tensor(std::size_t i) {
+    const Op& op = ops_[i];
+    Communicator& c = group_comm(op.group);
+    if (c.size() == 1 || op.group_size == 1) {  // a group of one: nothing to talk about
+      finish_comm(i);
+      return;
     }
+    TensorComm io;
+    if (op.param_groups.empty()) io = model_.comm_begin(op);
+    InFlight f{&c, 0, -1};
+    const int n = c.size();
+    if (op.collective == Collective::all_reduce) {
+      if (op.param_groups.empty()) f.handle = c.all_reduce_sum(io.recv, io.recv_count);
+      else {  // gradients of the parameters every TP rank holds whole, summed over the sequence shards
+        Range r = range_of(op.param_groups);
+        tp_sum_ = replicated_runs(r);
+        if (tp_sum_.empty()) {
+          finish_comm(i);
+          return;
+        }
+        sum_buffer_ = Buffer(model_, tp_sum_count_);
+        std::size_t at = 0;
+        for (auto [b, len] : tp_sum_) {
+          model_.copy(sum_buffer_.data() + at, grads_.data() + b, len);
+          at += len;
+        }
+        f.handle = c.all_reduce_sum(sum_buffer_.data(), tp_sum_count_);
+        sum_op_ = i;
+      }
+    } else if (op.collective == Collective::all_gather) {
+      f.handle = c.all_gather(io.send, io.recv, split(io.recv_count, n));
+    } else if (op.collective == Collective::reduce_scatter) {
+      f.handle = c.reduce_scatter_sum(io.send, io.recv, split(io.send_count, n));
+    } else {
+      throw std::logic_error("collective " + std::string(to_string(op.collective)) + " of op " + op.name +
+                             " is not supported by the executor");
+    }
+    model_.collective_posted(i);
+    in_flight_[i] = f;
+  }
+  // Sequence parallelism: the runs of a group range whose parameters every TP rank holds whole.
+  std::vector<std::pair<std::size_t, std::size_t>> tp_sum_;
+  std::size_t tp_sum_count_ = 0, sum_op_ = ~std::size_t(0);
+  Buffer sum_buffer_;
+  std::vector<std::pair<std::size_t, std::size_t>> replicated_runs(Range r) {
+    std::vector<std::pair<std::size_t, std::size_t>> runs;
+    const auto& rep = model_.tp_replicated();
+    tp_sum_count_ = 0;
+    for (std::size_t k = r.begin; k < r.begin + r.size;) {
+      if (!rep[k]) {
+        ++k;
+        continue;
+      }
+      std::size_t b = k;
+      while (k < r.begin + r.size && rep[k]) ++k;
+      runs.push_back({b, k - b});
+      tp_sum_count_ += k - b;
+    }
+    return runs;
   }
 
-  // Drives outstanding collectives between ops. MPI advances a non-blocking collective only
-  // inside MPI calls, one protocol step or fragment at a time, so a few passes per op let the
-  // buckets keep pace with backward (each pass costs ~1 us when nothing is ready).
+  // Tests every communication in flight a few times: MPI moves a non-blocking operation forward
+  // only inside MPI calls, one protocol step at a time (each pass costs ~1 us when idle).
   void poll() {
     for (int pass = 0; pass < 8 && !in_flight_.empty(); ++pass) {
       for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-        if (comm_.test(it->second)) {
+        if (it->second.comm->test(it->second.handle)) {
           std::size_t i = it->first;
           it = in_flight_.erase(it);
           complete(i);
@@ -672,40 +818,24 @@ class Runner {
     }
   }
 
-  // Blocks until op i has finished, completing earlier collectives as needed.
-  void wait_for(std::size_t i) {
-    while (!finished_[i]) {
-      launch_ready();
-      if (finished_[i]) return;
-      if (in_flight_.empty())
-        throw std::logic_error("op " + ops_[i].name + " waits on a collective that can never start");
-      // Collectives complete in the order they were posted on every rank.
-      auto it = in_flight_.count(i) ? in_flight_.find(i) : in_flight_.begin();
-      std::size_t j = it->first;
-      comm_.wait(it->second);
-      in_flight_.erase(it);
-      complete(j);
-    }
-  }
-  std::vector<bool> finished_;
-
   Shard& shard_for(const Op& op) {
+
     std::string key = zero_ == 3 ? op.param_groups.at(0) : key_of(op.param_groups);
     return shards_.at(key);
   }
 
-  // Starts collective i.
+  // Starts data-parallel collective i (gradient buckets, parameter gathers) over the DP x CP group.
   void post(std::size_t i) {
     const Op& op = ops_[i];
-    if (ranks_ == 1 || op.param_groups.empty()) {  // nothing to talk about
-      model_.collective_end(i);
-      done(i);
+    if (dpc_->size() == 1 || op.group_size == 1) {  // nothing to talk about
+      finish_comm(i);
       return;
     }
+    Communicator& comm = *dpc_;
     Communicator::Handle h = 0;
     if (op.collective == Collective::all_reduce) {
       Range r = range_of(op.param_groups);
-      h = comm_.all_reduce_sum(grads_.data() + r.begin, r.size);
+      h = comm.all_reduce_sum(grads_.data() + r.begin, r.size);
     } else if (op.collective == Collective::reduce_scatter) {
       Shard& s = shard_for(op);
       // Copy the gradients out so the next micro-batch's backward can reuse the buffer.
@@ -721,7 +851,7 @@ class Runner {
       }
       send_buffers_[i] = std::move(send);
       recv_buffers_[i] = Buffer(model_, s.mine);
-      h = comm_.reduce_scatter_sum(send_buffers_[i].data(), recv_buffers_[i].data(), s.counts);
+      h = comm.reduce_scatter_sum(send_buffers_[i].data(), recv_buffers_[i].data(), s.counts);
     } else if (op.collective == Collective::all_gather) {
       Shard& s = shard_for(op);
       const float* mine = zero_ == 3 ? s.params.data() : params_.data() + s.whole.begin + s.mine_begin;
@@ -736,16 +866,32 @@ class Runner {
       } else {
         out = params_.data() + s.whole.begin;
       }
-      h = comm_.all_gather(send_buffers_[i].data(), out, s.counts);
+      h = comm.all_gather(send_buffers_[i].data(), out, s.counts);
     } else {
       throw std::logic_error("collective " + std::string(to_string(op.collective)) + " is not supported by the executor");
     }
     model_.collective_posted(i);
-    in_flight_[i] = h;
+    in_flight_[i] = InFlight{&comm, h, -1};
   }
 
   void complete(std::size_t i) {
     const Op& op = ops_[i];
+    if (op.kind == OpKind::p2p || (op.param_groups.empty() && op.kind == OpKind::collective)) {
+      model_.comm_end(op);
+      finish_comm(i);
+      return;
+    }
+    if (i == sum_op_) {  // the summed replicated gradients back into place
+      std::size_t at = 0;
+      for (auto [b, len] : tp_sum_) {
+        model_.copy(grads_.data() + b, sum_buffer_.data() + at, len);
+        at += len;
+      }
+      sum_op_ = ~std::size_t(0);
+      sum_buffer_ = Buffer();
+      finish_comm(i);
+      return;
+    }
     if (op.collective == Collective::reduce_scatter) {
       Shard& s = shard_for(op);
       model_.add(s.grad.data(), recv_buffers_.at(i).data(), s.mine);
@@ -753,20 +899,19 @@ class Runner {
     if (op.collective == Collective::all_gather && zero_ < 3) model_.parameters_changed();
     send_buffers_.erase(i);
     recv_buffers_.erase(i);
-    model_.collective_end(i);
-    done(i);
+    finish_comm(i);
   }
 
   void optimizer_step(long long step) {
     // The model seeds each micro-batch's backward with 1/micro_batches, so the accumulated
     // gradient is that of the rank's mean loss; the ranks' gradients are summed: average them.
-    float scale = 1.0f / static_cast<float>(ranks_);
+    float scale = 1.0f / static_cast<float>(program_.dp);
     // DP-SGD with Poisson sampling averages over the expected batch, not over the slots.
     if (private_ && expected_batch_ != plan_.training.global_batch)
       scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
     if (zero_ == 0) {
-      if (ranks_ > 1) model_.scale(grads_.data(), scale, total_);
+      if (program_.dp > 1) model_.scale(grads_.data(), scale, total_);
       model_.update(params_.data(), grads_.data(), full_m_.data(), full_v_.data(), total_, opt, step);
       model_.parameters_changed();
       return;
@@ -779,32 +924,55 @@ class Runner {
     model_.parameters_changed();
   }
 
+  // The whole model in the one-rank flat layout, on rank 0 (empty elsewhere): every rank's
+  // current parameters (ZeRO shards gathered first), each element from the rank that writes it.
   std::vector<float> full_parameters() {
-    std::vector<float> host(total_);
+    std::vector<float> local(total_);
     if (zero_ == 0) {
-      model_.download(host.data(), params_.data(), total_);
-      return host;
-    }
-    if (zero_ < 3) {  // the last step's update is gathered only at the next step's start
+      model_.download(local.data(), params_.data(), total_);
+    } else if (zero_ < 3) {  // the last step's update is gathered only at the next step's start
       for (auto& [key, s] : shards_) {
         Buffer mine(model_, s.mine);
         model_.copy(mine.data(), params_.data() + s.whole.begin + s.mine_begin, s.mine);
-        comm_.wait(comm_.all_gather(mine.data(), params_.data() + s.whole.begin, s.counts));
+        dpc_->wait(dpc_->all_gather(mine.data(), params_.data() + s.whole.begin, s.counts));
       }
-      model_.download(host.data(), params_.data(), total_);
-      return host;
+      model_.download(local.data(), params_.data(), total_);
+    } else {
+      Buffer full(model_, total_);
+      for (auto& [key, s] : shards_) dpc_->wait(dpc_->all_gather(s.params.data(), full.data() + s.whole.begin, s.counts));
+      model_.download(local.data(), full.data(), total_);
     }
-    Buffer full(model_, total_);
-    for (auto& [key, s] : shards_) {
-      auto h = comm_.all_gather(s.params.data(), full.data() + s.whole.begin, s.counts);
-      comm_.wait(h);
+    if (ranks_ == 1) return local;
+    // (global index, value) pairs from the ranks that write them: DP x CP rank 0 of each place.
+    std::vector<double> pairs;
+    if (place_.dp == 0 && place_.cp == 0) {
+      const auto& global = model_.global_index();
+      for (std::size_t k = 0; k < total_; ++k)
+        if (writes(k)) pairs.insert(pairs.end(), {static_cast<double>(global[k]), static_cast<double>(local[k])});
     }
-    model_.download(host.data(), full.data(), total_);
-    return host;
+    std::vector<double> all = comm_.gather_to_root(pairs);
+    if (rank_ != 0) return {};
+    std::vector<float> whole(model_.global_parameter_count(), std::numeric_limits<float>::quiet_NaN());
+    for (std::size_t k = 0; k + 1 < all.size(); k += 2) whole.at(static_cast<std::size_t>(all[k])) = static_cast<float>(all[k + 1]);
+    return whole;
   }
 };
 
 }  // namespace
+
+ModelShard shard_of(const Program& program, long long rank) {
+  Program::Place p = program.place_of(rank);
+  ModelShard s;
+  s.tp = program.tp;
+  s.tp_index = p.tp;
+  s.sequence_parallel = program.sequence_parallel;
+  s.cp = program.cp;
+  s.cp_index = p.cp;
+  s.pp = program.pp;
+  s.stage = p.pp;
+  s.virtual_stages = program.virtual_stages;
+  return s;
+}
 
 void check_plan(const Plan& plan, const std::string& backend) {
   const auto& par = plan.parallelism;
@@ -812,8 +980,14 @@ void check_plan(const Plan& plan, const std::string& backend) {
   if (backend != "cpu" && backend != "cuda") throw InputError("--backend " + backend + ": choose cpu or cuda");
   if (plan.model.family != ModelFamily::dit)
     throw InputError("model.family: " + who + " trains dit models; this plan is " + std::string(to_string(plan.model.family)));
-  if (par.tp != 1 || par.pp != 1 || par.cp != 1)
-    throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1)");
+  if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))
+    throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
+                     "runs every layout: --backend cpu)");
+  bool model_parallel = par.tp != 1 || par.pp != 1 || par.cp != 1;
+  if (plan.training.privacy.enabled && model_parallel)
+    throw InputError("training.privacy: the executor runs DP-SGD under data parallelism only (tp, pp and cp must be 1)");
+  if (par.sequence_parallel && par.tp > 1 && par.zero == 3 && par.dp * par.cp > 1)
+    throw InputError("parallelism.zero: the executor runs sequence parallelism with ZeRO 0, 1 or 2 (ZeRO-3 is simulated only)");
   if (backend == "cpu" && plan.training.precision != Precision::fp32)
     throw InputError("training.precision: the CPU executor trains in fp32; set \"precision\": \"fp32\"");
   if (backend == "cuda" && plan.training.precision != Precision::bf16)
@@ -830,17 +1004,16 @@ void check_plan(const Plan& plan, const std::string& backend) {
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
                         const ExecOptions& options) {
   check_plan(plan);
-  auto backend = make_cpu_backend(plan);
+  auto backend = make_cpu_backend(plan, shard_of(program, comm.rank()));
   return execute_plan(plan, program, comm, data, options, *backend);
 }
 
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,
                         const ExecOptions& options, Backend& backend) {
   check_plan(plan, backend.name());
-  const auto& par = plan.parallelism;
-  if (comm.size() != par.dp)
-    throw InputError("parallelism.dp: the plan has " + std::to_string(par.dp) + " data-parallel ranks but " +
-                     std::to_string(comm.size()) + " processes are running (use --ranks " + std::to_string(par.dp) + ")");
+  if (comm.size() != program.world())
+    throw InputError("parallelism: the plan runs on " + std::to_string(program.world()) + " ranks (dp x tp x pp x cp) but " +
+                     std::to_string(comm.size()) + " processes are running (use --ranks " + std::to_string(program.world()) + ")");
   if (options.steps < 1) throw InputError("--steps must be >= 1");
   return Runner(plan, program, comm, data, options, backend).run();
 }

@@ -35,14 +35,18 @@ struct ExecOptions {
     const ShardCodec* codec = nullptr;  // identity when null
   } checkpoint;
   FaultTolerance* ft = nullptr;  // supervised runs: heartbeats, events, injected faults
+  double collective_timeout_s = 0;  // a communication not done after this throws (0 = never)
 };
 
 struct ExecResult {
   StepReport report;                // measured; ops = rank 0's per-op medians after warm-up
   std::vector<double> losses;       // mean over the global batch, per step
   std::vector<double> step_times_s;  // slowest rank, per step
-  std::vector<float> parameters;    // final full parameters (rank 0; gathered under ZeRO-3)
+  std::vector<float> parameters;    // final parameters in the one-rank flat layout (rank 0 only)
 };
+
+// The part of the model world rank `rank` holds under the Program's layout.
+ModelShard shard_of(const Program& program, long long rank);
 
 // Throws InputError naming the key to change for plans the executor cannot run on `backend`
 // ("cpu" or "cuda").

@@ -56,65 +56,80 @@ bool parallel_region(long work) {
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* qkv, int batch, int tokens, int channels, int heads) {
-  const int d = channels / heads, in_ld = 3 * channels;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const bool threaded = parallel_region(static_cast<long>(batch) * heads * tokens * tokens * d);
-  const bool blas = !threaded;  // BLAS calls from several threads at once would queue on its pool
-#pragma omp parallel for collapse(2) schedule(static) if (threaded)
-  for (int b = 0; b < batch; ++b) {
-    for (int h = 0; h < heads; ++h) {
-      const float* q = qkv + static_cast<long>(b) * tokens * in_ld + h * d;
-      float* p = probs + (static_cast<long>(b) * heads + h) * tokens * tokens;
-      gemm(false, true, tokens, tokens, d, scale, q, in_ld, q + channels, in_ld, 0.f, p, tokens, blas);  // S = QKᵀ/√d
-      // Softmax rows: sums as explicit simd loops (Eigen's reductions peel by alignment, so their
-      // rounding would depend on heap addresses; these depend on the row length only).
-      for (int i = 0; i < tokens; ++i) {
-        float* row = p + static_cast<long>(i) * tokens;
-        float mx = row[0];
-#pragma omp simd reduction(max : mx)
-        for (int j = 1; j < tokens; ++j) mx = std::max(mx, row[j]);
-        Eigen::Map<Eigen::ArrayXf> r(row, tokens);
-        r = (r - mx).exp();  // vectorized; std::exp in a loop is not
-        float sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < tokens; ++j) sum += row[j];
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < tokens; ++j) row[j] *= inv;
-      }
-      gemm(false, false, tokens, d, tokens, 1.f, p, tokens, q + 2 * channels, in_ld, 0.f,
-           out + static_cast<long>(b) * tokens * channels + h * d, channels, blas);  // O = PV
-    }
-  }
+  attention_forward(out, probs, qkv, 3 * channels, qkv + channels, qkv + 2 * channels, 3 * channels, batch, tokens,
+                    tokens, channels, heads);
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs, int batch, int tokens,
                         int channels, int heads) {
-  const int d = channels / heads, in_ld = 3 * channels;
+  attention_backward(dqkv, dqkv + channels, dqkv + 2 * channels, dout, qkv, 3 * channels, qkv + channels,
+                     qkv + 2 * channels, 3 * channels, probs, batch, tokens, tokens, channels, heads);
+}
+
+void attention_forward(float* out, float* probs, const float* q_all, int q_ld, const float* k_all, const float* v_all,
+                       int kv_ld, int batch, int tq, int tk, int channels, int heads) {
+  const int d = channels / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const bool threaded = parallel_region(static_cast<long>(batch) * heads * tokens * tokens * d);
+  const bool threaded = parallel_region(static_cast<long>(batch) * heads * tq * tk * d);
+  const bool blas = !threaded;  // BLAS calls from several threads at once would queue on its pool
+#pragma omp parallel for collapse(2) schedule(static) if (threaded)
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads; ++h) {
+      const float* q = q_all + static_cast<long>(b) * tq * q_ld + h * d;
+      const float* k = k_all + static_cast<long>(b) * tk * kv_ld + h * d;
+      const float* v = v_all + static_cast<long>(b) * tk * kv_ld + h * d;
+      float* p = probs + (static_cast<long>(b) * heads + h) * tq * tk;
+      gemm(false, true, tq, tk, d, scale, q, q_ld, k, kv_ld, 0.f, p, tk, blas);  // S = QKᵀ/√d
+      // Softmax rows: sums as explicit simd loops (Eigen's reductions peel by alignment, so their
+      // rounding would depend on heap addresses; these depend on the row length only).
+      for (int i = 0; i < tq; ++i) {
+        float* row = p + static_cast<long>(i) * tk;
+        float mx = row[0];
+#pragma omp simd reduction(max : mx)
+        for (int j = 1; j < tk; ++j) mx = std::max(mx, row[j]);
+        Eigen::Map<Eigen::ArrayXf> r(row, tk);
+        r = (r - mx).exp();  // vectorized; std::exp in a loop is not
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < tk; ++j) sum += row[j];
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < tk; ++j) row[j] *= inv;
+      }
+      gemm(false, false, tq, d, tk, 1.f, p, tk, v, kv_ld, 0.f, out + static_cast<long>(b) * tq * channels + h * d,
+           channels, blas);  // O = PV
+    }
+  }
+}
+
+void attention_backward(float* dq_all, float* dk_all, float* dv_all, const float* dout, const float* q_all, int q_ld,
+                        const float* k_all, const float* v_all, int kv_ld, const float* probs, int batch, int tq, int tk,
+                        int channels, int heads) {
+  const int d = channels / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const bool threaded = parallel_region(static_cast<long>(batch) * heads * tq * tk * d);
   const bool blas = !threaded;
 #pragma omp parallel for collapse(2) schedule(static) if (threaded)
   for (int b = 0; b < batch; ++b) {
     for (int h = 0; h < heads; ++h) {
-      const long off = static_cast<long>(b) * tokens * in_ld + h * d;
-      const float *q = qkv + off, *k = q + channels, *v = q + 2 * channels;
-      float *dq = dqkv + off, *dk = dq + channels, *dv = dq + 2 * channels;
-      const float* p = probs + (static_cast<long>(b) * heads + h) * tokens * tokens;
-      const float* dout_bh = dout + static_cast<long>(b) * tokens * channels + h * d;
-      gemm(true, false, tokens, d, tokens, 1.f, p, tokens, dout_bh, channels, 1.f, dv, in_ld, blas);  // dV += PᵀdO
+      const long qo = static_cast<long>(b) * tq * q_ld + h * d, ko = static_cast<long>(b) * tk * kv_ld + h * d;
+      const float *q = q_all + qo, *k = k_all + ko, *v = v_all + ko;
+      float *dq = dq_all + qo, *dk = dk_all + ko, *dv = dv_all + ko;
+      const float* p = probs + (static_cast<long>(b) * heads + h) * tq * tk;
+      const float* dout_bh = dout + static_cast<long>(b) * tq * channels + h * d;
+      gemm(true, false, tk, d, tq, 1.f, p, tk, dout_bh, channels, 1.f, dv, kv_ld, blas);  // dV += PᵀdO
       // dS = P ∘ (dP − rowsum(P ∘ dP)), dP = dO Vᵀ; the 1/sqrt(d) of the scores folds in here.
-      std::vector<float> ds(static_cast<std::size_t>(tokens) * tokens);
-      gemm(false, true, tokens, tokens, d, 1.f, dout_bh, channels, v, in_ld, 0.f, ds.data(), tokens, blas);
-      for (int i = 0; i < tokens; ++i) {
-        const float* pr = p + static_cast<long>(i) * tokens;
-        float* dr = ds.data() + static_cast<long>(i) * tokens;
+      std::vector<float> ds(static_cast<std::size_t>(tq) * tk);
+      gemm(false, true, tq, tk, d, 1.f, dout_bh, channels, v, kv_ld, 0.f, ds.data(), tk, blas);
+      for (int i = 0; i < tq; ++i) {
+        const float* pr = p + static_cast<long>(i) * tk;
+        float* dr = ds.data() + static_cast<long>(i) * tk;
         float dot = 0;
 #pragma omp simd reduction(+ : dot)
-        for (int j = 0; j < tokens; ++j) dot += pr[j] * dr[j];
-        for (int j = 0; j < tokens; ++j) dr[j] = pr[j] * (dr[j] - dot) * scale;
+        for (int j = 0; j < tk; ++j) dot += pr[j] * dr[j];
+        for (int j = 0; j < tk; ++j) dr[j] = pr[j] * (dr[j] - dot) * scale;
       }
-      gemm(false, false, tokens, d, tokens, 1.f, ds.data(), tokens, k, in_ld, 1.f, dq, in_ld, blas);  // dQ += dS K
-      gemm(true, false, tokens, d, tokens, 1.f, ds.data(), tokens, q, in_ld, 1.f, dk, in_ld, blas);   // dK += dSᵀ Q
+      gemm(false, false, tq, d, tk, 1.f, ds.data(), tk, k, kv_ld, 1.f, dq, q_ld, blas);  // dQ += dS K
+      gemm(true, false, tk, d, tq, 1.f, ds.data(), tk, q, q_ld, 1.f, dk, kv_ld, blas);   // dK += dSᵀ Q
     }
   }
 }

@@ -12,4 +12,16 @@ void attention_forward(float* out, float* probs, const float* qkv, int batch, in
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs, int batch, int tokens,
                         int channels, int heads);
 
+// The general form, for context parallelism (each rank's queries against every rank's keys) and
+// tensor parallelism (this rank's heads): q is (batch, q_tokens) rows with leading dimension
+// q_ld, k and v are (batch, kv_tokens) rows with leading dimension kv_ld; heads are contiguous
+// inside each (head h = columns h·d … h·d+d−1, d = channels / heads). out: (batch, q_tokens,
+// channels); probs: (batch, heads, q_tokens, kv_tokens).
+void attention_forward(float* out, float* probs, const float* q, int q_ld, const float* k, const float* v, int kv_ld,
+                       int batch, int q_tokens, int kv_tokens, int channels, int heads);
+// dq, dk, dv += the gradients (each in its input's layout and leading dimension).
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, int q_ld, const float* k,
+                        const float* v, int kv_ld, const float* probs, int batch, int q_tokens, int kv_tokens,
+                        int channels, int heads);
+
 }  // namespace ditwin::kernels

@@ -60,6 +60,15 @@ std::vector<long long> Program::group_members(GroupKind kind, long long rank) co
   return out;
 }
 
+Program::Place Program::place_of(long long rank) const {
+  Place p;
+  p.tp = static_cast<int>(rank % tp);
+  p.cp = static_cast<int>((rank / tp) % cp);
+  p.dp = static_cast<int>((rank / (1LL * tp * cp)) % dp);
+  p.pp = static_cast<int>(rank / (1LL * tp * cp * dp));
+  return p;
+}
+
 std::size_t Program::op_count() const {
   std::size_t n = 0;
   for (const auto& c : classes) n += c.ops.size();
@@ -80,6 +89,30 @@ namespace {
 
 using Index = std::uint32_t;
 constexpr Index none = ~Index(0);
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The part of an op's identity its name adds to (layer, phase, micro-batch, chunk): the lowering
+// built the name from these fields a moment ago, so taking them off again is exact.
+std::string part_of(const Op& op) {
+  std::string s = op.name;
+  if (op.layer >= 0) {
+    std::string head = "L" + std::to_string(op.layer) + ".";
+    if (s.rfind(head, 0) == 0) s = s.substr(head.size());
+  }
+  if (op.microbatch >= 0 && ends_with(s, ".mb" + std::to_string(op.microbatch)))
+    s.resize(s.size() - (3 + std::to_string(op.microbatch).size()));
+  if (op.chunk >= 0 && op.kind == OpKind::p2p && ends_with(s, ".c" + std::to_string(op.chunk)))
+    s.resize(s.size() - (2 + std::to_string(op.chunk).size()));
+  for (const char* tag : {".fwd", ".bwd", ".recompute"})
+    if (ends_with(s, tag) && s.size() > std::string(tag).size()) {
+      s.resize(s.size() - std::string(tag).size());
+      break;
+    }
+  return s;
+}
 
 // One stream of tokens through a block (MMDiT has an image and a text stream).
 struct TokenStream {
@@ -161,6 +194,7 @@ class StageLowering {
       Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
                          Collective::all_gather, GroupKind::dp_cp, dp_group_, params * e_);
       op.param_groups = bucket_plan_[k].first;
+      op.bucket = static_cast<int>(k);
       op.calls = std::max(1, static_cast<int>(params * e_ / par_.bucket_bytes + 0.999));
       Index saved = cursor_;
       cursor_ = none;
@@ -194,6 +228,7 @@ class StageLowering {
   int dp_group_;
   bool private_ = false;           // DP-SGD (training.privacy)
   Index cursor_ = none;            // last op of the current data chain
+  int chunk_ = -1;                 // the virtual chunk being lowered (pass())
   std::vector<Index> compute_ops_;  // every compute op, for "end of backward"
   // Last backward op touching each parameter group, per micro-batch: "L12", "embed", "head".
   std::map<std::string, std::map<int, Index>> grads_ready_;
@@ -211,6 +246,8 @@ class StageLowering {
     }
     std::sort(op.deps.begin(), op.deps.end());
     op.deps.erase(std::unique(op.deps.begin(), op.deps.end()), op.deps.end());
+    if (op.chunk < 0 && op.phase != Phase::gradient_sync && op.phase != Phase::optimizer) op.chunk = chunk_;
+    op.part = part_of(op);
     out_.ops.push_back(std::move(op));
     Index i = static_cast<Index>(out_.ops.size() - 1);
     if (out_.ops[i].stream == Stream::compute) compute_ops_.push_back(i);
@@ -521,6 +558,26 @@ class StageLowering {
     Index last = cursor_;
     grads_ready_[group][mb] = last;
     group_params_[group] = params;
+    // Sequence parallelism: the parameters every TP rank holds whole (adaLN, norms, row-parallel
+    // biases, image embedders and head) saw only this rank's sequence shard, so their gradients
+    // are partial sums over the TP group (Megatron all-reduces them the same way). Once per step,
+    // or per micro-batch where the DP reduction runs per micro-batch.
+    double replicated = replicated_params(group);
+    bool last_mb = mb == static_cast<int>(plan_.micro_batches()) - 1;
+    if (sp_ && replicated > 0 && (last_mb || par_.zero >= 2)) {
+      std::string nm = group + ".grads.sp_allreduce";
+      if (par_.zero >= 2) nm += ".mb" + std::to_string(mb);
+      Op op = collective(nm, Phase::gradient_sync, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
+                         replicated * e_);
+      op.param_groups = {group};
+      op.deps.push_back(last);
+      Index saved = cursor_;
+      cursor_ = none;
+      Index a = add(std::move(op));
+      cursor_ = saved;
+      grads_ready_[group][mb] = a;
+      last = a;
+    }
     if (par_.zero == 3 && dp_group_ > 1) {
       Op op = collective(group + ".grads.reduce_scatter.mb" + std::to_string(mb), Phase::gradient_sync, mb, -1,
                          Stream::dp, Collective::reduce_scatter, GroupKind::dp_cp, dp_group_,
@@ -544,6 +601,14 @@ class StageLowering {
     extra_dep_ = extra;
   }
 
+  // Parameters of a group that every TP rank holds whole.
+  double replicated_params(const std::string& group) const {
+    double h = m_.hidden;
+    if (group == "embed") return m_.has_image() ? params_.embedding - (m_.has_text_vocab() ? 1.0 * m_.vocab * h : 0) : 0;
+    if (group == "head") return params_.head - (m_.has_text_vocab() ? 1.0 * m_.vocab * h : 0);
+    return params_.per_layer_replicated;
+  }
+
   // With tied embeddings split over stages the last stage holds its own copy of the matrix.
   double head_params() const {
     double extra = m_.tied_embeddings && par_.pp > 1 ? 1.0 * m_.vocab * m_.hidden : 0;
@@ -564,7 +629,9 @@ class StageLowering {
   }
   // Embedding (first model chunk) and head + loss (last model chunk).
   void embed(int mb, Phase p) {
-    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0);
+    // Under sequence parallelism each TP rank embeds only its own sequence shard of the image.
+    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0) / (sp_ ? tp_ : 1);
+    auto image_side = [&](Op op) { return sp_ ? op : replicated(std::move(op)); };
     double rows_txt = b_ * (m_.family == ModelFamily::mmdit || m_.family == ModelFamily::unified
                                 ? m_.text_tokens / static_cast<double>(cp_)
                                 : (m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_)));
@@ -576,7 +643,7 @@ class StageLowering {
     // Backward runs the same ops in reverse, so each gets its output gradient first.
     std::vector<std::function<void()>> ops;
     if (m_.has_image()) {
-      ops.push_back([&] { chain_weighted(replicated(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h)), "embed"); });
+      ops.push_back([&] { chain_weighted(image_side(gemm("embed.patch", p, mb, -1, rows_img, patch_in, h)), "embed"); });
       ops.push_back([&] {
         chain_weighted(replicated(gemm("embed.timestep", p, mb, -1, static_cast<double>(b_), m_.frequency_embedding + h, h)),
                        "embed");
@@ -605,7 +672,9 @@ class StageLowering {
 
   void head(int mb, Phase p) {
     double h = m_.hidden;
-    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0);
+    // Under sequence parallelism the final layer runs on this rank's sequence shard.
+    double rows_img = b_ * (m_.has_image() ? m_.image_tokens() / static_cast<double>(cp_) : 0) / (sp_ ? tp_ : 1);
+    auto image_side = [&](Op op) { return sp_ ? op : replicated(std::move(op)); };
     double rows_txt = b_ * (m_.family == ModelFamily::unified ? m_.text_tokens / static_cast<double>(cp_)
                             : m_.has_image() ? 0 : m_.seq_len / static_cast<double>(cp_));
     double patch_out = 1.0 * m_.patch * m_.patch * m_.out_channels();
@@ -614,7 +683,7 @@ class StageLowering {
     auto body = [&](Phase ph) {
       if (m_.adaln()) chain(replicated(gemm("head.adaln", ph, mb, -1, static_cast<double>(b_), h, 2 * h)));
       chain(memory_op("head.norm", ComputeClass::norm, ph, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
-      if (m_.has_image()) chain(replicated(gemm("head.image", ph, mb, -1, rows_img, h, patch_out)));
+      if (m_.has_image()) chain(image_side(gemm("head.image", ph, mb, -1, rows_img, h, patch_out)));
       if (m_.has_text_vocab()) chain(gemm("head.lm", ph, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_));
       double loss_bytes = m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0;
       loss_bytes += 3 * e_ * rows_img * patch_out;
@@ -631,7 +700,7 @@ class StageLowering {
     chain(memory_op("loss", ComputeClass::loss, p, mb, -1,
                     (m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0) + 3 * e_ * rows_img * patch_out));
     if (m_.has_text_vocab()) chain_weighted(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_), "head");
-    if (m_.has_image()) chain_weighted(replicated(gemm("head.image", p, mb, -1, rows_img, h, patch_out)), "head");
+    if (m_.has_image()) chain_weighted(image_side(gemm("head.image", p, mb, -1, rows_img, h, patch_out)), "head");
     chain(memory_op("head.norm", ComputeClass::norm, p, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
     if (m_.adaln()) chain_weighted(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)), "head");
     grads_done("head", mb, head_params());
@@ -647,7 +716,10 @@ class StageLowering {
   double p2p_bytes() const {
     double tokens = 0;
     for (const auto& s : streams_) tokens += s.tokens;
-    return e_ * b_ * tokens * m_.hidden / (sp_ ? tp_ : 1);
+    // The residual stream (its sequence shard under sequence parallelism) and, for adaLN models,
+    // the conditioning vector every stage's modulation reads (and its gradient backward).
+    double conditioning = m_.adaln() ? e_ * b_ * m_.hidden : 0;
+    return e_ * b_ * tokens * m_.hidden / (sp_ ? tp_ : 1) + conditioning;
   }
   Op p2p(const std::string& nm, Collective c, int peer, const std::string& match, Phase p, int mb) {
     Op op;
@@ -678,6 +750,7 @@ class StageLowering {
     std::string mbs = ".mb" + std::to_string(mb);
     std::string dir = p == Phase::forward ? "fwd" : "bwd";
     cursor_ = none;
+    chunk_ = chunk;
     // Receive the input (activations forward, their gradient backward).
     bool receives = p == Phase::forward ? model_chunk > 0 : model_chunk < last_chunk;
     if (receives) {
@@ -714,6 +787,7 @@ class StageLowering {
     }
     previous_pass_end_ = cursor_;
     flush_reduce_scatters();
+    chunk_ = -1;
   }
   std::map<std::pair<int, int>, Index> forward_end_;
   Index previous_pass_end_ = none;
@@ -783,6 +857,7 @@ class StageLowering {
           op.deps.push_back(par_.overlap_grad_reduce ? ready : end_of_backward);
           if (mb == m - 1 && noise_of_bucket_.count(k)) op.deps.push_back(noise_of_bucket_.at(k));
           op.param_groups = members;
+          op.bucket = static_cast<int>(k);
           Index saved = cursor_;
           cursor_ = none;
           sync_ops.push_back(add(std::move(op)));
@@ -834,6 +909,7 @@ class StageLowering {
         Op op = collective("params.bucket" + std::to_string(k) + ".all_gather", Phase::optimizer, -1, -1, Stream::dp,
                            Collective::all_gather, GroupKind::dp_cp, dp_group_, per_bucket * e_);
         op.param_groups = bucket_plan_[k].first;
+        op.bucket = static_cast<int>(k);
         op.calls = std::max(1, static_cast<int>(per_bucket * e_ / par_.bucket_bytes + 0.999));
         op.deps.push_back(step);
         cursor_ = none;
@@ -845,6 +921,24 @@ class StageLowering {
 
 }  // namespace
 
+std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage) {
+  const auto& par = plan.parallelism;
+  int chunks = par.pp * par.virtual_stages;
+  std::vector<int> first = chunk_first_layers(plan.model.layers, chunks);
+  std::vector<std::string> out;
+  if (stage == 0) out.push_back("embed");
+  for (int c = 0; c < par.virtual_stages; ++c) {
+    int mc = c * par.pp + stage;
+    for (int l = first[mc]; l < first[mc + 1]; ++l) out.push_back("L" + std::to_string(l));
+  }
+  // Interleaved chunks hold layers out of order; the flat array keeps the model's order.
+  std::sort(out.begin() + (stage == 0 ? 1 : 0), out.end(), [](const std::string& a, const std::string& b) {
+    return std::stoi(a.substr(1)) < std::stoi(b.substr(1));
+  });
+  if (stage == (chunks - 1) % par.pp) out.push_back("head");
+  return out;
+}
+
 Program lower(const Plan& plan) {
   Program program;
   const auto& par = plan.parallelism;
@@ -852,13 +946,26 @@ Program lower(const Plan& plan) {
   program.tp = par.tp;
   program.pp = par.pp;
   program.cp = par.cp;
+  program.virtual_stages = par.virtual_stages;
+  program.sequence_parallel = par.sequence_parallel && par.tp > 1;
   program.classes.resize(par.pp);
   for (int s = 0; s < par.pp; ++s) {
     RankClass& rc = program.classes[s];
     rc.stage = s;
     rc.rank_count = 1LL * par.dp * par.tp * par.cp;
     StageLowering(plan, s, rc).run();
+    rc.param_groups = stage_parameter_groups(plan, s);
   }
+  // p2p match keys as small integers (MPI tags), numbered the same way in every rank class.
+  std::map<std::string, int> ids;
+  for (const auto& rc : program.classes)
+    for (const auto& op : rc.ops)
+      if (!op.match.empty()) ids.emplace(op.match, 0);
+  int next = 0;
+  for (auto& [key, id] : ids) id = next++;
+  for (auto& rc : program.classes)
+    for (auto& op : rc.ops)
+      if (!op.match.empty()) op.match_id = ids.at(op.match);
   return program;
 }
 

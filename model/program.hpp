@@ -30,8 +30,13 @@ const char* to_string(GroupKind g);
 const char* to_string(Phase p);
 constexpr int stream_count = 5;
 
+// An op's typed identity is (layer, part, phase, microbatch, chunk, bucket, group); its name is
+// derived from it by the lowering and is only ever read by people and by compare. Engines act on
+// the typed fields, never on the name.
 struct Op {
   std::string name;  // stable across runs and backends: "L3.attn.qkv.fwd.mb2"
+  std::string part;  // what the op does, without layer, phase and micro-batch: "attn.qkv", "loss",
+                     // "attn.tp_allreduce", "pp.fwd.send", "grads.bucket", "optimizer.step"
   OpKind kind = OpKind::compute;
   Stream stream = Stream::compute;
   ComputeClass compute = ComputeClass::none;
@@ -42,6 +47,8 @@ struct Op {
   int peer_stage = -1;       // p2p: the other pipeline stage
   int layer = -1;            // transformer block, -1 for embedding/head/optimizer
   int microbatch = -1;
+  int chunk = -1;            // the virtual pipeline chunk (interleaved 1F1B) this op belongs to
+  int bucket = -1;           // gradient / parameter buckets: the bucket's index
   int calls = 1;             // collectives: how many library calls this op stands for
   int replicas = 1;          // ranks of the TP group that repeat this same work (adaLN, embedders)
   double flops = 0;          // model-convention FLOPs this op performs (recompute included)
@@ -52,6 +59,7 @@ struct Op {
   std::int64_t m = 0, n = 0, k = 0, batch = 1;
   bool causal = false;
   std::string match;         // p2p: the key a send and its recv share
+  int match_id = -1;         // p2p: a small integer for `match`, the same in every rank class
   // Gradient and parameter collectives: the parameter groups they move ("embed", "L3", "head"),
   // in the flat order an executor lays parameters out.
   std::vector<std::string> param_groups;
@@ -63,22 +71,35 @@ struct RankClass {
   int stage = 0;
   long long rank_count = 0;
   std::vector<Op> ops;
+  // The parameter groups this stage holds ("embed", "L0", ..., "head"), in the flat order of its
+  // local parameter array. Within a group, TP ranks hold the slices model/parameters.hpp gives.
+  std::vector<std::string> param_groups;
 };
 
 struct Program {
   int dp = 1, tp = 1, pp = 1, cp = 1;
+  int virtual_stages = 1;
+  bool sequence_parallel = false;
   std::vector<RankClass> classes;  // indexed by pipeline stage
 
   long long world() const { return 1LL * dp * tp * pp * cp; }
   // Rank layout (Megatron's order): tp fastest, then cp, then dp, then pp.
   int stage_of(long long rank) const { return static_cast<int>(rank / (1LL * tp * cp * dp)); }
   const RankClass& class_of(long long rank) const { return classes[stage_of(rank)]; }
+  // Where `rank` sits on each axis.
+  struct Place {
+    int tp = 0, cp = 0, dp = 0, pp = 0;
+  };
+  Place place_of(long long rank) const;
   // The ranks of `rank`'s group of this kind, in ascending order.
   std::vector<long long> group_members(GroupKind kind, long long rank) const;
   std::size_t op_count() const;
   // Model FLOPs of one step: summed over every rank, work repeated across TP ranks counted once.
   double total_flops() const;
 };
+
+// The parameter groups pipeline stage `stage` holds, in the model's order.
+std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage);
 
 // Lowers a validated plan. Throws InputError only for plans the lowering cannot express.
 Program lower(const Plan& plan);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <set>
 
@@ -171,26 +172,26 @@ TEST(ExecDit, RefusesUnknownOpsAndNonDitModels) {
   EXPECT_THROW(DiT(gpt, 4, 1), InputError);
 }
 
-TEST(ExecDit, ParsesOpNames) {
-  auto a = exec::parse_op_name("L3.attn.qkv.bwd.mb1");
+// The Program names ops and types them; the executor reads the typed identity, never the name.
+TEST(ExecDit, ProgramGivesTypedOpIdentity) {
+  const Program program = lower(tiny_cpu_plan());
+  std::map<std::string, const Op*> by_name;
+  for (const Op& op : program.class_of(0).ops) by_name[op.name] = &op;
+  ASSERT_TRUE(by_name.count("L3.attn.qkv.bwd.mb1"));
+  const Op& a = *by_name.at("L3.attn.qkv.bwd.mb1");
   EXPECT_EQ(a.part, "attn.qkv");
   EXPECT_EQ(a.layer, 3);
   EXPECT_EQ(a.microbatch, 1);
-  a = exec::parse_op_name("L12.mlp.fc1.recompute.mb10");
-  EXPECT_EQ(a.part, "mlp.fc1");
-  EXPECT_EQ(a.layer, 12);
-  EXPECT_EQ(a.microbatch, 10);
-  a = exec::parse_op_name("embed.patch.fwd.mb0");
-  EXPECT_EQ(a.part, "embed.patch");
-  EXPECT_EQ(a.layer, -1);
-  EXPECT_EQ(a.microbatch, 0);
-  a = exec::parse_op_name("loss.bwd.mb2");
-  EXPECT_EQ(a.part, "loss");
-  EXPECT_EQ(a.microbatch, 2);
-  a = exec::parse_op_name("grads.bucket7.allreduce");
-  EXPECT_EQ(a.part, "grads.bucket7.allreduce");
-  EXPECT_EQ(a.layer, -1);
-  EXPECT_EQ(a.microbatch, -1);
+  EXPECT_EQ(a.phase, Phase::backward);
+  const Op& e = *by_name.at("embed.patch.fwd.mb0");
+  EXPECT_EQ(e.part, "embed.patch");
+  EXPECT_EQ(e.layer, -1);
+  const Op& l = *by_name.at("loss.bwd.mb2");
+  EXPECT_EQ(l.part, "loss");
+  EXPECT_EQ(l.microbatch, 2);
+  const Op& g = *by_name.at("grads.bucket0.allreduce");
+  EXPECT_EQ(g.bucket, 0);
+  EXPECT_EQ(g.layer, -1);
 }
 
 TEST(ExecSyntheticLatents, DeterministicPerSampleAndInRange) {

@@ -25,10 +25,7 @@ class DitStepper {
     for (const Op& op : program_.class_of(0).ops) {
       if (op.kind != OpKind::compute) continue;
       if (op.phase != Phase::forward && op.phase != Phase::backward && op.phase != Phase::recompute) continue;
-      auto a = exec::parse_op_name(op.name);
-      if (a.layer != op.layer || a.microbatch != op.microbatch)
-        throw std::logic_error("parse_op_name disagrees with the Program on " + op.name);
-      steps_.push_back({a, op.phase});
+      steps_.push_back({op.part, op.layer, op.microbatch, op.phase});
     }
   }
 
@@ -45,7 +42,7 @@ class DitStepper {
     if (!forward_only) std::fill(grads.begin(), grads.end(), 0.0f);
     for (const auto& s : steps_) {
       if (forward_only && s.phase == Phase::backward) continue;
-      dit_.run(s.address.part, s.address.layer, s.phase, s.address.microbatch);
+      dit_.run(s.part, s.layer, s.phase, s.microbatch);
     }
     double loss = 0;
     for (int mb = 0; mb < micro_batches_; ++mb) loss += dit_.loss(mb);
@@ -56,7 +53,8 @@ class DitStepper {
 
  private:
   struct Step {
-    exec::OpAddress address;
+    std::string part;
+    int layer, microbatch;
     Phase phase;
   };
   Plan plan_;

@@ -136,6 +136,11 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   const std::vector<ParamGroup>& groups() const override { return cpu_.groups(); }
   std::size_t parameter_count() const override { return cpu_.parameter_count(); }
+  // Data parallelism only here (check_plan refuses tp, pp and cp > 1 for --backend cuda): the
+  // whole model, so the flat array is the one-rank layout.
+  const std::vector<std::size_t>& global_index() const override { return cpu_.global_index(); }
+  const std::vector<char>& tp_replicated() const override { return cpu_.tp_replicated(); }
+  std::size_t global_parameter_count() const override { return cpu_.global_parameter_count(); }
   void init_parameters(float* host, std::uint64_t seed) const override { cpu_.init_parameters(host, seed); }
 
   void bind(const std::string& group, const float* params, float* grads) override {

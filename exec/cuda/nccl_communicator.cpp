@@ -37,6 +37,35 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Communicator> mpi, cudaStream
   DITWIN_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
 }
 
+NcclCommunicator::NcclCommunicator(std::unique_ptr<Communicator> mpi, ncclComm_t comm, cudaStream_t compute,
+                                   cudaStream_t stream)
+    : mpi_(std::move(mpi)), comm_(comm), compute_(compute), stream_(stream) {
+  DITWIN_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  auto mpi = mpi_->split(color, key);
+  ncclComm_t sub = nullptr;
+  check_nccl(ncclCommSplit(comm_, color, key, &sub, nullptr), "communicator split");
+  return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(mpi), sub, compute_, stream_));
+}
+
+// NCCL pairs a send with the receive its peer posts in the same order; the tag is the
+// Program's match key, kept for MPI's sake (the player posts both sides in the same order).
+Communicator::Handle NcclCommunicator::send(const float* data, std::size_t count, int peer, int tag) {
+  (void)tag;
+  begin();
+  check_nccl(ncclSend(data, count, ncclFloat32, peer, comm_, stream_), "send");
+  return finish();
+}
+
+Communicator::Handle NcclCommunicator::recv(float* data, std::size_t count, int peer, int tag) {
+  (void)tag;
+  begin();
+  check_nccl(ncclRecv(data, count, ncclFloat32, peer, comm_, stream_), "recv");
+  return finish();
+}
+
 NcclCommunicator::~NcclCommunicator() {
   cudaStreamSynchronize(stream_);
   for (auto& [h, e] : pending_) cudaEventDestroy(e);

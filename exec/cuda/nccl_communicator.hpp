@@ -27,6 +27,11 @@ class NcclCommunicator final : public Communicator {
   Handle all_reduce_sum(float* buffer, std::size_t count) override;
   Handle reduce_scatter_sum(const float* input, float* output, const std::vector<int>& counts) override;
   Handle all_gather(const float* input, float* output, const std::vector<int>& counts) override;
+  // Point to point (ncclSend / ncclRecv) on the communication stream, for the pipeline.
+  Handle send(const float* data, std::size_t count, int peer, int tag) override;
+  Handle recv(float* data, std::size_t count, int peer, int tag) override;
+  // ncclCommSplit beside the MPI split: one NCCL communicator per TP, CP, DP or PP group.
+  std::unique_ptr<Communicator> split(int color, int key) override;
   void wait(Handle h) override;
   bool test(Handle h) override;
   double all_reduce_sum(double value) override { return mpi_->all_reduce_sum(value); }
@@ -36,6 +41,7 @@ class NcclCommunicator final : public Communicator {
   std::vector<double> gather_to_root(const std::vector<double>& values) override { return mpi_->gather_to_root(values); }
 
  private:
+  NcclCommunicator(std::unique_ptr<Communicator> mpi, ncclComm_t comm, cudaStream_t compute, cudaStream_t stream);
   void begin();       // the comm stream waits for the compute stream's work so far
   Handle finish();    // records the completion event
   cudaEvent_t take_event();
