@@ -641,6 +641,7 @@ class Runner {
    public:
     Engine(Runner& r, long long step) : r_(r), step_(step) {}
     void start(std::size_t i) override { r_.start_op(i, step_, *this); }
+    void ready(std::size_t i) override { r_.capture(i); }
     std::size_t wait_any() override {
       r_.poll();
       if (!r_.finished_now_.empty()) {
@@ -696,6 +697,19 @@ class Runner {
   }
 
   Communicator& group_comm(GroupKind g) { return *groups_comm_[static_cast<int>(g)]; }
+
+  // A gradient reduce-scatter (ZeRO 1/2) takes its bucket's gradients when they are complete, and
+  // the next micro-batch's backward starts again from zero, even if the dp stream is still busy.
+  void capture(std::size_t i) {
+    const Op& op = ops_[i];
+    if (op.collective != Collective::reduce_scatter || op.param_groups.empty() || zero_ == 0 || zero_ == 3) return;
+    if (dpc_->size() == 1 || op.group_size == 1) return;
+    Shard& s = shard_for(op);
+    Buffer send(model_, s.whole.size);
+    model_.copy(send.data(), grads_.data() + s.whole.begin, s.whole.size);
+    model_.zero(grads_.data() + s.whole.begin, s.whole.size);
+    send_buffers_[i] = std::move(send);
+  }
 
   void start_op(std::size_t i, long long step, Engine&) {
     const Op& op = ops_[i];
@@ -844,12 +858,8 @@ class Runner {
         std::size_t e = epoch_of_.at(i);
         send = std::move(gathered_grads_.at(e));
         gathered_grads_.erase(e);
-      } else {
-        send = Buffer(model_, s.whole.size);
-        model_.copy(send.data(), grads_.data() + s.whole.begin, s.whole.size);
-        model_.zero(grads_.data() + s.whole.begin, s.whole.size);
-      }
-      send_buffers_[i] = std::move(send);
+        send_buffers_[i] = std::move(send);
+      }  // ZeRO 1/2: captured when the op became ready
       recv_buffers_[i] = Buffer(model_, s.mine);
       h = comm.reduce_scatter_sum(send_buffers_[i].data(), recv_buffers_[i].data(), s.counts);
     } else if (op.collective == Collective::all_gather) {

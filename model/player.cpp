@@ -29,6 +29,8 @@ std::vector<std::size_t> ProgramPlayer::play(PlayerEngine& engine) {
   const int pp = static_cast<int>(Stream::pp), compute = static_cast<int>(Stream::compute);
   for (std::size_t i : stream_ops_[pp])
     if (waiting[i] == 0) pp_ready.push_back(i);
+  for (std::size_t i = 0; i < n; ++i)
+    if (waiting[i] == 0) engine.ready(i);
   std::vector<std::size_t> order;
   order.reserve(n);
   std::size_t running = 0, finished = 0;
@@ -74,8 +76,11 @@ std::vector<std::size_t> ProgramPlayer::play(PlayerEngine& engine) {
     ++finished;
     int s = static_cast<int>(ops_[done].stream);
     if (s != pp) busy[s] = 0;
-    for (std::size_t d : dependents_[done])
-      if (--waiting[d] == 0 && static_cast<int>(ops_[d].stream) == pp) pp_ready.push_back(d);
+    for (std::size_t d : dependents_[done]) {
+      if (--waiting[d] != 0) continue;
+      engine.ready(d);
+      if (static_cast<int>(ops_[d].stream) == pp) pp_ready.push_back(d);
+    }
   }
   return order;
 }

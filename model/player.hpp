@@ -29,6 +29,10 @@ class PlayerEngine {
   virtual void start(std::size_t i) = 0;
   // Blocks until some started op has finished and returns it (each started op exactly once).
   virtual std::size_t wait_any() = 0;
+  // Op `i`'s dependencies are all done (it may still wait for its stream): what it reads is
+  // final now. An executor captures inputs here that later work would overwrite (a gradient
+  // bucket the next micro-batch's backward adds into); a simulator has nothing to do.
+  virtual void ready(std::size_t i) { (void)i; }
 };
 
 class ProgramPlayer {
