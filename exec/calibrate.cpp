@@ -364,7 +364,9 @@ double calibrate_dispatch(Communicator& comm, const CalibrationOptions&) {
   ExecResult r = execute_plan(plan, program, comm, *data, options);
   double in_ops = 0;
   for (const auto& op : r.report.ops) in_ops += op.duration_s;
-  double per_op = std::max(0.0, (r.report.step_time_s - in_ops) / static_cast<double>(r.report.ops.size()));
+  // The report's per-op figures are on rank 0 (the first rank of each stage); the others send 0.
+  double per_op = r.report.ops.empty() ? 0.0
+                                       : std::max(0.0, (r.report.step_time_s - in_ops) / static_cast<double>(r.report.ops.size()));
   return comm.all_reduce_max(per_op);
 }
 
