@@ -22,6 +22,7 @@
 #include "cost_models/comm.hpp"
 #include "cost_models/compute.hpp"
 #include "model/errors.hpp"
+#include "model/player.hpp"
 #include "sim/child_process.hpp"
 #include "sim/platform.hpp"
 
@@ -130,32 +131,50 @@ std::set<long long> nodes_needed(const Plan& plan, const Program& program, const
   return nodes;
 }
 
-class RankActor {
+// The SimGrid engine behind the Program player (model/player.hpp): the player decides which op
+// starts when, this actor turns each op into activities on the simulated platform and reports
+// them finished in simulated time.
+class RankActor final : public PlayerEngine {
  public:
   RankActor(Context& ctx, long long rank) : ctx_(ctx), rank_(rank), rc_(ctx.program.class_of(rank)) {}
 
   void operator()() {
     const auto& ops = rc_.ops;
     size_t n = ops.size();
-    waiting_.assign(n, 0);
     dependents_.assign(n, {});
     pending_.assign(n, 0);
     start_.assign(n, -1);
+    next_compute_.assign(n, kNone);
+    std::uint32_t previous = kNone;
     for (size_t i = 0; i < n; ++i) {
-      waiting_[i] = static_cast<int>(ops[i].deps.size());
       for (auto d : ops[i].deps) dependents_[d].push_back(static_cast<std::uint32_t>(i));
-      if (ops[i].stream == Stream::pp) {
-        if (waiting_[i] == 0) pp_ready_.push_back(static_cast<std::uint32_t>(i));
-      } else {
-        queue_[static_cast<int>(ops[i].stream)].push_back(static_cast<std::uint32_t>(i));
+      if (ops[i].stream == Stream::compute) {
+        if (previous != kNone) next_compute_[previous] = static_cast<std::uint32_t>(i);
+        previous = static_cast<std::uint32_t>(i);
       }
     }
-    size_t finished = 0;
-    while (finished < n) {
-      launch_ready();
+    ProgramPlayer(ops).play(*this);
+  }
+
+  void start(std::size_t i) override {
+    auto it = fused_done_.find(static_cast<std::uint32_t>(i));
+    if (it != fused_done_.end()) {  // already run inside the fused execution of its chain
+      fused_done_.erase(it);
+      instant_.push_back(static_cast<std::uint32_t>(i));
+      return;
+    }
+    launch(static_cast<std::uint32_t>(i));
+  }
+
+  std::size_t wait_any() override {
+    while (true) {
+      if (!instant_.empty()) {
+        std::uint32_t op = instant_.front();
+        instant_.pop_front();
+        return op;
+      }
       if (running_.empty())
-        throw std::logic_error("rank " + std::to_string(rank_) + ": the program deadlocked after " +
-                               std::to_string(finished) + " of " + std::to_string(n) + " ops");
+        throw std::logic_error("rank " + std::to_string(rank_) + ": the player waits but nothing runs");
       ssize_t i = sg4::Activity::wait_any(running_);
       std::uint32_t op = running_op_[i];
       running_[i] = running_.back();
@@ -170,20 +189,22 @@ class RankActor {
         start_flows(op, flows);
         if (pending_[op] > 0) continue;
       }
-      finished += complete(op);
+      complete(op);
+      return op;
     }
   }
 
  private:
+  static constexpr std::uint32_t kNone = ~std::uint32_t(0);
   Context& ctx_;
   long long rank_;
   const RankClass& rc_;
-  std::vector<int> waiting_, pending_;
+  std::vector<int> pending_;
   std::vector<double> start_;
   std::vector<std::vector<std::uint32_t>> dependents_;
-  std::array<std::deque<std::uint32_t>, stream_count> queue_;
-  std::array<bool, stream_count> busy_{};
-  std::vector<std::uint32_t> pp_ready_;
+  std::vector<std::uint32_t> next_compute_;  // the compute stream's next op, in program order
+  std::set<std::uint32_t> fused_done_;       // finished inside a fused chain, not yet started by the player
+  std::deque<std::uint32_t> instant_;        // started and finished at once
   std::vector<sg4::ActivityPtr> running_;
   std::vector<std::uint32_t> running_op_;
 
@@ -193,20 +214,6 @@ class RankActor {
     running_.push_back(std::move(a));
     running_op_.push_back(op);
     ++pending_[op];
-  }
-
-  void launch_ready() {
-    for (int s = 0; s < stream_count; ++s) {
-      if (s == static_cast<int>(Stream::pp) || busy_[s] || queue_[s].empty()) continue;
-      std::uint32_t op = queue_[s].front();
-      if (waiting_[op] > 0) continue;
-      queue_[s].pop_front();
-      busy_[s] = true;
-      launch(op);
-    }
-    std::vector<std::uint32_t> ready;
-    ready.swap(pp_ready_);
-    for (auto op : ready) launch(op);
   }
 
   void delay(double seconds, std::uint32_t op, const std::string& name) {
@@ -222,16 +229,16 @@ class RankActor {
   }
 
   // Compute ops that only feed the next op of the compute stream run back to back whatever
-  // happens elsewhere, so they are simulated as one execution and their times split exactly.
+  // happens elsewhere (the player starts each as soon as the one before ends), so they are
+  // simulated as one execution and their times split exactly.
   std::vector<std::pair<std::uint32_t, double>> fusable_chain(std::uint32_t i) {
     std::vector<std::pair<std::uint32_t, double>> chain{{i, op_time(i)}};
-    auto& q = queue_[static_cast<int>(Stream::compute)];
-    while (!q.empty()) {
-      std::uint32_t last = chain.back().first, next = q.front();
+    while (true) {
+      std::uint32_t last = chain.back().first, next = next_compute_[last];
+      if (next == kNone) break;
       if (dependents_[last].size() != 1 || dependents_[last][0] != next) break;
       const Op& n = rc_.ops[next];
       if (n.deps.size() != 1 || n.kind != OpKind::compute) break;
-      q.pop_front();
       chain.push_back({next, op_time(next)});
     }
     return chain;
@@ -333,12 +340,12 @@ class RankActor {
     return rank_ + (op.peer_stage - ctx_.program.stage_of(rank_)) * stage_size;
   }
 
-  // Finishes op i (and the ops fused behind it); returns how many ops finished.
-  size_t complete(std::uint32_t i) {
+  // Finishes op i (and records the ops fused behind it, which the player starts next).
+  void complete(std::uint32_t i) {
     auto it = fused_.find(i);
     if (it == fused_.end()) {
       finish(i, start_[i], now());
-      return 1;
+      return;
     }
     auto chain = std::move(it->second);
     fused_.erase(it);
@@ -348,9 +355,9 @@ class RankActor {
     for (const auto& [op, seconds] : chain) {
       double d = total > 0 ? span * seconds / total : 0;
       finish(op, t, t + d);
+      if (op != i) fused_done_.insert(op);
       t += d;
     }
-    return chain.size();
   }
 
   void finish(std::uint32_t i, double begin, double end) {
@@ -365,10 +372,7 @@ class RankActor {
         if (it != ctx_.p2p_flow_start.end()) begin = std::max(begin, it->second);  // time spent transferring
       }
     }
-    if (op.stream != Stream::pp) busy_[static_cast<int>(op.stream)] = false;
     ctx_.records.push_back({rc_.stage, i, begin, end - begin});
-    for (auto d : dependents_[i])
-      if (--waiting_[d] == 0 && rc_.ops[d].stream == Stream::pp) pp_ready_.push_back(d);
   }
 };
 
