@@ -39,8 +39,17 @@ RunTimes read_run_times(const std::string& path) {
       t.step_time_s = j.at("step_time_s").get<double>();
       long long lowest = -1;
       for (const auto& op : j.at("ops")) lowest = lowest < 0 ? op.at("rank").get<long long>() : std::min(lowest, op.at("rank").get<long long>());
-      for (const auto& op : j.at("ops"))
-        if (op.at("rank").get<long long>() == lowest) t.op_seconds[op.at("name").get<std::string>()] = op.at("duration_s").get<double>();
+      for (const auto& op : j.at("ops")) {
+        long long rank = op.at("rank").get<long long>();
+        std::string name = op.at("name").get<std::string>();
+        double seconds = op.at("duration_s").get<double>();
+        if (!std::isfinite(seconds) || seconds < 0)
+          throw InputError(path + ": op " + name + " has duration_s " + std::to_string(seconds) + " (must be a non-negative number)");
+        t.op_seconds[rank == lowest ? name : name + " @rank " + std::to_string(rank)] = seconds;
+        auto& b = t.busy[rank];
+        b.stage = op.value("stage", 0);
+        if (op.value("stream", "compute") == "compute") b.compute_s += seconds;
+      }
       return t;
     }
     if (j.is_object() && j.contains("traceEvents")) {
@@ -117,6 +126,18 @@ nlohmann::json compare_runs(const RunTimes& p, const RunTimes& m, int top) {
                              {"error", r.measured > 0 ? r.predicted / r.measured - 1 : 0.0}});
   out["ops"] = ops;
   out["families"] = families_json;
+  // Pipeline stages: the share of the step each stage's compute stream stands idle.
+  if (p.busy.size() > 1 || m.busy.size() > 1) {
+    json stages = json::array();
+    for (const auto& [rank, pb] : p.busy) {
+      auto it = m.busy.find(rank);
+      if (it == m.busy.end() || !(p.step_time_s > 0)) continue;
+      double pi = std::max(0.0, 1 - pb.compute_s / p.step_time_s), mi = std::max(0.0, 1 - it->second.compute_s / m.step_time_s);
+      stages.push_back({{"stage", pb.stage}, {"rank", rank}, {"predicted_idle_share", pi}, {"measured_idle_share", mi},
+                        {"difference_points", 100 * (pi - mi)}});
+    }
+    out["stages"] = stages;
+  }
   out["matched_ops"] = rows.size();
   out["only_predicted_ops"] = only_predicted;
   out["only_measured_ops"] = only_measured;
@@ -195,6 +216,15 @@ std::string format_comparison(const nlohmann::json& c) {
                 100 * c["step_time_error"].get<double>());
   os << line;
   if (c.contains("warning")) os << "warning: " << c["warning"].get<std::string>() << "\n";
+  if (c.contains("stages")) {
+    os << "pipeline stages: idle share of the step (bubble + exposed communication)\n";
+    for (const auto& st : c["stages"]) {
+      std::snprintf(line, sizeof line, "  stage %-3d (rank %-4lld) predicted %5.1f%%   measured %5.1f%%   %+5.1f points\n",
+                    st["stage"].get<int>(), st["rank"].get<long long>(), 100 * st["predicted_idle_share"].get<double>(),
+                    100 * st["measured_idle_share"].get<double>(), st["difference_points"].get<double>());
+      os << line;
+    }
+  }
   os << c["matched_ops"] << " ops matched by name (" << c["only_predicted_ops"] << " only predicted, "
      << c["only_measured_ops"] << " only measured)\n\nop families, largest gap first (summed over micro-batches and layers)\n";
   std::snprintf(line, sizeof line, "  %-34s %12s %12s %8s\n", "family", "predicted ms", "measured ms", "error");

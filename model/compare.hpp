@@ -12,12 +12,21 @@ namespace ditwin {
 struct RunTimes {
   std::string source, plan, path;
   double step_time_s = 0;
-  std::map<std::string, double> op_seconds;  // per op name, on the lowest rank present
+  std::map<std::string, double> op_seconds;  // per op name, on the lowest rank present; other
+                                             // ranks' (each pipeline stage's first) as "name @rank R"
+  // Reports only: per rank present, its stage and the seconds its compute stream is busy.
+  struct RankBusy {
+    int stage = 0;
+    double compute_s = 0;
+  };
+  std::map<long long, RankBusy> busy;
 };
 RunTimes read_run_times(const std::string& path);
 
 // The comparison: `step_time_error` = predicted / measured - 1; ops sorted by how much of the
-// step-time gap they explain; op families (names without micro-batch) likewise.
+// step-time gap they explain; op families (names without micro-batch) likewise; with reports of
+// a pipeline, `stages`: each stage's idle share of the step (1 - compute busy / step time, the
+// bubble and exposed communication) predicted and measured.
 nlohmann::json compare_runs(const RunTimes& predicted, const RunTimes& measured, int top = 25);
 std::string format_comparison(const nlohmann::json& comparison);
 
