@@ -51,11 +51,9 @@ double measured_gemm_s(const MeasuredTables& t, double m, double k, double n, bo
   return flops / std::exp(log_rate);
 }
 
-double measured_collective_s(const MeasuredTables& t, Collective c, int ranks, double bytes) {
-  if (ranks != t.collective_ranks) return -1;
-  auto it = t.collectives.find(c);
-  if (it == t.collectives.end() || it->second.empty()) return -1;
-  const auto& v = it->second;
+namespace {
+// Log-log interpolation between sizes; below the smallest its time, beyond the largest its rate.
+double interpolate_sizes(const std::vector<CollectiveSample>& v, double bytes) {
   if (bytes <= 0) return 0;
   if (bytes <= v.front().bytes) return v.front().seconds;  // latency-bound below the smallest
   if (bytes >= v.back().bytes) return v.back().seconds * bytes / v.back().bytes;
@@ -63,6 +61,19 @@ double measured_collective_s(const MeasuredTables& t, Collective c, int ranks, d
   while (v[i + 1].bytes < bytes) ++i;
   double w = (std::log(bytes) - std::log(v[i].bytes)) / (std::log(v[i + 1].bytes) - std::log(v[i].bytes));
   return std::exp((1 - w) * std::log(v[i].seconds) + w * std::log(v[i + 1].seconds));
+}
+}  // namespace
+
+double measured_collective_s(const MeasuredTables& t, Collective c, int ranks, double bytes) {
+  if (ranks != t.collective_ranks) return -1;
+  auto it = t.collectives.find(c);
+  if (it == t.collectives.end() || it->second.empty()) return -1;
+  return interpolate_sizes(it->second, bytes);
+}
+
+double measured_p2p_s(const MeasuredTables& t, double bytes) {
+  if (t.p2p.empty()) return -1;
+  return interpolate_sizes(t.p2p, bytes);
 }
 
 MeasuredTables measured_tables_from_json(const nlohmann::json& j, const std::string& where) {
@@ -75,7 +86,7 @@ MeasuredTables measured_tables_from_json(const nlohmann::json& j, const std::str
   MeasuredTables t;
   if (!j.is_object()) fail("must be an object with \"gemm\" and \"collectives\"");
   for (const auto& [key, value] : j.items())
-    if (key != "gemm" && key != "collectives") fail(key + ": unknown key (expected gemm, collectives)");
+    if (key != "gemm" && key != "collectives" && key != "p2p") fail(key + ": unknown key (expected gemm, collectives, p2p)");
   if (j.contains("gemm")) {
     if (!j["gemm"].is_array()) fail("gemm: must be an array");
     std::set<double> ms, ks, ns;
@@ -134,6 +145,15 @@ MeasuredTables measured_tables_from_json(const nlohmann::json& j, const std::str
     }
     if (!t.collectives.empty() && t.collective_ranks == 0) fail("collectives.ranks: missing");
   }
+  if (j.contains("p2p")) {
+    const auto& value = j["p2p"];
+    if (!value.is_array() || value.empty()) fail("p2p: must be a non-empty array");
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      std::string at = "p2p[" + std::to_string(i) + "]";
+      t.p2p.push_back({positive(value[i], "bytes", at), positive(value[i], "seconds", at)});
+      if (i > 0 && !(t.p2p[i].bytes > t.p2p[i - 1].bytes)) fail(at + ".bytes: sizes must ascend");
+    }
+  }
   return t;
 }
 
@@ -151,6 +171,10 @@ nlohmann::json to_json(const MeasuredTables& t) {
       auto& a = c[collective_key(kind)] = nlohmann::json::array();
       for (const auto& s : v) a.push_back({{"bytes", s.bytes}, {"seconds", s.seconds}});
     }
+  }
+  if (!t.p2p.empty()) {
+    auto& a = j["p2p"] = nlohmann::json::array();
+    for (const auto& s : t.p2p) a.push_back({{"bytes", s.bytes}, {"seconds", s.seconds}});
   }
   return j;
 }

@@ -27,7 +27,9 @@ struct MeasuredTables {
   std::vector<GemmSample> gemm;     // every (m, k, n) of the grid, m slowest
   int collective_ranks = 0;
   std::map<Collective, std::vector<CollectiveSample>> collectives;  // ascending bytes
+  std::vector<CollectiveSample> p2p;  // one pipeline transfer (send to completed recv), ascending bytes
   bool has_gemm() const { return !gemm.empty(); }
+  bool empty() const { return gemm.empty() && collectives.empty() && p2p.empty(); }
 };
 
 // Seconds of a GEMM of `flops` with this shape: the rate interpolated linearly in log(rate)
@@ -38,8 +40,12 @@ double measured_gemm_s(const MeasuredTables& t, double m, double k, double n, bo
 // beyond the ends, the end's rate.
 double measured_collective_s(const MeasuredTables& t, Collective c, int ranks, double bytes);
 
+// Seconds of one point-to-point transfer of `bytes`, or a negative number without a p2p table.
+double measured_p2p_s(const MeasuredTables& t, double bytes);
+
 // JSON: {"gemm": [{"m","k","n","forward_s","backward_s"}...],
-//        "collectives": {"ranks": R, "all_reduce": [{"bytes","seconds"}...], ...}}.
+//        "collectives": {"ranks": R, "all_reduce": [{"bytes","seconds"}...], ...},
+//        "p2p": [{"bytes","seconds"}...]}.
 // Throws InputError naming `where` and the entry when the data is malformed or the grid incomplete.
 MeasuredTables measured_tables_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::json to_json(const MeasuredTables& t);

@@ -86,7 +86,7 @@ nlohmann::json DeviceProfile::to_json() const {
           {"network_latency_s", network_latency_s},
           {"network_efficiency", network_efficiency},
           {"collective_step_latency_s", collective_step_latency_s}};
-  if (tables.has_gemm() || !tables.collectives.empty()) j["tables"] = cost::to_json(tables);
+  if (!tables.empty()) j["tables"] = cost::to_json(tables);
   return j;
 }
 

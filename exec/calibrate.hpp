@@ -41,6 +41,7 @@ inline nlohmann::json finish_measured_profile(nlohmann::json profile, const nloh
   // The measured grids the simulator interpolates (cost_models/measured.hpp).
   nlohmann::json tables = {{"gemm", c["gemm_table"]}};
   if (m.contains("tables")) tables["collectives"] = m["tables"];
+  if (m.contains("p2p") && !m["p2p"].empty()) tables["p2p"] = m["p2p"];
   nlohmann::json raw_compute = c, raw_comm = m;  // raw data without the tables' second copy
   raw_compute.erase("gemm_table");
   raw_comm.erase("tables");

@@ -21,6 +21,7 @@
 
 #include "cost_models/comm.hpp"
 #include "cost_models/compute.hpp"
+#include "cost_models/measured.hpp"
 #include "model/errors.hpp"
 #include "model/player.hpp"
 #include "sim/child_process.hpp"
@@ -291,7 +292,13 @@ class RankActor final : public PlayerEngine {
       case OpKind::p2p: {
         long long peer = peer_rank(op);
         auto* box = sg4::Mailbox::by_name("p2p:" + op.match);
-        if (op.collective == Collective::send) {
+        double measured = ctx_.plan.cluster.device.measured ? cost::measured_p2p_s(ctx_.profile.tables, op.bytes) : -1;
+        if (op.collective == Collective::send && measured >= 0) {
+          // CPU ranks: MPI's shared-memory transfer as calibrate measured it (a copy the
+          // receiving rank's MPI makes), not a flow on a modelled link.
+          delay(measured, i, op.name);
+          ctx_.p2p_flow_start[op.match] = now();
+        } else if (op.collective == Collective::send) {
           sg4::Host* from = same_node(peer) ? ctx_.platform->gpu(rank_) : ctx_.platform->nic(rank_);
           sg4::Host* to = same_node(peer) ? ctx_.platform->gpu(peer) : ctx_.platform->nic(peer);
           auto c = sg4::Comm::sendto_init(from, to);

@@ -48,6 +48,26 @@ TEST(MeasuredTables, CollectivesInterpolateAndRefuseOtherRankCounts) {
   EXPECT_LT(ditwin::cost::measured_collective_s(t, Collective::all_gather, 2, 1e4), 0);
 }
 
+// Pipeline transfers: one table over sizes, round-tripped through JSON; absent means "not measured".
+TEST(MeasuredTables, PointToPointInterpolatesAndRoundTrips) {
+  nlohmann::json j = grid();
+  EXPECT_LT(ditwin::cost::measured_p2p_s(ditwin::cost::measured_tables_from_json(j, "p.json"), 1e4), 0);
+  j["p2p"] = {{{"bytes", 4096.0}, {"seconds", 5e-6}}, {{"bytes", 409600.0}, {"seconds", 5e-4}}};
+  MeasuredTables t = ditwin::cost::measured_tables_from_json(j, "p.json");
+  EXPECT_NEAR(ditwin::cost::measured_p2p_s(t, 40960), 5e-5, 1e-12);
+  EXPECT_EQ(ditwin::cost::measured_p2p_s(t, 10), 5e-6);
+  MeasuredTables back = ditwin::cost::measured_tables_from_json(ditwin::cost::to_json(t), "again");
+  ASSERT_EQ(back.p2p.size(), 2u);
+  EXPECT_EQ(back.p2p[1].seconds, 5e-4);
+  j["p2p"] = {{{"bytes", 4096.0}, {"seconds", 5e-6}}, {{"bytes", 1024.0}, {"seconds", 5e-4}}};
+  try {
+    ditwin::cost::measured_tables_from_json(j, "p.json");
+    FAIL() << "descending sizes accepted";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("p2p[1].bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST(MeasuredTables, CostModelsUseThemWhereTheyCoverAnOp) {
   ditwin::cost::DeviceProfile p;
   p.peak_flops_fp32 = 1e15;  // the curves would say "instant"
