@@ -714,6 +714,7 @@ class Runner {
   void start_op(std::size_t i, long long step, Engine&) {
     const Op& op = ops_[i];
     if (op.kind == OpKind::compute || op.kind == OpKind::optimizer) {
+      flush_sends();
       if (zero_ == 3 && op.kind == OpKind::compute && op.phase != Phase::gradient_sync) {
         std::size_t e = epoch_of_.at(i);
         auto grads = gathered_grads_.find(e);
@@ -740,6 +741,29 @@ class Runner {
     model_.collective_end(i);
     finished_now_.push_back(i);
   }
+
+  // MPI moves a large message only while both ranks are inside MPI calls (Open MPI's
+  // shared-memory rendezvous needs the sender to answer the receiver), and a rank computing
+  // makes none: a pipeline send posted just before a long op (the last stage's final gradient
+  // before its optimizer step) would reach the waiting peer only after it. So before computing
+  // again a rank drives its outgoing transfers for a bounded time: enough to finish one whose
+  // receiver is waiting (~0.1 ms for tiny-cpu's 136 KiB), not long enough to stall on one whose
+  // receiver is itself still computing. NCCL progresses on its own stream; there this is moot.
+  void flush_sends() {
+    bool any = false;
+    for (const auto& [j, f] : in_flight_)
+      if (ops_[j].kind == OpKind::p2p && ops_[j].collective == Collective::send) any = true;
+    if (!any) return;
+    auto t0 = Clock::now();
+    while (seconds(Clock::now() - t0) < send_flush_s) {
+      poll();
+      any = false;
+      for (const auto& [j, f] : in_flight_)
+        if (ops_[j].kind == OpKind::p2p && ops_[j].collective == Collective::send) any = true;
+      if (!any) return;
+    }
+  }
+  static constexpr double send_flush_s = 5e-4;
 
   // Pipeline transfers: to or from the same-place rank of stage peer_stage (the PP group is
   // ordered by stage), tagged with the Program's match id.
