@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The CPU twin on held-out plans: calibrate once (microbenchmarks, never these plans), then for each
 plan predict with `ditwin simulate --profile` and measure with `ditwin execute`, and print
-predicted vs measured as a Markdown table. Exits 1 when a plan's error exceeds the tolerance.
+predicted vs measured as a Markdown table: six data-parallel plans, then the model-parallel
+scenarios tiny-cpu-tp2, -pp2 and -cp2 (with each pipeline stage's idle share, predicted and
+measured). Exits 1 when a plan's step-time error exceeds the tolerance.
 Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N] [--tolerance 0.15]"""
 import json, os, subprocess, sys, tempfile
 
@@ -50,5 +52,23 @@ for name, layers, hidden, batch, ranks, zero in plans:
     worst = max(worst, abs(err))
     print(f"| {name} | {ranks} | {zero} | {1e3 * r['predicted']['step_time_s']:.1f} | "
           f"{1e3 * r['measured']['step_time_s']:.1f} | {100 * err:+.1f}% |")
+
+# The layouts: TP, a 1F1B pipeline and CP, each on 2 ranks.
+print("\n| scenario | predicted ms | measured ms | error | stage idle share, predicted / measured |")
+print("| --- | ---: | ---: | ---: | --- |")
+for name in ("tiny-cpu-tp2", "tiny-cpu-pp2", "tiny-cpu-cp2"):
+    path = os.path.join(root, "scenarios", name + ".json")
+    s, m, c = (os.path.join(tmp, name + x) for x in (".s.json", ".m.json", ".c.json"))
+    subprocess.run([ditwin, "simulate", path, "--profile", profile, "--report", s], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ditwin, "execute", path, "--steps", str(steps), "--ranks", "2", "--threads", "1", "--report", m],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ditwin, "compare", s, m, "--report", c], check=True, stdout=subprocess.DEVNULL)
+    r = json.load(open(c))
+    err = r["step_time_error"]
+    worst = max(worst, abs(err))
+    stages = "; ".join(f"stage {st['stage']}: {100 * st['predicted_idle_share']:.1f}% / {100 * st['measured_idle_share']:.1f}%"
+                       for st in r.get("stages", [])) or "-"
+    print(f"| {name} | {1e3 * r['predicted']['step_time_s']:.1f} | {1e3 * r['measured']['step_time_s']:.1f} | "
+          f"{100 * err:+.1f}% | {stages} |")
 print(f"\nlargest error: {100 * worst:.1f}% (tolerance {100 * tolerance:.0f}%)")
 sys.exit(0 if worst <= tolerance else 1)
