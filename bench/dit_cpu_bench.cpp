@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "kernels/threads.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"

@@ -13,12 +13,12 @@
 #include <thread>
 
 #include "cost_models/profile.hpp"
-#include "exec/calibrate.hpp"
-#include "exec/communicator.hpp"
+#include "exec/calibrate/calibrate.hpp"
+#include "exec/comm/communicator.hpp"
 #include "exec/cuda_exec.hpp"
-#include "exec/checkpoint.hpp"
-#include "exec/sealed_codec.hpp"
-#include "exec/fault_tolerance.hpp"
+#include "exec/ft/checkpoint.hpp"
+#include "exec/ft/sealed_codec.hpp"
+#include "exec/ft/fault_tolerance.hpp"
 #include "exec/runtime.hpp"
 #include "kernels/threads.hpp"
 #include "model/compare.hpp"
@@ -56,7 +56,10 @@ void require_cuda() {
 }  // namespace
 
 std::vector<std::string> mpirun_argv(int ranks, const std::vector<std::string>& args) {
-  std::vector<std::string> cmd = {"mpirun", "-np", std::to_string(ranks), "--oversubscribe", "--bind-to", "none"};
+  // --stdin none: the ranks read nothing from the terminal, and mpirun must not swallow the
+  // caller's input (`while read ...; do ditwin execute ...; done` saw one iteration).
+  std::vector<std::string> cmd = {"mpirun", "-np", std::to_string(ranks), "--oversubscribe", "--bind-to", "none",
+                                  "--stdin", "none"};
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

@@ -7,7 +7,7 @@
 
 #include "cli/exec_commands.hpp"
 #include "exec/runtime.hpp"
-#include "exec/supervisor.hpp"
+#include "exec/ft/supervisor.hpp"
 #include "model/errors.hpp"
 #include "model/report.hpp"
 

@@ -12,7 +12,7 @@
 #include "model/errors.hpp"
 #include <vector>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "model/plan.hpp"
 
 namespace ditwin::exec {

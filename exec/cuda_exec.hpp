@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "exec/backend.hpp"
-#include "exec/calibrate.hpp"
-#include "exec/communicator.hpp"
+#include "exec/calibrate/calibrate.hpp"
+#include "exec/comm/communicator.hpp"
 #include "model/plan.hpp"
 
 namespace ditwin::exec {

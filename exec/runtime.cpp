@@ -20,8 +20,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "exec/crypto.hpp"
-#include "exec/rng.hpp"
+#include "exec/ft/crypto.hpp"
+#include "exec/model/rng.hpp"
 #include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 #include "model/accounting.hpp"
 #include "model/errors.hpp"

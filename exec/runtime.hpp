@@ -6,10 +6,10 @@
 #include <vector>
 
 #include "exec/backend.hpp"
-#include "exec/checkpoint.hpp"
-#include "exec/communicator.hpp"
-#include "exec/dit_model.hpp"
-#include "exec/fault_tolerance.hpp"
+#include "exec/ft/checkpoint.hpp"
+#include "exec/comm/communicator.hpp"
+#include "exec/model/dit_model.hpp"
+#include "exec/ft/fault_tolerance.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
 #include "model/report.hpp"

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <numeric>
 
-#include "exec/crypto.hpp"
+#include "exec/ft/crypto.hpp"
 
 namespace ditwin::exec {
 namespace {

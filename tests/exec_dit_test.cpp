@@ -9,7 +9,7 @@
 #include <numeric>
 #include <set>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "kernels/threads.hpp"
 #include "model/accounting.hpp"
 #include "model/errors.hpp"

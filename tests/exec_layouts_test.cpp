@@ -23,10 +23,12 @@ namespace {
 using namespace ditwin;
 const std::string ditwin_bin = DITWIN_BINARY;
 
-std::string write_layout(const std::string& name, const nlohmann::json& parallelism, int steps_between_checkpoints = 0) {
+std::string write_layout(const std::string& name, const nlohmann::json& parallelism, int steps_between_checkpoints = 0,
+                         const std::string& recompute = "none") {
   nlohmann::json plan = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu.json"));
   plan["name"] = "tiny-cpu-" + name;
   plan["training"]["optimizer"] = {{"kind", "sgd"}, {"lr", 0.05}};
+  plan["training"]["recompute"] = recompute;
   plan["parallelism"] = {{"dp", 1}, {"zero", 0}, {"bucket_mb", 0.25}};
   for (const auto& [k, v] : parallelism.items()) plan["parallelism"][k] = v;
   if (steps_between_checkpoints > 0) plan["reliability"]["checkpoint"]["interval_steps"] = steps_between_checkpoints;
@@ -84,6 +86,7 @@ const std::vector<float>& one_rank() {
 struct Layout {
   const char* name;
   const char* parallelism;  // JSON
+  const char* recompute = "none";
 };
 
 class ExecLayouts : public ::testing::TestWithParam<Layout> {};
@@ -91,7 +94,7 @@ class ExecLayouts : public ::testing::TestWithParam<Layout> {};
 TEST_P(ExecLayouts, TrainLikeOneRank) {
   const Layout& l = GetParam();
   nlohmann::json par = nlohmann::json::parse(l.parallelism);
-  std::vector<float> p = run(write_layout(l.name, par), ranks_of(par), 3);
+  std::vector<float> p = run(write_layout(l.name, par, 0, l.recompute), ranks_of(par), 3);
   ASSERT_FALSE(one_rank().empty());
   ASSERT_EQ(p.size(), one_rank().size()) << l.name;
   for (float x : p) ASSERT_TRUE(std::isfinite(x)) << l.name << ": a parameter no rank wrote";
@@ -110,8 +113,26 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"cp2", R"({"cp": 2})"}, Layout{"tp2_dp2", R"({"tp": 2, "dp": 2})"},
                       Layout{"pp2_dp2_zero1", R"({"pp": 2, "dp": 2, "zero": 1})"},
                       Layout{"tp2_pp2", R"({"tp": 2, "pp": 2})"},
-                      Layout{"cp2_dp2_zero2", R"({"cp": 2, "dp": 2, "zero": 2})"}),
+                      Layout{"cp2_dp2_zero2", R"({"cp": 2, "dp": 2, "zero": 2})"},
+                      // Recompute re-runs the forward ops the Program lists, TP collectives included.
+                      Layout{"tp2_sp_full_recompute", R"({"tp": 2, "sequence_parallel": true})", "full"},
+                      Layout{"pp2_interleaved_selective_recompute",
+                             R"({"pp": 2, "schedule": "interleaved", "virtual_stages": 2})", "selective"}),
     [](const ::testing::TestParamInfo<Layout>& info) { return std::string(info.param.name); });
+
+// `ditwin execute --ranks 2` starts mpirun, which by default forwards its stdin to rank 0: in a
+// `while read` loop over layouts that swallowed the rest of the list after the first run.
+TEST(ExecLayouts, MultiRankRunLeavesTheCallersInputAlone) {
+  std::string plan = write_layout("stdin", {{"tp", 2}});
+  std::string out = ::testing::TempDir() + "/layout-stdin.txt";
+  std::string cmd = "printf 'first\\nsecond\\n' | (read a; " + ditwin_bin + " execute " + plan +
+                    " --steps 1 --ranks 2 > /dev/null 2>&1; read b; echo \"$a $b\" > " + out + ")";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(out);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "first second");
+}
 
 // A checkpoint is in the one-rank flat layout: written under tp2 x pp2, it resumes under cp2 and
 // the run ends where an uninterrupted cp2 run of the same steps ends.

@@ -11,7 +11,7 @@
 #include <fstream>
 #include <unistd.h>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "tests/exec_step_util.hpp"
 #include "tests/exec_test_util.hpp"
 #include "tests/test_util.hpp"

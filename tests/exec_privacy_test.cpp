@@ -9,7 +9,7 @@
 #include <cstring>
 #include <random>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "kernels/gaussian_noise.hpp"
 #include "kernels/per_sample_norm.hpp"
 #include "model/plan.hpp"

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
 

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "exec/checkpoint.hpp"
-#include "exec/sealed_codec.hpp"
-#include "exec/supervisor.hpp"
+#include "exec/ft/checkpoint.hpp"
+#include "exec/ft/sealed_codec.hpp"
+#include "exec/ft/supervisor.hpp"
 #include "model/errors.hpp"
 #include "tests/test_util.hpp"
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "exec/calibrate.hpp"
+#include "exec/calibrate/calibrate.hpp"
 #include "exec/cuda/cuda_util.hpp"
 #include "exec/cuda_exec.hpp"
 #include "kernels/cuda/adamw.hpp"

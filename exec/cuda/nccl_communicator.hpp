@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "exec/communicator.hpp"
+#include "exec/comm/communicator.hpp"
 
 namespace ditwin::exec {
 

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "exec/communicator.hpp"
+#include "exec/comm/communicator.hpp"
 
 namespace ditwin::exec {
 

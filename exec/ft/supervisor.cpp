@@ -4,7 +4,7 @@
 // SIGKILLs the group and every rank pid the heartbeats named (the ranks may sit in groups of
 // their own), reaps them (it is their subreaper), waits the backoff and starts the next attempt
 // with the fired injections disarmed.
-#include "exec/supervisor.hpp"
+#include "exec/ft/supervisor.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -24,7 +24,7 @@
 #include <sstream>
 #include <thread>
 
-#include "exec/fault_tolerance.hpp"
+#include "exec/ft/fault_tolerance.hpp"
 
 namespace ditwin::exec {
 

@@ -3,7 +3,7 @@
 //   shard-R.bin.tmp -> fsync -> rename shard-R.bin -> shard-R.sha256 (same way) -> fsync dir
 //   (every rank), then rank 0: manifest.json.tmp -> fsync -> rename manifest.json -> fsync dir.
 // A checkpoint without manifest.json does not exist for the loader.
-#include "exec/checkpoint.hpp"
+#include "exec/ft/checkpoint.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>

@@ -1,7 +1,7 @@
 // Heartbeats, events and injected faults on a rank. A kill is SIGKILL to this process (no
 // handler, no flush: what a crashed node looks like); a hang is SIGSTOP (every thread frozen, the
 // process still there: what a stuck NCCL kernel or a deadlock looks like to the others).
-#include "exec/fault_tolerance.hpp"
+#include "exec/ft/fault_tolerance.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -7,8 +7,8 @@
 #pragma once
 #include <memory>
 
-#include "exec/checkpoint.hpp"
-#include "exec/crypto.hpp"
+#include "exec/ft/checkpoint.hpp"
+#include "exec/ft/crypto.hpp"
 
 namespace ditwin::exec {
 

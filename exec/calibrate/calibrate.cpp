@@ -1,5 +1,5 @@
 // CPU calibration: measure, then fit the cost model's constants by least squares on log time.
-#include "exec/calibrate.hpp"
+#include "exec/calibrate/calibrate.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -1,5 +1,5 @@
 // AES-256-GCM sealed blobs through OpenSSL's EVP interface, and key loading.
-#include "exec/crypto.hpp"
+#include "exec/ft/crypto.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

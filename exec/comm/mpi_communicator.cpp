@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "exec/communicator.hpp"
+#include "exec/comm/communicator.hpp"
 
 namespace ditwin::exec {
 

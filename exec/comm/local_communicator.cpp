@@ -2,7 +2,7 @@
 // installed (tools/device/check.sh's device build). The runtime posts no collective on one rank.
 #include <stdexcept>
 
-#include "exec/communicator.hpp"
+#include "exec/comm/communicator.hpp"
 
 namespace ditwin::exec {
 

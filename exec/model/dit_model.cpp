@@ -1,6 +1,6 @@
 // The DiT the CPU executor trains, op by op under the Program's names: forward and hand-written
 // backward over kernels/ functions (GEMMs included, via Eigen), activations kept per micro-batch.
-#include "exec/dit_model.hpp"
+#include "exec/model/dit_model.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include <new>
 #include <stdexcept>
 
-#include "exec/rng.hpp"
+#include "exec/model/rng.hpp"
 #include "model/accounting.hpp"  // defines: chunk_first_layers
 #include "kernels/adamw.hpp"         // defines: adamw_update
 #include "kernels/attention.hpp"     // defines: attention_forward, attention_backward

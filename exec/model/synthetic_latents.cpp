@@ -4,8 +4,8 @@
 #include <cmath>
 #include <string>
 
-#include "exec/dit_model.hpp"
-#include "exec/rng.hpp"
+#include "exec/model/dit_model.hpp"
+#include "exec/model/rng.hpp"
 #include "model/errors.hpp"
 
 namespace ditwin::exec {

@@ -1,4 +1,4 @@
-#include "exec/sealed_codec.hpp"
+#include "exec/ft/sealed_codec.hpp"
 
 #include <cstdlib>
 
