@@ -260,7 +260,7 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
     json table = json::array();
     double floor = 0;
     for (std::size_t count : {1024u, 4096u, 16384u, 65536u, 262144u, 1048576u, 4194304u}) {
-      // Four of them, posted every 6 compute ops, as backward posts its buckets one after another.
+      // Four of them, due every 6 compute ops, as backward completes its buckets one after another.
       constexpr int posts = 4, every = 6;
       std::vector<std::vector<float>> buffer(posts, std::vector<float>(count, 1.f)), result(posts, std::vector<float>(count, 0.f));
       std::vector<int> counts(ranks);
@@ -274,12 +274,15 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
       // No barrier between windows: like the executor's ranks within a step, they drift apart by
       // however much their compute differs, and a rank whose peer is still computing waits in
       // its next MPI call. Each window's final wait brings them back together.
+      // The Program player runs the dp stream one collective at a time: a collective due while the
+      // previous one is in flight is posted when that one completes (seen between compute ops).
       auto in_mpi = [&] {  // seconds this rank spends inside the collectives' calls, per collective
         double spent = 0;
         std::vector<Communicator::Handle> pending;
+        int posted = 0;
         for (int c = 0; c < chunks; ++c) {
           auto t = Clock::now();
-          if (c % every == 0 && c / every < posts) pending.push_back(post(c / every));
+          if (pending.empty() && posted < posts && c >= posted * every) pending.push_back(post(posted++));
           spent += std::chrono::duration<double>(Clock::now() - t).count();
           kernels::matmul_forward(product.data(), act.data(), weight.data(), nullptr, rows, in, out);
           t = Clock::now();
@@ -289,6 +292,7 @@ nlohmann::json calibrate_communication(Communicator& comm, const CalibrationOpti
         }
         auto t = Clock::now();
         for (auto h : pending) comm.wait(h);
+        while (posted < posts) comm.wait(post(posted++));
         return (spent + std::chrono::duration<double>(Clock::now() - t).count()) / posts;
       };
       comm.barrier();
