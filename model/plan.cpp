@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -46,6 +47,11 @@ long long Plan::micro_batches() const {
 long long Plan::tokens_per_step() const { return training.global_batch * model.tokens_per_sample(); }
 
 namespace {
+
+// Bounds that keep every product of the plan's sizes (tokens, FLOPs, bytes, op counts) far from
+// 64-bit overflow; each is orders of magnitude beyond any real training job.
+constexpr long long max_token_side = 1LL << 12;   // 16.7 M image tokens a sample
+constexpr long long max_global_batch = 1LL << 31;  // samples a step
 
 void require(bool ok, JsonReader& r, const std::string& key, const std::string& rule) {
   if (!ok) r.fail(key, rule);
@@ -133,10 +139,18 @@ ModelSpec parse_model(JsonReader r) {
   m.tied_embeddings = r.boolean("tied_embeddings", m.tied_embeddings);
   if (image) {
     require(m.image_size > 0, r, "image_size", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
-    int cell = m.vae_downsample * m.patch;
+    long long cell = 1LL * m.vae_downsample * m.patch;  // both <= 2^30: no overflow in 64 bits
+    require(cell <= m.image_size, r, "patch",
+            std::to_string(m.patch) + " x vae_downsample " + std::to_string(m.vae_downsample) +
+                " exceeds image_size " + std::to_string(m.image_size));
     require(m.image_size % cell == 0, r, "image_size",
             std::to_string(m.image_size) + " is not a multiple of vae_downsample x patch = " +
                 std::to_string(cell));
+    long long side = m.image_size / cell;  // tokens per side of the latent grid
+    require(side <= max_token_side, r, "image_size",
+            std::to_string(m.image_size) + " / (vae_downsample x patch) = " + std::to_string(side) +
+                " tokens a side (" + std::to_string(side * side) + " a sample) exceeds the " +
+                std::to_string(max_token_side) + " a side this build models");
   } else {
     require(m.seq_len > 0, r, "seq_len", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
     require(m.vocab > 0, r, "vocab", "must be > 0 for a " + std::string(to_string(m.family)) + " model");
@@ -157,8 +171,13 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
   TrainingSpec t;
   t.global_batch = r.integer("global_batch");
   if (t.global_batch < 1) r.fail("global_batch", "must be >= 1");
+  if (t.global_batch > max_global_batch)
+    r.fail("global_batch", std::to_string(t.global_batch) + " samples a step exceeds the " +
+                               std::to_string(max_global_batch) + " this build models");
   t.micro_batch = r.integer("micro_batch", 1);
   if (t.micro_batch < 1) r.fail("micro_batch", "must be >= 1");
+  if (t.micro_batch > t.global_batch)
+    r.fail("micro_batch", std::to_string(t.micro_batch) + " exceeds global_batch " + std::to_string(t.global_batch));
   std::string precision = r.choice("precision", {"fp32", "bf16", "fp16", "fp8"}, "bf16");
   t.precision = precision == "fp32" ? Precision::fp32
                 : precision == "bf16" ? Precision::bf16
@@ -628,14 +647,29 @@ InjectSpec parse_inject(const std::string& text, const std::string& where) {
 }
 
 nlohmann::json read_json_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw InputError(path + ": cannot read file: it is a directory");
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open file");
   std::stringstream buffer;
   buffer << in.rdbuf();
+  // Nesting is refused while parsing, before a deep value exists: printing or destroying one
+  // ~70,000 levels deep overflowed the stack.
+  constexpr int max_depth = 64;
+  std::size_t depth_seen = 0;
+  auto limit = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= max_depth)
+      depth_seen = static_cast<std::size_t>(depth) + 1;
+    if (depth_seen) throw InputError(path + ": values nested deeper than " + std::to_string(max_depth) + " levels");
+    return true;
+  };
   try {
-    return nlohmann::json::parse(buffer.str());
+    return nlohmann::json::parse(buffer.str(), limit);
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(path + ": not valid JSON (byte " + std::to_string(e.byte) + "): " + e.what());
+  } catch (const nlohmann::json::out_of_range& e) {  // e.g. 1e999: a number no double holds
+    throw InputError(path + ": a number out of range: " + e.what());
   }
 }
 

@@ -1,7 +1,10 @@
 // Every validation rule of the plan: each broken plan is refused with its JSON path and rule.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "model/errors.hpp"
+#include "model/program.hpp"
 #include "tests/test_util.hpp"
 
 using ditwin::test::base_plan;
@@ -208,6 +211,70 @@ TEST(PlanValidation, EveryScenarioParses) {
                         "llama3-405b-16384xh100.json"}) {
     EXPECT_NO_THROW(ditwin::load_plan(ditwin::test::scenario(s))) << s;
   }
+}
+
+// Inputs that once crashed ditwin (stack overflow, SIGFPE, bad_alloc, map::at, an escaping
+// nlohmann out_of_range) or were silently accepted: each refused with its path and rule.
+TEST(PlanValidation, OversizedValuesAreRefusedBeforeAnythingOverflows) {
+  json j = base_plan();
+  j["model"]["patch"] = 1 << 30;  // vae_downsample x patch wrapped to 0, then a modulo by it
+  expect_error(j, "model.patch: 1073741824 x vae_downsample");
+  j = base_plan();
+  j["training"]["micro_batch"] = 1LL << 62;  // micro_batch x dp overflowed
+  expect_error(j, "training.micro_batch: 4611686018427387904 exceeds global_batch");
+  j = base_plan();
+  j["training"]["micro_batch"] = 9223372036854775807LL;
+  expect_error(j, "training.micro_batch: 9223372036854775807 exceeds global_batch");
+  j = base_plan();
+  j["training"]["global_batch"] = 1LL << 62;  // tokens_per_step wrapped to 0
+  expect_error(j, "training.global_batch: 4611686018427387904 samples a step exceeds");
+  j = base_plan();
+  j["model"]["image_size"] = 1 << 30;  // tokens a sample overflowed an int
+  j["model"]["patch"] = 1;
+  expect_error(j, "model.image_size: 1073741824 / (vae_downsample x patch)");
+}
+
+TEST(PlanValidation, ProgramsTooLargeToBuildAreRefusedBeforeLowering) {
+  json j = base_plan();
+  j["model"]["layers"] = 1 << 30;  // std::bad_alloc while lowering
+  ditwin::Plan plan = ditwin::parse_plan(j);
+  try {
+    ditwin::lower(plan);
+    FAIL() << "lowered a 2^30-layer plan";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers: the step's Program would hold"), std::string::npos) << e.what();
+  }
+  j = base_plan();
+  j["training"]["global_batch"] = 1 << 30;
+  j["training"]["micro_batch"] = 1;
+  plan = ditwin::parse_plan(j);
+  EXPECT_THROW(ditwin::lower(plan), ditwin::InputError);
+  EXPECT_NO_THROW(ditwin::lower(ditwin::parse_plan(base_plan())));
+}
+
+TEST(PlanValidation, FilesNestedTooDeepOrWithUnrepresentableNumbersAreRefused) {
+  std::string dir = ::testing::TempDir();
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::string path = dir + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  };
+  std::string base = base_plan().dump();
+  std::string deep = base;
+  deep.insert(deep.size() - 1, ",\"x\":" + std::string(70000, '[') + std::string(70000, ']'));
+  auto refused = [](const std::string& path, const std::string& fragment) {
+    try {
+      ditwin::read_json_file(path);
+      ADD_FAILURE() << path << " was read";
+    } catch (const ditwin::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  refused(write("deep.json", deep), "nested deeper than 64 levels");
+  std::string huge = base;
+  huge.insert(huge.size() - 1, ",\"x\":1e999");
+  refused(write("huge.json", huge), "a number out of range");
+  refused(dir, "cannot read file");
 }
 
 }  // namespace
