@@ -2,7 +2,10 @@
 // and the processes it starts join its world; under an outer mpirun/srun they join that world.
 #include "cli/exec_commands.hpp"
 
+#include <sys/prctl.h>
 #include <sys/wait.h>
+
+#include <csignal>
 #include <unistd.h>
 
 #include <cmath>
@@ -117,6 +120,13 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (a.supervise && !a.ft_run_dir.empty()) throw InputError("--supervise: not inside a supervised run");
   if (a.supervise) return run_supervised(a);
   if (a.fresh) throw InputError("--fresh: only with --supervise (without it, --no-resume starts over and overwrites)");
+  if (!a.ft_run_dir.empty() && inside_mpi()) {
+    // A rank of a supervised run dies with the mpirun that started it (which dies with the
+    // supervisor): killing the supervisor must not leave ranks training on, or writing
+    // checkpoints another job then reads.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() == 1) return 3;  // the parent is already gone
+  }
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
   if (a.backend == "cuda" && !inside_mpi()) require_cuda();

@@ -1,6 +1,10 @@
 // `ditwin execute PLAN --supervise`: the supervisor process. It never joins MPI; it launches one
 // mpirun per attempt with the rank-side flags (checkpoint dir, run dir, attempt, fired
 // injections), and turns the run's events into the measured long-run report.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -60,6 +64,32 @@ int run_supervised(const ExecuteArgs& a) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw InputError("--checkpoint-dir " + dir + ": " + ec.message());
+  // One supervised job per checkpoint directory, for the job's whole life: two jobs resuming and
+  // pruning the same checkpoints would corrupt each other's runs. The lock is the kernel's
+  // (flock), so it goes with the holder however it ends.
+  std::string lock_path = (fs::path(dir) / ".ditwin-supervisor.lock").string();
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) throw InputError("--checkpoint-dir " + dir + ": cannot open " + lock_path);
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[256] = {0};
+    ssize_t n = ::pread(lock_fd, holder, sizeof holder - 1, 0);
+    ::close(lock_fd);
+    std::string who = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : std::string("another process");
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+    throw InputError("--checkpoint-dir " + dir + ": another supervised job runs on it (" + who +
+                     "); wait for it to end or give another --checkpoint-dir");
+  }
+  {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    std::string me = "pid " + std::to_string(::getpid()) + " on " + host + "\n";
+    // The holder's name is a courtesy for the refusal message; the lock itself is what counts.
+    [[maybe_unused]] bool named = ::ftruncate(lock_fd, 0) == 0 && ::pwrite(lock_fd, me.data(), me.size(), 0) > 0;
+  }
+  struct LockGuard {
+    int fd;
+    ~LockGuard() { ::close(fd); }
+  } lock_guard{lock_fd};
   if (a.fresh)
     for (const auto& e : fs::directory_iterator(dir))
       if (e.path().filename().string().rfind("step-", 0) == 0) fs::remove_all(e.path());

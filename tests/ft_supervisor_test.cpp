@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -337,6 +338,50 @@ TEST_F(FtSupervisor, BadInjectionsAreRefusedBeforeAnythingStarts) {
   r = supervised(plan, "badinject3", "--inject kill:rank=0,step=30");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.log.find("is never reached in a run of 6 steps"), std::string::npos) << r.log;
+}
+
+}  // namespace
+
+namespace {
+
+// Two supervised jobs on one checkpoint directory once resumed from and pruned each other's
+// checkpoints; killing a supervisor with SIGKILL left mpirun and its ranks training to the end.
+TEST(FtSupervisorLifetime, OneJobPerCheckpointDirectoryAndNoOrphans) {
+  std::string plan = write_plan("lifetime");
+  std::string ck = ::testing::TempDir() + "/ft_lifetime.ck";
+  fs::remove_all(ck);
+  std::string first = ditwin_bin + " execute " + plan + " --steps 100000 --ranks 2 --supervise --fresh --checkpoint-dir " +
+                      ck + " > " + ck + ".first.log 2>&1 < /dev/null & echo $! > " + ck + ".pid";
+  ASSERT_EQ(std::system(first.c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  std::string second = ditwin_bin + " execute " + plan + " --steps 3 --ranks 2 --supervise --checkpoint-dir " + ck +
+                       " > " + ck + ".second.log 2>&1 < /dev/null";
+  int status = std::system(second.c_str());
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 2);
+  EXPECT_NE(slurp(ck + ".second.log").find("another supervised job runs on it (pid"), std::string::npos)
+      << slurp(ck + ".second.log");
+  pid_t pid = static_cast<pid_t>(std::stol(slurp(ck + ".pid")));
+  ::kill(pid, SIGKILL);
+  // The supervisor's mpirun and ranks name the checkpoint directory on their command lines.
+  std::string left;
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    left.clear();
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string cmdline = slurp(e.path().string() + "/cmdline");
+      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+      std::string stat = slurp(e.path().string() + "/stat");
+      bool zombie = stat.find(") Z ") != std::string::npos;
+      if (!zombie && cmdline.find(ck + " ") != std::string::npos) left += name + ": " + cmdline + "\n";
+    }
+    if (left.empty()) break;
+  }
+  EXPECT_TRUE(left.empty()) << "still running 5 s after the supervisor was killed:\n" << left;
+  // The lock went with its holder: a new job may use the directory.
+  Outcome again = execute(plan, "lifetime-again", "--supervise --checkpoint-dir " + ck, 2);
+  EXPECT_EQ(again.rc, 0) << again.log;
 }
 
 }  // namespace

@@ -158,10 +158,15 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     record({{"event", "launch"}, {"attempt", attempt}, {"fired", fired_list}});
     log("supervisor: attempt " + std::to_string(attempt) + ": launching " + std::to_string(c.ranks) + " rank(s)");
     std::fflush(nullptr);
+    pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("supervisor: cannot fork");
     if (pid == 0) {
       ::setpgid(0, 0);
+      // mpirun dies with the supervisor (kill -9 included), and its ranks with it (they set the
+      // same on their parent): no job keeps training unsupervised.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) _exit(127);
       for (const auto& [k, v] : c.environment) ::setenv(k.c_str(), v.c_str(), 0);
       std::vector<char*> args;
       for (auto& s : argv) args.push_back(s.data());
