@@ -315,3 +315,24 @@ TEST(FtCheckpoint, SealedCheckpointsOpenOnlyWithTheirKeyAndIntact) {
 
 }  // namespace
 }  // namespace ditwin::exec
+
+// Shards that hashed correctly but lied about their layout: an offset near 2^64 (begin + count
+// wrapped, and the copy corrupted the heap), overlapping slices with a hole, missing moments.
+TEST(FtCheckpoint, SlicesOutOfBoundsOverlappingOrMissingAreRefused) {
+  auto id = identity(10);
+  auto commit = [&](const std::string& name, const std::vector<ShardState>& shards) {
+    CheckpointStore store(fresh_dir(name));
+    for (const auto& s : shards) store.write_shard(s);
+    store.commit(2, static_cast<int>(shards.size()), id, {}, 2);
+    return refusal(store, 2, id);
+  };
+  auto shard = [](int rank, std::vector<StateSlice> slices) { return ShardState{rank, 2, 2, std::move(slices)}; };
+  std::vector<float> five(5, 1.f);
+  std::string r = commit("wrap", {shard(0, {{"params", ~std::size_t(0) - 1000, five}}), shard(1, {{"params", 5, five}})});
+  EXPECT_NE(r.find("past the end"), std::string::npos) << r;
+  r = commit("overlap", {shard(0, {{"params", 0, five}, {"m", 0, five}, {"v", 0, five}}),
+                         shard(1, {{"params", 4, five}, {"m", 5, five}, {"v", 5, five}})});
+  EXPECT_NE(r.find("written twice"), std::string::npos) << r;
+  r = commit("no-moments", {shard(0, {{"params", 0, five}}), shard(1, {{"params", 5, five}})});
+  EXPECT_NE(r.find("moments (m, v) are missing"), std::string::npos) << r;
+}

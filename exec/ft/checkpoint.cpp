@@ -308,6 +308,7 @@ LoadedCheckpoint CheckpointStore::load(long long step, const CheckpointIdentity&
     out.ranks = body.at("ranks");
     std::map<std::string, std::vector<float>*> arrays = {{"params", &out.params}, {"m", &out.m}, {"v", &out.v}};
     std::map<std::string, std::size_t> covered;
+    std::map<std::string, std::vector<char>> written;  // per array: which elements a slice has set
     const auto& shards = body.at("shards");
     if (static_cast<int>(shards.size()) != out.ranks)
       throw CheckpointError(where + ": lists " + std::to_string(shards.size()) + " shards for " + std::to_string(out.ranks) + " ranks");
@@ -329,9 +330,18 @@ LoadedCheckpoint CheckpointStore::load(long long step, const CheckpointIdentity&
         if (it == arrays.end()) throw CheckpointError(path + ": unknown array \"" + slice.array + "\"");
         auto& a = *it->second;
         if (a.empty()) a.assign(id.parameters, 0.f);
-        if (slice.begin + slice.values.size() > a.size())
-          throw CheckpointError(path + ": slice of " + slice.array + " past the end of the parameters");
-        std::copy(slice.values.begin(), slice.values.end(), a.begin() + slice.begin);
+        // Checked without forming begin + count, which a hostile offset wraps around 2^64.
+        if (slice.begin > a.size() || slice.values.size() > a.size() - slice.begin)
+          throw CheckpointError(path + ": slice of " + slice.array + " [" + std::to_string(slice.begin) + ", +" +
+                                std::to_string(slice.values.size()) + ") past the end of the " +
+                                std::to_string(a.size()) + " parameters");
+        auto& seen = written[slice.array];
+        if (seen.empty()) seen.assign(id.parameters, 0);
+        for (std::size_t k = slice.begin; k < slice.begin + slice.values.size(); ++k) {
+          if (seen[k]) throw CheckpointError(path + ": element " + std::to_string(k) + " of " + slice.array + " written twice (overlapping slices)");
+          seen[k] = 1;
+        }
+        std::copy(slice.values.begin(), slice.values.end(), a.begin() + static_cast<std::ptrdiff_t>(slice.begin));
         covered[slice.array] += slice.values.size();
       }
     }
@@ -340,6 +350,8 @@ LoadedCheckpoint CheckpointStore::load(long long step, const CheckpointIdentity&
         throw CheckpointError(where + ": the shards cover " + std::to_string(n) + " of " + std::to_string(id.parameters) +
                               " values of " + name);
     if (!covered.count("params")) throw CheckpointError(where + ": no parameters in the shards");
+    if (id.optimizer == "adamw" && (!covered.count("m") || !covered.count("v")))
+      throw CheckpointError(where + ": AdamW's moments (m, v) are missing from the shards");
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(where + ": bad manifest field (" + e.what() + ")");
   }
