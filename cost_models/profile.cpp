@@ -1,6 +1,9 @@
 // Default efficiency constants and profile (de)serialisation.
 #include "cost_models/profile.hpp"
 
+#include <cmath>
+#include <sstream>
+
 #include "model/errors.hpp"
 #include "model/json_reader.hpp"
 
@@ -96,10 +99,26 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     DeviceProfile p;
     p.device = r.string("device");
     p.source = where;
+    // Every figure bounded far beyond any device (1e18 FLOP/s, 1e15 B/s, a second of latency, a
+    // billion-token half point): an absurd one would otherwise come out as an infinite or zero
+    // step time instead of a refusal.
+    auto bounded = [&](const char* key, double v) {
+      double limit = std::string(key).find("flops") != std::string::npos  ? 1e18
+                     : std::string(key).find("bytes") != std::string::npos ? 1e15
+                     : std::string(key).find("_s") == std::string(key).size() - 2 ? 1.0
+                     : std::string(key).find("half") != std::string::npos ? 1e9
+                                                                           : 1e3;
+      if (!std::isfinite(v) || v > limit) {
+        std::ostringstream os;
+        os << "is implausibly large (" << v << "; at most " << limit << ")";
+        r.fail(key, os.str());
+      }
+      return v;
+    };
     auto positive = [&](const char* key) {
       double v = r.number(key);
       if (!(v > 0)) r.fail(key, "must be > 0");
-      return v;
+      return bounded(key, v);
     };
     auto fraction = [&](const char* key) {
       double v = r.number(key);
@@ -109,7 +128,7 @@ DeviceProfile profile_from_json(const nlohmann::json& j, const std::string& wher
     auto non_negative = [&](const char* key) {
       double v = r.number(key);
       if (v < 0) r.fail(key, "must be >= 0");
-      return v;
+      return bounded(key, v);
     };
     p.peak_flops_bf16 = non_negative("peak_flops_bf16");
     p.peak_flops_fp8 = non_negative("peak_flops_fp8");

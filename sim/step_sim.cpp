@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <cstring>
 #include <deque>
@@ -437,6 +438,14 @@ nlohmann::json run_in_this_process(const Plan& plan, const Program& program, con
 }  // namespace
 
 StepReport simulate_step(const Plan& plan, const Program& program, const cost::DeviceProfile& profile) {
+  // A profile without a peak for the plan's precision would give ops infinite time (SimGrid then
+  // aborts on a deadlock): refuse it, naming both sides.
+  double peak = profile.peak_flops(plan.training.precision);
+  if (!(peak > 0) || !std::isfinite(peak))
+    throw InputError(std::string("training.precision: \"") + to_string(plan.training.precision) + "\" but the device profile (" +
+                     (profile.source.empty() ? profile.device : profile.source) + ") has no " +
+                     to_string(plan.training.precision) + " peak (a CPU calibration measures fp32 only): train in a "
+                     "precision the profile measured, or give a profile of a device that has it");
   // The child returns [u64 record count][records][u64 json size][json statistics].
   ChildProcess child([&] {
     std::vector<Timing> records;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cost_models/comm.hpp"
+#include "cost_models/profile.hpp"
 #include "model/errors.hpp"
 #include "model/accounting.hpp"
 #include "sim/step_sim.hpp"
@@ -176,6 +177,36 @@ TEST(StepSim, MeasuredDeviceWithoutProfileIsRefusedClearly) {
     FAIL() << "cpu device accepted without a profile";
   } catch (const ditwin::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("ditwin calibrate"), std::string::npos);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// A profile's figures are bounded (attention_half_tokens 1e300 once printed "step time inf ms"),
+// and a plan whose precision the profile has no peak for is refused (a CPU calibration with a
+// bf16 plan ended in SimGrid's "Deadlock detected" abort).
+TEST(SimProfileSanity, AbsurdFiguresAndMissingPeaksAreRefused) {
+  ditwin::Plan plan = ditwin::parse_plan(ditwin::test::base_plan());
+  nlohmann::json j = ditwin::cost::profile_for(plan.cluster).to_json();
+  j["attention_half_tokens"] = 1e300;
+  try {
+    ditwin::cost::profile_from_json(j, "p.json");
+    FAIL() << "accepted attention_half_tokens 1e300";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("p.json: attention_half_tokens: is implausibly large"), std::string::npos) << e.what();
+  }
+  j = ditwin::cost::profile_for(plan.cluster).to_json();
+  j["peak_flops_bf16"] = 0;
+  ditwin::cost::DeviceProfile no_bf16 = ditwin::cost::profile_from_json(j, "p.json");
+  plan.training.precision = ditwin::Precision::bf16;
+  try {
+    ditwin::sim::simulate_step(plan, ditwin::lower(plan), no_bf16);
+    FAIL() << "simulated a bf16 plan on a profile without a bf16 peak";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("training.precision: \"bf16\" but the device profile (p.json) has no bf16 peak"),
+              std::string::npos) << e.what();
   }
 }
 
