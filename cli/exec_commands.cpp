@@ -129,6 +129,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   }
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
+  if (!inside_mpi() && !a.checkpoint_key.empty()) exec::checkpoint_codec(a.checkpoint_key);  // the key file, before mpirun
   if (a.backend == "cuda" && !inside_mpi()) require_cuda();
   std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();

@@ -535,6 +535,11 @@ nlohmann::json play_in_this_process(const LongRunInputs& in, const std::vector<i
 
 LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& options) {
   if (options.trials < 1) throw InputError("--trials: must be >= 1");
+  // Each trial keeps its row of results (~1 KB with its JSON): a bound well inside a laptop's memory.
+  constexpr int max_trials = 200000;
+  if (options.trials > max_trials)
+    throw InputError("--trials " + std::to_string(options.trials) + ": at most " + std::to_string(max_trials) +
+                     " (each trial keeps a row of results; 1,000 already give ETTR to a fraction of a percent)");
   if (!(in.interval_s > 0)) throw std::invalid_argument("longrun: checkpoint interval must be > 0");
   int workers = std::max(1, std::min(options.workers, options.trials));
   std::vector<std::vector<int>> ids(workers);

@@ -2,6 +2,8 @@
 // key or other associated data is refused; nonces never repeat; keys load from the environment
 // or a key file, and no error message carries key material.
 #include <gtest/gtest.h>
+
+#include <filesystem>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -131,5 +133,18 @@ TEST(Crypto, KeysLoadFromEnvironmentAndFilesAndErrorsNeverShowThem) {
   EXPECT_NE(refusal([&] { load_key(::testing::TempDir() + "/missing.key"); }).find("cannot read"), std::string::npos);
 }
 
+}  // namespace
+}  // namespace ditwin::exec
+
+namespace ditwin::exec {
+namespace {
+// A directory given as the key file was read as a stream and ended in an internal error.
+TEST(Crypto, ADirectoryIsNotAKeyFile) {
+  std::string dir = ::testing::TempDir() + "/key-dir";
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  std::string msg = refusal([&] { load_key(dir); });
+  EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
+}
 }  // namespace
 }  // namespace ditwin::exec

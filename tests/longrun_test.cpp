@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cost_models/reliability.hpp"
+#include "model/errors.hpp"
 #include "sim/longrun.hpp"
 #include "tests/test_util.hpp"
 
@@ -175,4 +176,18 @@ TEST(LongRun, StepCountRunFinishesItsSteps) {
   }
 }
 
+}  // namespace
+
+namespace {
+// --trials 10^7 ran into gigabytes before failing with bad_alloc.
+TEST(LongRun, TrialCountsBeyondTheBoundAreRefused) {
+  sim::LongRunOptions o;
+  o.trials = 10000000;
+  try {
+    sim::simulate_longrun(sim::LongRunInputs{}, o);
+    FAIL() << "10^7 trials accepted";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--trials 10000000: at most"), std::string::npos) << e.what();
+  }
+}
 }  // namespace

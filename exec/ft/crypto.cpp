@@ -138,6 +138,7 @@ namespace {
 SecretKey key_from_file(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) throw CryptoError("checkpoint key file " + path + ": cannot read it");
+  if (!S_ISREG(st.st_mode)) throw CryptoError("checkpoint key file " + path + ": not a regular file (a directory?)");
   if (st.st_mode & (S_IRWXG | S_IRWXO))
     throw CryptoError("checkpoint key file " + path + ": readable by group or others; chmod 600 it");
   std::ifstream in(path, std::ios::binary);
