@@ -22,7 +22,9 @@ double median(std::vector<double> v) {
 
 std::string family_of(const std::string& name) {
   std::string f = name.substr(0, name.rfind(".mb"));
-  if (f.size() > 1 && f[0] == 'L' && std::isdigit(static_cast<unsigned char>(f[1]))) f = "L*" + f.substr(f.find('.'));
+  std::size_t dot = f.find('.');
+  if (f.size() > 1 && f[0] == 'L' && std::isdigit(static_cast<unsigned char>(f[1])) && dot != std::string::npos)
+    f = "L*" + f.substr(dot);
   return f;
 }
 
@@ -65,6 +67,8 @@ RunTimes read_run_times(const std::string& path) {
         if (e.value("ph", "") != "X" || e.at("pid").get<long long>() != lowest) continue;
         std::string name = e.at("name").get<std::string>();
         double dur = e.at("dur").get<double>() * 1e-6;
+        if (!std::isfinite(dur) || dur < 0)
+          throw InputError(path + ": event " + name + " has dur " + e["dur"].dump() + " (must be a non-negative number)");
         if (name.rfind("ProfilerStep#", 0) == 0) steps.push_back(dur);
         else per_name[name].push_back(dur);
       }
