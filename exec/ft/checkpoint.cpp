@@ -160,7 +160,8 @@ ShardState parse_shard(const std::string& bytes, const std::string& where) {
       std::size_t count = j.at("count");
       if (count > (bytes.size() - at) / sizeof(float)) throw CheckpointError(where + ": truncated data");
       slice.values.resize(count);
-      std::memcpy(slice.values.data(), bytes.data() + at, count * sizeof(float));
+      // An empty slice has no data() to copy into (memcpy from or to null is undefined even for 0).
+      if (count > 0) std::memcpy(slice.values.data(), bytes.data() + at, count * sizeof(float));
       at += count * sizeof(float);
       s.slices.push_back(std::move(slice));
     }
@@ -329,7 +330,9 @@ LoadedCheckpoint CheckpointStore::load(long long step, const CheckpointIdentity&
         if (it == arrays.end()) throw CheckpointError(path + ": unknown array \"" + slice.array + "\"");
         auto& a = *it->second;
         if (a.empty()) a.assign(id.parameters, 0.f);
-        if (slice.begin + slice.values.size() > a.size())
+        // Not begin + size > a.size(): a begin near 2^64 from a damaged header wraps that sum
+        // and the copy below would write outside the array.
+        if (slice.begin > a.size() || slice.values.size() > a.size() - slice.begin)
           throw CheckpointError(path + ": slice of " + slice.array + " past the end of the parameters");
         std::copy(slice.values.begin(), slice.values.end(), a.begin() + slice.begin);
         covered[slice.array] += slice.values.size();
