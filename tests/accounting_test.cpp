@@ -81,7 +81,7 @@ TEST(Accounting, ZeroStagesFollowTheZeroPaper) {
   double layer = ditwin::count_parameters(base.model).per_layer;
   for (int z = 0; z <= 3; ++z) {
     base.parallelism.zero = z;
-    const auto& s = ditwin::account_memory(base).stages[0];
+    const auto s = ditwin::account_memory(base).stages[0];  // a copy: the report is a temporary
     double states = s.weights_bytes + s.gradients_bytes + s.optimizer_bytes;
     double gathered = z == 3 ? 2 * layer * 2 + layer * 2 : 0;  // ZeRO-3 working set
     EXPECT_NEAR(states / (expected[z] + gathered), 1.0, 1e-9) << "zero " << z;

@@ -4,6 +4,7 @@
 // Also: injected-fault specs, the plan identity, and the measured-ETTR arithmetic.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 
@@ -82,6 +83,20 @@ TEST(FtCheckpoint, ShardRoundTripsAndRejectsTruncation) {
   EXPECT_EQ(back.slices[0].values, s.slices[0].values);
   EXPECT_THROW(parse_shard(bytes.substr(0, bytes.size() - 3), "x"), CheckpointError);
   EXPECT_THROW(parse_shard("garbage", "x"), CheckpointError);
+}
+
+// Found by tools/fuzz.sh (fuzz_checkpoint): an empty slice, and a slice whose begin wraps
+// begin + count past 2^64 (it was written outside the array: ASan heap-buffer-overflow).
+TEST(FtCheckpoint, EmptySlicesParseAndWrappingSlicesAreRefused) {
+  ShardState empty{0, 1, 1, {{"m", 0, {}}}};
+  EXPECT_TRUE(parse_shard(serialize_shard(empty), "x").slices.at(0).values.empty());
+
+  CheckpointStore store(fresh_dir("wrap"));
+  ShardState s{0, 1, 2, {{"params", SIZE_MAX, {1.f}}, {"params", 0, std::vector<float>(9, 2.f)}}};
+  store.write_shard(s);
+  auto id = identity(10);
+  store.commit(2, 1, id, {}, 2);
+  EXPECT_NE(refusal(store, 2, id).find("past the end of the parameters"), std::string::npos);
 }
 
 TEST(FtCheckpoint, CommittedCheckpointLoadsWholeArraysFromEveryShard) {

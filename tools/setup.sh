@@ -15,6 +15,11 @@ packages=(
   libssl-dev                # SHA-256 / encryption for checkpoints
   qt6-base-dev              # the optional GUI
   python3-torch libopenblas0-pthread python3-numpy  # the PyTorch oracle for CPU parity tests
+  # tools/fuzz.sh and tools/sanitize.sh: Clang; libclang-rt-14-dev holds libFuzzer and Clang's
+  # sanitizer runtimes (only recommended by clang, so --no-install-recommends leaves it out);
+  # libomp-dev is Clang's OpenMP (the kernels need it to configure); llvm has llvm-symbolizer,
+  # which turns sanitizer stacks into file:line.
+  clang libclang-rt-14-dev libomp-dev llvm
 )
 if [ "${DITWIN_NO_GUI:-0}" = 1 ]; then
   packages=("${packages[@]/qt6-base-dev}")

@@ -160,7 +160,8 @@ ShardState parse_shard(const std::string& bytes, const std::string& where) {
       std::size_t count = j.at("count");
       if (count > (bytes.size() - at) / sizeof(float)) throw CheckpointError(where + ": truncated data");
       slice.values.resize(count);
-      std::memcpy(slice.values.data(), bytes.data() + at, count * sizeof(float));
+      // An empty slice has no data() to copy into (memcpy from or to null is undefined even for 0).
+      if (count > 0) std::memcpy(slice.values.data(), bytes.data() + at, count * sizeof(float));
       at += count * sizeof(float);
       s.slices.push_back(std::move(slice));
     }
