@@ -942,9 +942,9 @@ std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage) {
 std::size_t estimated_program_ops(const Plan& plan) {
   const auto& par = plan.parallelism;
   // Per layer and micro-batch a stage holds at most ~60 ops a stream (forward, backward,
-  // recompute, communication), plus its embedding and head; the fullest stage bounds them all.
+  // recompute, communication), plus its embedding and head; pp stages the size of the fullest.
   long double layers = static_cast<long double>(plan.model.layers) / par.pp + 2;
-  long double ops = layers * static_cast<long double>(plan.micro_batches()) * 60 * plan.model.streams() + 64;
+  long double ops = (layers * static_cast<long double>(plan.micro_batches()) * 60 * plan.model.streams() + 64) * par.pp;
   return ops > 1e18L ? static_cast<std::size_t>(1e18) : static_cast<std::size_t>(ops);
 }
 
@@ -955,7 +955,7 @@ Program lower(const Plan& plan) {
     throw InputError(std::string(plan.model.layers / plan.parallelism.pp > plan.micro_batches() ? "model.layers"
                                                                                                 : "training.global_batch") +
                      ": the step's Program would hold ~" + std::to_string(estimate / 1000000) +
-                     " M ops a stage (" + std::to_string(plan.model.layers) + " layers / pp " +
+                     " M ops (" + std::to_string(plan.model.layers) + " layers / pp " +
                      std::to_string(plan.parallelism.pp) + " x " + std::to_string(plan.micro_batches()) +
                      " micro-batches); the most this build lowers is " + std::to_string(max_program_ops / 1000000) +
                      " M: raise training.micro_batch or parallelism.pp, or lower global_batch or model.layers");

@@ -101,7 +101,7 @@ struct Program {
 // The parameter groups pipeline stage `stage` holds, in the model's order.
 std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage);
 
-// An upper bound on the ops of the fullest stage's Program, without building it.
+// An upper bound on the ops of the whole Program (every stage's class), without building it.
 std::size_t estimated_program_ops(const Plan& plan);
 // Plans whose estimate exceeds this are refused (InputError naming the keys to change): ~3 GB.
 constexpr std::size_t max_program_ops = 10'000'000;
