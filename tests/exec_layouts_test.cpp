@@ -114,6 +114,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"pp2_dp2_zero1", R"({"pp": 2, "dp": 2, "zero": 1})"},
                       Layout{"tp2_pp2", R"({"tp": 2, "pp": 2})"},
                       Layout{"cp2_dp2_zero2", R"({"cp": 2, "dp": 2, "zero": 2})"},
+                      Layout{"tp2_dp2_zero3", R"({"tp": 2, "dp": 2, "zero": 3})"},
+                      Layout{"pp2_dp2_zero3", R"({"pp": 2, "dp": 2, "zero": 3})"},
                       // Recompute re-runs the forward ops the Program lists, TP collectives included.
                       Layout{"tp2_sp_full_recompute", R"({"tp": 2, "sequence_parallel": true})", "full"},
                       Layout{"pp2_interleaved_selective_recompute",
