@@ -640,24 +640,18 @@ class Runner {
   class Engine final : public PlayerEngine {
    public:
     Engine(Runner& r, long long step) : r_(r), step_(step) {}
-    void start(std::size_t i) override { r_.start_op(i, step_, *this); }
+    void start(std::size_t i) override { r_.start_op(i, step_); }
     void ready(std::size_t i) override { r_.capture(i); }
     std::size_t wait_any() override {
-      r_.poll();
-      if (!r_.finished_now_.empty()) {
-        std::size_t i = r_.finished_now_.front();
-        r_.finished_now_.pop_front();
-        return i;
-      }
       auto t0 = Clock::now();
       for (unsigned spins = 0;; ++spins) {
-        if (r_.in_flight_.empty()) throw std::logic_error("the player waits, but no op is in flight");
         r_.poll();
         if (!r_.finished_now_.empty()) {
           std::size_t i = r_.finished_now_.front();
           r_.finished_now_.pop_front();
           return i;
         }
+        if (r_.in_flight_.empty()) throw std::logic_error("the player waits, but no op is in flight");
         if ((spins & 1023) == 1023) {
           double waited = seconds(Clock::now() - t0);
           if (r_.options_.collective_timeout_s > 0 && waited > r_.options_.collective_timeout_s)
@@ -677,7 +671,6 @@ class Runner {
   struct InFlight {
     Communicator* comm = nullptr;
     Communicator::Handle handle = 0;
-    Communicator::Handle second = -1;  // none
   };
   std::map<std::size_t, InFlight> in_flight_;
   std::deque<std::size_t> finished_now_;
@@ -711,7 +704,7 @@ class Runner {
     send_buffers_[i] = std::move(send);
   }
 
-  void start_op(std::size_t i, long long step, Engine&) {
+  void start_op(std::size_t i, long long step) {
     const Op& op = ops_[i];
     if (op.kind == OpKind::compute || op.kind == OpKind::optimizer) {
       flush_sends();
@@ -750,18 +743,12 @@ class Runner {
   // receiver is waiting (~0.1 ms for tiny-cpu's 136 KiB), not long enough to stall on one whose
   // receiver is itself still computing. NCCL progresses on its own stream; there this is moot.
   void flush_sends() {
-    bool any = false;
-    for (const auto& [j, f] : in_flight_)
-      if (ops_[j].kind == OpKind::p2p && ops_[j].collective == Collective::send) any = true;
-    if (!any) return;
-    auto t0 = Clock::now();
-    while (seconds(Clock::now() - t0) < send_flush_s) {
-      poll();
-      any = false;
+    auto sending = [&] {
       for (const auto& [j, f] : in_flight_)
-        if (ops_[j].kind == OpKind::p2p && ops_[j].collective == Collective::send) any = true;
-      if (!any) return;
-    }
+        if (ops_[j].kind == OpKind::p2p && ops_[j].collective == Collective::send) return true;
+      return false;
+    };
+    for (auto t0 = Clock::now(); sending() && seconds(Clock::now() - t0) < send_flush_s;) poll();
   }
   static constexpr double send_flush_s = 5e-4;
 
@@ -771,7 +758,7 @@ class Runner {
     const Op& op = ops_[i];
     Communicator& pp = group_comm(GroupKind::pp);
     TensorComm io = model_.comm_begin(op);
-    InFlight f{&pp, 0, -1};
+    InFlight f{&pp, 0};
     if (op.collective == Collective::send) f.handle = pp.send(io.send, io.send_count, op.peer_stage, op.match_id);
     else f.handle = pp.recv(io.recv, io.recv_count, op.peer_stage, op.match_id);
     model_.collective_posted(i);
@@ -788,24 +775,26 @@ class Runner {
     }
     TensorComm io;
     if (op.param_groups.empty()) io = model_.comm_begin(op);
-    InFlight f{&c, 0, -1};
+    InFlight f{&c, 0};
     const int n = c.size();
     if (op.collective == Collective::all_reduce) {
       if (op.param_groups.empty()) f.handle = c.all_reduce_sum(io.recv, io.recv_count);
       else {  // gradients of the parameters every TP rank holds whole, summed over the sequence shards
         Range r = range_of(op.param_groups);
         tp_sum_ = replicated_runs(r);
-        if (tp_sum_.empty()) {
+        std::size_t count = 0;
+        for (auto [b, len] : tp_sum_) count += len;
+        if (count == 0) {
           finish_comm(i);
           return;
         }
-        sum_buffer_ = Buffer(model_, tp_sum_count_);
+        sum_buffer_ = Buffer(model_, count);
         std::size_t at = 0;
         for (auto [b, len] : tp_sum_) {
           model_.copy(sum_buffer_.data() + at, grads_.data() + b, len);
           at += len;
         }
-        f.handle = c.all_reduce_sum(sum_buffer_.data(), tp_sum_count_);
+        f.handle = c.all_reduce_sum(sum_buffer_.data(), count);
         sum_op_ = i;
       }
     } else if (op.collective == Collective::all_gather) {
@@ -821,12 +810,11 @@ class Runner {
   }
   // Sequence parallelism: the runs of a group range whose parameters every TP rank holds whole.
   std::vector<std::pair<std::size_t, std::size_t>> tp_sum_;
-  std::size_t tp_sum_count_ = 0, sum_op_ = ~std::size_t(0);
+  std::size_t sum_op_ = ~std::size_t(0);
   Buffer sum_buffer_;
-  std::vector<std::pair<std::size_t, std::size_t>> replicated_runs(Range r) {
+  std::vector<std::pair<std::size_t, std::size_t>> replicated_runs(Range r) const {
     std::vector<std::pair<std::size_t, std::size_t>> runs;
     const auto& rep = model_.tp_replicated();
-    tp_sum_count_ = 0;
     for (std::size_t k = r.begin; k < r.begin + r.size;) {
       if (!rep[k]) {
         ++k;
@@ -835,7 +823,6 @@ class Runner {
       std::size_t b = k;
       while (k < r.begin + r.size && rep[k]) ++k;
       runs.push_back({b, k - b});
-      tp_sum_count_ += k - b;
     }
     return runs;
   }
@@ -905,7 +892,7 @@ class Runner {
       throw std::logic_error("collective " + std::string(to_string(op.collective)) + " is not supported by the executor");
     }
     model_.collective_posted(i);
-    in_flight_[i] = InFlight{&comm, h, -1};
+    in_flight_[i] = InFlight{&comm, h};
   }
 
   void complete(std::size_t i) {
@@ -1005,6 +992,7 @@ ModelShard shard_of(const Program& program, long long rank) {
   s.pp = program.pp;
   s.stage = p.pp;
   s.virtual_stages = program.virtual_stages;
+  s.groups = program.class_of(rank).param_groups;
   return s;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -219,13 +220,14 @@ struct DiT::Impl {
     hl_.size = o;
     global_count = el.size + static_cast<std::size_t>(L) * gll.size + hl_.size;
 
-    // This stage's groups, in the model's order.
-    std::vector<int> layers;
-    for (int c = 0; c < std::max(1, sh.virtual_stages); ++c) {
-      int mc = c * std::max(1, sh.pp) + sh.stage;
-      for (int l = chunk_first[mc]; l < chunk_first[mc + 1]; ++l) layers.push_back(l);
+    // The groups this rank holds, in the Program's order (RankClass::param_groups): one rule for
+    // which stage holds what, the lowering's. No list: the whole model.
+    std::vector<std::string> names = sh.groups;
+    if (names.empty()) {
+      names.push_back("embed");
+      for (int l = 0; l < L; ++l) names.push_back(std::string("L").append(std::to_string(l)));
+      names.push_back("head");
     }
-    std::sort(layers.begin(), layers.end());
     group_of_layer.assign(L, -1);
     std::size_t offset = 0;
     auto add = [&](const std::string& name, std::size_t size) {
@@ -234,9 +236,18 @@ struct DiT::Impl {
       offset += size;
       return static_cast<int>(groups.size()) - 1;
     };
-    if (sh.stage == 0) embed_gi = add("embed", el.size);
-    for (int l : layers) group_of_layer[l] = add(std::string("L").append(std::to_string(l)), ll.size);
-    if (sh.stage == (chunks - 1) % std::max(1, sh.pp)) head_gi = add("head", hl_.size);
+    for (const auto& name : names) {
+      if (name == "embed") {
+        embed_gi = add(name, el.size);
+      } else if (name == "head") {
+        head_gi = add(name, hl_.size);
+      } else {
+        int l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
+        if (l < 0 || l >= L || name != std::string("L").append(std::to_string(l)) || group_of_layer[l] >= 0)
+          throw std::logic_error("DiT: parameter group '" + name + "' is not a layer of this model");
+        group_of_layer[l] = add(name, ll.size);
+      }
+    }
     params.assign(groups.size(), nullptr);
     grads.assign(groups.size(), nullptr);
     build_global_index();

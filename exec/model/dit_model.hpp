@@ -59,6 +59,9 @@ struct ModelShard {
   bool sequence_parallel = false;
   int cp = 1, cp_index = 0;
   int pp = 1, stage = 0, virtual_stages = 1;
+  // The parameter groups this rank holds, in flat order (the Program's RankClass::param_groups);
+  // empty: the whole model ("embed", "L0" ... "head").
+  std::vector<std::string> groups;
 };
 
 // The buffers of one of the model's tensor collectives or pipeline transfers: what to send and
