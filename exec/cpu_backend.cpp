@@ -1,4 +1,4 @@
-// The CPU backend: the DiT of dit_model.cpp, host arrays (64-byte aligned, as the model's own
+// The CPU backend: the plan's family of exec/model (make_model), host arrays (64-byte aligned, as the model's own
 // activations are), the optimizers on the host, host clocks.
 #include <cstring>
 #include <new>
@@ -14,7 +14,7 @@ constexpr std::align_val_t alignment{64};
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const Plan& plan, const ModelShard& shard)
-      : model_(plan.model, static_cast<int>(plan.training.micro_batch), static_cast<int>(plan.micro_batches()), shard) {}
+      : owned_(make_model(plan, shard)), model_(*owned_) {}
 
   std::string name() const override { return "cpu"; }
   const std::vector<ParamGroup>& groups() const override { return model_.groups(); }
@@ -73,7 +73,8 @@ class CpuBackend final : public Backend {
   void step_times(std::vector<double>& start, std::vector<double>& end) override { clock_.times(start, end); }
 
  private:
-  DiT model_;
+  std::unique_ptr<Model> owned_;
+  Model& model_;
   HostClock clock_;
 };
 

@@ -573,16 +573,11 @@ class Runner {
     }
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
-      batch.size = static_cast<int>(b);
       for (long long i = 0; i < b; ++i) {
         // Each sample is a function of (seed, step, its index in the global batch) alone, so any
         // split of the batch over ranks and micro-batches sees the same data.
         long long index = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * b + i;
-        Batch one = data_.batch(step, 0, static_cast<int>(index), 1);
-        batch.x0.insert(batch.x0.end(), one.x0.begin(), one.x0.end());
-        batch.noise.insert(batch.noise.end(), one.noise.begin(), one.noise.end());
-        batch.t.insert(batch.t.end(), one.t.begin(), one.t.end());
-        batch.y.insert(batch.y.end(), one.y.begin(), one.y.end());
+        append_samples(batch, data_.batch(step, 0, static_cast<int>(index), 1));
       }
       model_.set_batch(mb, std::move(batch));
     }
@@ -598,7 +593,6 @@ class Runner {
     if (static_cast<long long>(drawn.size()) > slots) poisson_dropped_ += static_cast<long long>(drawn.size()) - slots;
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
-      batch.size = static_cast<int>(b);
       for (long long i = 0; i < b; ++i) {
         long long slot = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * b + i;
         bool used = slot < static_cast<long long>(drawn.size());
@@ -606,11 +600,10 @@ class Runner {
         // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
         Batch item = data_.batch(0, 0, static_cast<int>(example), 1);
         Batch draw = data_.batch(step, 1, static_cast<int>(example), 1);
-        batch.x0.insert(batch.x0.end(), item.x0.begin(), item.x0.end());
-        batch.y.insert(batch.y.end(), item.y.begin(), item.y.end());
-        batch.noise.insert(batch.noise.end(), draw.noise.begin(), draw.noise.end());
-        batch.t.insert(batch.t.end(), draw.t.begin(), draw.t.end());
-        batch.weight.push_back(used ? 1.0f : 0.0f);
+        item.noise = std::move(draw.noise);
+        item.t = std::move(draw.t);
+        item.weight = {used ? 1.0f : 0.0f};
+        append_samples(batch, item);
       }
       model_.set_batch(mb, std::move(batch));
     }
