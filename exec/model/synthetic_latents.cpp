@@ -6,6 +6,7 @@
 
 #include "exec/model/dit_model.hpp"
 #include "exec/model/rng.hpp"
+#include "exec/model/timesteps.hpp"
 #include "model/errors.hpp"
 
 namespace ditwin::exec {
@@ -14,11 +15,9 @@ namespace {
 class SyntheticLatents final : public DataSource {
  public:
   SyntheticLatents(const ModelSpec& model, const ObjectiveSpec& objective, std::uint64_t seed)
-      : channels_(model.latent_channels), size_(model.latent_size()), classes_(model.num_classes),
+      : model_(model), channels_(model.latent_channels), size_(model.latent_size()), classes_(model.num_classes),
         objective_(objective), seed_(seed) {
-    if (objective.timesteps != "logit_normal" && objective.timesteps != "uniform")
-      throw InputError("training.objective.timesteps: unknown kind '" + objective.timesteps +
-                       "' (logit_normal or uniform)");
+    check_timestep_strategy(objective);
     if (channels_ <= 0 || size_ <= 0)
       throw InputError("model: synthetic latents need latent_channels > 0 and image_size >= vae_downsample");
     // Each class's mean is smooth: per channel a sum of a few random low-frequency 2-D waves,
@@ -57,10 +56,7 @@ class SyntheticLatents final : public DataSource {
                static_cast<std::uint64_t>(micro_batch), static_cast<std::uint64_t>(i)});
       const int y = classes_ > 0 ? static_cast<int>(rng.next() % static_cast<std::uint64_t>(classes_)) : 0;
       b.y[i] = y;
-      const double u = objective_.timesteps == "uniform"
-                           ? rng.uniform()
-                           : 1.0 / (1.0 + std::exp(-(objective_.m + objective_.s * rng.normal())));
-      b.t[i] = static_cast<float>(std::min(std::max(u, 1e-5), 1.0 - 1e-5));
+      b.t[i] = draw_timestep(objective_, model_, rng);
       const float* mean = means_.data() + static_cast<std::size_t>(y) * n;
       for (std::size_t j = 0; j < n; ++j) b.x0[i * n + j] = mean[j] + sample_noise * static_cast<float>(rng.normal());
       for (std::size_t j = 0; j < n; ++j) b.noise[i * n + j] = static_cast<float>(rng.normal());
@@ -72,6 +68,7 @@ class SyntheticLatents final : public DataSource {
   static constexpr int waves = 3;
   static constexpr float sample_noise = 0.3f;  // per-sample spread around the class mean
   std::size_t plane() const { return static_cast<std::size_t>(channels_) * size_ * size_; }
+  ModelSpec model_;
   int channels_, size_, classes_;
   ObjectiveSpec objective_;
   std::uint64_t seed_;
