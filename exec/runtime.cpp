@@ -993,8 +993,18 @@ void check_plan(const Plan& plan, const std::string& backend) {
   const auto& par = plan.parallelism;
   const std::string who = backend == "cuda" ? "the CUDA executor" : "the CPU executor";
   if (backend != "cpu" && backend != "cuda") throw InputError("--backend " + backend + ": choose cpu or cuda");
-  if (plan.model.family != ModelFamily::dit)
-    throw InputError("model.family: " + who + " trains dit models; this plan is " + std::string(to_string(plan.model.family)));
+  const ModelFamily family = plan.model.family;
+  const std::string fam = to_string(family);
+  if (backend == "cuda" && family != ModelFamily::dit)
+    throw InputError("model.family: " + who + " trains dit models; this plan is " + fam +
+                     " (the CPU executor trains dit, mmdit and unified: --backend cpu)");
+  if (family != ModelFamily::dit && family != ModelFamily::mmdit && family != ModelFamily::unified)
+    throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
+  if (family != ModelFamily::dit && (par.tp != 1 || par.pp != 1 || par.cp != 1))
+    throw InputError("parallelism: " + who + " trains " + fam +
+                     " models under data parallelism (dp, zero 0-3); tp, pp and cp must be 1 (dit models run every layout)");
+  if (family != ModelFamily::dit && plan.training.privacy.enabled)
+    throw InputError("training.privacy: " + who + " runs DP-SGD on dit models; this plan is " + fam);
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))
     throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
                      "runs every layout: --backend cpu)");

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -67,7 +68,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 void attention_forward(float* out, float* probs, const float* q_all, int q_ld, const float* k_all, const float* v_all,
-                       int kv_ld, int batch, int tq, int tk, int channels, int heads) {
+                       int kv_ld, int batch, int tq, int tk, int channels, int heads, const unsigned char* mask) {
   const int d = channels / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const bool threaded = parallel_region(static_cast<long>(batch) * heads * tq * tk * d);
@@ -84,6 +85,11 @@ void attention_forward(float* out, float* probs, const float* q_all, int q_ld, c
       // rounding would depend on heap addresses; these depend on the row length only).
       for (int i = 0; i < tq; ++i) {
         float* row = p + static_cast<long>(i) * tk;
+        if (mask) {
+          const unsigned char* allowed = mask + static_cast<long>(i) * tk;
+          for (int j = 0; j < tk; ++j)
+            if (!allowed[j]) row[j] = -std::numeric_limits<float>::infinity();
+        }
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int j = 1; j < tk; ++j) mx = std::max(mx, row[j]);

@@ -17,8 +17,12 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 // q_ld, k and v are (batch, kv_tokens) rows with leading dimension kv_ld; heads are contiguous
 // inside each (head h = columns h·d … h·d+d−1, d = channels / heads). out: (batch, q_tokens,
 // channels); probs: (batch, heads, q_tokens, kv_tokens).
+// `mask` (q_tokens x kv_tokens, the same for every sample and head; null: none) lets query i
+// attend key j only where mask[i·kv_tokens + j] is non-zero; every row must allow at least one key.
+// Masked probabilities are exactly 0, so the backward needs no mask.
 void attention_forward(float* out, float* probs, const float* q, int q_ld, const float* k, const float* v, int kv_ld,
-                       int batch, int q_tokens, int kv_tokens, int channels, int heads);
+                       int batch, int q_tokens, int kv_tokens, int channels, int heads,
+                       const unsigned char* mask = nullptr);
 // dq, dk, dv += the gradients (each in its input's layout and leading dimension).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, int q_ld, const float* k,
                         const float* v, int kv_ld, const float* probs, int batch, int q_tokens, int kv_tokens,

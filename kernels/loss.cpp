@@ -1,6 +1,9 @@
 // Rectified-flow interpolation and velocity MSE.
 #include "kernels/loss.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace ditwin::kernels {
 
 void rectified_flow_input(float* z, const float* x0, const float* noise, const float* t, int batch, int n) {
@@ -34,6 +37,41 @@ void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float
       const long o = (static_cast<long>(b) * channels + c) * plane;
       for (int p = 0; p < plane; ++p) dv_hat[vo + p] += k * (v_hat[vo + p] - (noise[o + p] - x0[o + p]));
     }
+}
+
+namespace {
+// log Σ exp(row), stable, in double.
+double log_sum_exp(const float* row, int n) {
+  float mx = row[0];
+  for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+  double sum = 0;
+  for (int j = 0; j < n; ++j) sum += std::exp(static_cast<double>(row[j]) - mx);
+  return mx + std::log(sum);
+}
+}  // namespace
+
+double cross_entropy_forward(const float* logits, const int* targets, int rows, int vocab, long* count) {
+  double sum = 0;
+  long n = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (targets[r] < 0) continue;
+    const float* row = logits + static_cast<long>(r) * vocab;
+    sum += log_sum_exp(row, vocab) - row[targets[r]];
+    ++n;
+  }
+  *count = n;
+  return sum;
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const int* targets, float dloss, int rows, int vocab) {
+  for (int r = 0; r < rows; ++r) {
+    if (targets[r] < 0) continue;
+    const float* row = logits + static_cast<long>(r) * vocab;
+    float* d = dlogits + static_cast<long>(r) * vocab;
+    const double lse = log_sum_exp(row, vocab);
+    for (int j = 0; j < vocab; ++j) d[j] += dloss * static_cast<float>(std::exp(static_cast<double>(row[j]) - lse));
+    d[targets[r]] -= dloss;
+  }
 }
 
 }  // namespace ditwin::kernels

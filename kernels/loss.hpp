@@ -16,4 +16,11 @@ double rectified_flow_loss_forward(const float* v_hat, const float* x0, const fl
 void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float* x0, const float* noise,
                                   float dloss, int batch, int out_channels, int channels, int plane);
 
+// Next-token cross-entropy: logits (rows, vocab); row r predicts targets[r], and rows whose target
+// is negative predict nothing (the last text token of a sample). Returns the sum over predicting
+// rows of −log softmax(logits)[target] and sets *count to their number.
+double cross_entropy_forward(const float* logits, const int* targets, int rows, int vocab, long* count);
+// dlogits += dloss · (softmax(logits) − onehot(target)) on predicting rows.
+void cross_entropy_backward(float* dlogits, const float* logits, const int* targets, float dloss, int rows, int vocab);
+
 }  // namespace ditwin::kernels

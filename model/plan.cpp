@@ -209,6 +209,10 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     if (!lm && t.objective.kind == "next_token" && model.family != ModelFamily::unified)
       o.fail("kind", "\"next_token\" needs a text model; a " + std::string(to_string(model.family)) +
                          " model trains with \"rectified_flow\" or \"ddpm\"");
+    t.objective.image_weight = non_negative(o, "image_weight", 5.0);
+    if (o.has("image_weight") && model.family != ModelFamily::unified)
+      o.fail("image_weight", "weighs the image loss against the text loss of a unified model; a " +
+                                 std::string(to_string(model.family)) + " model has one loss");
     JsonReader ts = o.object("timesteps");
     t.objective.timesteps = ts.choice("kind", {"logit_normal", "uniform"}, "logit_normal");
     t.objective.m = ts.number("m", 0.0);

@@ -32,6 +32,9 @@ struct ObjectiveSpec {
   std::string kind;             // rectified_flow | ddpm | next_token
   std::string timesteps = "logit_normal";  // logit_normal | uniform
   double m = 0.0, s = 1.0;      // logit-normal location and scale
+  // unified: the weight of the image's rectified-flow loss against the text's cross-entropy
+  // (Transfusion's lambda, 5 in Zhou et al. 2024).
+  double image_weight = 5.0;
 };
 
 // DP-SGD (docs/privacy.md): per-sample clipping, Gaussian noise, an RDP accountant.

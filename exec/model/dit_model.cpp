@@ -12,6 +12,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "exec/model/activations.hpp"
 #include "exec/model/rng.hpp"
 #include "model/accounting.hpp"  // defines: chunk_first_layers
 #include "kernels/adamw.hpp"         // defines: adamw_update
@@ -38,24 +39,7 @@ constexpr float max_period = 10000.0f;  // DiT's TimestepEmbedder
 // [0, 1000), so t is scaled to that range before the sinusoid (as SD3 does).
 constexpr float timestep_scale = 1000.0f;
 
-// Activations 64-byte aligned (one AVX-512 vector): the kernels' vectorized loops then split
-// every buffer the same way in every run, so results do not depend on where the heap put it.
-template <typename T>
-struct AlignedAllocator {
-  using value_type = T;
-  static constexpr std::align_val_t alignment{64};
-  AlignedAllocator() = default;
-  template <typename U>
-  AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), alignment)); }
-  void deallocate(T* p, std::size_t) { ::operator delete(p, alignment); }
-  template <typename U>
-  bool operator==(const AlignedAllocator<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const AlignedAllocator<U>&) const { return false; }
-};
-using Buffer = std::vector<float, AlignedAllocator<float>>;
-void zero(Buffer& b) { std::fill(b.begin(), b.end(), 0.0f); }
+using Buffer = Activations;
 
 // Offsets (in floats) of each tensor inside its parameter group.
 struct EmbedLayout {

@@ -2,6 +2,7 @@
 #include "exec/model/model.hpp"
 
 #include "exec/model/dit_model.hpp"
+#include "exec/model/joint_model.hpp"
 #include "model/errors.hpp"
 
 namespace ditwin::exec {
@@ -23,7 +24,10 @@ std::unique_ptr<Model> make_model(const Plan& plan, const ModelShard& shard) {
   const int b = static_cast<int>(plan.training.micro_batch), n = static_cast<int>(plan.micro_batches());
   switch (plan.model.family) {
     case ModelFamily::dit: return std::make_unique<DiT>(plan.model, b, n, shard);
-    default: break;
+    case ModelFamily::mmdit:
+    case ModelFamily::unified: return std::make_unique<JointModel>(plan.model, plan.training.objective, b, n, shard);
+    case ModelFamily::gpt:
+    case ModelFamily::llama: break;
   }
   throw InputError(std::string("model.family: the executor trains dit, mmdit and unified models, not ") +
                    to_string(plan.model.family));

@@ -15,7 +15,8 @@ namespace {
 class SyntheticLatents final : public DataSource {
  public:
   SyntheticLatents(const ModelSpec& model, const ObjectiveSpec& objective, std::uint64_t seed)
-      : model_(model), channels_(model.latent_channels), size_(model.latent_size()), classes_(model.num_classes),
+      : model_(model), channels_(model.latent_channels), size_(model.latent_size()),
+        classes_(model.num_classes > 0 || model.family == ModelFamily::dit ? model.num_classes : caption_classes),
         objective_(objective), seed_(seed) {
     check_timestep_strategy(objective);
     if (channels_ <= 0 || size_ <= 0)
@@ -42,6 +43,26 @@ class SyntheticLatents final : public DataSource {
     }
   }
 
+  // A caption for class y, drawn after the image so the DiT's data are the same with or without:
+  // mmdit: the class's fixed context and pooled vectors plus noise; unified: the class's fixed
+  // token sequence with a tenth of its tokens replaced at random.
+  void add_text(Batch& b, int y, Rng& rng) const {
+    const ModelSpec& m = model_;
+    if (m.family == ModelFamily::mmdit) {
+      const std::size_t nc = static_cast<std::size_t>(m.text_tokens) * m.context_dim;
+      Rng cls({seed_, 0x63617074ULL /* "capt" */, static_cast<std::uint64_t>(y)});
+      for (std::size_t j = 0; j < nc; ++j) b.context.push_back(static_cast<float>(cls.normal() + text_noise * rng.normal()));
+      for (int j = 0; j < m.pooled_dim; ++j) b.pooled.push_back(static_cast<float>(cls.normal() + text_noise * rng.normal()));
+    } else if (m.family == ModelFamily::unified) {
+      Rng cls({seed_, 0x63617074ULL, static_cast<std::uint64_t>(y)});
+      for (int j = 0; j < m.text_tokens; ++j) {
+        int token = static_cast<int>(cls.next() % static_cast<std::uint64_t>(m.vocab));
+        if (rng.uniform() < 0.1) token = static_cast<int>(rng.next() % static_cast<std::uint64_t>(m.vocab));
+        b.tokens.push_back(token);
+      }
+    }
+  }
+
   Batch batch(std::int64_t step, int rank, int micro_batch, int size) override {
     Batch b;
     b.size = size;
@@ -60,13 +81,18 @@ class SyntheticLatents final : public DataSource {
       const float* mean = means_.data() + static_cast<std::size_t>(y) * n;
       for (std::size_t j = 0; j < n; ++j) b.x0[i * n + j] = mean[j] + sample_noise * static_cast<float>(rng.normal());
       for (std::size_t j = 0; j < n; ++j) b.noise[i * n + j] = static_cast<float>(rng.normal());
+      add_text(b, y, rng);
     }
     return b;
   }
 
  private:
   static constexpr int waves = 3;
+  // mmdit and unified plans have no class labels: their captions come in this many kinds, each
+  // with its own image pattern, so the text carries what the image should be.
+  static constexpr int caption_classes = 10;
   static constexpr float sample_noise = 0.3f;  // per-sample spread around the class mean
+  static constexpr double text_noise = 0.3;    // per-sample spread of the caption's encoder outputs
   std::size_t plane() const { return static_cast<std::size_t>(channels_) * size_ * size_; }
   ModelSpec model_;
   int channels_, size_, classes_;

@@ -1,0 +1,801 @@
+// MMDiT and the unified AR+diffusion transformer on the CPU, op by op under the Program's names:
+// forward and hand-written backward over kernels/ functions, activations kept per micro-batch.
+#include "exec/model/joint_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+#include "exec/model/activations.hpp"
+#include "exec/model/rng.hpp"
+#include "kernels/attention.hpp"  // defines: attention_forward, attention_backward (with a mask)
+#include "kernels/embedding.hpp"  // defines: patchify, unpatchify, sinusoids, table lookups
+#include "kernels/gelu.hpp"       // defines: gelu_forward, gelu_backward
+#include "kernels/layernorm.hpp"  // defines: layernorm_modulate_forward/backward
+#include "kernels/loss.hpp"       // defines: rectified_flow_*, cross_entropy_forward/backward
+#include "kernels/matmul.hpp"     // defines: matmul_forward, matmul_backward
+#include "kernels/residual.hpp"   // defines: gated_residual_forward, gated_residual_backward
+#include "kernels/rmsnorm.hpp"    // defines: rmsnorm_forward, rmsnorm_backward
+#include "kernels/silu.hpp"       // defines: silu_*, swiglu_*
+#include "model/errors.hpp"
+
+namespace ditwin::exec {
+namespace k = ditwin::kernels;
+
+namespace {
+
+using Buf = Activations;
+constexpr float layernorm_eps = 1e-6f;  // SD3's LayerNorms: no affine, eps 1e-6 (as DiT)
+constexpr float rmsnorm_eps = 1e-5f;    // Llama 2's RMSNorm
+constexpr float max_period = 10000.0f;
+constexpr float timestep_scale = 1000.0f;  // t in (0, 1) scaled to DiT's [0, 1000) before the sinusoid
+constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+
+// One stream's activations in one layer.
+struct StreamActs {
+  Buf mod, ln1, mean1, rstd1, qkv, att, proj, x_mid, ln2, mean2, rstd2, fc1, act, fc2;
+};
+struct LayerActs {
+  StreamActs s[2];
+  Buf qkv_joint, att_joint, probs;  // mmdit: the concatenated [image; text] tokens
+};
+
+struct MicroBatch {
+  bool ready = false;
+  Batch batch;
+  Buf z, patches, patch_emb, t_scaled, t_freq, t_h1, t_a1, t_emb, p_h1, p_a1, p_emb, c, silu_c;
+  std::vector<Buf> x[2];  // x[s][l]: the residual stream of stream s entering layer l
+  std::vector<LayerActs> layer;
+  Buf fmod, lnf, meanf, rstdf, img_in, txt_in, out_tok, v_hat, logits;
+  std::vector<int> targets;  // unified: the next token of each text row, -1 for the last
+  double loss = std::numeric_limits<double>::quiet_NaN(), text_loss = 0, image_loss = 0;
+  bool loss_done = false;
+  // Backward.
+  Buf dx[2], d_ln[2], dqkv[2], datt[2], dmod[2], dproj[2], dfc1[2], dact[2], dfc2[2];
+  Buf dqkv_joint, datt_joint, dsilu_c, dc, dt_emb, dt_a1, dt_h1, dp_a1, dp_h1, dfmod, dlnf, d_img_in, d_txt_in,
+      dout_tok, dv_hat, dlogits, d_patch_emb;
+  bool dc_ready = false;
+};
+
+}  // namespace
+
+struct JointModel::Impl {
+  ModelSpec m;
+  bool mm = false;  // mmdit (two streams, adaLN); else unified (one stream, RMSNorm, causal text)
+  int B = 0, H = 0, F = 0, F1 = 0, NH = 0, C = 0, Cout = 0, S = 0, P = 0, grid = 0, Ti = 0, Tt = 0, T = 0, fe = 0,
+      Dc = 0, Dp = 0, V = 0, L = 0, pin = 0, pout = 0, micro_batches = 0, NS = 1;
+  bool gated = false, bias = true;
+  double image_weight = 1;
+  int rows[2] = {0, 0};  // tokens per sample of each stream
+  // Offsets (floats) inside each group; `none` where the family has no such tensor.
+  struct Embed {
+    std::size_t patch_w = none, patch_b = none, t_w1 = none, t_b1 = none, t_w2 = none, t_b2 = none, p_w1 = none,
+                p_b1 = none, p_w2 = none, p_b2 = none, ctx_w = none, ctx_b = none, tok = none, size = 0;
+  } el;
+  struct Stream {
+    std::size_t ada_w = none, ada_b = none, n1_w = none, qkv_w = none, qkv_b = none, proj_w = none, proj_b = none,
+                n2_w = none, fc1_w = none, fc1_b = none, fc2_w = none, fc2_b = none, size = 0;
+  } sl;  // one stream of a layer; a layer holds NS of them back to back
+  struct Head {
+    std::size_t ada_w = none, ada_b = none, norm_w = none, lm_w = none, out_w = none, out_b = none, size = 0;
+  } hd;
+  std::size_t layer_size = 0, total = 0;
+  std::vector<ParamGroup> groups;
+  std::map<std::string, int> group_index;
+  std::vector<std::size_t> global;
+  std::vector<char> replicated;
+  std::vector<const float*> params;
+  std::vector<float*> grads;
+  Buf pos_img, pos_txt;
+  std::vector<unsigned char> mask;  // unified: T x T, causal with the image block bidirectional
+  std::vector<MicroBatch> mbs;
+
+  Impl(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int n_micro, const ModelShard& shard)
+      : m(model) {
+    auto need = [](bool ok, const std::string& msg) {
+      if (!ok) throw InputError(msg);
+    };
+    mm = m.family == ModelFamily::mmdit;
+    need(mm || m.family == ModelFamily::unified,
+         std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
+    const std::string fam = to_string(m.family);
+    need(std::max(1, shard.tp) == 1 && std::max(1, shard.cp) == 1 && std::max(1, shard.pp) == 1,
+         "parallelism: the " + fam + " executor runs data parallelism (dp, zero 0-3) only; set tp, cp and pp to 1");
+    need(m.layers > 0 && m.hidden > 0 && m.heads > 0 && m.ffn_hidden > 0, "model: layers, hidden, heads, ffn_hidden must be positive");
+    need(m.hidden % m.heads == 0, "model.heads: must divide model.hidden");
+    need(m.kv_heads == 0 || m.kv_heads == m.heads, "model.kv_heads: the " + fam + " executor has no grouped-query attention");
+    need(m.hidden % 4 == 0, "model.hidden: the 2-D sin-cos positional embedding needs a multiple of 4");
+    need(m.vae_downsample > 0 && m.image_size % m.vae_downsample == 0, "model.image_size: must be a multiple of model.vae_downsample");
+    need(m.patch > 0 && m.latent_size() % m.patch == 0, "model.patch: must divide the latent size");
+    need(m.frequency_embedding > 0, "model.frequency_embedding: must be positive");
+    need(m.text_tokens > 0, "model.text_tokens: must be positive for a " + fam + " model");
+    need(micro_batch > 0 && n_micro > 0, "training: micro_batch and micro-batch count must be positive");
+    if (mm) {
+      need(!m.gated_mlp, "model.gated_mlp: MMDiT's MLP is GELU, not gated");
+      need(m.context_dim > 0 && m.pooled_dim > 0, "model.context_dim, model.pooled_dim: the mmdit executor needs both > 0");
+    } else {
+      need(m.vocab > 1, "model.vocab: a unified model needs a vocabulary of at least 2 tokens");
+      need(m.hidden % 2 == 0, "model.hidden: the 1-D sin-cos text positions need an even width");
+    }
+    B = micro_batch;
+    micro_batches = n_micro;
+    H = m.hidden;
+    F = m.ffn_hidden;
+    gated = m.gated_mlp;
+    F1 = gated ? 2 * F : F;
+    bias = m.linear_bias;
+    NH = m.heads;
+    C = m.latent_channels;
+    Cout = m.out_channels();
+    S = m.latent_size();
+    P = m.patch;
+    grid = S / P;
+    Ti = grid * grid;
+    Tt = m.text_tokens;
+    T = Ti + Tt;
+    fe = m.frequency_embedding;
+    Dc = m.context_dim;
+    Dp = m.pooled_dim;
+    V = m.vocab;
+    L = m.layers;
+    pin = P * P * C;
+    pout = P * P * Cout;
+    image_weight = mm ? 1.0 : objective.image_weight;
+    NS = mm ? 2 : 1;
+    rows[0] = mm ? Ti : T;
+    rows[1] = mm ? Tt : 0;
+
+    // The parameter layout, in the accounting's terms (model/accounting.cpp counts the same).
+    std::size_t o = 0;
+    auto take = [&](std::size_t n) { std::size_t at = o; o += n; return at; };
+    auto take_bias = [&](std::size_t n) { return bias ? take(n) : none; };
+    const std::size_t h = H;
+    if (!mm) el.tok = take(static_cast<std::size_t>(V) * h);
+    el.patch_w = take(h * pin); el.patch_b = take(h);
+    el.t_w1 = take(h * fe); el.t_b1 = take(h); el.t_w2 = take(h * h); el.t_b2 = take(h);
+    if (mm) {
+      el.p_w1 = take(h * Dp); el.p_b1 = take(h); el.p_w2 = take(h * h); el.p_b2 = take(h);
+      el.ctx_w = take(h * Dc); el.ctx_b = take(h);
+    }
+    el.size = o;
+    o = 0;
+    if (mm) { sl.ada_w = take(6 * h * h); sl.ada_b = take(6 * h); }
+    else sl.n1_w = take(h);
+    sl.qkv_w = take(3 * h * h); sl.qkv_b = take_bias(3 * h);
+    sl.proj_w = take(h * h); sl.proj_b = take_bias(h);
+    if (!mm) sl.n2_w = take(h);
+    sl.fc1_w = take(static_cast<std::size_t>(F1) * h); sl.fc1_b = take_bias(F1);
+    sl.fc2_w = take(h * F); sl.fc2_b = take_bias(h);
+    sl.size = o;
+    layer_size = sl.size * NS;
+    o = 0;
+    if (mm) { hd.ada_w = take(2 * h * h); hd.ada_b = take(2 * h); }
+    else { hd.norm_w = take(h); hd.lm_w = take(static_cast<std::size_t>(V) * h); }
+    hd.out_w = take(static_cast<std::size_t>(pout) * h); hd.out_b = take(pout);
+    hd.size = o;
+    total = el.size + static_cast<std::size_t>(L) * layer_size + hd.size;
+
+    std::vector<std::string> names;
+    names.push_back("embed");
+    for (int l = 0; l < L; ++l) names.push_back(std::string("L").append(std::to_string(l)));
+    names.push_back("head");
+    if (!shard.groups.empty() && shard.groups != names)
+      throw std::logic_error("JointModel: the shard's parameter groups are not the whole model");
+    std::size_t offset = 0;
+    for (const auto& name : names) {
+      std::size_t size = name == "embed" ? el.size : name == "head" ? hd.size : layer_size;
+      group_index[name] = static_cast<int>(groups.size());
+      groups.push_back({name, offset, size});
+      offset += size;
+    }
+    global.resize(total);
+    for (std::size_t i = 0; i < total; ++i) global[i] = i;
+    replicated.assign(total, 1);
+    params.assign(groups.size(), nullptr);
+    grads.assign(groups.size(), nullptr);
+
+    pos_img.resize(static_cast<std::size_t>(Ti) * H);
+    k::pos_embed_2d_sincos(pos_img.data(), grid, H);
+    if (!mm) {
+      pos_txt.resize(static_cast<std::size_t>(Tt) * H);  // [sin, cos] per frequency 10000^(-2i/H)
+      for (int j = 0; j < Tt; ++j)
+        for (int i = 0; i < H / 2; ++i) {
+          const double angle = j * std::pow(10000.0, -2.0 * i / H);
+          pos_txt[static_cast<std::size_t>(j) * H + 2 * i] = static_cast<float>(std::sin(angle));
+          pos_txt[static_cast<std::size_t>(j) * H + 2 * i + 1] = static_cast<float>(std::cos(angle));
+        }
+      // Text first, then the image: a text token sees the tokens before it; an image token sees the
+      // whole text and the whole image (Transfusion's mask for one image after its caption).
+      mask.assign(static_cast<std::size_t>(T) * T, 0);
+      for (int i = 0; i < T; ++i)
+        for (int j = 0; j < T; ++j) mask[static_cast<std::size_t>(i) * T + j] = (j <= i || i >= Tt) ? 1 : 0;
+    }
+    mbs.resize(n_micro);
+  }
+
+  // --- parameters ------------------------------------------------------------------------------
+  int gi(const std::string& name) const { return group_index.at(name); }
+  const float* p(int g, std::size_t off, const std::string& part) const {
+    if (off == none) return nullptr;
+    if (!params[g]) throw std::logic_error("JointModel: op " + part + " needs group " + groups[g].name + " bound");
+    return params[g] + off;
+  }
+  float* gr(int g, std::size_t off, const std::string& part) const {
+    if (off == none) return nullptr;
+    if (!grads[g]) throw std::logic_error("JointModel: op " + part + " needs the gradients of group " + groups[g].name);
+    return grads[g] + off;
+  }
+  // Offset of stream s's tensor inside a layer group.
+  std::size_t so(int s, std::size_t off) const { return off == none ? none : s * sl.size + off; }
+
+  // --- activations -------------------------------------------------------------------------------
+  void allocate(MicroBatch& a) {
+    auto sz = [](Buf& v, std::size_t n) { v.assign(n, 0.0f); };
+    const std::size_t b = B, h = H;
+    sz(a.z, b * C * S * S); sz(a.patches, b * Ti * pin); sz(a.patch_emb, b * Ti * h); sz(a.d_patch_emb, b * Ti * h);
+    sz(a.t_scaled, b); sz(a.t_freq, b * fe); sz(a.t_h1, b * h); sz(a.t_a1, b * h); sz(a.t_emb, b * h);
+    sz(a.dt_emb, b * h); sz(a.dt_a1, b * h); sz(a.dt_h1, b * h);
+    if (mm) {
+      sz(a.p_h1, b * h); sz(a.p_a1, b * h); sz(a.p_emb, b * h); sz(a.c, b * h); sz(a.silu_c, b * h);
+      sz(a.dp_a1, b * h); sz(a.dp_h1, b * h); sz(a.dsilu_c, b * h); sz(a.dc, b * h);
+      sz(a.fmod, b * 2 * h); sz(a.dfmod, b * 2 * h);
+    }
+    a.layer.resize(L);
+    for (int s = 0; s < NS; ++s) {
+      const std::size_t R = b * rows[s];
+      a.x[s].resize(L + 1);
+      for (auto& x : a.x[s]) sz(x, R * h);
+      for (int l = 0; l < L; ++l) {
+        StreamActs& t = a.layer[l].s[s];
+        if (mm) sz(t.mod, b * 6 * h);
+        sz(t.ln1, R * h); sz(t.mean1, R); sz(t.rstd1, R); sz(t.qkv, R * 3 * h); sz(t.att, R * h);
+        sz(t.proj, R * h); sz(t.x_mid, R * h); sz(t.ln2, R * h); sz(t.mean2, R); sz(t.rstd2, R);
+        sz(t.fc1, R * F1); sz(t.act, R * F); sz(t.fc2, R * h);
+      }
+      sz(a.dx[s], R * h); sz(a.d_ln[s], R * h); sz(a.dqkv[s], R * 3 * h); sz(a.datt[s], R * h);
+      sz(a.dproj[s], R * h); sz(a.dfc1[s], R * F1); sz(a.dact[s], R * F); sz(a.dfc2[s], R * h);
+      if (mm) sz(a.dmod[s], b * 6 * h);
+    }
+    for (int l = 0; l < L; ++l) {
+      LayerActs& la = a.layer[l];
+      sz(la.probs, b * NH * static_cast<std::size_t>(T) * T);
+      if (mm) { sz(la.qkv_joint, b * T * 3 * h); sz(la.att_joint, b * T * h); }
+    }
+    if (mm) { sz(a.dqkv_joint, b * T * 3 * h); sz(a.datt_joint, b * T * h); }
+    const std::size_t Rf = b * rows[0];  // the rows the final norm sees
+    sz(a.lnf, Rf * h); sz(a.meanf, Rf); sz(a.rstdf, Rf); sz(a.dlnf, Rf * h);
+    sz(a.out_tok, b * Ti * pout); sz(a.v_hat, b * Cout * S * S); sz(a.dout_tok, b * Ti * pout);
+    sz(a.dv_hat, b * Cout * S * S); sz(a.d_img_in, b * Ti * h);
+    if (!mm) {
+      sz(a.img_in, b * Ti * h); sz(a.txt_in, b * Tt * h); sz(a.d_txt_in, b * Tt * h);
+      sz(a.logits, b * Tt * static_cast<std::size_t>(V)); sz(a.dlogits, b * Tt * static_cast<std::size_t>(V));
+      a.targets.assign(b * Tt, -1);
+    }
+    a.ready = true;
+  }
+
+  MicroBatch& micro(int mb, const std::string& op) {
+    if (mb < 0 || mb >= micro_batches)
+      throw std::logic_error("JointModel: op " + op + " on micro-batch " + std::to_string(mb) + " of " +
+                             std::to_string(micro_batches));
+    if (!mbs[mb].ready) throw std::logic_error("JointModel: op " + op + " before set_batch for micro-batch " + std::to_string(mb));
+    return mbs[mb];
+  }
+
+  // Rows [first, first + count) of each sample of a (B, n, width) tensor <-> a (B, count, width) one.
+  void gather_rows(float* dst, const float* src, int n, int first, int count, int width) const {
+    for (int b = 0; b < B; ++b)
+      std::memcpy(dst + static_cast<std::size_t>(b) * count * width,
+                  src + (static_cast<std::size_t>(b) * n + first) * width, sizeof(float) * static_cast<std::size_t>(count) * width);
+  }
+  void scatter_rows(float* dst, const float* src, int n, int first, int count, int width) const {
+    for (int b = 0; b < B; ++b)
+      std::memcpy(dst + (static_cast<std::size_t>(b) * n + first) * width,
+                  src + static_cast<std::size_t>(b) * count * width, sizeof(float) * static_cast<std::size_t>(count) * width);
+  }
+
+  void ensure_dc(MicroBatch& a) {  // mmdit: d silu(c) summed over every adaLN GEMM -> dc, once
+    if (a.dc_ready) return;
+    zero(a.dc);
+    k::silu_backward(a.dc.data(), a.c.data(), a.dsilu_c.data(), a.dc.size());
+    a.dc_ready = true;
+  }
+
+  // The timestep MLP (and mmdit's pooled-text MLP): Linear, SiLU, Linear.
+  void mlp_embedder_forward(Buf& h1, Buf& a1, Buf& out, const float* in, int d_in, std::size_t w1, std::size_t b1,
+                            std::size_t w2, std::size_t b2, int g, const std::string& part) {
+    k::matmul_forward(h1.data(), in, p(g, w1, part), p(g, b1, part), B, d_in, H);
+    k::silu_forward(a1.data(), h1.data(), a1.size());
+    k::matmul_forward(out.data(), a1.data(), p(g, w2, part), p(g, b2, part), B, H, H);
+  }
+  void mlp_embedder_backward(Buf& dh1, Buf& da1, const Buf& dout, const Buf& h1, const Buf& a1, const float* in, int d_in,
+                             std::size_t w1, std::size_t b1, std::size_t w2, std::size_t b2, int g, const std::string& part) {
+    zero(da1);
+    k::matmul_backward(da1.data(), gr(g, w2, part), gr(g, b2, part), dout.data(), a1.data(), p(g, w2, part), B, H, H);
+    zero(dh1);
+    k::silu_backward(dh1.data(), h1.data(), da1.data(), dh1.size());
+    k::matmul_backward(nullptr, gr(g, w1, part), gr(g, b1, part), dh1.data(), in, p(g, w1, part), B, d_in, H);
+  }
+
+  // --- embedding ---------------------------------------------------------------------------------
+  void embed_forward(const std::string& part, MicroBatch& a) {
+    const int g = gi("embed");
+    const std::size_t h = H;
+    if (part == "embed.patch") {
+      k::rectified_flow_input(a.z.data(), a.batch.x0.data(), a.batch.noise.data(), a.batch.t.data(), B, C * S * S);
+      k::patchify_forward(a.patches.data(), a.z.data(), B, C, S, P);
+      k::matmul_forward(a.patch_emb.data(), a.patches.data(), p(g, el.patch_w, part), p(g, el.patch_b, part), B * Ti, pin, H);
+      for (int r = 0; r < B * Ti; ++r) {
+        const float* pe = pos_img.data() + static_cast<std::size_t>(r % Ti) * h;
+        float* x = a.patch_emb.data() + static_cast<std::size_t>(r) * h;
+        for (int c = 0; c < H; ++c) x[c] += pe[c];
+      }
+      if (mm) std::copy(a.patch_emb.begin(), a.patch_emb.end(), a.x[0][0].begin());
+      else scatter_rows(a.x[0][0].data(), a.patch_emb.data(), T, Tt, Ti, H);
+    } else if (part == "embed.timestep") {
+      for (int b = 0; b < B; ++b) a.t_scaled[b] = a.batch.t[b] * timestep_scale;
+      k::timestep_embedding_forward(a.t_freq.data(), a.t_scaled.data(), B, fe, max_period);
+      mlp_embedder_forward(a.t_h1, a.t_a1, a.t_emb, a.t_freq.data(), fe, el.t_w1, el.t_b1, el.t_w2, el.t_b2, g, part);
+      if (!mm)  // Transfusion: the timestep embedding is added to every patch of the image
+        for (int b = 0; b < B; ++b)
+          for (int i = 0; i < Ti; ++i) {
+            float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * T + Tt + i) * h;
+            const float* te = a.t_emb.data() + static_cast<std::size_t>(b) * h;
+            for (int c = 0; c < H; ++c) x[c] += te[c];
+          }
+    } else if (part == "embed.context" && mm) {
+      k::matmul_forward(a.x[1][0].data(), a.batch.context.data(), p(g, el.ctx_w, part), p(g, el.ctx_b, part), B * Tt, Dc, H);
+    } else if (part == "embed.pooled" && mm) {
+      mlp_embedder_forward(a.p_h1, a.p_a1, a.p_emb, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2, el.p_b2, g, part);
+      for (std::size_t i = 0; i < a.c.size(); ++i) a.c[i] = a.t_emb[i] + a.p_emb[i];
+      k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
+    } else if (part == "embed.tokens" && !mm) {
+      for (int b = 0; b < B; ++b) {
+        float* x = a.x[0][0].data() + static_cast<std::size_t>(b) * T * h;
+        k::class_embedding_forward(x, p(g, el.tok, part), a.batch.tokens.data() + static_cast<std::size_t>(b) * Tt, Tt, H);
+        for (std::size_t i = 0; i < static_cast<std::size_t>(Tt) * h; ++i) x[i] += pos_txt[i];
+      }
+    } else {
+      unknown(part);
+    }
+  }
+
+  void embed_backward(const std::string& part, MicroBatch& a) {
+    const int g = gi("embed");
+    const std::size_t h = H;
+    if (part == "embed.patch") {
+      const float* d = a.dx[0].data();
+      if (!mm) {
+        gather_rows(a.d_patch_emb.data(), a.dx[0].data(), T, Tt, Ti, H);
+        d = a.d_patch_emb.data();
+      }
+      k::matmul_backward(nullptr, gr(g, el.patch_w, part), gr(g, el.patch_b, part), d, a.patches.data(),
+                         p(g, el.patch_w, part), B * Ti, pin, H);
+    } else if (part == "embed.timestep") {
+      if (mm) {
+        ensure_dc(a);
+        a.dt_emb = a.dc;
+      } else {
+        zero(a.dt_emb);
+        for (int b = 0; b < B; ++b)
+          for (int i = 0; i < Ti; ++i) {
+            const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * T + Tt + i) * h;
+            float* dt = a.dt_emb.data() + static_cast<std::size_t>(b) * h;
+            for (int c = 0; c < H; ++c) dt[c] += d[c];
+          }
+      }
+      mlp_embedder_backward(a.dt_h1, a.dt_a1, a.dt_emb, a.t_h1, a.t_a1, a.t_freq.data(), fe, el.t_w1, el.t_b1, el.t_w2,
+                            el.t_b2, g, part);
+    } else if (part == "embed.context" && mm) {
+      k::matmul_backward(nullptr, gr(g, el.ctx_w, part), gr(g, el.ctx_b, part), a.dx[1].data(), a.batch.context.data(),
+                         p(g, el.ctx_w, part), B * Tt, Dc, H);
+    } else if (part == "embed.pooled" && mm) {
+      ensure_dc(a);
+      mlp_embedder_backward(a.dp_h1, a.dp_a1, a.dc, a.p_h1, a.p_a1, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2,
+                            el.p_b2, g, part);
+    } else if (part == "embed.tokens" && !mm) {
+      for (int b = 0; b < B; ++b)
+        k::class_embedding_backward(gr(g, el.tok, part), a.dx[0].data() + static_cast<std::size_t>(b) * T * h,
+                                    a.batch.tokens.data() + static_cast<std::size_t>(b) * Tt, Tt, H);
+    } else {
+      unknown(part);
+    }
+  }
+
+  // --- transformer block --------------------------------------------------------------------------
+  // "img.attn.qkv" -> stream 0 and "attn.qkv" (mmdit); the unified model's one stream has no prefix.
+  int stream_of(std::string& part) const {
+    if (!mm) return 0;
+    if (part.rfind("img.", 0) == 0) { part.erase(0, 4); return 0; }
+    if (part.rfind("txt.", 0) == 0) { part.erase(0, 4); return 1; }
+    return -1;  // the joint attention
+  }
+
+  void layer_forward(std::string part, int l, MicroBatch& a) {
+    const std::string op = part;
+    const int s = stream_of(part), g = gi(std::string("L").append(std::to_string(l)));
+    LayerActs& la = a.layer[l];
+    const int h = H;
+    if (part == "attn.core") {
+      if (s > 0) unknown(op);
+      if (mm) {
+        scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), T, 0, Ti, 3 * h);
+        scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), T, Ti, Tt, 3 * h);
+        const float* q = la.qkv_joint.data();
+        k::attention_forward(la.att_joint.data(), la.probs.data(), q, 3 * h, q + h, q + 2 * h, 3 * h, B, T, T, h, NH);
+        gather_rows(la.s[0].att.data(), la.att_joint.data(), T, 0, Ti, h);
+        gather_rows(la.s[1].att.data(), la.att_joint.data(), T, Ti, Tt, h);
+      } else {
+        const float* q = la.s[0].qkv.data();
+        k::attention_forward(la.s[0].att.data(), la.probs.data(), q, 3 * h, q + h, q + 2 * h, 3 * h, B, T, T, h, NH,
+                             mask.data());
+      }
+      return;
+    }
+    if (s < 0) unknown(op);
+    StreamActs& t = la.s[s];
+    const int R = B * rows[s];
+    const float* x = a.x[s][l].data();
+    float* mod = t.mod.data();
+    if (part == "adaln" && mm) {
+      k::matmul_forward(mod, a.silu_c.data(), p(g, so(s, sl.ada_w), op), p(g, so(s, sl.ada_b), op), B, h, 6 * h);
+    } else if (part == "norm1") {
+      if (mm) k::layernorm_modulate_forward(t.ln1.data(), t.mean1.data(), t.rstd1.data(), x, mod, mod + h, B, rows[s], h, 6 * h, layernorm_eps);
+      else k::rmsnorm_forward(t.ln1.data(), t.rstd1.data(), x, p(g, so(s, sl.n1_w), op), R, h, rmsnorm_eps);
+    } else if (part == "attn.qkv") {
+      k::matmul_forward(t.qkv.data(), t.ln1.data(), p(g, so(s, sl.qkv_w), op), p(g, so(s, sl.qkv_b), op), R, h, 3 * h);
+    } else if (part == "attn.proj") {
+      k::matmul_forward(t.proj.data(), t.att.data(), p(g, so(s, sl.proj_w), op), p(g, so(s, sl.proj_b), op), R, h, h);
+    } else if (part == "attn.residual") {
+      if (mm) k::gated_residual_forward(t.x_mid.data(), x, t.proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
+      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) t.x_mid[i] = x[i] + t.proj[i];
+    } else if (part == "norm2") {
+      if (mm) k::layernorm_modulate_forward(t.ln2.data(), t.mean2.data(), t.rstd2.data(), t.x_mid.data(), mod + 3 * h, mod + 4 * h, B, rows[s], h, 6 * h, layernorm_eps);
+      else k::rmsnorm_forward(t.ln2.data(), t.rstd2.data(), t.x_mid.data(), p(g, so(s, sl.n2_w), op), R, h, rmsnorm_eps);
+    } else if (part == "mlp.fc1") {
+      k::matmul_forward(t.fc1.data(), t.ln2.data(), p(g, so(s, sl.fc1_w), op), p(g, so(s, sl.fc1_b), op), R, h, F1);
+    } else if (part == "mlp.act") {
+      if (gated) k::swiglu_forward(t.act.data(), t.fc1.data(), R, F);
+      else k::gelu_forward(t.act.data(), t.fc1.data(), t.act.size());
+    } else if (part == "mlp.fc2") {
+      k::matmul_forward(t.fc2.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), p(g, so(s, sl.fc2_b), op), R, F, h);
+    } else if (part == "mlp.residual") {
+      float* out = a.x[s][l + 1].data();
+      if (mm) k::gated_residual_forward(out, t.x_mid.data(), t.fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
+      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) out[i] = t.x_mid[i] + t.fc2[i];
+    } else {
+      unknown(op);
+    }
+  }
+
+  // a.dx[s] holds the gradient of stream s's residual stream; residual ops pass it through and the
+  // norms add their input gradient to it.
+  void layer_backward(std::string part, int l, MicroBatch& a) {
+    const std::string op = part;
+    const int s = stream_of(part), g = gi(std::string("L").append(std::to_string(l)));
+    LayerActs& la = a.layer[l];
+    const int h = H;
+    if (part == "attn.core") {
+      if (s > 0) unknown(op);
+      if (mm) {
+        scatter_rows(a.datt_joint.data(), a.datt[0].data(), T, 0, Ti, h);
+        scatter_rows(a.datt_joint.data(), a.datt[1].data(), T, Ti, Tt, h);
+        zero(a.dqkv_joint);
+        const float* q = la.qkv_joint.data();
+        float* dq = a.dqkv_joint.data();
+        k::attention_backward(dq, dq + h, dq + 2 * h, a.datt_joint.data(), q, 3 * h, q + h, q + 2 * h, 3 * h,
+                              la.probs.data(), B, T, T, h, NH);
+        gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), T, 0, Ti, 3 * h);
+        gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), T, Ti, Tt, 3 * h);
+      } else {
+        zero(a.dqkv[0]);
+        const float* q = la.s[0].qkv.data();
+        float* dq = a.dqkv[0].data();
+        k::attention_backward(dq, dq + h, dq + 2 * h, a.datt[0].data(), q, 3 * h, q + h, q + 2 * h, 3 * h,
+                              la.probs.data(), B, T, T, h, NH);
+      }
+      return;
+    }
+    if (s < 0) unknown(op);
+    StreamActs& t = la.s[s];
+    const int R = B * rows[s];
+    float* dx = a.dx[s].data();
+    const float* mod = t.mod.data();
+    float* dmod = mm ? a.dmod[s].data() : nullptr;
+    if (part == "mlp.residual") {
+      if (mm) {
+        zero(a.dmod[s]);
+        zero(a.dfc2[s]);
+        k::gated_residual_backward(nullptr, a.dfc2[s].data(), dmod + 5 * h, dx, t.fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
+      } else {
+        std::copy(a.dx[s].begin(), a.dx[s].end(), a.dfc2[s].begin());
+      }
+    } else if (part == "mlp.fc2") {
+      zero(a.dact[s]);
+      k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), gr(g, so(s, sl.fc2_b), op), a.dfc2[s].data(),
+                         t.act.data(), p(g, so(s, sl.fc2_w), op), R, F, h);
+    } else if (part == "mlp.act") {
+      zero(a.dfc1[s]);
+      if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), R, F);
+      else k::gelu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), a.dfc1[s].size());
+    } else if (part == "mlp.fc1") {
+      zero(a.d_ln[s]);
+      k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.fc1_w), op), gr(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
+                         t.ln2.data(), p(g, so(s, sl.fc1_w), op), R, h, F1);
+    } else if (part == "norm2") {
+      if (mm) k::layernorm_modulate_backward(dx, dmod + 3 * h, dmod + 4 * h, a.d_ln[s].data(), t.x_mid.data(), t.mean2.data(), t.rstd2.data(), mod + 4 * h, B, rows[s], h, 6 * h);
+      else k::rmsnorm_backward(dx, gr(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
+    } else if (part == "attn.residual") {
+      if (mm) {
+        zero(a.dproj[s]);
+        k::gated_residual_backward(nullptr, a.dproj[s].data(), dmod + 2 * h, dx, t.proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
+      } else {
+        std::copy(a.dx[s].begin(), a.dx[s].end(), a.dproj[s].begin());
+      }
+    } else if (part == "attn.proj") {
+      zero(a.datt[s]);
+      k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), gr(g, so(s, sl.proj_b), op), a.dproj[s].data(),
+                         t.att.data(), p(g, so(s, sl.proj_w), op), R, h, h);
+    } else if (part == "attn.qkv") {
+      zero(a.d_ln[s]);
+      k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.qkv_w), op), gr(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
+                         t.ln1.data(), p(g, so(s, sl.qkv_w), op), R, h, 3 * h);
+    } else if (part == "norm1") {
+      const float* x = a.x[s][l].data();
+      if (mm) k::layernorm_modulate_backward(dx, dmod, dmod + h, a.d_ln[s].data(), x, t.mean1.data(), t.rstd1.data(), mod + h, B, rows[s], h, 6 * h);
+      else k::rmsnorm_backward(dx, gr(g, so(s, sl.n1_w), op), a.d_ln[s].data(), x, t.rstd1.data(), p(g, so(s, sl.n1_w), op), R, h);
+    } else if (part == "adaln" && mm) {
+      k::matmul_backward(a.dsilu_c.data(), gr(g, so(s, sl.ada_w), op), gr(g, so(s, sl.ada_b), op), dmod,
+                         a.silu_c.data(), p(g, so(s, sl.ada_w), op), B, h, 6 * h);
+    } else {
+      unknown(op);
+    }
+  }
+
+  // --- final layer and loss -------------------------------------------------------------------------
+  void head_forward(const std::string& part, MicroBatch& a) {
+    const int g = gi("head");
+    const int h = H;
+    const float* x = a.x[0][L].data();
+    if (part == "head.adaln" && mm) {
+      k::matmul_forward(a.fmod.data(), a.silu_c.data(), p(g, hd.ada_w, part), p(g, hd.ada_b, part), B, h, 2 * h);
+    } else if (part == "head.norm") {
+      if (mm) k::layernorm_modulate_forward(a.lnf.data(), a.meanf.data(), a.rstdf.data(), x, a.fmod.data(), a.fmod.data() + h, B, Ti, h, 2 * h, layernorm_eps);
+      else k::rmsnorm_forward(a.lnf.data(), a.rstdf.data(), x, p(g, hd.norm_w, part), B * T, h, rmsnorm_eps);
+    } else if (part == "head.image") {
+      const float* in = a.lnf.data();
+      if (!mm) {
+        gather_rows(a.img_in.data(), a.lnf.data(), T, Tt, Ti, h);
+        in = a.img_in.data();
+      }
+      k::matmul_forward(a.out_tok.data(), in, p(g, hd.out_w, part), p(g, hd.out_b, part), B * Ti, h, pout);
+      k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
+    } else if (part == "head.lm" && !mm) {
+      gather_rows(a.txt_in.data(), a.lnf.data(), T, 0, Tt, h);
+      k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * Tt, h, V);
+    } else if (part == "loss") {
+      a.image_loss = k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B, Cout, C, S * S);
+      a.text_loss = 0;
+      if (!mm) {
+        long count = 0;
+        double sum = k::cross_entropy_forward(a.logits.data(), a.targets.data(), B * Tt, V, &count);
+        a.text_loss = count > 0 ? sum / count : 0.0;
+      }
+      a.loss = a.text_loss + image_weight * a.image_loss;
+      a.loss_done = true;
+    } else {
+      unknown(part);
+    }
+  }
+
+  void head_backward(const std::string& part, MicroBatch& a) {
+    const int g = gi("head");
+    const int h = H;
+    if (part == "loss") {
+      // Seeds the micro-batch's backward, scaled by 1/micro_batches so that a step's gradients are
+      // those of the mean loss over its micro-batches.
+      zero(a.dv_hat);
+      k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
+                                      static_cast<float>(image_weight / micro_batches), B, Cout, C, S * S);
+      if (mm) {
+        zero(a.dsilu_c);
+        a.dc_ready = false;
+        zero(a.dx[1]);  // the text stream's last output feeds nothing
+      } else {
+        zero(a.dlogits);
+        long count = std::count_if(a.targets.begin(), a.targets.end(), [](int t) { return t >= 0; });
+        if (count > 0)
+          k::cross_entropy_backward(a.dlogits.data(), a.logits.data(), a.targets.data(),
+                                    static_cast<float>(1.0 / (static_cast<double>(count) * micro_batches)), B * Tt, V);
+      }
+    } else if (part == "head.lm" && !mm) {
+      zero(a.d_txt_in);
+      k::matmul_backward(a.d_txt_in.data(), gr(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
+                         p(g, hd.lm_w, part), B * Tt, h, V);
+    } else if (part == "head.image") {
+      zero(a.dout_tok);
+      k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      zero(a.d_img_in);
+      k::matmul_backward(a.d_img_in.data(), gr(g, hd.out_w, part), gr(g, hd.out_b, part), a.dout_tok.data(),
+                         mm ? a.lnf.data() : a.img_in.data(), p(g, hd.out_w, part), B * Ti, h, pout);
+    } else if (part == "head.norm") {
+      zero(a.dx[0]);
+      const float* x = a.x[0][L].data();
+      if (mm) {
+        zero(a.dfmod);
+        k::layernorm_modulate_backward(a.dx[0].data(), a.dfmod.data(), a.dfmod.data() + h, a.d_img_in.data(), x,
+                                       a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, Ti, h, 2 * h);
+      } else {
+        scatter_rows(a.dlnf.data(), a.d_txt_in.data(), T, 0, Tt, h);
+        scatter_rows(a.dlnf.data(), a.d_img_in.data(), T, Tt, Ti, h);
+        k::rmsnorm_backward(a.dx[0].data(), gr(g, hd.norm_w, part), a.dlnf.data(), x, a.rstdf.data(),
+                            p(g, hd.norm_w, part), B * T, h);
+      }
+    } else if (part == "head.adaln" && mm) {
+      k::matmul_backward(a.dsilu_c.data(), gr(g, hd.ada_w, part), gr(g, hd.ada_b, part), a.dfmod.data(),
+                         a.silu_c.data(), p(g, hd.ada_w, part), B, h, 2 * h);
+    } else {
+      unknown(part);
+    }
+  }
+
+  [[noreturn]] void unknown(const std::string& part) const {
+    throw std::logic_error(std::string("JointModel: unknown op part '") + part + "' for a " + to_string(m.family) + " model");
+  }
+};
+
+JointModel::JointModel(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int micro_batches,
+                       const ModelShard& shard)
+    : impl_(std::make_unique<Impl>(model, objective, micro_batch, micro_batches, shard)) {}
+JointModel::~JointModel() = default;
+
+const std::vector<ParamGroup>& JointModel::groups() const { return impl_->groups; }
+std::size_t JointModel::parameter_count() const { return impl_->total; }
+const std::vector<std::size_t>& JointModel::global_index() const { return impl_->global; }
+const std::vector<char>& JointModel::tp_replicated() const { return impl_->replicated; }
+std::size_t JointModel::global_parameter_count() const { return impl_->total; }
+
+void JointModel::init_parameters(float* params, std::uint64_t seed) const {
+  const Impl& d = *impl_;
+  std::fill(params, params + d.total, 0.0f);
+  const std::size_t h = d.H;
+  // One stream per tensor keyed by (seed, group, tensor), as the DiT's.
+  auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
+    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+    const double bound = std::sqrt(6.0 / static_cast<double>(in + out));
+    for (std::size_t i = 0; i < out * in; ++i) w[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+  };
+  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) {
+    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+    for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
+  };
+  float* e = params;
+  xavier(e + d.el.patch_w, h, d.pin, 0, 0);
+  normal(e + d.el.t_w1, h * d.fe, 0.02, 0, 1);
+  normal(e + d.el.t_w2, h * h, 0.02, 0, 2);
+  if (d.mm) {
+    normal(e + d.el.p_w1, h * d.Dp, 0.02, 0, 3);
+    normal(e + d.el.p_w2, h * h, 0.02, 0, 4);
+    xavier(e + d.el.ctx_w, h, d.Dc, 0, 5);
+  } else {
+    normal(e + d.el.tok, static_cast<std::size_t>(d.V) * h, 0.02, 0, 6);
+  }
+  for (int l = 0; l < d.L; ++l) {
+    float* layer = params + d.el.size + static_cast<std::size_t>(l) * d.layer_size;
+    for (int s = 0; s < d.NS; ++s) {
+      float* w = layer + s * d.sl.size;
+      const int g = 1 + l, t0 = 8 * s;
+      xavier(w + d.sl.qkv_w, 3 * h, h, g, t0 + 0);
+      xavier(w + d.sl.proj_w, h, h, g, t0 + 1);
+      xavier(w + d.sl.fc1_w, d.F1, h, g, t0 + 2);
+      xavier(w + d.sl.fc2_w, h, d.F, g, t0 + 3);
+      if (!d.mm) {
+        std::fill(w + d.sl.n1_w, w + d.sl.n1_w + h, 1.0f);
+        std::fill(w + d.sl.n2_w, w + d.sl.n2_w + h, 1.0f);
+      }
+    }
+  }
+  float* head = params + d.el.size + static_cast<std::size_t>(d.L) * d.layer_size;
+  if (!d.mm) {
+    std::fill(head + d.hd.norm_w, head + d.hd.norm_w + h, 1.0f);
+    normal(head + d.hd.lm_w, static_cast<std::size_t>(d.V) * h, 0.02, d.L + 1, 0);
+  }
+}
+
+void JointModel::bind(const std::string& group, const float* params, float* grads) {
+  auto it = impl_->group_index.find(group);
+  if (it == impl_->group_index.end()) throw std::logic_error("JointModel::bind: no parameter group '" + group + "'");
+  impl_->params[it->second] = params;
+  impl_->grads[it->second] = grads;
+}
+
+void JointModel::set_batch(int mb, Batch batch) {
+  Impl& d = *impl_;
+  if (mb < 0 || mb >= d.micro_batches)
+    throw std::invalid_argument("JointModel::set_batch: micro-batch " + std::to_string(mb) + " of " + std::to_string(d.micro_batches));
+  const std::size_t b = d.B, n = b * d.C * d.S * d.S;
+  if (batch.size != d.B || batch.x0.size() != n || batch.noise.size() != n || batch.t.size() != b)
+    throw std::invalid_argument("JointModel::set_batch: expected " + std::to_string(d.B) + " samples of " +
+                                std::to_string(d.C) + "x" + std::to_string(d.S) + "x" + std::to_string(d.S));
+  if (!batch.weight.empty())
+    throw std::invalid_argument("JointModel::set_batch: per-sample weights are DP-SGD's, which this family does not run");
+  if (d.mm) {
+    if (batch.context.size() != b * d.Tt * d.Dc || batch.pooled.size() != b * d.Dp)
+      throw std::invalid_argument("JointModel::set_batch: an mmdit batch needs " + std::to_string(d.Tt) + "x" +
+                                  std::to_string(d.Dc) + " context and " + std::to_string(d.Dp) + " pooled values per sample");
+  } else {
+    if (batch.tokens.size() != b * d.Tt)
+      throw std::invalid_argument("JointModel::set_batch: a unified batch needs " + std::to_string(d.Tt) + " tokens per sample");
+    for (int tok : batch.tokens)
+      if (tok < 0 || tok >= d.V)
+        throw std::invalid_argument("JointModel::set_batch: token id " + std::to_string(tok) + " outside the vocabulary of " +
+                                    std::to_string(d.V));
+  }
+  MicroBatch& a = d.mbs[mb];
+  if (!a.ready) d.allocate(a);
+  a.batch = std::move(batch);
+  if (!d.mm)
+    for (int s = 0; s < d.B; ++s)
+      for (int j = 0; j < d.Tt; ++j)
+        a.targets[static_cast<std::size_t>(s) * d.Tt + j] =
+            j + 1 < d.Tt ? a.batch.tokens[static_cast<std::size_t>(s) * d.Tt + j + 1] : -1;
+  a.loss_done = false;
+}
+
+void JointModel::run(const std::string& part, int layer, Phase phase, int mb) {
+  Impl& d = *impl_;
+  std::string op;
+  if (layer >= 0) op.append("L").append(std::to_string(layer)).append(".");
+  op.append(part);
+  if (phase != Phase::forward && phase != Phase::backward && phase != Phase::recompute)
+    throw std::logic_error("JointModel: op " + op + " has phase " + to_string(phase) + ", not a compute phase");
+  MicroBatch& a = d.micro(mb, op);
+  const bool fwd = phase != Phase::backward;
+  try {
+    if (layer >= d.L) throw std::logic_error("JointModel: op " + op + ": layer out of range");
+    if (layer >= 0) {
+      fwd ? d.layer_forward(part, layer, a) : d.layer_backward(part, layer, a);
+    } else if (part.rfind("embed.", 0) == 0) {
+      fwd ? d.embed_forward(part, a) : d.embed_backward(part, a);
+    } else if (part.rfind("head.", 0) == 0 || part == "loss") {
+      fwd ? d.head_forward(part, a) : d.head_backward(part, a);
+    } else {
+      d.unknown(part);
+    }
+  } catch (const std::logic_error& e) {
+    if (std::string(e.what()).find(op) != std::string::npos) throw;
+    throw std::logic_error(std::string(e.what()) + " (op " + op + ")");
+  }
+}
+
+double JointModel::loss(int mb) const {
+  const Impl& d = *impl_;
+  if (mb < 0 || mb >= d.micro_batches || !d.mbs[mb].ready || !d.mbs[mb].loss_done)
+    throw std::logic_error("JointModel::loss: micro-batch " + std::to_string(mb) + " has no loss forward yet");
+  return d.mbs[mb].loss;
+}
+double JointModel::text_loss(int mb) const {
+  loss(mb);
+  return impl_->mbs[mb].text_loss;
+}
+double JointModel::image_loss(int mb) const {
+  loss(mb);
+  return impl_->mbs[mb].image_loss;
+}
+
+TensorComm JointModel::comm_begin(const Op& op) {
+  throw std::logic_error("JointModel: op " + op.name + " is model-parallel communication, which this family does not run");
+}
+void JointModel::comm_end(const Op& op) {
+  throw std::logic_error("JointModel: op " + op.name + " is model-parallel communication, which this family does not run");
+}
+
+void JointModel::enable_privacy(double) {
+  throw InputError(std::string("training.privacy: DP-SGD runs on dit models; the ") + to_string(impl_->m.family) +
+                   " executor has no per-sample clipping yet");
+}
+
+}  // namespace ditwin::exec
