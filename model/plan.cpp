@@ -1,6 +1,7 @@
 // Plan parsing and validation. Every rule lives here, once, and its message names the path.
 #include "model/plan.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -29,6 +30,15 @@ const char* to_string(PipelineSchedule s) {
   return "?";
 }
 const char* to_string(Topology t) { return t == Topology::fat_tree ? "fat_tree" : "rail_optimized"; }
+const char* to_string(TimestepKind k) {
+  switch (k) {
+    case TimestepKind::uniform: return "uniform";
+    case TimestepKind::logit_normal: return "logit_normal";
+    case TimestepKind::mode: return "mode";
+    case TimestepKind::cosmap: return "cosmap";
+  }
+  return "?";
+}
 
 double OptimizerSpec::state_bytes_per_param() const {
   if (kind == "adamw") return 8;                  // m and v in fp32
@@ -167,6 +177,57 @@ ModelSpec parse_model(JsonReader r) {
   return m;
 }
 
+// training.objective.timesteps. A key that belongs to another kind is refused, not ignored: a
+// plan that says {"kind": "mode", "s": 1.29} would otherwise train with the default scale.
+void parse_timesteps(JsonReader ts, const ModelSpec& model, ObjectiveSpec& o) {
+  static const std::vector<TimestepKind> kinds = {TimestepKind::uniform, TimestepKind::logit_normal,
+                                                  TimestepKind::mode, TimestepKind::cosmap};
+  std::vector<std::string> names;
+  for (TimestepKind k : kinds) names.push_back(to_string(k));
+  const std::string kind = ts.choice("kind", names, to_string(o.timesteps));
+  o.timesteps = kinds[std::find(names.begin(), names.end(), kind) - names.begin()];
+  for (const char* key : {"m", "s", "scale", "shift", "base_resolution"}) ts.accept(key);  // for did-you-mean
+  auto only_for = [&](const std::string& key, TimestepKind owner, const std::string& hint) {
+    if (ts.has(key) && o.timesteps != owner)
+      ts.fail(key, "belongs to kind \"" + std::string(to_string(owner)) + "\", not \"" + kind + "\"" + hint);
+  };
+  only_for("m", TimestepKind::logit_normal, "");
+  only_for("s", TimestepKind::logit_normal, o.timesteps == TimestepKind::mode ? " (the mode kind's s is \"scale\")" : "");
+  only_for("scale", TimestepKind::mode, "");
+  if (o.timesteps == TimestepKind::logit_normal) {
+    o.m = ts.number("m", o.m);
+    o.s = positive_number(ts, "s", o.s);
+  }
+  if (o.timesteps == TimestepKind::mode) {
+    o.mode_scale = ts.number("scale", o.mode_scale);
+    if (o.mode_scale < mode_scale_min || o.mode_scale > mode_scale_max) {
+      std::ostringstream rule;
+      rule << "must be in [-1, 2/(pi - 2) = " << mode_scale_max << "] (outside it f_mode is not monotone), got "
+           << o.mode_scale;
+      ts.fail("scale", rule.str());
+    }
+  }
+  if (ts.has("shift")) {
+    const nlohmann::json& v = ts.raw("shift");
+    const std::string rule = "must be a number > 0 or \"auto\", got " + v.dump();
+    if (v.is_string()) {
+      if (v.get<std::string>() != "auto") ts.fail("shift", rule);
+      if (model.image_size <= 0)
+        ts.fail("shift", "\"auto\" scales with model.image_size, which a " + std::string(to_string(model.family)) +
+                             " model does not have");
+      o.shift_auto = true;
+    } else {
+      if (!v.is_number()) ts.fail("shift", rule);
+      o.shift = ts.number("shift");
+      if (!(o.shift > 0)) ts.fail("shift", rule);
+    }
+  }
+  if (ts.has("base_resolution") && !o.shift_auto)
+    ts.fail("base_resolution", "is used only with \"shift\": \"auto\"");
+  o.base_resolution = positive_int(ts, "base_resolution", o.base_resolution);
+  ts.finish();
+}
+
 TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
   TrainingSpec t;
   t.global_batch = r.integer("global_batch");
@@ -213,11 +274,7 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     if (o.has("image_weight") && model.family != ModelFamily::unified)
       o.fail("image_weight", "weighs the image loss against the text loss of a unified model; a " +
                                  std::string(to_string(model.family)) + " model has one loss");
-    JsonReader ts = o.object("timesteps");
-    t.objective.timesteps = ts.choice("kind", {"logit_normal", "uniform"}, "logit_normal");
-    t.objective.m = ts.number("m", 0.0);
-    t.objective.s = positive_number(ts, "s", 1.0);
-    ts.finish();
+    parse_timesteps(o.object("timesteps"), model, t.objective);
     o.finish();
   }
   std::string recompute = r.choice("recompute", {"none", "selective", "full"}, "none");

@@ -28,10 +28,22 @@ struct OptimizerSpec {
   double state_bytes_per_param() const;
 };
 
+// Rectified-flow timestep sampling (SD3, Esser et al. 2024, §3.1), t = 1 being pure noise.
+enum class TimestepKind { uniform, logit_normal, mode, cosmap };
+const char* to_string(TimestepKind k);
+// The mode kind's f(u) = 1 - u - s·(cos²(πu/2) - 1 + u) is monotone only for s in these bounds.
+inline constexpr double mode_scale_min = -1.0;
+inline constexpr double mode_scale_max = 2.0 / (3.14159265358979323846 - 2.0);
+
 struct ObjectiveSpec {
   std::string kind;             // rectified_flow | ddpm | next_token
-  std::string timesteps = "logit_normal";  // logit_normal | uniform
-  double m = 0.0, s = 1.0;      // logit-normal location and scale
+  TimestepKind timesteps = TimestepKind::logit_normal;
+  double m = 0.0, s = 1.0;      // logit_normal: t = sigmoid(m + s·N(0, 1))
+  double mode_scale = 1.29;     // mode: the heavy-tail scale s of f(u), in [mode_scale_min, mode_scale_max]
+  // Resolution-dependent shift t' = α·t / (1 + (α - 1)·t) after any kind (SD3 §5.3.2); 1 = none.
+  double shift = 1.0;
+  bool shift_auto = false;      // α = sqrt(image pixels / base pixels) = image_size / base_resolution
+  int base_resolution = 256;    // pixels a side of the resolution an automatic shift is relative to
   // unified: the weight of the image's rectified-flow loss against the text's cross-entropy
   // (Transfusion's lambda, 5 in Zhou et al. 2024).
   double image_weight = 5.0;

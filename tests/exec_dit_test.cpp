@@ -221,7 +221,8 @@ TEST(ExecSyntheticLatents, DeterministicPerSampleAndInRange) {
     EXPECT_LT(c, plan.model.num_classes);
   }
   ObjectiveSpec bad = plan.training.objective;
-  bad.timesteps = "cosine";
+  bad.timesteps = TimestepKind::mode;
+  bad.mode_scale = 2.0;  // f_mode would not be monotone
   EXPECT_THROW(exec::make_synthetic_latents(plan.model, bad, 1), InputError);
 }
 

@@ -182,6 +182,60 @@ TEST(PlanValidation, TrainingRules) {
   expect_error(j, "training.privacy.dataset_size: must be >= training.global_batch (64)");
 }
 
+// training.objective.timesteps: each key of each kind, the shift, and the keys of one kind refused under another.
+TEST(PlanValidation, TimestepStrategyRules) {
+  auto with_timesteps = [](json timesteps) {
+    json j = base_plan();
+    j["training"]["objective"] = {{"kind", "rectified_flow"}, {"timesteps", timesteps}};
+    return j;
+  };
+  const std::string at = "training.objective.timesteps.";
+  expect_error(with_timesteps({{"kind", "cosine"}}),
+               at + "kind: \"cosine\" is not one of \"uniform\" \"logit_normal\" \"mode\" \"cosmap\"");
+  expect_error(with_timesteps({{"kind", "cosmpa"}}), "(did you mean \"cosmap\"?)");
+  expect_error(with_timesteps({{"kind", "mode"}, {"scale", 2.0}}),
+               at + "scale: must be in [-1, 2/(pi - 2) = 1.75194] (outside it f_mode is not monotone), got 2");
+  expect_error(with_timesteps({{"kind", "mode"}, {"scale", -1.01}}), at + "scale: must be in [-1, ");
+  expect_error(with_timesteps({{"kind", "mode"}, {"scale", "big"}}), at + "scale: must be a number");
+  expect_error(with_timesteps({{"kind", "mode"}, {"s", 1.29}}),
+               at + "s: belongs to kind \"logit_normal\", not \"mode\" (the mode kind's s is \"scale\")");
+  expect_error(with_timesteps({{"kind", "uniform"}, {"m", 0.0}}), at + "m: belongs to kind \"logit_normal\", not \"uniform\"");
+  expect_error(with_timesteps({{"kind", "cosmap"}, {"scale", 1.0}}), at + "scale: belongs to kind \"mode\", not \"cosmap\"");
+  expect_error(with_timesteps({{"kind", "logit_normal"}, {"s", 0}}), at + "s: must be > 0");
+  expect_error(with_timesteps({{"shift", 0}}), at + "shift: must be a number > 0 or \"auto\", got 0");
+  expect_error(with_timesteps({{"shift", -3.0}}), at + "shift: must be a number > 0 or \"auto\", got -3.0");
+  expect_error(with_timesteps({{"shift", "automatic"}}), at + "shift: must be a number > 0 or \"auto\", got \"automatic\"");
+  expect_error(with_timesteps({{"shift", true}}), at + "shift: must be a number > 0 or \"auto\", got true");
+  expect_error(with_timesteps({{"shfit", 3}}), at + "shfit: unknown key (did you mean \"shift\"?)");
+  expect_error(with_timesteps({{"shift", 3}, {"base_resolution", 512}}),
+               at + "base_resolution: is used only with \"shift\": \"auto\"");
+  expect_error(with_timesteps({{"shift", "auto"}, {"base_resolution", 0}}), at + "base_resolution: must be >= 1");
+  json lm = with_timesteps({{"shift", "auto"}});
+  lm["model"] = {{"preset", "Llama-3-8B"}};
+  lm["training"]["objective"]["kind"] = "next_token";
+  expect_error(lm, at + "shift: \"auto\" scales with model.image_size, which a llama model does not have");
+
+  // What parses, and what it means.
+  auto objective = [&](json timesteps) { return ditwin::parse_plan(with_timesteps(timesteps)).training.objective; };
+  const auto defaults = objective(json::object());
+  EXPECT_EQ(defaults.timesteps, ditwin::TimestepKind::logit_normal);
+  EXPECT_EQ(defaults.m, 0.0);
+  EXPECT_EQ(defaults.s, 1.0);
+  EXPECT_EQ(defaults.shift, 1.0);
+  EXPECT_FALSE(defaults.shift_auto);
+  const auto mode = objective({{"kind", "mode"}});
+  EXPECT_EQ(mode.timesteps, ditwin::TimestepKind::mode);
+  EXPECT_EQ(mode.mode_scale, 1.29);
+  EXPECT_EQ(objective({{"kind", "mode"}, {"scale", -1}}).mode_scale, -1.0);
+  const auto cosmap = objective({{"kind", "cosmap"}, {"shift", "auto"}, {"base_resolution", 512}});
+  EXPECT_EQ(cosmap.timesteps, ditwin::TimestepKind::cosmap);
+  EXPECT_TRUE(cosmap.shift_auto);
+  EXPECT_EQ(cosmap.base_resolution, 512);
+  const auto shifted = objective({{"kind", "uniform"}, {"shift", 3.0}});
+  EXPECT_EQ(shifted.timesteps, ditwin::TimestepKind::uniform);
+  EXPECT_EQ(shifted.shift, 3.0);
+}
+
 TEST(PlanValidation, WarningsForLegalButDoubtfulChoices) {
   json j = base_plan();
   j["model"] = {{"preset", "DiT-XL/2"}};

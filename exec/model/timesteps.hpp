@@ -6,9 +6,13 @@
 
 namespace ditwin::exec {
 
-// Throws InputError for a strategy the executor does not know.
+// Throws InputError for a strategy the executor cannot draw from (plan parsing refuses these too;
+// this guards an ObjectiveSpec built in code).
 void check_timestep_strategy(const ObjectiveSpec& objective);
-// One draw from `rng`, clamped to [1e-5, 1 - 1e-5] (t = 0 or 1 would make the target degenerate).
+// α of the resolution-dependent shift: the plan's number, or image_size / base_resolution for "auto".
+double timestep_shift(const ObjectiveSpec& objective, const ModelSpec& model);
+// One draw from `rng`, shifted, then clamped to [1e-5, 1 - 1e-5] (t = 0 or 1 would make the target
+// degenerate). uniform, mode and cosmap take one rng.uniform(), logit_normal one rng.normal().
 float draw_timestep(const ObjectiveSpec& objective, const ModelSpec& model, Rng& rng);
 
 }  // namespace ditwin::exec
