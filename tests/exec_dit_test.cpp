@@ -20,7 +20,7 @@
 namespace ditwin {
 namespace {
 using exec::DiT;
-using test::DitStepper;
+using test::ModelStepper;
 
 Plan tiny_cpu_plan() { return load_plan(test::scenario("tiny-cpu.json")); }
 
@@ -78,7 +78,7 @@ TEST(ExecDit, InitialisationIsDiTsAndDeterministic) {
 
 TEST(ExecDit, ZeroInitialisedDiTPredictsZeroVelocity) {
   // With adaLN-Zero and a zeroed final layer, v̂ = 0 and the loss is mean((ε − x0)²).
-  DitStepper s(tiny_cpu_plan());
+  ModelStepper s(tiny_cpu_plan());
   auto data = exec::make_synthetic_latents(tiny_cpu_plan().model, tiny_cpu_plan().training.objective, 5);
   double expect = 0;
   for (int mb = 0; mb < s.micro_batches(); ++mb) {
@@ -97,7 +97,7 @@ TEST(ExecDit, ZeroInitialisedDiTPredictsZeroVelocity) {
 // Program orders them; the gradient is that of their mean loss.
 TEST(ExecDit, WholeModelGradientMatchesFiniteDifferences) {
   const Plan plan = parse_plan(test::small_dit_plan());
-  DitStepper s(plan);
+  ModelStepper s(plan);
   auto noise = test::random_vector(s.params.size(), 31, 0.05f);
   for (std::size_t i = 0; i < s.params.size(); ++i) s.params[i] += noise[i];
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 11);
@@ -122,7 +122,7 @@ std::vector<double> train(int steps, std::uint64_t seed) {
   // One thread: these pin correctness, and ctest runs test processes side by side on 2 cores.
   kernels::set_num_threads(1);
   const Plan plan = tiny_cpu_plan();
-  DitStepper s(plan);
+  ModelStepper s(plan);
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, seed);
   std::vector<float> m(s.params.size(), 0.f), v(s.params.size(), 0.f);
   std::vector<double> losses;

@@ -44,7 +44,7 @@ Plan single_micro_batch(nlohmann::json j) {
 }
 
 void expect_parity(const Plan& plan, const std::string& label) {
-  test::DitStepper s(plan);
+  test::ModelStepper s(plan);
   ASSERT_EQ(s.micro_batches(), 1);
   // adaLN-Zero leaves most gradients zero at initialisation: perturb every weight.
   auto noise = test::random_vector(s.params.size(), 41, 0.02f);

@@ -18,7 +18,7 @@
 namespace ditwin {
 namespace {
 
-using test::DitStepper;
+using test::ModelStepper;
 
 nlohmann::json dp_plan_json(double clip_norm) {
   auto j = test::small_dit_plan();
@@ -43,7 +43,7 @@ PerSample per_sample_gradients(const Plan& plan, const std::vector<float>& param
   auto one = test::small_dit_plan();
   one["training"]["global_batch"] = 1;
   one["training"]["micro_batch"] = 1;
-  DitStepper s(parse_plan(one));
+  ModelStepper s(parse_plan(one));
   s.params = params;
   PerSample out;
   const int B = static_cast<int>(plan.training.micro_batch);
@@ -74,7 +74,7 @@ struct DpStep {
   std::vector<float> clip;
 };
 DpStep dp_step(const Plan& plan, const std::vector<float>& params, exec::DataSource& data) {
-  DitStepper s(plan);
+  ModelStepper s(plan);
   s.dit().enable_privacy(plan.training.privacy.clip_norm);
   s.params = params;
   s.set_batches(data, 0);
@@ -92,7 +92,7 @@ DpStep dp_step(const Plan& plan, const std::vector<float>& params, exec::DataSou
 TEST(ExecPrivacy, GhostNormsEqualNormsOfMaterializedPerSampleGradients) {
   const Plan plan = parse_plan(dp_plan_json(1e30));
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 3);
-  DitStepper init(plan);
+  ModelStepper init(plan);
   perturb(init.params);
   PerSample ref = per_sample_gradients(plan, init.params, *data);
   DpStep dp = dp_step(plan, init.params, *data);
@@ -107,7 +107,7 @@ TEST(ExecPrivacy, GhostNormsEqualNormsOfMaterializedPerSampleGradients) {
 TEST(ExecPrivacy, ClippedPerSampleGradientsStayWithinTheClipNormAndSumToTheStepsGradient) {
   const Plan unbounded = parse_plan(dp_plan_json(1e30));
   auto data = exec::make_synthetic_latents(unbounded.model, unbounded.training.objective, 5);
-  DitStepper init(unbounded);
+  ModelStepper init(unbounded);
   perturb(init.params);
   PerSample ref = per_sample_gradients(unbounded, init.params, *data);
   // A clip norm between the smallest and the largest per-sample norm: some samples are clipped.
@@ -140,7 +140,7 @@ TEST(ExecPrivacy, UnboundedClipAndNoNoiseIsPlainTrainingBitForBit) {
   const Plan plain = parse_plan(test::small_dit_plan());
   const Plan dp_plan = parse_plan(dp_plan_json(1e30));
   auto data = exec::make_synthetic_latents(plain.model, plain.training.objective, 9);
-  DitStepper a(plain), b(dp_plan);
+  ModelStepper a(plain), b(dp_plan);
   b.dit().enable_privacy(1e30);
   perturb(a.params);
   b.params = a.params;

@@ -1,27 +1,30 @@
-// Drives exec::DiT through one training step in the order of the Program's compute ops for
-// rank 0, the way the executor will: forward, backward and recompute ops by name, nothing else.
+// Drives the plan's exec::Model (DiT, MMDiT or unified) through one training step in the order of
+// the Program's compute ops for rank 0, the way the executor does: forward, backward and
+// recompute ops by name, nothing else.
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "exec/model/dit_model.hpp"
+#include "exec/model/joint_model.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
 
 namespace ditwin::test {
 
-class DitStepper {
+class ModelStepper {
  public:
-  explicit DitStepper(const Plan& plan)
+  explicit ModelStepper(const Plan& plan)
       : plan_(plan), program_(lower(plan)), micro_batches_(static_cast<int>(plan.micro_batches())),
-        dit_(plan.model, static_cast<int>(plan.training.micro_batch), micro_batches_) {
-    params.assign(dit_.parameter_count(), 0.0f);
+        owned_(exec::make_model(plan)), model_(*owned_) {
+    params.assign(model_.parameter_count(), 0.0f);
     grads.assign(params.size(), 0.0f);
-    dit_.init_parameters(params.data(), plan.training.seed);
-    for (const auto& g : dit_.groups()) dit_.bind(g.name, params.data() + g.offset, grads.data() + g.offset);
+    model_.init_parameters(params.data(), plan.training.seed);
+    for (const auto& g : model_.groups()) model_.bind(g.name, params.data() + g.offset, grads.data() + g.offset);
     for (const Op& op : program_.class_of(0).ops) {
       if (op.kind != OpKind::compute) continue;
       if (op.phase != Phase::forward && op.phase != Phase::backward && op.phase != Phase::recompute) continue;
@@ -29,23 +32,25 @@ class DitStepper {
     }
   }
 
-  exec::DiT& dit() { return dit_; }
+  exec::Model& model() { return model_; }
+  exec::DiT& dit() { return dynamic_cast<exec::DiT&>(model_); }
+  exec::JointModel& joint() { return dynamic_cast<exec::JointModel&>(model_); }
   int micro_batches() const { return micro_batches_; }
   const Program& program() const { return program_; }
 
   void set_batches(exec::DataSource& data, std::int64_t step, int rank = 0) {
     for (int mb = 0; mb < micro_batches_; ++mb)
-      dit_.set_batch(mb, data.batch(step, rank, mb, static_cast<int>(plan_.training.micro_batch)));
+      model_.set_batch(mb, data.batch(step, rank, mb, static_cast<int>(plan_.training.micro_batch)));
   }
   // Forward (and backward unless forward_only) of every micro-batch; the mean loss.
   double run(bool forward_only = false) {
     if (!forward_only) std::fill(grads.begin(), grads.end(), 0.0f);
     for (const auto& s : steps_) {
       if (forward_only && s.phase == Phase::backward) continue;
-      dit_.run(s.part, s.layer, s.phase, s.microbatch);
+      model_.run(s.part, s.layer, s.phase, s.microbatch);
     }
     double loss = 0;
-    for (int mb = 0; mb < micro_batches_; ++mb) loss += dit_.loss(mb);
+    for (int mb = 0; mb < micro_batches_; ++mb) loss += model_.loss(mb);
     return loss / micro_batches_;
   }
 
@@ -60,7 +65,8 @@ class DitStepper {
   Plan plan_;
   Program program_;
   int micro_batches_;
-  exec::DiT dit_;
+  std::unique_ptr<exec::Model> owned_;
+  exec::Model& model_;
   std::vector<Step> steps_;
 };
 
