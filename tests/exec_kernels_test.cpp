@@ -13,6 +13,7 @@
 #include "kernels/loss.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/residual.hpp"
+#include "kernels/rmsnorm.hpp"
 #include "kernels/silu.hpp"
 #include "tests/exec_test_util.hpp"
 
@@ -165,6 +166,92 @@ TEST(KernelsAttention, BackwardMatchesFiniteDifferences) {
   std::vector<float> dqkv(qkv.size(), 0.f);
   attention_backward(dqkv.data(), r.data(), qkv.data(), probs.data(), batch, tokens, ch, heads);
   expect_gradient(qkv, dqkv, loss, "attention dqkv");
+}
+
+TEST(KernelsAttention, MaskedRowsGiveZeroProbabilityAndTheBackwardStillMatches) {
+  // Transfusion's mask on 2 text + 3 image tokens: text causal, image rows see everything.
+  const int batch = 2, tokens = 5, text = 2, ch = 8, heads = 2;
+  std::vector<unsigned char> mask(tokens * tokens);
+  for (int i = 0; i < tokens; ++i)
+    for (int j = 0; j < tokens; ++j) mask[i * tokens + j] = (j <= i || i >= text) ? 1 : 0;
+  auto qkv = random_vector(batch * tokens * 3 * ch, 60), r = random_vector(batch * tokens * ch, 61);
+  std::vector<float> out(r.size()), probs(batch * heads * tokens * tokens);
+  auto loss = [&] {
+    attention_forward(out.data(), probs.data(), qkv.data(), 3 * ch, qkv.data() + ch, qkv.data() + 2 * ch, 3 * ch, batch,
+                      tokens, tokens, ch, heads, mask.data());
+    return dot(out, r);
+  };
+  loss();
+  for (int bh = 0; bh < batch * heads; ++bh)
+    for (int i = 0; i < tokens; ++i)
+      for (int j = 0; j < tokens; ++j)
+        if (!mask[i * tokens + j]) EXPECT_EQ(probs[(bh * tokens + i) * tokens + j], 0.0f) << i << "," << j;
+  // The first token attends only to itself: its output is its own V.
+  for (int e = 0; e < ch; ++e) EXPECT_NEAR(out[e], qkv[2 * ch + e], 1e-6f);
+  std::vector<float> dqkv(qkv.size(), 0.f);
+  attention_backward(dqkv.data(), r.data(), qkv.data(), probs.data(), batch, tokens, ch, heads);
+  expect_gradient(qkv, dqkv, loss, "masked attention dqkv");
+  // A later token's K and V cannot reach an earlier text token's output.
+  const auto before = out;
+  for (int e = ch; e < 3 * ch; ++e) qkv[1 * 3 * ch + e] += 1.0f;  // token 1's K and V
+  loss();
+  for (int e = 0; e < ch; ++e) EXPECT_EQ(out[e], before[e]);
+}
+
+TEST(KernelsRmsnorm, ForwardIsUnitRmsTimesGainAndBackwardMatches) {
+  const int rows = 4, ch = 16;
+  auto x = random_vector(rows * ch, 62, 3.0f), w = random_vector(ch, 63), r = random_vector(rows * ch, 64);
+  std::vector<float> out(x.size()), rstd(rows);
+  auto loss = [&] {
+    rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), rows, ch, 1e-5f);
+    return dot(out, r);
+  };
+  loss();
+  for (int i = 0; i < rows; ++i) {
+    double sq = 0;
+    for (int c = 0; c < ch; ++c) sq += std::pow(out[i * ch + c] / w[c], 2);
+    EXPECT_NEAR(sq / ch, 1.0, 1e-4);
+  }
+  std::vector<float> dx(x.size(), 0.f), dw(ch, 0.f);
+  rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), rstd.data(), w.data(), rows, ch);
+  expect_gradient(x, dx, loss, "rmsnorm dx");
+  expect_gradient(w, dw, loss, "rmsnorm dweight");
+}
+
+TEST(KernelsActivation, SwigluBackwardMatchesFiniteDifferences) {
+  const int rows = 3, width = 8;
+  auto x = random_vector(rows * 2 * width, 65, 2.0f), r = random_vector(rows * width, 66);
+  std::vector<float> out(rows * width);
+  auto loss = [&] {
+    swiglu_forward(out.data(), x.data(), rows, width);
+    return dot(out, r);
+  };
+  loss();
+  EXPECT_NEAR(out[0], x[0] / (1 + std::exp(-x[0])) * x[width], 1e-6f);
+  std::vector<float> dx(x.size(), 0.f);
+  swiglu_backward(dx.data(), x.data(), r.data(), rows, width);
+  expect_gradient(x, dx, loss, "swiglu");
+}
+
+TEST(KernelsLoss, CrossEntropyIsMinusLogSoftmaxAndBackwardMatches) {
+  const int rows = 4, vocab = 7;
+  auto logits = random_vector(rows * vocab, 67, 2.0f);
+  const std::vector<int> targets = {3, 0, -1, 6};  // row 2 predicts nothing
+  long count = 0;
+  auto loss = [&] { return cross_entropy_forward(logits.data(), targets.data(), rows, vocab, &count); };
+  const double l = loss();
+  EXPECT_EQ(count, 3);
+  double expect = 0;
+  for (int r : {0, 1, 3}) {
+    double z = 0;
+    for (int j = 0; j < vocab; ++j) z += std::exp(static_cast<double>(logits[r * vocab + j]));
+    expect += std::log(z) - logits[r * vocab + targets[r]];
+  }
+  EXPECT_NEAR(l, expect, 1e-6);
+  std::vector<float> d(logits.size(), 0.f);
+  cross_entropy_backward(d.data(), logits.data(), targets.data(), 1.0f, rows, vocab);
+  for (int j = 0; j < vocab; ++j) EXPECT_EQ(d[2 * vocab + j], 0.0f);
+  expect_gradient(logits, d, loss, "cross-entropy dlogits");
 }
 
 TEST(KernelsEmbedding, PatchifyAndUnpatchifyBackwardsAreTheirAdjoints) {
