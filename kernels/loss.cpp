@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <Eigen/Core>
+
 namespace ditwin::kernels {
 
 void rectified_flow_input(float* z, const float* x0, const float* noise, const float* t, int batch, int n) {
@@ -40,12 +42,16 @@ void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float
 }
 
 namespace {
-// log Σ exp(row), stable, in double.
-double log_sum_exp(const float* row, int n) {
-  float mx = row[0];
-  for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+using Array = Eigen::Array<float, Eigen::Dynamic, 1>;
+// Softmax of one row into `p` (vectorized exp in float, the max subtracted first) and
+// log Σ exp(row) in double.
+double softmax_row(const float* row, int n, Array& p) {
+  Eigen::Map<const Array> x(row, n);
+  const float mx = x.maxCoeff();
+  p = (x - mx).exp();
   double sum = 0;
-  for (int j = 0; j < n; ++j) sum += std::exp(static_cast<double>(row[j]) - mx);
+  for (int j = 0; j < n; ++j) sum += p[j];
+  p /= static_cast<float>(sum);
   return mx + std::log(sum);
 }
 }  // namespace
@@ -53,10 +59,11 @@ double log_sum_exp(const float* row, int n) {
 double cross_entropy_forward(const float* logits, const int* targets, int rows, int vocab, long* count) {
   double sum = 0;
   long n = 0;
+  Array p(vocab);
   for (int r = 0; r < rows; ++r) {
     if (targets[r] < 0) continue;
     const float* row = logits + static_cast<long>(r) * vocab;
-    sum += log_sum_exp(row, vocab) - row[targets[r]];
+    sum += softmax_row(row, vocab, p) - row[targets[r]];
     ++n;
   }
   *count = n;
@@ -64,13 +71,12 @@ double cross_entropy_forward(const float* logits, const int* targets, int rows, 
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const int* targets, float dloss, int rows, int vocab) {
+  Array p(vocab);
   for (int r = 0; r < rows; ++r) {
     if (targets[r] < 0) continue;
-    const float* row = logits + static_cast<long>(r) * vocab;
-    float* d = dlogits + static_cast<long>(r) * vocab;
-    const double lse = log_sum_exp(row, vocab);
-    for (int j = 0; j < vocab; ++j) d[j] += dloss * static_cast<float>(std::exp(static_cast<double>(row[j]) - lse));
-    d[targets[r]] -= dloss;
+    softmax_row(logits + static_cast<long>(r) * vocab, vocab, p);
+    Eigen::Map<Array>(dlogits + static_cast<long>(r) * vocab, vocab) += dloss * p;
+    dlogits[static_cast<long>(r) * vocab + targets[r]] -= dloss;
   }
 }
 
