@@ -24,8 +24,8 @@ using namespace ditwin;
 const std::string ditwin_bin = DITWIN_BINARY;
 
 std::string write_layout(const std::string& name, const nlohmann::json& parallelism, int steps_between_checkpoints = 0,
-                         const std::string& recompute = "none") {
-  nlohmann::json plan = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu.json"));
+                         const std::string& recompute = "none", const std::string& scenario = "tiny-cpu.json") {
+  nlohmann::json plan = ditwin::read_json_file(ditwin::test::scenario(scenario));
   plan["name"] = "tiny-cpu-" + name;
   plan["training"]["optimizer"] = {{"kind", "sgd"}, {"lr", 0.05}};
   plan["training"]["recompute"] = recompute;
@@ -192,3 +192,25 @@ TEST(ExecLayouts, MeasuredStreamsFollowProgramOrder) {
 }
 
 }  // namespace
+
+// The text-and-image families under data parallelism: two ranks (ZeRO 0, 1 and 3) reach the
+// parameters of one rank; model parallelism is refused with the key to change.
+TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryZeroStage) {
+  for (const char* family : {"mmdit", "unified"}) {
+    const std::string scenario = std::string("tiny-") + family + "-cpu.json", tag = std::string(family) + "-";
+    const auto one = run(write_layout(tag + "one", {{"dp", 1}}, 0, "none", scenario), 1, 3);
+    for (int zero : {0, 1, 3}) {
+      const auto p = run(write_layout(tag + "dp2-z" + std::to_string(zero), {{"dp", 2}, {"zero", zero}}, 0, "selective",
+                                      scenario), 2, 3);
+      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " zero " << zero;
+    }
+    const auto init = run(write_layout(tag + "init", {{"dp", 1}}, 0, "none", scenario), 1, 1);
+    EXPECT_GT(relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";
+    const std::string tp = write_layout(tag + "tp2", {{"tp", 2}}, 0, "none", scenario);
+    const std::string cmd = ditwin_bin + " execute " + tp + " --steps 1 --ranks 2 > " + tp + ".log 2>&1 < /dev/null";
+    EXPECT_NE(std::system(cmd.c_str()), 0) << family << ": tp2 should be refused";
+    std::ifstream log(tp + ".log");
+    const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("parallelism: the CPU executor trains " + std::string(family)), std::string::npos) << text;
+  }
+}
