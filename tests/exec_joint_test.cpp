@@ -194,6 +194,9 @@ TEST(ExecJoint, RefusesLayoutsPrivacyAndBatchesWithoutText) {
   auto j = small_plan("mmdit");
   j["training"]["objective"]["image_weight"] = 2.0;  // one loss: nothing to weigh
   EXPECT_THROW(parse_plan(j), InputError);
+  auto tied = small_plan("unified");
+  tied["model"]["tied_embeddings"] = true;  // would be silently untied otherwise
+  EXPECT_THROW(exec::make_model(parse_plan(tied)), InputError);
 }
 
 }  // namespace

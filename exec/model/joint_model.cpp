@@ -119,6 +119,7 @@ struct JointModel::Impl {
     } else {
       need(m.vocab > 1, "model.vocab: a unified model needs a vocabulary of at least 2 tokens");
       need(m.hidden % 2 == 0, "model.hidden: the 1-D sin-cos text positions need an even width");
+      need(!m.tied_embeddings, "model.tied_embeddings: the unified executor has its own LM head (untied, as Transfusion)");
     }
     B = micro_batch;
     micro_batches = n_micro;
