@@ -1,14 +1,16 @@
-// One training step of the executor's DiT on the CPU: forward + backward of one micro-batch
+// One training step of the executor's model on the CPU: forward + backward of one micro-batch
 // (gradients zeroed first, the optimizer not included), run op by op in the Program's order for
-// tiny-cpu's DiT (micro-batch 4) and DiT-S/2 at 256 px (micro-batch 8), on 1 and 2 threads.
+// tiny-cpu's DiT (micro-batch 4), DiT-S/2 at 256 px (micro-batch 8), and the tiny MMDiT and
+// unified scenarios (micro-batch 4), on 1 and 2 threads.
 // tools/pytorch_dit_bench.py times the same step in PyTorch; docs/performance.md has both.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "exec/model/dit_model.hpp"
+#include "exec/model/model.hpp"
 #include "kernels/threads.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
@@ -16,13 +18,16 @@
 namespace {
 using namespace ditwin;
 
-nlohmann::json tiny_cpu() {
-  auto j = read_json_file(std::string(DITWIN_SOURCE_DIR) + "/scenarios/tiny-cpu.json");
+nlohmann::json one_micro_batch(const std::string& scenario) {
+  auto j = read_json_file(std::string(DITWIN_SOURCE_DIR) + "/scenarios/" + scenario);
   j["training"]["global_batch"] = j["training"]["micro_batch"];
   j["parallelism"] = {{"dp", 1}};
   j["cluster"]["devices_per_node"] = 1;
   return j;
 }
+nlohmann::json tiny_cpu() { return one_micro_batch("tiny-cpu.json"); }
+nlohmann::json tiny_mmdit() { return one_micro_batch("tiny-mmdit-cpu.json"); }
+nlohmann::json tiny_unified() { return one_micro_batch("tiny-unified-cpu.json"); }
 
 nlohmann::json dit_s2() {
   return nlohmann::json::parse(R"({
@@ -42,7 +47,8 @@ void BM_DitTrainingStep(benchmark::State& state, nlohmann::json (*make_plan)()) 
   const Plan plan = parse_plan(make_plan());
   const Program program = lower(plan);
   const int b = static_cast<int>(plan.training.micro_batch);
-  exec::DiT dit(plan.model, b, 1);
+  std::unique_ptr<exec::Model> model = exec::make_model(plan);
+  exec::Model& dit = *model;
   std::vector<float> params(dit.parameter_count()), grads(params.size());
   dit.init_parameters(params.data(), 1);
   for (auto& p : params) p += 1e-3f;  // adaLN-Zero aside, the work is the same; keep values generic
@@ -65,6 +71,10 @@ void BM_DitTrainingStep(benchmark::State& state, nlohmann::json (*make_plan)()) 
 }
 
 BENCHMARK_CAPTURE(BM_DitTrainingStep, tiny_cpu_b4, tiny_cpu)
+    ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_DitTrainingStep, tiny_mmdit_b4, tiny_mmdit)
+    ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_DitTrainingStep, tiny_unified_b4, tiny_unified)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_DitTrainingStep, dit_s2_256px_b8, dit_s2)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
