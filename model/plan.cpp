@@ -316,6 +316,16 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     }
     p.finish();
   }
+  r.accept("data");  // "data": null is absent
+  if (r.has("data")) {
+    JsonReader d = r.object("data");
+    t.data.path = d.string("path");
+    if (t.data.path.empty()) d.fail("path", "must name the dataset directory (the one holding index.json)");
+    t.data.shuffle = d.boolean("shuffle", true);
+    d.finish();
+    if (model.family == ModelFamily::gpt || model.family == ModelFamily::llama)
+      d.fail("path", std::string("datasets on disk feed dit, mmdit and unified models, not ") + to_string(model.family));
+  }
   long long seed = r.integer("seed", 0);
   if (seed < 0) r.fail("seed", "must be >= 0");
   t.seed = static_cast<std::uint64_t>(seed);

@@ -63,6 +63,14 @@ struct PrivacySpec {
   std::string conversion = "improved";  // RDP -> (eps, delta): improved (Balle et al. 2020) | classic (Mironov 2017)
 };
 
+// Training data on disk (docs/data.md): a directory of .npy shards and an index.json. Absent: the
+// executor trains on synthetic class-conditional latents.
+struct DataSpec {
+  std::string path;     // the dataset directory, as given (relative paths: to the working directory)
+  bool shuffle = true;  // a fresh pseudo-random order each epoch (seeded by training.seed)
+  bool on_disk() const { return !path.empty(); }
+};
+
 struct TrainingSpec {
   long long global_batch = 0;
   long long micro_batch = 1;
@@ -72,6 +80,7 @@ struct TrainingSpec {
   Recompute recompute = Recompute::none;
   bool flash_attention = true;
   PrivacySpec privacy;
+  DataSpec data;
   std::uint64_t seed = 0;
 };
 
