@@ -183,8 +183,8 @@ class Runner {
           auto t0 = Clock::now();
           ShardState state = export_state(done);  // the snapshot to host memory
           nlohmann::json extra = {{"losses", result.losses}, {"adamw_step", done}, {"zero", zero_}, {"dp", ranks_},
-                                  {"data", {{"next_step", done}, {"samples_seen", done * plan_.training.global_batch},
-                                            {"sample", "a function of (training.seed, step, index in the global batch)"}}},
+                                  {"data", {{"next_step", done}, {"samples_seen", samples_before(done)},
+                                            {"source", data_.describe()}}},
                                   {"rng", {{"kind", "counter-based SplitMix64"}, {"seed", plan_.training.seed},
                                            {"state", "none beyond (seed, step): restoring the step restores every stream"}}}};
           double snapshot_s = seconds(Clock::now() - t0);
@@ -280,6 +280,8 @@ class Runner {
                             {"poisson_examples_dropped", poisson_dropped_},
                             {"secret_noise_key", has_secret_}};
     }
+    r.extra["data"] = {{"source", data_.describe()}, {"first_sample", samples_before(start_step_)},
+                       {"samples_seen", samples_before(options_.steps)}};
     if (!options_.checkpoint.dir.empty())
       r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
                                {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
@@ -322,6 +324,10 @@ class Runner {
   bool has_secret_ = false;
 
   long long start_step_ = 0, steps_run_ = 0;  // a resumed run starts at its checkpoint's step
+  // The data position: data_samples_ samples were consumed before step data_step_ (0 and 0, or
+  // what the checkpoint a run resumed from saved).
+  long long data_step_ = 0, data_samples_ = 0;
+  long long samples_before(long long step) const { return data_samples_ + (step - data_step_) * plan_.training.global_batch; }
   double checkpoint_stall_s_ = 0;
   long long warmup() const { return std::min<long long>(options_.warmup_steps, std::max<long long>(0, steps_run_ - 1)); }
 
@@ -448,10 +454,17 @@ class Runner {
     }
     import_state(c);
     start_step_ = c.step;
+    // The data order continues where the checkpoint's run left it, whatever the rank count.
+    data_step_ = c.step;
+    data_samples_ = c.step * plan_.training.global_batch;
+    const auto& saved = c.manifest.value("data", nlohmann::json::object());
+    if (saved.contains("samples_seen") && saved["samples_seen"].is_number_integer())
+      data_samples_ = saved["samples_seen"].get<long long>();
     for (const auto& l : c.manifest.value("losses", nlohmann::json::array())) result.losses.push_back(l.get<double>());
     if (rank_ == 0)
       std::cout << "resumed from the checkpoint of step " << c.step << " (" << store.step_dir(c.step) << ", written by "
-                << c.ranks << " rank(s)" << (c.ranks != ranks_ ? ", resharded" : "") << ")\n" << std::flush;
+                << c.ranks << " rank(s)" << (c.ranks != ranks_ ? ", resharded" : "") << "); the data continues at sample "
+                << data_samples_ << "\n" << std::flush;
     if (ft && rank_ == 0)
       ft->event({{"event", "loaded"}, {"step", c.step}, {"load_s", load_s}, {"refused", refused}, {"written_by_ranks", c.ranks}});
   }
@@ -573,14 +586,23 @@ class Runner {
     }
     for (int mb = 0; mb < micro_batches_; ++mb) {
       Batch batch;
-      for (long long i = 0; i < b; ++i) {
-        // Each sample is a function of (seed, step, its index in the global batch) alone, so any
-        // split of the batch over ranks and micro-batches sees the same data.
-        long long index = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * b + i;
-        append_samples(batch, data_.batch(step, 0, static_cast<int>(index), 1));
-      }
+      for (long long i = 0; i < b; ++i) append_samples(batch, data_.sample(sample_ref(step, mb, i)));
       model_.set_batch(mb, std::move(batch));
     }
+    // The next step's samples are read while this one trains (a no-op for synthetic data).
+    if (step + 1 < options_.steps) {
+      std::vector<SampleRef> next;
+      for (int mb = 0; mb < micro_batches_; ++mb)
+        for (long long i = 0; i < b; ++i) next.push_back(sample_ref(step + 1, mb, i));
+      data_.prefetch(std::move(next));
+    }
+  }
+
+  // Sample i of micro-batch mb of this rank at `step`: its index in the global batch (so any split
+  // over ranks and micro-batches names the same samples) and its place in the data order.
+  SampleRef sample_ref(long long step, int mb, long long i) const {
+    long long slot = (static_cast<long long>(place_.dp) * micro_batches_ + mb) * plan_.training.micro_batch + i;
+    return {step, slot, samples_before(step) + slot};
   }
 
   // The step's slots (global_batch of them, rank-major as the fixed batches) take the drawn
@@ -598,10 +620,7 @@ class Runner {
         bool used = slot < static_cast<long long>(drawn.size());
         long long example = used ? drawn[slot] : slot;
         // The example's latent and class are fixed; its diffusion noise and timestep are the step's.
-        Batch item = data_.batch(0, 0, static_cast<int>(example), 1);
-        Batch draw = data_.batch(step, 1, static_cast<int>(example), 1);
-        item.noise = std::move(draw.noise);
-        item.t = std::move(draw.t);
+        Batch item = data_.example(example, step);
         item.weight = {used ? 1.0f : 0.0f};
         append_samples(batch, item);
       }

@@ -39,7 +39,7 @@ struct PerSample {
   std::vector<std::vector<float>> grads;  // [mb * B + b]
   std::vector<double> norms;
 };
-PerSample per_sample_gradients(const Plan& plan, const std::vector<float>& params, exec::DataSource& data) {
+PerSample per_sample_gradients(const Plan& plan, const std::vector<float>& params, exec::SyntheticData& data) {
   auto one = test::small_dit_plan();
   one["training"]["global_batch"] = 1;
   one["training"]["micro_batch"] = 1;
@@ -73,7 +73,7 @@ struct DpStep {
   std::vector<double> norms;  // [mb * B + b]
   std::vector<float> clip;
 };
-DpStep dp_step(const Plan& plan, const std::vector<float>& params, exec::DataSource& data) {
+DpStep dp_step(const Plan& plan, const std::vector<float>& params, exec::SyntheticData& data) {
   ModelStepper s(plan);
   s.dit().enable_privacy(plan.training.privacy.clip_norm);
   s.params = params;

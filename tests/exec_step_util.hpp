@@ -38,7 +38,7 @@ class ModelStepper {
   int micro_batches() const { return micro_batches_; }
   const Program& program() const { return program_; }
 
-  void set_batches(exec::DataSource& data, std::int64_t step, int rank = 0) {
+  void set_batches(exec::SyntheticData& data, std::int64_t step, int rank = 0) {
     for (int mb = 0; mb < micro_batches_; ++mb)
       model_.set_batch(mb, data.batch(step, rank, mb, static_cast<int>(plan_.training.micro_batch)));
   }

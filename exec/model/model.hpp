@@ -38,19 +38,47 @@ struct Batch {
 // Appends the samples of `more` to `into` (every field the two carry).
 void append_samples(Batch& into, const Batch& more);
 
-// Where batches come from. Synthetic class-conditional latents need no download; a real
-// dataset plugs in by implementing this.
+// One sample of a step's global batch. `slot` is its index in the global batch (rank-major: data-
+// parallel rank, micro-batch, sample), so every split over ranks and micro-batches names the same
+// samples; `position` counts the samples the run consumed before it, which is where a dataset's
+// order stands (the runtime keeps it, a checkpoint saves it). A sample's diffusion noise and
+// timestep are drawn from (training.seed, step, slot).
+struct SampleRef {
+  std::int64_t step = 0, slot = 0, position = 0;
+};
+
+// Where samples come from: synthetic latents (make_synthetic_latents), or a dataset on disk
+// (exec/data/data_source.hpp; make_data_source picks by the plan).
 class DataSource {
  public:
   virtual ~DataSource() = default;
-  // The micro-batch `micro_batch` of data-parallel rank `rank` at `step`, deterministic.
-  virtual Batch batch(std::int64_t step, int rank, int micro_batch, int size) = 0;
+  // One sample (size 1), deterministic.
+  virtual Batch sample(const SampleRef& at) = 0;
+  // DP-SGD with Poisson sampling: example `example` of the dataset (its latents, label and text are
+  // fixed) with the noise and timestep drawn for it at `step`.
+  virtual Batch example(std::int64_t example, std::int64_t step) = 0;
+  // The samples this rank asks for next (the next step's, in order): a source may read them on a
+  // background thread while the current step trains. An error reading them surfaces when one of
+  // them is asked for.
+  virtual void prefetch(std::vector<SampleRef> next) { (void)next; }
+  // What checkpoints and reports record about the source (besides the position, which the runtime keeps).
+  virtual nlohmann::json describe() const = 0;
 };
 
 // Class-conditional synthetic latents: each class has a fixed random mean pattern; a sample is
-// that pattern plus noise; t ~ sigmoid(N(m, s)) (logit-normal), epsilon ~ N(0, 1). All from `seed`.
-std::unique_ptr<DataSource> make_synthetic_latents(const ModelSpec& model, const ObjectiveSpec& objective,
-                                                   std::uint64_t seed);
+// that pattern plus noise; t from the plan's timestep strategy, epsilon ~ N(0, 1). All from `seed`.
+// A sample is a function of (seed, step, slot) alone: the position is not used.
+class SyntheticData : public DataSource {
+ public:
+  // `size` samples keyed (step, rank, micro_batch, index): tests and benchmarks draw whole batches.
+  // The runtime's sample (step, slot) is batch(step, 0, slot, 1).
+  virtual Batch batch(std::int64_t step, int rank, int micro_batch, int size) = 0;
+  Batch sample(const SampleRef& at) override { return batch(at.step, 0, static_cast<int>(at.slot), 1); }
+  Batch example(std::int64_t example, std::int64_t step) override;
+  nlohmann::json describe() const override;
+};
+std::unique_ptr<SyntheticData> make_synthetic_latents(const ModelSpec& model, const ObjectiveSpec& objective,
+                                                      std::uint64_t seed);
 
 // Which part of the model this rank holds and computes (Megatron's layout; the Program's place).
 //  - tp: each block's QKV and fc1 are column-parallel (this rank's heads of Q, K and V, its slice of

@@ -12,7 +12,7 @@
 namespace ditwin::exec {
 namespace {
 
-class SyntheticLatents final : public DataSource {
+class SyntheticLatents final : public SyntheticData {
  public:
   SyntheticLatents(const ModelSpec& model, const ObjectiveSpec& objective, std::uint64_t seed)
       : model_(model), channels_(model.latent_channels), size_(model.latent_size()),
@@ -103,8 +103,21 @@ class SyntheticLatents final : public DataSource {
 
 }  // namespace
 
-std::unique_ptr<DataSource> make_synthetic_latents(const ModelSpec& model, const ObjectiveSpec& objective,
-                                                   std::uint64_t seed) {
+Batch SyntheticData::example(std::int64_t example, std::int64_t step) {
+  // The example's latent and class are its draw at step 0; its noise and timestep the step's.
+  Batch item = batch(0, 0, static_cast<int>(example), 1);
+  Batch draw = batch(step, 1, static_cast<int>(example), 1);
+  item.noise = std::move(draw.noise);
+  item.t = std::move(draw.t);
+  return item;
+}
+
+nlohmann::json SyntheticData::describe() const {
+  return {{"kind", "synthetic"}, {"sample", "a function of (training.seed, step, index in the global batch)"}};
+}
+
+std::unique_ptr<SyntheticData> make_synthetic_latents(const ModelSpec& model, const ObjectiveSpec& objective,
+                                                      std::uint64_t seed) {
   return std::make_unique<SyntheticLatents>(model, objective, seed);
 }
 
