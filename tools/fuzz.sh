@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
-all_targets=(fuzz_plan fuzz_profile fuzz_run_times fuzz_checkpoint)
+all_targets=(fuzz_plan fuzz_profile fuzz_run_times fuzz_checkpoint fuzz_npy)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 bash tools/setup.sh
 

@@ -93,12 +93,30 @@ def checkpoint_seeds(out):
     return len(cases)
 
 
+def npy_seeds(out):
+    """Inputs of fuzz/fuzz_npy.cpp: .npy headers as numpy.save writes them (v1 and v2), and Python 2's."""
+    cases = {
+        "latents-v1": (1, "{'descr': '<f4', 'fortran_order': False, 'shape': (256, 4, 32, 32), }"),
+        "labels-v1": (1, "{'descr': '<i8', 'fortran_order': False, 'shape': (256,), }"),
+        "tokens-v2": (2, "{'descr': '<i4', 'fortran_order': False, 'shape': (8, 77), }"),
+        "scalar-v3": (3, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }"),
+        "python2-long": (1, "{'descr': '>f8', 'fortran_order': True, 'shape': (2L, 3L), }"),
+    }
+    for name, (major, d) in cases.items():
+        preamble = 10 if major == 1 else 12
+        header = d + " " * ((64 - (preamble + len(d) + 1) % 64) % 64) + "\n"
+        length = struct.pack("<H" if major == 1 else "<I", len(header))
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(b"\x93NUMPY" + bytes([major, 0]) + length + header.encode() + b"\0" * 16)
+    return len(cases)
+
+
 def main():
     out, ditwin = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     made = {}
     for target, make in [("fuzz_plan", plan_seeds), ("fuzz_profile", profile_seeds),
                          ("fuzz_run_times", lambda o: run_times_seeds(o, ditwin)),
-                         ("fuzz_checkpoint", checkpoint_seeds)]:
+                         ("fuzz_checkpoint", checkpoint_seeds), ("fuzz_npy", npy_seeds)]:
         d = os.path.join(out, target)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
