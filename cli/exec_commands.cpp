@@ -18,6 +18,7 @@
 #include "cost_models/profile.hpp"
 #include "exec/calibrate/calibrate.hpp"
 #include "exec/comm/communicator.hpp"
+#include "exec/data/data_source.hpp"
 #include "exec/cuda_exec.hpp"
 #include "exec/ft/checkpoint.hpp"
 #include "exec/ft/sealed_codec.hpp"
@@ -129,6 +130,8 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   }
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
+  // The training data (a dataset is opened and checked here, before mpirun starts the ranks).
+  std::unique_ptr<exec::DataSource> data = exec::make_data_source(plan);
   if (!inside_mpi() && !a.checkpoint_key.empty()) exec::checkpoint_codec(a.checkpoint_key);  // the key file, before mpirun
   if (a.backend == "cuda" && !inside_mpi()) require_cuda();
   std::vector<InjectSpec> injections = all_injections(plan, a);
@@ -173,7 +176,6 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   kernels::set_num_threads(a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / local_ranks()));
   Program program = lower(plan);
-  auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, plan.training.seed);
   exec::ExecOptions options;
   options.steps = a.steps;
   options.warmup_steps = a.warmup;
@@ -213,7 +215,8 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     ck.interval_s = plan.reliability.checkpoint.interval_s;
     ck.keep = plan.reliability.checkpoint.keep;
     ck.resume = !a.no_resume;
-    ck.plan_identity = exec::plan_identity(read_json_file(a.plan));
+    const nlohmann::json source = data->describe();
+    ck.plan_identity = exec::plan_identity(read_json_file(a.plan), source.value("index_sha256", ""));
   }
   // Encrypted checkpoints: the key from --checkpoint-key or the environment, never the plan.
   std::unique_ptr<exec::ShardCodec> codec = exec::checkpoint_codec(a.checkpoint_key);

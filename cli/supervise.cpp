@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cli/exec_commands.hpp"
+#include "exec/data/data_source.hpp"
 #include "exec/runtime.hpp"
 #include "exec/ft/supervisor.hpp"
 #include "model/errors.hpp"
@@ -49,6 +50,7 @@ std::set<int> parse_fired(const std::string& list) {
 int run_supervised(const ExecuteArgs& a) {
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan);
+  exec::make_data_source(plan);  // a bad dataset is refused once, here, not restarted over
   std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();
   int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);

@@ -172,12 +172,17 @@ ShardState parse_shard(const std::string& bytes, const std::string& where) {
   return s;
 }
 
-std::string plan_identity(const nlohmann::json& plan_document) {
+std::string plan_identity(const nlohmann::json& plan_document, const std::string& data_identity) {
   nlohmann::json core = nlohmann::json::object();
   for (const char* key : {"model", "training"})
     if (plan_document.contains(key)) core[key] = plan_document[key];
   // How the global batch is cut into micro-batches is layout too: the same samples, the same mean.
-  if (core.contains("training") && core["training"].is_object()) core["training"].erase("micro_batch");
+  if (core.contains("training") && core["training"].is_object()) {
+    auto& training = core["training"];
+    training.erase("micro_batch");
+    if (training.contains("data") && training["data"].is_object()) training["data"].erase("path");
+    if (!data_identity.empty()) training["data"]["index_sha256"] = data_identity;
+  }
   return sha256_hex(core.dump());
 }
 
@@ -300,7 +305,7 @@ LoadedCheckpoint CheckpointStore::load(long long step, const CheckpointIdentity&
     if (body.at("plan_identity").get<std::string>() != id.plan_identity)
       throw CheckpointError(where + ": written for another plan (\"" + body.value("plan", "?") + "\", identity " +
                             body["plan_identity"].get<std::string>().substr(0, 12) + "…; this plan's is " +
-                            id.plan_identity.substr(0, 12) + "…): the model or training section differs");
+                            id.plan_identity.substr(0, 12) + "…): the model or training section, or the dataset's index.json, differs");
     if (body.at("parameters").get<std::size_t>() != id.parameters)
       throw CheckpointError(where + ": holds " + std::to_string(body["parameters"].get<std::size_t>()) +
                             " parameters, the model has " + std::to_string(id.parameters));

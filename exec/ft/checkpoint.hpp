@@ -68,8 +68,10 @@ struct CheckpointIdentity {
 // SHA-256 of the canonical JSON (sorted keys, compact) of the plan's `model` and `training`
 // sections but training.micro_batch: what decides the trajectory. `name`, `description`, `run`
 // and `reliability` are run settings; `parallelism`, `cluster` and the micro-batch size are the
-// layout, which a resume may change (resharding).
-std::string plan_identity(const nlohmann::json& plan_document);
+// layout, which a resume may change (resharding). training.data.path is where the data lives, not
+// what it is: `data_identity` (the dataset's index SHA-256, "" for synthetic data) stands for it,
+// so a moved dataset resumes and another one is refused.
+std::string plan_identity(const nlohmann::json& plan_document, const std::string& data_identity = "");
 
 struct LoadedCheckpoint {
   long long step = 0;
