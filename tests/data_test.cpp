@@ -37,19 +37,9 @@ std::string fresh_dir(const std::string& name) {
 
 Plan tiny_plan() { return load_plan(test::scenario("tiny-cpu.json")); }
 
-// A tiny mmdit or unified model: only the shapes matter to the dataset.
-Plan text_plan(ModelFamily family) {
-  Plan p = tiny_plan();
-  p.model.family = family;
-  p.model.num_classes = 0;
-  p.model.text_tokens = 6;
-  if (family == ModelFamily::mmdit) {
-    p.model.context_dim = 5;
-    p.model.pooled_dim = 3;
-  } else {
-    p.model.vocab = 50;
-  }
-  return p;
+Plan family_plan(ModelFamily family) {
+  return load_plan(test::scenario(family == ModelFamily::dit ? "tiny-cpu.json"
+                                  : family == ModelFamily::mmdit ? "tiny-mmdit-cpu.json" : "tiny-unified-cpu.json"));
 }
 
 template <class F>
@@ -155,29 +145,34 @@ TEST(DataNpy, MalformedHeadersAreRefusedNamingTheFile) {
 
 // --- the dataset: written, read back, refused -----------------------------------------------
 
-TEST(DataDataset, SynthWritesWhatTheReaderReadsForEachFamily) {
+TEST(DataDataset, SynthWritesTheSyntheticExamplesAndTheReaderReadsThemForEachFamily) {
   for (ModelFamily family : {ModelFamily::dit, ModelFamily::mmdit, ModelFamily::unified}) {
-    Plan plan = family == ModelFamily::dit ? tiny_plan() : text_plan(family);
+    Plan plan = family_plan(family);
     std::string dir = fresh_dir(std::string("synth_") + to_string(family));
     nlohmann::json index = write_synthetic_dataset(plan, dir, 25, 10, false);
     EXPECT_EQ(index["shards"].size(), 3u);
     Dataset d(dir, plan.model);
     EXPECT_EQ(d.samples(), 25);
     EXPECT_EQ(d.shards(), 3u);
+    auto synthetic = make_synthetic_latents(plan.model, plan.training.objective, plan.training.seed);
     const std::size_t S = static_cast<std::size_t>(plan.model.latent_size());
+    const std::size_t T = static_cast<std::size_t>(plan.model.text_tokens);
     for (std::int64_t e : {0, 9, 10, 24}) {
       Batch b;
       d.read(e, b);
       EXPECT_EQ(b.size, 1);
       EXPECT_EQ(b.x0.size(), 4 * S * S);
       ASSERT_EQ(b.y.size(), 1u);
-      if (family == ModelFamily::dit) {
-        EXPECT_LT(b.y[0], 10);
-      }
-      EXPECT_EQ(b.context.size(), family == ModelFamily::mmdit ? 6u * 5u : 0u);
-      EXPECT_EQ(b.pooled.size(), family == ModelFamily::mmdit ? 3u : 0u);
-      EXPECT_EQ(b.tokens.size(), family == ModelFamily::unified ? 6u : 0u);
-      for (int id : b.tokens) EXPECT_LT(id, 50);
+      EXPECT_EQ(b.context.size(), family == ModelFamily::mmdit ? T * 64 : 0u);
+      EXPECT_EQ(b.pooled.size(), family == ModelFamily::mmdit ? 32u : 0u);
+      EXPECT_EQ(b.tokens.size(), family == ModelFamily::unified ? T : 0u);
+      // Example e is the synthetic source's example e, bit for bit (labels only where the model has classes).
+      Batch want = synthetic->example(e, 0);
+      EXPECT_EQ(b.x0, want.x0);
+      EXPECT_EQ(b.context, want.context);
+      EXPECT_EQ(b.pooled, want.pooled);
+      EXPECT_EQ(b.tokens, want.tokens);
+      EXPECT_EQ(b.y[0], family == ModelFamily::dit ? want.y[0] : 0);
     }
     // The same plan and seed write the same bytes.
     std::string again = fresh_dir(std::string("synth_again_") + to_string(family));
@@ -360,6 +355,8 @@ Batch read_slots(DataSource& source, std::int64_t step, std::int64_t first, std:
 
 void expect_same(const Batch& a, const Batch& b, const std::string& what) {
   EXPECT_EQ(a.size, b.size) << what;
+  EXPECT_EQ(a.context, b.context) << what;
+  EXPECT_EQ(a.pooled, b.pooled) << what;
   EXPECT_EQ(a.x0, b.x0) << what;
   EXPECT_EQ(a.noise, b.noise) << what;
   EXPECT_EQ(a.t, b.t) << what;
@@ -367,8 +364,9 @@ void expect_same(const Batch& a, const Batch& b, const std::string& what) {
 }
 
 TEST(DataSource, TwoRanksReadTheSamplesOneRankReadsWhateverIsPrefetched) {
-  Plan plan = tiny_plan();
-  plan.training.data.path = synth_tiny("ranks", 40);
+  Plan plan = family_plan(ModelFamily::mmdit);
+  plan.training.data.path = fresh_dir("ranks");
+  write_synthetic_dataset(plan, plan.training.data.path, 40, 100, false);
   auto one = make_data_source(plan), r0 = make_data_source(plan), r1 = make_data_source(plan);
   for (std::int64_t step = 0; step < 4; ++step) {  // 16 a step: step 2 crosses into the second epoch
     Batch whole = read_slots(*one, step, 0, 16, step * 16);
@@ -517,6 +515,29 @@ TEST(DataExecute, OneRankAndTwoTrainTheSameFromADataset) {
   Outcome synthetic = execute(::testing::TempDir() + "/data_synthetic.json", 1, 3);
   ASSERT_EQ(synthetic.rc, 0) << synthetic.log;
   EXPECT_GT(relative_l2(synthetic.parameters, one.parameters), 1e-4);
+}
+
+// The text fields travel too: MMDiT's context and pooled vectors, the unified model's tokens.
+TEST(DataExecute, MmditAndUnifiedTrainTheSameOnOneRankAndTwoFromADataset) {
+  for (const char* family : {"mmdit", "unified"}) {
+    const std::string scenario = test::scenario(std::string("tiny-") + family + "-cpu.json");
+    std::string ds = fresh_dir(std::string("exec_") + family);
+    write_synthetic_dataset(load_plan(scenario), ds, 40, 100, false);
+    std::vector<float> params[2];
+    for (int dp : {1, 2}) {
+      auto j = read_json_file(scenario);
+      j["training"]["optimizer"] = {{"kind", "sgd"}, {"lr", 0.05}};
+      j["training"]["data"] = {{"path", ds}};
+      j["parallelism"] = {{"dp", dp}, {"zero", 0}, {"bucket_mb", 0.25}};
+      j["cluster"]["devices_per_node"] = dp;
+      std::string plan = ::testing::TempDir() + "/data_" + family + std::to_string(dp) + ".json";
+      std::ofstream(plan) << j.dump();
+      Outcome r = execute(plan, dp, 3);
+      ASSERT_EQ(r.rc, 0) << r.log;
+      params[dp - 1] = r.parameters;
+    }
+    EXPECT_LT(relative_l2(params[1], params[0]), 1e-5) << family;
+  }
 }
 
 TEST(DataExecute, AResumedRunContinuesTheSampleSequenceOnAnotherRankCountWithTheDatasetMoved) {

@@ -18,7 +18,6 @@
 #include <sstream>
 
 #include "exec/ft/checkpoint.hpp"  // defines: sha256_hex
-#include "exec/model/rng.hpp"
 #include "model/errors.hpp"
 #include "model/json_reader.hpp"
 
@@ -313,27 +312,16 @@ nlohmann::json write_synthetic_dataset(const Plan& plan, const std::string& dir,
   fs::create_directories(dir, ec);
   if (ec) throw InputError("--out " + dir + ": cannot create: " + ec.message());
 
-  // Each example's hidden class sets its latents (the synthetic source's smooth class patterns
-  // plus per-sample spread) and its text: a class pattern plus noise (context, pooled), or the
-  // class's token sequence with one token in ten replaced (tokens).
+  // Example i is the synthetic source's example i (what DP-SGD's Poisson draws see there): a hidden
+  // class's smooth latent pattern plus per-example spread, and for mmdit and unified a caption of
+  // that class; the class is written as the label when the model is class-conditional.
   const std::uint64_t seed = plan.training.seed;
-  const int classes = model.num_classes > 0 ? model.num_classes : 10;
-  ModelSpec hidden = model;
-  hidden.num_classes = classes;
-  auto latents = make_synthetic_latents(hidden, plan.training.objective, seed);
-  const std::int64_t T = model.text_tokens;
-  auto pattern = [&](std::uint64_t what, int k, std::size_t n) {
-    std::vector<float> v(n);
-    Rng rng({seed, what, static_cast<std::uint64_t>(k)});
-    for (auto& x : v) x = static_cast<float>(rng.normal());
-    return v;
-  };
+  auto source = make_synthetic_latents(model, plan.training.objective, seed);
 
   nlohmann::json index = {{"format", format_name},
                           {"samples", samples},
                           {"description", "random values shaped for plan \"" + plan.name + "\" (ditwin dataset synth)"},
-                          {"source", {{"generator", "ditwin dataset synth"}, {"plan", plan.name}, {"seed", seed},
-                                      {"hidden_classes", classes}}},
+                          {"source", {{"generator", "ditwin dataset synth"}, {"plan", plan.name}, {"seed", seed}}},
                           {"fields", nlohmann::json::object()},
                           {"shards", nlohmann::json::array()}};
   for (const auto& f : fields) {
@@ -348,26 +336,12 @@ nlohmann::json write_synthetic_dataset(const Plan& plan, const std::string& dir,
     std::vector<std::int64_t> labels;
     std::vector<std::int32_t> tokens;
     for (std::int64_t i = first; i < first + n; ++i) {
-      const Batch b = latents->batch(0, 0, static_cast<int>(i), 1);
-      const int k = b.y[0];
+      const Batch b = source->batch(0, 0, static_cast<int>(i), 1);
       x0.insert(x0.end(), b.x0.begin(), b.x0.end());
-      labels.push_back(k);
-      Rng spread({seed, 0x73616d706c65ULL /* "sample" */, static_cast<std::uint64_t>(i)});
-      if (model.family == ModelFamily::mmdit) {
-        auto c = pattern(0x636f6e74657874ULL /* "context" */, k, static_cast<std::size_t>(T * model.context_dim));
-        for (auto& x : c) x += 0.3f * static_cast<float>(spread.normal());
-        context.insert(context.end(), c.begin(), c.end());
-        auto p = pattern(0x706f6f6c6564ULL /* "pooled" */, k, static_cast<std::size_t>(model.pooled_dim));
-        for (auto& x : p) x += 0.3f * static_cast<float>(spread.normal());
-        pooled.insert(pooled.end(), p.begin(), p.end());
-      }
-      if (model.family == ModelFamily::unified && model.vocab > 0) {
-        Rng sequence({seed, 0x746f6b656e73ULL /* "tokens" */, static_cast<std::uint64_t>(k)});
-        for (std::int64_t j = 0; j < T; ++j) {
-          const auto id = static_cast<std::int32_t>(sequence.next() % static_cast<std::uint64_t>(model.vocab));
-          tokens.push_back(spread.uniform() < 0.1 ? static_cast<std::int32_t>(spread.next() % static_cast<std::uint64_t>(model.vocab)) : id);
-        }
-      }
+      labels.push_back(b.y[0]);
+      context.insert(context.end(), b.context.begin(), b.context.end());
+      pooled.insert(pooled.end(), b.pooled.begin(), b.pooled.end());
+      tokens.insert(tokens.end(), b.tokens.begin(), b.tokens.end());
     }
     char stem[32];
     std::snprintf(stem, sizeof stem, "shard-%05lld", static_cast<long long>(s));

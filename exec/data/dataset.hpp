@@ -78,11 +78,10 @@ class Dataset {
 };
 
 // `ditwin dataset synth`: writes `samples` examples shaped for the plan's model into `dir`, in
-// shards of `shard_samples`. Values come from training.seed and are learnable: each example has a
-// hidden class (its label when the model is class-conditional) that sets the mean of its latents,
-// its text-encoder context and pooled vector (mmdit) or its tokens (unified). Refuses a `dir` that
-// exists and is not empty unless `force` (then files of the same names are replaced). Returns
-// index.json's content.
+// shards of `shard_samples`: example i is the synthetic source's example i (training.seed; a
+// hidden class sets the latents' pattern and the caption, and is the label where the model is
+// class-conditional), so the loss falls on it. Refuses a `dir` that exists and is not empty
+// unless `force` (then files of the same names are replaced). Returns index.json's content.
 nlohmann::json write_synthetic_dataset(const Plan& plan, const std::string& dir, std::int64_t samples,
                                        std::int64_t shard_samples, bool force);
 
