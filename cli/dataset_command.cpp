@@ -66,9 +66,9 @@ std::function<int()> add_dataset_command(CLI::App& app) {
   dataset->require_subcommand(1);
   auto* synth = dataset->add_subcommand("synth", "Write a small dataset of random values shaped for the plan's model");
   synth->add_option("plan", a->plan, "Training plan (JSON)")->required();
-  synth->add_option("--samples", a->samples, "Examples to write")->required()->check(CLI::PositiveNumber);
+  synth->add_option("--samples", a->samples, "Examples to write")->required()->check(CLI::Range(1LL, 2147483647LL));
   synth->add_option("--out", a->out, "Directory to write (index.json and the .npy shards)")->required();
-  synth->add_option("--shard-samples", a->shard_samples, "Examples per shard (default 1024)")->check(CLI::PositiveNumber);
+  synth->add_option("--shard-samples", a->shard_samples, "Examples per shard (default 1024)")->check(CLI::Range(1LL, 2147483647LL));
   synth->add_flag("--force", a->force, "Write into --out even if it is not empty (files of the same names are replaced)");
   auto* check = dataset->add_subcommand("check", "Open the plan's dataset and read every example once, checking ids and values");
   check->add_option("plan", a->plan, "Training plan (JSON)")->required();
