@@ -189,7 +189,9 @@ Dataset::Dataset(const std::string& dir, const ModelSpec& model) : dir_(dir), fi
       if (!fs::is_regular_file(f.path, ec)) throw InputError(f.path + ": " + field + ": the file is missing");
       const NpyHeader h = read_npy_header(f.path, f.path + ": " + field);
       if (h.dtype != f.dtype) {
-        std::string why = h.descr.size() == 3 && h.descr[0] == '>' ? " (big-endian: save it little-endian, e.g. a.astype('<" + h.descr.substr(1) + "'))" : "";
+        const bool big_endian = h.descr.size() == 3 && h.descr[0] == '>';
+        const std::string why =
+            big_endian ? " (big-endian: save it little-endian, e.g. a.astype('<" + h.descr.substr(1) + "'))" : "";
         throw InputError(f.path + ": " + field + ": dtype '" + h.descr + "', but index.json says " + to_string(f.dtype) + why);
       }
       if (h.fortran_order)
