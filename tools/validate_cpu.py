@@ -3,7 +3,7 @@
 plan predict with `ditwin simulate --profile` and measure with `ditwin execute`, and print
 predicted vs measured as a Markdown table: six data-parallel plans, then the model-parallel
 scenarios tiny-cpu-tp2, -pp2 and -cp2 (with each pipeline stage's idle share, predicted and
-measured). Exits 1 when a plan's step-time error exceeds the tolerance.
+measured), and the other families' tiny scenarios (tiny-mmdit-cpu, tiny-unified-cpu, 2 ranks DP). Exits 1 when a plan's step-time error exceeds the tolerance.
 Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N] [--tolerance 0.15]"""
 import json, os, subprocess, sys, tempfile
 
@@ -53,10 +53,10 @@ for name, layers, hidden, batch, ranks, zero in plans:
     print(f"| {name} | {ranks} | {zero} | {1e3 * r['predicted']['step_time_s']:.1f} | "
           f"{1e3 * r['measured']['step_time_s']:.1f} | {100 * err:+.1f}% |")
 
-# The layouts: TP, a 1F1B pipeline and CP, each on 2 ranks.
+# The layouts: TP, a 1F1B pipeline and CP; then MMDiT and the unified model; each on 2 ranks.
 print("\n| scenario | predicted ms | measured ms | error | stage idle share, predicted / measured |")
 print("| --- | ---: | ---: | ---: | --- |")
-for name in ("tiny-cpu-tp2", "tiny-cpu-pp2", "tiny-cpu-cp2"):
+for name in ("tiny-cpu-tp2", "tiny-cpu-pp2", "tiny-cpu-cp2", "tiny-mmdit-cpu", "tiny-unified-cpu"):
     path = os.path.join(root, "scenarios", name + ".json")
     s, m, c = (os.path.join(tmp, name + x) for x in (".s.json", ".m.json", ".c.json"))
     subprocess.run([ditwin, "simulate", path, "--profile", profile, "--report", s], check=True, stdout=subprocess.DEVNULL)
