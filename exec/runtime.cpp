@@ -1019,9 +1019,9 @@ void check_plan(const Plan& plan, const std::string& backend) {
                      " (the CPU executor trains dit, mmdit and unified: --backend cpu)");
   if (family != ModelFamily::dit && family != ModelFamily::mmdit && family != ModelFamily::unified)
     throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
-  if (family != ModelFamily::dit && (par.tp != 1 || par.pp != 1 || par.cp != 1))
+  if (family != ModelFamily::dit && (par.tp != 1 || par.cp != 1))
     throw InputError("parallelism: " + who + " trains " + fam +
-                     " models under data parallelism (dp, zero 0-3); tp, pp and cp must be 1 (dit models run every layout)");
+                     " models under data and pipeline parallelism (dp, zero 0-3, pp); tp and cp must be 1 (dit models run every layout)");
   if (family != ModelFamily::dit && plan.training.privacy.enabled)
     throw InputError("training.privacy: " + who + " runs DP-SGD on dit models; this plan is " + fam);
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))

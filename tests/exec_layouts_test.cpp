@@ -193,9 +193,10 @@ TEST(ExecLayouts, MeasuredStreamsFollowProgramOrder) {
 
 }  // namespace
 
-// The text-and-image families under data parallelism: two ranks (ZeRO 0, 1 and 3) reach the
-// parameters of one rank; model parallelism is refused with the key to change.
-TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryZeroStage) {
+// The text-and-image families under data and pipeline parallelism: two ranks (ZeRO 0, 1 and 3)
+// and pipelines (1F1B, interleaved, GPipe x DP) reach the parameters of one rank; tensor
+// parallelism is refused with the key to change.
+TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderDataAndPipelineParallelism) {
   for (const char* family : {"mmdit", "unified"}) {
     const std::string scenario = std::string("tiny-") + family + "-cpu.json", tag = std::string(family) + "-";
     const auto one = run(write_layout(tag + "one", {{"dp", 1}}, 0, "none", scenario), 1, 3);
@@ -203,6 +204,15 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryZeroStage) {
       const auto p = run(write_layout(tag + "dp2-z" + std::to_string(zero), {{"dp", 2}, {"zero", zero}}, 0, "selective",
                                       scenario), 2, 3);
       EXPECT_LT(relative_l2(p, one), 1e-5) << family << " zero " << zero;
+    }
+    // Pipelines: 1F1B over 2 stages, interleaved (2 chunks per stage), GPipe with DP and ZeRO-1.
+    const std::vector<std::pair<std::string, nlohmann::json>> pipelines = {
+        {"pp2", {{"pp", 2}}},
+        {"pp2-interleaved", {{"pp", 2}, {"virtual_stages", 2}, {"schedule", "interleaved"}}},
+        {"pp2-gpipe-dp2-z1", {{"pp", 2}, {"schedule", "gpipe"}, {"dp", 2}, {"zero", 1}}}};
+    for (const auto& [name, par] : pipelines) {
+      const auto p = run(write_layout(tag + name, par, 0, "none", scenario), ranks_of(par), 3);
+      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
     }
     const auto init = run(write_layout(tag + "init", {{"dp", 1}}, 0, "none", scenario), 1, 1);
     EXPECT_GT(relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";

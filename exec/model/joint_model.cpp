@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -11,6 +12,7 @@
 
 #include "exec/model/activations.hpp"
 #include "exec/model/rng.hpp"
+#include "model/accounting.hpp"  // defines: chunk_first_layers
 #include "kernels/attention.hpp"  // defines: attention_forward, attention_backward (with a mask)
 #include "kernels/embedding.hpp"  // defines: patchify, unpatchify, sinusoids, table lookups
 #include "kernels/gelu.hpp"       // defines: gelu_forward, gelu_backward
@@ -92,6 +94,12 @@ struct JointModel::Impl {
   Buf pos_img, pos_txt;
   std::vector<unsigned char> mask;  // unified: T x T, causal with the image block bidirectional
   std::vector<MicroBatch> mbs;
+  // Pipeline parallelism: this rank's stage, the first layer of each model chunk, what it holds.
+  int pp = 1, stage = 0;
+  std::vector<int> chunk_first;
+  std::vector<bool> held;
+  bool has_embed = false, has_head = false;
+  std::map<const Op*, Buf> staging;  // pipeline transfers in flight
 
   Impl(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int n_micro, const ModelShard& shard)
       : m(model) {
@@ -102,8 +110,9 @@ struct JointModel::Impl {
     need(mm || m.family == ModelFamily::unified,
          std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
     const std::string fam = to_string(m.family);
-    need(std::max(1, shard.tp) == 1 && std::max(1, shard.cp) == 1 && std::max(1, shard.pp) == 1,
-         "parallelism: the " + fam + " executor runs data parallelism (dp, zero 0-3) only; set tp, cp and pp to 1");
+    need(std::max(1, shard.tp) == 1 && std::max(1, shard.cp) == 1,
+         "parallelism: the " + fam + " executor runs data and pipeline parallelism (dp, zero 0-3, pp); set tp and cp to 1");
+    need(shard.stage >= 0 && shard.stage < std::max(1, shard.pp), "parallelism: this rank's stage is outside the pipeline");
     need(m.layers > 0 && m.hidden > 0 && m.heads > 0 && m.ffn_hidden > 0, "model: layers, hidden, heads, ffn_hidden must be positive");
     need(m.hidden % m.heads == 0, "model.heads: must divide model.hidden");
     need(m.kv_heads == 0 || m.kv_heads == m.heads, "model.kv_heads: the " + fam + " executor has no grouped-query attention");
@@ -179,22 +188,43 @@ struct JointModel::Impl {
     hd.size = o;
     total = el.size + static_cast<std::size_t>(L) * layer_size + hd.size;
 
-    std::vector<std::string> names;
-    names.push_back("embed");
-    for (int l = 0; l < L; ++l) names.push_back(std::string("L").append(std::to_string(l)));
-    names.push_back("head");
-    if (!shard.groups.empty() && shard.groups != names)
-      throw std::logic_error("JointModel: the shard's parameter groups are not the whole model");
+    // The groups this rank holds, in the Program's order (RankClass::param_groups; none: all).
+    pp = std::max(1, shard.pp);
+    stage = shard.stage;
+    const int chunks = pp * std::max(1, shard.virtual_stages);
+    need(chunks <= L, "parallelism: " + std::to_string(chunks) + " pipeline chunks for " + std::to_string(L) + " layers");
+    chunk_first = chunk_first_layers(L, chunks);
+    std::vector<std::string> names = shard.groups;
+    if (names.empty()) {
+      names.push_back("embed");
+      for (int l = 0; l < L; ++l) names.push_back(std::string("L").append(std::to_string(l)));
+      names.push_back("head");
+    }
+    held.assign(L, false);
     std::size_t offset = 0;
     for (const auto& name : names) {
-      std::size_t size = name == "embed" ? el.size : name == "head" ? hd.size : layer_size;
+      std::size_t size = 0, global_offset = 0;
+      if (name == "embed") {
+        size = el.size;
+        has_embed = true;
+      } else if (name == "head") {
+        size = hd.size;
+        global_offset = el.size + static_cast<std::size_t>(L) * layer_size;
+        has_head = true;
+      } else {
+        const int l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
+        if (l < 0 || l >= L || name != std::string("L").append(std::to_string(l)) || held[l])
+          throw std::logic_error("JointModel: parameter group '" + name + "' is not a layer of this model");
+        held[l] = true;
+        size = layer_size;
+        global_offset = el.size + static_cast<std::size_t>(l) * layer_size;
+      }
       group_index[name] = static_cast<int>(groups.size());
       groups.push_back({name, offset, size});
       offset += size;
+      for (std::size_t i = 0; i < size; ++i) global.push_back(global_offset + i);
     }
-    global.resize(total);
-    for (std::size_t i = 0; i < total; ++i) global[i] = i;
-    replicated.assign(total, 1);
+    replicated.assign(global.size(), 1);
     params.assign(groups.size(), nullptr);
     grads.assign(groups.size(), nullptr);
 
@@ -218,7 +248,12 @@ struct JointModel::Impl {
   }
 
   // --- parameters ------------------------------------------------------------------------------
-  int gi(const std::string& name) const { return group_index.at(name); }
+  int gi(const std::string& name) const {
+    auto it = group_index.find(name);
+    if (it == group_index.end())
+      throw std::logic_error("JointModel: parameter group " + name + " is not held by this pipeline stage");
+    return it->second;
+  }
   const float* p(int g, std::size_t off, const std::string& part) const {
     if (off == none) return nullptr;
     if (!params[g]) throw std::logic_error("JointModel: op " + part + " needs group " + groups[g].name + " bound");
@@ -643,6 +678,67 @@ struct JointModel::Impl {
     }
   }
 
+  // --- pipeline transfers ------------------------------------------------------------------------
+  // Forward: every stream's residual stream leaving this model chunk (and mmdit's conditioning c);
+  // backward: their gradients (and the gradient of silu(c) summed over the later stages).
+  int model_chunk(const Op& op) const { return std::max(0, op.chunk) * pp + stage; }
+  std::size_t transfer_size() const {
+    std::size_t n = 0;
+    for (int s = 0; s < NS; ++s) n += static_cast<std::size_t>(B) * rows[s] * H;
+    return n + (mm ? static_cast<std::size_t>(B) * H : 0);
+  }
+  TensorComm comm_begin(const Op& op) {
+    const std::string& part = op.part;
+    const bool fwd = op.phase != Phase::backward;
+    TensorComm io;
+    if (part == "pp.fwd.send" || part == "pp.bwd.send") {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      Buf& buf = staging[&op];
+      buf.clear();
+      const int next = chunk_first[model_chunk(op) + 1];
+      for (int s = 0; s < NS; ++s) {
+        const Buf& x = fwd ? a.x[s][next] : a.dx[s];
+        buf.insert(buf.end(), x.begin(), x.end());
+      }
+      if (mm) buf.insert(buf.end(), (fwd ? a.c : a.dsilu_c).begin(), (fwd ? a.c : a.dsilu_c).end());
+      io.send = buf.data();
+      io.send_count = buf.size();
+      return io;
+    }
+    if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
+      Buf& buf = staging[&op];
+      buf.assign(transfer_size(), 0.0f);
+      io.recv = buf.data();
+      io.recv_count = buf.size();
+      return io;
+    }
+    throw std::logic_error("JointModel: op " + op.name + " is tensor- or context-parallel communication, which this family does not run");
+  }
+  void comm_end(const Op& op) {
+    const std::string& part = op.part;
+    auto it = staging.find(&op);
+    if (it == staging.end()) throw std::logic_error("JointModel: op " + op.name + " ended without beginning");
+    if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      const bool fwd = op.phase != Phase::backward;
+      const float* src = it->second.data();
+      const int first = chunk_first[model_chunk(op)];
+      for (int s = 0; s < NS; ++s) {
+        Buf& x = fwd ? a.x[s][first] : a.dx[s];
+        std::copy(src, src + x.size(), x.begin());
+        src += x.size();
+      }
+      if (mm && fwd) {
+        std::copy(src, src + a.c.size(), a.c.begin());
+        k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
+      } else if (mm) {
+        std::copy(src, src + a.dsilu_c.size(), a.dsilu_c.begin());
+        a.dc_ready = false;
+      }
+    }
+    staging.erase(it);
+  }
+
   [[noreturn]] void unknown(const std::string& part) const {
     throw std::logic_error(std::string("JointModel: unknown op part '") + part + "' for a " + to_string(m.family) + " model");
   }
@@ -654,14 +750,16 @@ JointModel::JointModel(const ModelSpec& model, const ObjectiveSpec& objective, i
 JointModel::~JointModel() = default;
 
 const std::vector<ParamGroup>& JointModel::groups() const { return impl_->groups; }
-std::size_t JointModel::parameter_count() const { return impl_->total; }
+std::size_t JointModel::parameter_count() const { return impl_->global.size(); }
 const std::vector<std::size_t>& JointModel::global_index() const { return impl_->global; }
 const std::vector<char>& JointModel::tp_replicated() const { return impl_->replicated; }
 std::size_t JointModel::global_parameter_count() const { return impl_->total; }
 
-void JointModel::init_parameters(float* params, std::uint64_t seed) const {
+void JointModel::init_parameters(float* local, std::uint64_t seed) const {
   const Impl& d = *impl_;
-  std::fill(params, params + d.total, 0.0f);
+  // The one-rank model's array, then this rank's groups of it.
+  std::vector<float> whole(d.total, 0.0f);
+  float* params = whole.data();
   const std::size_t h = d.H;
   // One stream per tensor keyed by (seed, group, tensor), as the DiT's.
   auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
@@ -704,6 +802,7 @@ void JointModel::init_parameters(float* params, std::uint64_t seed) const {
     std::fill(head + d.hd.norm_w, head + d.hd.norm_w + h, 1.0f);
     normal(head + d.hd.lm_w, static_cast<std::size_t>(d.V) * h, 0.02, d.L + 1, 0);
   }
+  for (std::size_t i = 0; i < d.global.size(); ++i) local[i] = whole[d.global[i]];
 }
 
 void JointModel::bind(const std::string& group, const float* params, float* grads) {
@@ -757,6 +856,8 @@ void JointModel::run(const std::string& part, int layer, Phase phase, int mb) {
   const bool fwd = phase != Phase::backward;
   try {
     if (layer >= d.L) throw std::logic_error("JointModel: op " + op + ": layer out of range");
+    if (layer >= 0 && !d.held[layer])
+      throw std::logic_error("JointModel: op " + op + " runs on a layer this pipeline stage does not hold");
     if (layer >= 0) {
       fwd ? d.layer_forward(part, layer, a) : d.layer_backward(part, layer, a);
     } else if (part.rfind("embed.", 0) == 0) {
@@ -787,12 +888,8 @@ double JointModel::image_loss(int mb) const {
   return impl_->mbs[mb].image_loss;
 }
 
-TensorComm JointModel::comm_begin(const Op& op) {
-  throw std::logic_error("JointModel: op " + op.name + " is model-parallel communication, which this family does not run");
-}
-void JointModel::comm_end(const Op& op) {
-  throw std::logic_error("JointModel: op " + op.name + " is model-parallel communication, which this family does not run");
-}
+TensorComm JointModel::comm_begin(const Op& op) { return impl_->comm_begin(op); }
+void JointModel::comm_end(const Op& op) { impl_->comm_end(op); }
 
 void JointModel::enable_privacy(double) {
   throw InputError(std::string("training.privacy: DP-SGD runs on dit models; the ") + to_string(impl_->m.family) +
