@@ -1019,9 +1019,15 @@ void check_plan(const Plan& plan, const std::string& backend) {
                      " (the CPU executor trains dit, mmdit and unified: --backend cpu)");
   if (family != ModelFamily::dit && family != ModelFamily::mmdit && family != ModelFamily::unified)
     throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
-  if (family != ModelFamily::dit && (par.tp != 1 || par.cp != 1))
-    throw InputError("parallelism: " + who + " trains " + fam +
-                     " models under data and pipeline parallelism (dp, zero 0-3, pp); tp and cp must be 1 (dit models run every layout)");
+  if (family != ModelFamily::dit && par.cp != 1)
+    throw InputError("parallelism.cp: " + who + " trains " + fam +
+                     " models under data, pipeline and (mmdit) tensor parallelism; cp must be 1 (dit models run every layout)");
+  if (family == ModelFamily::unified && par.tp != 1)
+    throw InputError("parallelism.tp: " + who + " has no vocabulary-parallel embedding and LM head for unified models yet; "
+                     "tp must be 1 (mmdit and dit models run tensor parallelism)");
+  if (family != ModelFamily::dit && par.sequence_parallel && par.tp > 1)
+    throw InputError("parallelism.sequence_parallel: " + who + " runs " + fam + " models' tensor parallelism without it; "
+                     "set it to false");
   if (family != ModelFamily::dit && plan.training.privacy.enabled)
     throw InputError("training.privacy: " + who + " runs DP-SGD on dit models; this plan is " + fam);
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))

@@ -173,11 +173,16 @@ TEST(ExecJoint, LossFallsOnSyntheticCaptionsAndLatents) {
   }
 }
 
-TEST(ExecJoint, RefusesLayoutsPrivacyAndBatchesWithoutText) {
+TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
   const Plan plan = parse_plan(small_plan("mmdit"));
+  exec::ModelShard cp;
+  cp.cp = 2;
+  EXPECT_THROW(exec::make_model(plan, cp), InputError);
   exec::ModelShard tp;
   tp.tp = 2;
-  EXPECT_THROW(exec::make_model(plan, tp), InputError);
+  EXPECT_THROW(exec::make_model(parse_plan(small_plan("unified")), tp), InputError);  // no vocabulary-parallel head
+  tp.tp = 3;
+  EXPECT_THROW(exec::make_model(plan, tp), InputError);  // 3 does not divide 2 heads
   auto model = exec::make_model(plan);
   EXPECT_THROW(model->enable_privacy(1.0), InputError);
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 1);

@@ -84,7 +84,10 @@ struct JointModel::Impl {
   struct Head {
     std::size_t ada_w = none, ada_b = none, norm_w = none, lm_w = none, out_w = none, out_b = none, size = 0;
   } hd;
-  std::size_t layer_size = 0, total = 0;
+  Stream gsl;  // the one-rank layout of a stream (sl is this rank's: TP-split tensors narrower)
+  std::size_t layer_size = 0, glayer_size = 0, total = 0;
+  // Tensor parallelism (mmdit): this rank's heads (attention width w) and slice of the MLP.
+  int tp = 1, tpi = 0, w = 0, NHl = 0, Fl = 0, F1l = 0;
   std::vector<ParamGroup> groups;
   std::map<std::string, int> group_index;
   std::vector<std::size_t> global;
@@ -110,8 +113,12 @@ struct JointModel::Impl {
     need(mm || m.family == ModelFamily::unified,
          std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
     const std::string fam = to_string(m.family);
-    need(std::max(1, shard.tp) == 1 && std::max(1, shard.cp) == 1,
-         "parallelism: the " + fam + " executor runs data and pipeline parallelism (dp, zero 0-3, pp); set tp and cp to 1");
+    need(std::max(1, shard.cp) == 1,
+         "parallelism.cp: the " + fam + " executor runs data, pipeline and (mmdit) tensor parallelism; set cp to 1");
+    need(std::max(1, shard.tp) == 1 || mm,
+         "parallelism.tp: the unified executor has no vocabulary-parallel embedding and LM head yet; set tp to 1");
+    need(!shard.sequence_parallel || std::max(1, shard.tp) == 1,
+         "parallelism.sequence_parallel: the " + fam + " executor runs tensor parallelism without it; set it to false");
     need(shard.stage >= 0 && shard.stage < std::max(1, shard.pp), "parallelism: this rank's stage is outside the pipeline");
     need(m.layers > 0 && m.hidden > 0 && m.heads > 0 && m.ffn_hidden > 0, "model: layers, hidden, heads, ffn_hidden must be positive");
     need(m.hidden % m.heads == 0, "model.heads: must divide model.hidden");
@@ -158,6 +165,16 @@ struct JointModel::Impl {
     rows[0] = mm ? Ti : T;
     rows[1] = mm ? Tt : 0;
 
+    tp = std::max(1, shard.tp);
+    tpi = shard.tp_index;
+    need(tpi >= 0 && tpi < tp, "parallelism: this rank's tensor-parallel index is outside the layout");
+    need(NH % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.heads " + std::to_string(NH));
+    need(F % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.ffn_hidden " + std::to_string(F));
+    w = H / tp;
+    NHl = NH / tp;
+    Fl = F / tp;
+    F1l = F1 / tp;
+
     // The parameter layout, in the accounting's terms (model/accounting.cpp counts the same).
     std::size_t o = 0;
     auto take = [&](std::size_t n) { std::size_t at = o; o += n; return at; };
@@ -171,22 +188,30 @@ struct JointModel::Impl {
       el.ctx_w = take(h * Dc); el.ctx_b = take(h);
     }
     el.size = o;
-    o = 0;
-    if (mm) { sl.ada_w = take(6 * h * h); sl.ada_b = take(6 * h); }
-    else sl.n1_w = take(h);
-    sl.qkv_w = take(3 * h * h); sl.qkv_b = take_bias(3 * h);
-    sl.proj_w = take(h * h); sl.proj_b = take_bias(h);
-    if (!mm) sl.n2_w = take(h);
-    sl.fc1_w = take(static_cast<std::size_t>(F1) * h); sl.fc1_b = take_bias(F1);
-    sl.fc2_w = take(h * F); sl.fc2_b = take_bias(h);
-    sl.size = o;
+    // A stream of a layer with attention width `aw` and MLP widths f1 (fc1's outputs), f.
+    auto stream_layout = [&](std::size_t aw, std::size_t f1, std::size_t f) {
+      Stream x;
+      o = 0;
+      if (mm) { x.ada_w = take(6 * h * h); x.ada_b = take(6 * h); }
+      else x.n1_w = take(h);
+      x.qkv_w = take(3 * aw * h); x.qkv_b = take_bias(3 * aw);
+      x.proj_w = take(h * aw); x.proj_b = take_bias(h);
+      if (!mm) x.n2_w = take(h);
+      x.fc1_w = take(f1 * h); x.fc1_b = take_bias(f1);
+      x.fc2_w = take(h * f); x.fc2_b = take_bias(h);
+      x.size = o;
+      return x;
+    };
+    sl = stream_layout(w, F1l, Fl);
+    gsl = stream_layout(H, F1, F);
     layer_size = sl.size * NS;
+    glayer_size = gsl.size * NS;
     o = 0;
     if (mm) { hd.ada_w = take(2 * h * h); hd.ada_b = take(2 * h); }
     else { hd.norm_w = take(h); hd.lm_w = take(static_cast<std::size_t>(V) * h); }
     hd.out_w = take(static_cast<std::size_t>(pout) * h); hd.out_b = take(pout);
     hd.size = o;
-    total = el.size + static_cast<std::size_t>(L) * layer_size + hd.size;
+    total = el.size + static_cast<std::size_t>(L) * glayer_size + hd.size;
 
     // The groups this rank holds, in the Program's order (RankClass::param_groups; none: all).
     pp = std::max(1, shard.pp);
@@ -209,22 +234,28 @@ struct JointModel::Impl {
         has_embed = true;
       } else if (name == "head") {
         size = hd.size;
-        global_offset = el.size + static_cast<std::size_t>(L) * layer_size;
+        global_offset = el.size + static_cast<std::size_t>(L) * glayer_size;
         has_head = true;
       } else {
         const int l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
         if (l < 0 || l >= L || name != std::string("L").append(std::to_string(l)) || held[l])
           throw std::logic_error("JointModel: parameter group '" + name + "' is not a layer of this model");
         held[l] = true;
-        size = layer_size;
-        global_offset = el.size + static_cast<std::size_t>(l) * layer_size;
+        group_index[name] = static_cast<int>(groups.size());
+        groups.push_back({name, offset, layer_size});
+        offset += layer_size;
+        for (int s = 0; s < NS; ++s) map_stream(el.size + static_cast<std::size_t>(l) * glayer_size + s * gsl.size);
+        continue;
       }
       group_index[name] = static_cast<int>(groups.size());
       groups.push_back({name, offset, size});
       offset += size;
-      for (std::size_t i = 0; i < size; ++i) global.push_back(global_offset + i);
+      for (std::size_t i = 0; i < size; ++i) {
+        global.push_back(global_offset + i);
+        replicated.push_back(1);
+      }
     }
-    replicated.assign(global.size(), 1);
+    if (global.size() != offset) throw std::logic_error("JointModel: the shard's index map misses its layout");
     params.assign(groups.size(), nullptr);
     grads.assign(groups.size(), nullptr);
 
@@ -245,6 +276,53 @@ struct JointModel::Impl {
         for (int j = 0; j < T; ++j) mask[static_cast<std::size_t>(i) * T + j] = (j <= i || i >= Tt) ? 1 : 0;
     }
     mbs.resize(n_micro);
+  }
+
+  // One stream of a layer, local element -> one-rank element, in the local layout's order: a
+  // TP-split tensor takes this rank's rows (column-parallel QKV: its heads of Q, K and V; fc1: its
+  // slice, of the gate and of the up half for SwiGLU) or columns (row-parallel proj and fc2).
+  void map_stream(std::size_t base) {
+    const std::size_t h = H, start = global.size();
+    auto whole = [&](std::size_t at, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) {
+        global.push_back(base + at + i);
+        replicated.push_back(1);
+      }
+    };
+    auto split = [&](std::size_t at) {
+      global.push_back(base + at);
+      replicated.push_back(tp > 1 ? 0 : 1);
+    };
+    auto check = [&](std::size_t local_offset) {
+      if (global.size() - start != local_offset) throw std::logic_error("JointModel: stream index map out of order");
+    };
+    if (mm) whole(gsl.ada_w, 6 * h * h + 6 * h);
+    else whole(gsl.n1_w, h);
+    check(sl.qkv_w);
+    auto qkv_row = [&](std::size_t r) { return (r / w) * h + static_cast<std::size_t>(tpi) * w + r % w; };
+    for (std::size_t r = 0; r < 3 * static_cast<std::size_t>(w); ++r)
+      for (std::size_t c = 0; c < h; ++c) split(gsl.qkv_w + qkv_row(r) * h + c);
+    if (bias)
+      for (std::size_t r = 0; r < 3 * static_cast<std::size_t>(w); ++r) split(gsl.qkv_b + qkv_row(r));
+    check(sl.proj_w);
+    for (std::size_t r = 0; r < h; ++r)
+      for (std::size_t c = 0; c < static_cast<std::size_t>(w); ++c) split(gsl.proj_w + r * h + static_cast<std::size_t>(tpi) * w + c);
+    if (bias) whole(gsl.proj_b, h);
+    if (!mm) whole(gsl.n2_w, h);
+    check(sl.fc1_w);
+    auto fc1_row = [&](std::size_t r) {
+      return gated ? (r / Fl) * F + static_cast<std::size_t>(tpi) * Fl + r % Fl : static_cast<std::size_t>(tpi) * Fl + r;
+    };
+    for (std::size_t r = 0; r < static_cast<std::size_t>(F1l); ++r)
+      for (std::size_t c = 0; c < h; ++c) split(gsl.fc1_w + fc1_row(r) * h + c);
+    if (bias)
+      for (std::size_t r = 0; r < static_cast<std::size_t>(F1l); ++r) split(gsl.fc1_b + fc1_row(r));
+    check(sl.fc2_w);
+    for (std::size_t r = 0; r < h; ++r)
+      for (std::size_t c = 0; c < static_cast<std::size_t>(Fl); ++c)
+        split(gsl.fc2_w + r * static_cast<std::size_t>(F) + static_cast<std::size_t>(tpi) * Fl + c);
+    if (bias) whole(gsl.fc2_b, h);
+    check(sl.size);
   }
 
   // --- parameters ------------------------------------------------------------------------------
@@ -287,20 +365,20 @@ struct JointModel::Impl {
       for (int l = 0; l < L; ++l) {
         StreamActs& t = a.layer[l].s[s];
         if (mm) sz(t.mod, b * 6 * h);
-        sz(t.ln1, R * h); sz(t.mean1, R); sz(t.rstd1, R); sz(t.qkv, R * 3 * h); sz(t.att, R * h);
+        sz(t.ln1, R * h); sz(t.mean1, R); sz(t.rstd1, R); sz(t.qkv, R * 3 * w); sz(t.att, R * w);
         sz(t.proj, R * h); sz(t.x_mid, R * h); sz(t.ln2, R * h); sz(t.mean2, R); sz(t.rstd2, R);
-        sz(t.fc1, R * F1); sz(t.act, R * F); sz(t.fc2, R * h);
+        sz(t.fc1, R * F1l); sz(t.act, R * Fl); sz(t.fc2, R * h);
       }
-      sz(a.dx[s], R * h); sz(a.d_ln[s], R * h); sz(a.dqkv[s], R * 3 * h); sz(a.datt[s], R * h);
-      sz(a.dproj[s], R * h); sz(a.dfc1[s], R * F1); sz(a.dact[s], R * F); sz(a.dfc2[s], R * h);
+      sz(a.dx[s], R * h); sz(a.d_ln[s], R * h); sz(a.dqkv[s], R * 3 * w); sz(a.datt[s], R * w);
+      sz(a.dproj[s], R * h); sz(a.dfc1[s], R * F1l); sz(a.dact[s], R * Fl); sz(a.dfc2[s], R * h);
       if (mm) sz(a.dmod[s], b * 6 * h);
     }
     for (int l = 0; l < L; ++l) {
       LayerActs& la = a.layer[l];
-      sz(la.probs, b * NH * static_cast<std::size_t>(T) * T);
-      if (mm) { sz(la.qkv_joint, b * T * 3 * h); sz(la.att_joint, b * T * h); }
+      sz(la.probs, b * NHl * static_cast<std::size_t>(T) * T);
+      if (mm) { sz(la.qkv_joint, b * T * 3 * w); sz(la.att_joint, b * T * w); }
     }
-    if (mm) { sz(a.dqkv_joint, b * T * 3 * h); sz(a.datt_joint, b * T * h); }
+    if (mm) { sz(a.dqkv_joint, b * T * 3 * w); sz(a.datt_joint, b * T * w); }
     const std::size_t Rf = b * rows[0];  // the rows the final norm sees
     sz(a.lnf, Rf * h); sz(a.meanf, Rf); sz(a.rstdf, Rf); sz(a.dlnf, Rf * h);
     sz(a.out_tok, b * Ti * pout); sz(a.v_hat, b * Cout * S * S); sz(a.dout_tok, b * Ti * pout);
@@ -442,6 +520,18 @@ struct JointModel::Impl {
   }
 
   // --- transformer block --------------------------------------------------------------------------
+  // Row-parallel biases under TP: added to the reduced rows, their gradient the rows' column sums
+  // (null pointers when the model has no biases).
+  void add_bias(Buf& rows, const float* bias) const {
+    if (!bias) return;
+    for (std::size_t r = 0; r < rows.size() / H; ++r)
+      for (int c = 0; c < H; ++c) rows[r * H + c] += bias[c];
+  }
+  void bias_grad(float* db, const Buf& drows) const {
+    if (!db) return;
+    for (std::size_t r = 0; r < drows.size() / H; ++r)
+      for (int c = 0; c < H; ++c) db[c] += drows[r * H + c];
+  }
   // "img.attn.qkv" -> stream 0 and "attn.qkv" (mmdit); the unified model's one stream has no prefix.
   int stream_of(std::string& part) const {
     if (!mm) return 0;
@@ -458,15 +548,15 @@ struct JointModel::Impl {
     if (part == "attn.core") {
       if (s > 0) unknown(op);
       if (mm) {
-        scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), T, 0, Ti, 3 * h);
-        scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), T, Ti, Tt, 3 * h);
+        scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), T, 0, Ti, 3 * w);
+        scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), T, Ti, Tt, 3 * w);
         const float* q = la.qkv_joint.data();
-        k::attention_forward(la.att_joint.data(), la.probs.data(), q, 3 * h, q + h, q + 2 * h, 3 * h, B, T, T, h, NH);
-        gather_rows(la.s[0].att.data(), la.att_joint.data(), T, 0, Ti, h);
-        gather_rows(la.s[1].att.data(), la.att_joint.data(), T, Ti, Tt, h);
+        k::attention_forward(la.att_joint.data(), la.probs.data(), q, 3 * w, q + w, q + 2 * w, 3 * w, B, T, T, w, NHl);
+        gather_rows(la.s[0].att.data(), la.att_joint.data(), T, 0, Ti, w);
+        gather_rows(la.s[1].att.data(), la.att_joint.data(), T, Ti, Tt, w);
       } else {
         const float* q = la.s[0].qkv.data();
-        k::attention_forward(la.s[0].att.data(), la.probs.data(), q, 3 * h, q + h, q + 2 * h, 3 * h, B, T, T, h, NH,
+        k::attention_forward(la.s[0].att.data(), la.probs.data(), q, 3 * w, q + w, q + 2 * w, 3 * w, B, T, T, w, NHl,
                              mask.data());
       }
       return;
@@ -482,23 +572,29 @@ struct JointModel::Impl {
       if (mm) k::layernorm_modulate_forward(t.ln1.data(), t.mean1.data(), t.rstd1.data(), x, mod, mod + h, B, rows[s], h, 6 * h, layernorm_eps);
       else k::rmsnorm_forward(t.ln1.data(), t.rstd1.data(), x, p(g, so(s, sl.n1_w), op), R, h, rmsnorm_eps);
     } else if (part == "attn.qkv") {
-      k::matmul_forward(t.qkv.data(), t.ln1.data(), p(g, so(s, sl.qkv_w), op), p(g, so(s, sl.qkv_b), op), R, h, 3 * h);
+      k::matmul_forward(t.qkv.data(), t.ln1.data(), p(g, so(s, sl.qkv_w), op), p(g, so(s, sl.qkv_b), op), R, h, 3 * w);
     } else if (part == "attn.proj") {
-      k::matmul_forward(t.proj.data(), t.att.data(), p(g, so(s, sl.proj_w), op), p(g, so(s, sl.proj_b), op), R, h, h);
+      // Under TP a row-parallel GEMM leaves partial sums without bias; the residual op adds the bias
+      // to the all-reduced rows, so it is added once.
+      k::matmul_forward(t.proj.data(), t.att.data(), p(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : p(g, so(s, sl.proj_b), op),
+                        R, w, h);
     } else if (part == "attn.residual") {
+      if (tp > 1) add_bias(t.proj, p(g, so(s, sl.proj_b), op));
       if (mm) k::gated_residual_forward(t.x_mid.data(), x, t.proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
       else for (std::size_t i = 0; i < t.x_mid.size(); ++i) t.x_mid[i] = x[i] + t.proj[i];
     } else if (part == "norm2") {
       if (mm) k::layernorm_modulate_forward(t.ln2.data(), t.mean2.data(), t.rstd2.data(), t.x_mid.data(), mod + 3 * h, mod + 4 * h, B, rows[s], h, 6 * h, layernorm_eps);
       else k::rmsnorm_forward(t.ln2.data(), t.rstd2.data(), t.x_mid.data(), p(g, so(s, sl.n2_w), op), R, h, rmsnorm_eps);
     } else if (part == "mlp.fc1") {
-      k::matmul_forward(t.fc1.data(), t.ln2.data(), p(g, so(s, sl.fc1_w), op), p(g, so(s, sl.fc1_b), op), R, h, F1);
+      k::matmul_forward(t.fc1.data(), t.ln2.data(), p(g, so(s, sl.fc1_w), op), p(g, so(s, sl.fc1_b), op), R, h, F1l);
     } else if (part == "mlp.act") {
-      if (gated) k::swiglu_forward(t.act.data(), t.fc1.data(), R, F);
+      if (gated) k::swiglu_forward(t.act.data(), t.fc1.data(), R, Fl);
       else k::gelu_forward(t.act.data(), t.fc1.data(), t.act.size());
     } else if (part == "mlp.fc2") {
-      k::matmul_forward(t.fc2.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), p(g, so(s, sl.fc2_b), op), R, F, h);
+      k::matmul_forward(t.fc2.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : p(g, so(s, sl.fc2_b), op),
+                        R, Fl, h);
     } else if (part == "mlp.residual") {
+      if (tp > 1) add_bias(t.fc2, p(g, so(s, sl.fc2_b), op));
       float* out = a.x[s][l + 1].data();
       if (mm) k::gated_residual_forward(out, t.x_mid.data(), t.fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
       else for (std::size_t i = 0; i < t.x_mid.size(); ++i) out[i] = t.x_mid[i] + t.fc2[i];
@@ -517,21 +613,21 @@ struct JointModel::Impl {
     if (part == "attn.core") {
       if (s > 0) unknown(op);
       if (mm) {
-        scatter_rows(a.datt_joint.data(), a.datt[0].data(), T, 0, Ti, h);
-        scatter_rows(a.datt_joint.data(), a.datt[1].data(), T, Ti, Tt, h);
+        scatter_rows(a.datt_joint.data(), a.datt[0].data(), T, 0, Ti, w);
+        scatter_rows(a.datt_joint.data(), a.datt[1].data(), T, Ti, Tt, w);
         zero(a.dqkv_joint);
         const float* q = la.qkv_joint.data();
         float* dq = a.dqkv_joint.data();
-        k::attention_backward(dq, dq + h, dq + 2 * h, a.datt_joint.data(), q, 3 * h, q + h, q + 2 * h, 3 * h,
-                              la.probs.data(), B, T, T, h, NH);
-        gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), T, 0, Ti, 3 * h);
-        gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), T, Ti, Tt, 3 * h);
+        k::attention_backward(dq, dq + w, dq + 2 * w, a.datt_joint.data(), q, 3 * w, q + w, q + 2 * w, 3 * w,
+                              la.probs.data(), B, T, T, w, NHl);
+        gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), T, 0, Ti, 3 * w);
+        gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), T, Ti, Tt, 3 * w);
       } else {
         zero(a.dqkv[0]);
         const float* q = la.s[0].qkv.data();
         float* dq = a.dqkv[0].data();
-        k::attention_backward(dq, dq + h, dq + 2 * h, a.datt[0].data(), q, 3 * h, q + h, q + 2 * h, 3 * h,
-                              la.probs.data(), B, T, T, h, NH);
+        k::attention_backward(dq, dq + w, dq + 2 * w, a.datt[0].data(), q, 3 * w, q + w, q + 2 * w, 3 * w,
+                              la.probs.data(), B, T, T, w, NHl);
       }
       return;
     }
@@ -549,18 +645,19 @@ struct JointModel::Impl {
       } else {
         std::copy(a.dx[s].begin(), a.dx[s].end(), a.dfc2[s].begin());
       }
+      if (tp > 1) bias_grad(gr(g, so(s, sl.fc2_b), op), a.dfc2[s]);
     } else if (part == "mlp.fc2") {
       zero(a.dact[s]);
-      k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), gr(g, so(s, sl.fc2_b), op), a.dfc2[s].data(),
-                         t.act.data(), p(g, so(s, sl.fc2_w), op), R, F, h);
+      k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.fc2_b), op),
+                         a.dfc2[s].data(), t.act.data(), p(g, so(s, sl.fc2_w), op), R, Fl, h);
     } else if (part == "mlp.act") {
       zero(a.dfc1[s]);
-      if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), R, F);
+      if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), R, Fl);
       else k::gelu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), a.dfc1[s].size());
     } else if (part == "mlp.fc1") {
       zero(a.d_ln[s]);
       k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.fc1_w), op), gr(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
-                         t.ln2.data(), p(g, so(s, sl.fc1_w), op), R, h, F1);
+                         t.ln2.data(), p(g, so(s, sl.fc1_w), op), R, h, F1l);
     } else if (part == "norm2") {
       if (mm) k::layernorm_modulate_backward(dx, dmod + 3 * h, dmod + 4 * h, a.d_ln[s].data(), t.x_mid.data(), t.mean2.data(), t.rstd2.data(), mod + 4 * h, B, rows[s], h, 6 * h);
       else k::rmsnorm_backward(dx, gr(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
@@ -571,14 +668,15 @@ struct JointModel::Impl {
       } else {
         std::copy(a.dx[s].begin(), a.dx[s].end(), a.dproj[s].begin());
       }
+      if (tp > 1) bias_grad(gr(g, so(s, sl.proj_b), op), a.dproj[s]);
     } else if (part == "attn.proj") {
       zero(a.datt[s]);
-      k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), gr(g, so(s, sl.proj_b), op), a.dproj[s].data(),
-                         t.att.data(), p(g, so(s, sl.proj_w), op), R, h, h);
+      k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.proj_b), op),
+                         a.dproj[s].data(), t.att.data(), p(g, so(s, sl.proj_w), op), R, w, h);
     } else if (part == "attn.qkv") {
       zero(a.d_ln[s]);
       k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.qkv_w), op), gr(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
-                         t.ln1.data(), p(g, so(s, sl.qkv_w), op), R, h, 3 * h);
+                         t.ln1.data(), p(g, so(s, sl.qkv_w), op), R, h, 3 * w);
     } else if (part == "norm1") {
       const float* x = a.x[s][l].data();
       if (mm) k::layernorm_modulate_backward(dx, dmod, dmod + h, a.d_ln[s].data(), x, t.mean1.data(), t.rstd1.data(), mod + h, B, rows[s], h, 6 * h);
@@ -712,12 +810,26 @@ struct JointModel::Impl {
       io.recv_count = buf.size();
       return io;
     }
-    throw std::logic_error("JointModel: op " + op.name + " is tensor- or context-parallel communication, which this family does not run");
+    if (op.layer >= 0 && op.layer < L && held[op.layer]) {
+      // Tensor parallelism, in place: forward the row-parallel GEMM's partial sums, backward the
+      // column-parallel GEMM's partial input gradient.
+      std::string rest = part;
+      const int s = stream_of(rest);
+      if (s >= 0 && (rest == "attn.tp_allreduce" || rest == "mlp.tp_allreduce")) {
+        MicroBatch& a = micro(op.microbatch, op.name);
+        StreamActs& t = a.layer[op.layer].s[s];
+        Buf& buf = fwd ? (rest[0] == 'a' ? t.proj : t.fc2) : a.d_ln[s];
+        io.send = io.recv = buf.data();
+        io.send_count = io.recv_count = buf.size();
+        return io;
+      }
+    }
+    throw std::logic_error("JointModel: op " + op.name + " is communication this family does not run (sequence or context parallelism)");
   }
   void comm_end(const Op& op) {
     const std::string& part = op.part;
     auto it = staging.find(&op);
-    if (it == staging.end()) throw std::logic_error("JointModel: op " + op.name + " ended without beginning");
+    if (it == staging.end()) return;  // in place (tensor-parallel all-reduces)
     if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
       MicroBatch& a = micro(op.microbatch, op.name);
       const bool fwd = op.phase != Phase::backward;
@@ -783,21 +895,21 @@ void JointModel::init_parameters(float* local, std::uint64_t seed) const {
     normal(e + d.el.tok, static_cast<std::size_t>(d.V) * h, 0.02, 0, 6);
   }
   for (int l = 0; l < d.L; ++l) {
-    float* layer = params + d.el.size + static_cast<std::size_t>(l) * d.layer_size;
+    float* layer = params + d.el.size + static_cast<std::size_t>(l) * d.glayer_size;
     for (int s = 0; s < d.NS; ++s) {
-      float* w = layer + s * d.sl.size;
+      float* w = layer + s * d.gsl.size;
       const int g = 1 + l, t0 = 8 * s;
-      xavier(w + d.sl.qkv_w, 3 * h, h, g, t0 + 0);
-      xavier(w + d.sl.proj_w, h, h, g, t0 + 1);
-      xavier(w + d.sl.fc1_w, d.F1, h, g, t0 + 2);
-      xavier(w + d.sl.fc2_w, h, d.F, g, t0 + 3);
+      xavier(w + d.gsl.qkv_w, 3 * h, h, g, t0 + 0);
+      xavier(w + d.gsl.proj_w, h, h, g, t0 + 1);
+      xavier(w + d.gsl.fc1_w, d.F1, h, g, t0 + 2);
+      xavier(w + d.gsl.fc2_w, h, d.F, g, t0 + 3);
       if (!d.mm) {
-        std::fill(w + d.sl.n1_w, w + d.sl.n1_w + h, 1.0f);
-        std::fill(w + d.sl.n2_w, w + d.sl.n2_w + h, 1.0f);
+        std::fill(w + d.gsl.n1_w, w + d.gsl.n1_w + h, 1.0f);
+        std::fill(w + d.gsl.n2_w, w + d.gsl.n2_w + h, 1.0f);
       }
     }
   }
-  float* head = params + d.el.size + static_cast<std::size_t>(d.L) * d.layer_size;
+  float* head = params + d.el.size + static_cast<std::size_t>(d.L) * d.glayer_size;
   if (!d.mm) {
     std::fill(head + d.hd.norm_w, head + d.hd.norm_w + h, 1.0f);
     normal(head + d.hd.lm_w, static_cast<std::size_t>(d.V) * h, 0.02, d.L + 1, 0);
