@@ -1021,10 +1021,7 @@ void check_plan(const Plan& plan, const std::string& backend) {
     throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
   if (family != ModelFamily::dit && par.cp != 1)
     throw InputError("parallelism.cp: " + who + " trains " + fam +
-                     " models under data, pipeline and (mmdit) tensor parallelism; cp must be 1 (dit models run every layout)");
-  if (family == ModelFamily::unified && par.tp != 1)
-    throw InputError("parallelism.tp: " + who + " has no vocabulary-parallel embedding and LM head for unified models yet; "
-                     "tp must be 1 (mmdit and dit models run tensor parallelism)");
+                     " models under data, pipeline and tensor parallelism; cp must be 1 (dit models run every layout)");
   if (family != ModelFamily::dit && par.sequence_parallel && par.tp > 1)
     throw InputError("parallelism.sequence_parallel: " + who + " runs " + fam + " models' tensor parallelism without it; "
                      "set it to false");

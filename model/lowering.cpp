@@ -699,7 +699,13 @@ class StageLowering {
     // Backward: loss gradient, then the head GEMMs in reverse.
     chain(memory_op("loss", ComputeClass::loss, p, mb, -1,
                     (m_.has_text_vocab() ? 4.0 * rows_txt * m_.vocab / tp_ : 0) + 3 * e_ * rows_img * patch_out));
-    if (m_.has_text_vocab()) chain_weighted(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_), "head");
+    if (m_.has_text_vocab()) {
+      chain_weighted(gemm("head.lm", p, mb, -1, rows_txt, h, 1.0 * m_.vocab / tp_), "head");
+      // The vocabulary-parallel head's input gradient is a partial sum over the TP ranks.
+      if (tp_ > 1)
+        chain(collective("head.lm.tp_allreduce", p, mb, -1, Stream::tp, Collective::all_reduce, GroupKind::tp, tp_,
+                         e_ * rows_txt * h));
+    }
     if (m_.has_image()) chain_weighted(image_side(gemm("head.image", p, mb, -1, rows_img, h, patch_out)), "head");
     chain(memory_op("head.norm", ComputeClass::norm, p, mb, -1, 2 * e_ * (rows_img + rows_txt) * h));
     if (m_.adaln()) chain_weighted(replicated(gemm("head.adaln", p, mb, -1, static_cast<double>(b_), h, 2 * h)), "head");

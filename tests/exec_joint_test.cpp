@@ -180,7 +180,9 @@ TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
   EXPECT_THROW(exec::make_model(plan, cp), InputError);
   exec::ModelShard tp;
   tp.tp = 2;
-  EXPECT_THROW(exec::make_model(parse_plan(small_plan("unified")), tp), InputError);  // no vocabulary-parallel head
+  tp.sequence_parallel = true;
+  EXPECT_THROW(exec::make_model(parse_plan(small_plan("unified")), tp), InputError);
+  tp.sequence_parallel = false;
   tp.tp = 3;
   EXPECT_THROW(exec::make_model(plan, tp), InputError);  // 3 does not divide 2 heads
   auto model = exec::make_model(plan);

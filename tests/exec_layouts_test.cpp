@@ -194,9 +194,9 @@ TEST(ExecLayouts, MeasuredStreamsFollowProgramOrder) {
 
 }  // namespace
 
-// The text-and-image families under data, pipeline and (MMDiT) tensor parallelism: two ranks
-// (ZeRO 0, 1 and 3), pipelines (1F1B, interleaved, GPipe x DP) and MMDiT's TP (alone, x DP with
-// ZeRO-2, x PP) reach the parameters of one rank; what does not run is refused naming the key.
+// The text-and-image families under data, pipeline and tensor parallelism: two ranks (ZeRO 0, 1
+// and 3), pipelines (1F1B, interleaved, GPipe x DP) and TP (alone, x DP with ZeRO-2, x PP) reach
+// the parameters of one rank; what does not run (CP, SP) is refused naming the key.
 TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
   for (const char* family : {"mmdit", "unified"}) {
     const std::string scenario = std::string("tiny-") + family + "-cpu.json", tag = std::string(family) + "-";
@@ -217,19 +217,16 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
     }
     const auto init = run(write_layout(tag + "init", {{"dp", 1}}, 0, "none", scenario), 1, 1);
     EXPECT_GT(relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";
-    // Tensor parallelism: MMDiT's streams split Megatron's way (with DP, and with a pipeline);
-    // the unified model (no vocabulary-parallel LM head yet) and context parallelism are refused.
-    if (std::string(family) == "mmdit") {
-      for (const auto& [name, par] : std::vector<std::pair<std::string, nlohmann::json>>{
-               {"tp2", {{"tp", 2}}}, {"tp2-dp2-z2", {{"tp", 2}, {"dp", 2}, {"zero", 2}}}, {"tp2-pp2", {{"tp", 2}, {"pp", 2}}}}) {
-        const auto p = run(write_layout(tag + name, par, 0, "full", scenario), ranks_of(par), 3);
-        EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
-      }
+    // Tensor parallelism: Megatron's split of every stream (the unified model's token table and LM
+    // head vocabulary-parallel), alone, with DP and with a pipeline; CP and SP are refused.
+    for (const auto& [name, par] : std::vector<std::pair<std::string, nlohmann::json>>{
+             {"tp2", {{"tp", 2}}}, {"tp2-dp2-z2", {{"tp", 2}, {"dp", 2}, {"zero", 2}}}, {"tp2-pp2", {{"tp", 2}, {"pp", 2}}}}) {
+      const auto p = run(write_layout(tag + name, par, 0, "full", scenario), ranks_of(par), 3);
+      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
     }
     for (const auto& [name, par, key] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"cp2", {{"cp", 2}}, "parallelism.cp: the CPU executor trains " + std::string(family)},
-             {"tp2", {{"tp", 2}}, "parallelism.tp: the CPU executor has no vocabulary-parallel"}}) {
-      if (std::string(family) == "mmdit" && name == "tp2") continue;
+             {"tp2-sp", {{"tp", 2}, {"sequence_parallel", true}}, "parallelism.sequence_parallel: the CPU executor runs"}}) {
       const std::string path = write_layout(tag + name + "-refused", par, 0, "none", scenario);
       const std::string cmd = ditwin_bin + " execute " + path + " --steps 1 --ranks 2 > " + path + ".log 2>&1 < /dev/null";
       EXPECT_NE(std::system(cmd.c_str()), 0) << family << ": " << name << " should be refused";

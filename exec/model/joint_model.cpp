@@ -53,6 +53,10 @@ struct MicroBatch {
   std::vector<LayerActs> layer;
   Buf fmod, lnf, meanf, rstdf, img_in, txt_in, out_tok, v_hat, logits;
   std::vector<int> targets;  // unified: the next token of each text row, -1 for the last
+  // unified under TP: per text row, every rank's (max, sum of exp) slot and the target's logit
+  // (from the rank holding it), summed by loss.tp_allreduce; then each row's log-sum-exp.
+  Buf ce_stats;
+  std::vector<double> lse;
   double loss = std::numeric_limits<double>::quiet_NaN(), text_loss = 0, image_loss = 0;
   bool loss_done = false;
   // Backward.
@@ -88,6 +92,10 @@ struct JointModel::Impl {
   std::size_t layer_size = 0, glayer_size = 0, total = 0;
   // Tensor parallelism (mmdit): this rank's heads (attention width w) and slice of the MLP.
   int tp = 1, tpi = 0, w = 0, NHl = 0, Fl = 0, F1l = 0;
+  // unified under TP: this rank's rows [v0, v0 + Vl) of the token table and of the LM head.
+  int Vl = 0, v0 = 0;
+  Embed gel;  // one-rank layouts of the embedding and head groups (the vocabulary rows differ)
+  Head ghd;
   std::vector<ParamGroup> groups;
   std::map<std::string, int> group_index;
   std::vector<std::size_t> global;
@@ -114,9 +122,7 @@ struct JointModel::Impl {
          std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
     const std::string fam = to_string(m.family);
     need(std::max(1, shard.cp) == 1,
-         "parallelism.cp: the " + fam + " executor runs data, pipeline and (mmdit) tensor parallelism; set cp to 1");
-    need(std::max(1, shard.tp) == 1 || mm,
-         "parallelism.tp: the unified executor has no vocabulary-parallel embedding and LM head yet; set tp to 1");
+         "parallelism.cp: the " + fam + " executor runs data, pipeline and tensor parallelism; set cp to 1");
     need(!shard.sequence_parallel || std::max(1, shard.tp) == 1,
          "parallelism.sequence_parallel: the " + fam + " executor runs tensor parallelism without it; set it to false");
     need(shard.stage >= 0 && shard.stage < std::max(1, shard.pp), "parallelism: this rank's stage is outside the pipeline");
@@ -174,20 +180,31 @@ struct JointModel::Impl {
     NHl = NH / tp;
     Fl = F / tp;
     F1l = F1 / tp;
+    if (!mm) need(V % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.vocab " + std::to_string(V));
+    Vl = mm ? 0 : V / tp;
+    v0 = tpi * Vl;
 
     // The parameter layout, in the accounting's terms (model/accounting.cpp counts the same).
     std::size_t o = 0;
     auto take = [&](std::size_t n) { std::size_t at = o; o += n; return at; };
     auto take_bias = [&](std::size_t n) { return bias ? take(n) : none; };
     const std::size_t h = H;
-    if (!mm) el.tok = take(static_cast<std::size_t>(V) * h);
-    el.patch_w = take(h * pin); el.patch_b = take(h);
-    el.t_w1 = take(h * fe); el.t_b1 = take(h); el.t_w2 = take(h * h); el.t_b2 = take(h);
-    if (mm) {
-      el.p_w1 = take(h * Dp); el.p_b1 = take(h); el.p_w2 = take(h * h); el.p_b2 = take(h);
-      el.ctx_w = take(h * Dc); el.ctx_b = take(h);
-    }
-    el.size = o;
+    // The embedding group with `vocab_rows` rows of the token table (unified), first.
+    auto embed_layout = [&](std::size_t vocab_rows) {
+      Embed e;
+      o = 0;
+      if (!mm) e.tok = take(vocab_rows * h);
+      e.patch_w = take(h * pin); e.patch_b = take(h);
+      e.t_w1 = take(h * fe); e.t_b1 = take(h); e.t_w2 = take(h * h); e.t_b2 = take(h);
+      if (mm) {
+        e.p_w1 = take(h * Dp); e.p_b1 = take(h); e.p_w2 = take(h * h); e.p_b2 = take(h);
+        e.ctx_w = take(h * Dc); e.ctx_b = take(h);
+      }
+      e.size = o;
+      return e;
+    };
+    el = embed_layout(Vl);
+    gel = embed_layout(V);
     // A stream of a layer with attention width `aw` and MLP widths f1 (fc1's outputs), f.
     auto stream_layout = [&](std::size_t aw, std::size_t f1, std::size_t f) {
       Stream x;
@@ -206,12 +223,18 @@ struct JointModel::Impl {
     gsl = stream_layout(H, F1, F);
     layer_size = sl.size * NS;
     glayer_size = gsl.size * NS;
-    o = 0;
-    if (mm) { hd.ada_w = take(2 * h * h); hd.ada_b = take(2 * h); }
-    else { hd.norm_w = take(h); hd.lm_w = take(static_cast<std::size_t>(V) * h); }
-    hd.out_w = take(static_cast<std::size_t>(pout) * h); hd.out_b = take(pout);
-    hd.size = o;
-    total = el.size + static_cast<std::size_t>(L) * glayer_size + hd.size;
+    auto head_layout = [&](std::size_t vocab_rows) {
+      Head x;
+      o = 0;
+      if (mm) { x.ada_w = take(2 * h * h); x.ada_b = take(2 * h); }
+      else { x.norm_w = take(h); x.lm_w = take(vocab_rows * h); }
+      x.out_w = take(static_cast<std::size_t>(pout) * h); x.out_b = take(pout);
+      x.size = o;
+      return x;
+    };
+    hd = head_layout(Vl);
+    ghd = head_layout(V);
+    total = gel.size + static_cast<std::size_t>(L) * glayer_size + ghd.size;
 
     // The groups this rank holds, in the Program's order (RankClass::param_groups; none: all).
     pp = std::max(1, shard.pp);
@@ -228,14 +251,16 @@ struct JointModel::Impl {
     held.assign(L, false);
     std::size_t offset = 0;
     for (const auto& name : names) {
-      std::size_t size = 0, global_offset = 0;
-      if (name == "embed") {
-        size = el.size;
-        has_embed = true;
-      } else if (name == "head") {
-        size = hd.size;
-        global_offset = el.size + static_cast<std::size_t>(L) * glayer_size;
-        has_head = true;
+      std::size_t size = 0;
+      if (name == "embed" || name == "head") {
+        const bool embed = name == "embed";
+        (embed ? has_embed : has_head) = true;
+        size = embed ? el.size : hd.size;
+        group_index[name] = static_cast<int>(groups.size());
+        groups.push_back({name, offset, size});
+        offset += size;
+        map_embed_or_head(embed);
+        continue;
       } else {
         const int l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
         if (l < 0 || l >= L || name != std::string("L").append(std::to_string(l)) || held[l])
@@ -244,15 +269,8 @@ struct JointModel::Impl {
         group_index[name] = static_cast<int>(groups.size());
         groups.push_back({name, offset, layer_size});
         offset += layer_size;
-        for (int s = 0; s < NS; ++s) map_stream(el.size + static_cast<std::size_t>(l) * glayer_size + s * gsl.size);
+        for (int s = 0; s < NS; ++s) map_stream(gel.size + static_cast<std::size_t>(l) * glayer_size + s * gsl.size);
         continue;
-      }
-      group_index[name] = static_cast<int>(groups.size());
-      groups.push_back({name, offset, size});
-      offset += size;
-      for (std::size_t i = 0; i < size; ++i) {
-        global.push_back(global_offset + i);
-        replicated.push_back(1);
       }
     }
     if (global.size() != offset) throw std::logic_error("JointModel: the shard's index map misses its layout");
@@ -325,6 +343,34 @@ struct JointModel::Impl {
     check(sl.size);
   }
 
+  // The embedding or head group, local -> one-rank: the unified model's token table and LM head
+  // hold this rank's vocabulary rows; everything else is whole.
+  void map_embed_or_head(bool embed) {
+    const std::size_t h = H, base = embed ? 0 : gel.size + static_cast<std::size_t>(L) * glayer_size;
+    auto whole = [&](std::size_t at, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) {
+        global.push_back(base + at + i);
+        replicated.push_back(1);
+      }
+    };
+    auto vocab_rows = [&](std::size_t at) {
+      for (std::size_t i = 0; i < static_cast<std::size_t>(Vl) * h; ++i) {
+        global.push_back(base + at + static_cast<std::size_t>(v0) * h + i);
+        replicated.push_back(tp > 1 ? 0 : 1);
+      }
+    };
+    if (embed) {
+      if (!mm) vocab_rows(gel.tok);
+      whole(gel.patch_w, gel.size - gel.patch_w);  // everything after the table, in the same order
+    } else if (mm) {
+      whole(0, ghd.size);
+    } else {
+      whole(ghd.norm_w, h);
+      vocab_rows(ghd.lm_w);
+      whole(ghd.out_w, ghd.size - ghd.out_w);
+    }
+  }
+
   // --- parameters ------------------------------------------------------------------------------
   int gi(const std::string& name) const {
     auto it = group_index.find(name);
@@ -385,7 +431,8 @@ struct JointModel::Impl {
     sz(a.dv_hat, b * Cout * S * S); sz(a.d_img_in, b * Ti * h);
     if (!mm) {
       sz(a.img_in, b * Ti * h); sz(a.txt_in, b * Tt * h); sz(a.d_txt_in, b * Tt * h);
-      sz(a.logits, b * Tt * static_cast<std::size_t>(V)); sz(a.dlogits, b * Tt * static_cast<std::size_t>(V));
+      sz(a.logits, b * Tt * static_cast<std::size_t>(Vl)); sz(a.dlogits, b * Tt * static_cast<std::size_t>(Vl));
+      if (tp > 1) { sz(a.ce_stats, b * Tt * (2 * static_cast<std::size_t>(tp) + 1)); a.lse.assign(b * Tt, 0.0); }
       a.targets.assign(b * Tt, -1);
     }
     a.ready = true;
@@ -467,11 +514,17 @@ struct JointModel::Impl {
       for (std::size_t i = 0; i < a.c.size(); ++i) a.c[i] = a.t_emb[i] + a.p_emb[i];
       k::silu_forward(a.silu_c.data(), a.c.data(), a.c.size());
     } else if (part == "embed.tokens" && !mm) {
-      for (int b = 0; b < B; ++b) {
-        float* x = a.x[0][0].data() + static_cast<std::size_t>(b) * T * h;
-        k::class_embedding_forward(x, p(g, el.tok, part), a.batch.tokens.data() + static_cast<std::size_t>(b) * Tt, Tt, H);
-        for (std::size_t i = 0; i < static_cast<std::size_t>(Tt) * h; ++i) x[i] += pos_txt[i];
-      }
+      // Under TP each rank looks up the tokens in its vocabulary rows (zero rows elsewhere) and
+      // embed.tp_allreduce sums the text rows; rank 0's share carries the positions.
+      const float* table = p(g, el.tok, part);
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j < Tt; ++j) {
+          float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * T + j) * h;
+          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + j] - v0;
+          for (int c = 0; c < H; ++c) x[c] = tok >= 0 && tok < Vl ? table[static_cast<std::size_t>(tok) * h + c] : 0.0f;
+          if (tpi == 0)
+            for (int c = 0; c < H; ++c) x[c] += pos_txt[static_cast<std::size_t>(j) * h + c];
+        }
     } else {
       unknown(part);
     }
@@ -511,9 +564,14 @@ struct JointModel::Impl {
       mlp_embedder_backward(a.dp_h1, a.dp_a1, a.dc, a.p_h1, a.p_a1, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2,
                             el.p_b2, g, part);
     } else if (part == "embed.tokens" && !mm) {
+      float* dtable = gr(g, el.tok, part);
       for (int b = 0; b < B; ++b)
-        k::class_embedding_backward(gr(g, el.tok, part), a.dx[0].data() + static_cast<std::size_t>(b) * T * h,
-                                    a.batch.tokens.data() + static_cast<std::size_t>(b) * Tt, Tt, H);
+        for (int j = 0; j < Tt; ++j) {
+          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + j] - v0;
+          if (tok < 0 || tok >= Vl) continue;
+          const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * T + j) * h;
+          for (int c = 0; c < H; ++c) dtable[static_cast<std::size_t>(tok) * h + c] += d[c];
+        }
     } else {
       unknown(part);
     }
@@ -709,10 +767,14 @@ struct JointModel::Impl {
       k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
     } else if (part == "head.lm" && !mm) {
       gather_rows(a.txt_in.data(), a.lnf.data(), T, 0, Tt, h);
-      k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * Tt, h, V);
+      k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * Tt, h, Vl);
     } else if (part == "loss") {
       a.image_loss = k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B, Cout, C, S * S);
       a.text_loss = 0;
+      if (!mm && tp > 1) {  // this shard's softmax statistics; loss.tp_allreduce completes the loss
+        vocab_shard_statistics(a);
+        return;
+      }
       if (!mm) {
         long count = 0;
         double sum = k::cross_entropy_forward(a.logits.data(), a.targets.data(), B * Tt, V, &count);
@@ -741,14 +803,25 @@ struct JointModel::Impl {
       } else {
         zero(a.dlogits);
         long count = std::count_if(a.targets.begin(), a.targets.end(), [](int t) { return t >= 0; });
-        if (count > 0)
-          k::cross_entropy_backward(a.dlogits.data(), a.logits.data(), a.targets.data(),
-                                    static_cast<float>(1.0 / (static_cast<double>(count) * micro_batches)), B * Tt, V);
+        const float scale = static_cast<float>(1.0 / (static_cast<double>(std::max(count, 1L)) * micro_batches));
+        if (tp > 1) {  // softmax over the whole vocabulary from the reduced log-sum-exp, on this rank's rows
+          for (int r = 0; r < B * Tt; ++r) {
+            if (a.targets[r] < 0) continue;
+            const float* l = a.logits.data() + static_cast<std::size_t>(r) * Vl;
+            float* d = a.dlogits.data() + static_cast<std::size_t>(r) * Vl;
+            for (int j = 0; j < Vl; ++j) d[j] = scale * static_cast<float>(std::exp(static_cast<double>(l[j]) - a.lse[r]));
+            const int t = a.targets[r] - v0;
+            if (t >= 0 && t < Vl) d[t] -= scale;
+          }
+        } else if (count > 0) {
+          k::cross_entropy_backward(a.dlogits.data(), a.logits.data(), a.targets.data(), scale, B * Tt, V);
+        }
       }
     } else if (part == "head.lm" && !mm) {
       zero(a.d_txt_in);
+      // Under TP a partial sum over the vocabulary shards: head.lm.tp_allreduce completes it.
       k::matmul_backward(a.d_txt_in.data(), gr(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
-                         p(g, hd.lm_w, part), B * Tt, h, V);
+                         p(g, hd.lm_w, part), B * Tt, h, Vl);
     } else if (part == "head.image") {
       zero(a.dout_tok);
       k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
@@ -774,6 +847,47 @@ struct JointModel::Impl {
     } else {
       unknown(part);
     }
+  }
+
+  // --- vocabulary-parallel cross-entropy (unified under TP) -----------------------------------
+  // One all-reduce (sum) completes the loss: rank i fills its slots of each row with its shard's
+  // max and sum of exp(logit - max), the rank holding the target adds the target's logit, and
+  // every rank then has the row's log-sum-exp over the whole vocabulary.
+  void vocab_shard_statistics(MicroBatch& a) {
+    const std::size_t stride = 2 * static_cast<std::size_t>(tp) + 1;
+    zero(a.ce_stats);
+    for (int r = 0; r < B * Tt; ++r) {
+      if (a.targets[r] < 0) continue;
+      const float* l = a.logits.data() + static_cast<std::size_t>(r) * Vl;
+      float mx = l[0];
+      for (int j = 1; j < Vl; ++j) mx = std::max(mx, l[j]);
+      double sum = 0;
+      for (int j = 0; j < Vl; ++j) sum += std::exp(static_cast<double>(l[j]) - mx);
+      float* st = a.ce_stats.data() + r * stride;
+      st[2 * tpi] = mx;
+      st[2 * tpi + 1] = static_cast<float>(sum);
+      const int t = a.targets[r] - v0;
+      if (t >= 0 && t < Vl) st[2 * tp] = l[t];
+    }
+  }
+  void finish_vocab_parallel_loss(MicroBatch& a) {
+    const std::size_t stride = 2 * static_cast<std::size_t>(tp) + 1;
+    double total = 0;
+    long count = 0;
+    for (int r = 0; r < B * Tt; ++r) {
+      if (a.targets[r] < 0) continue;
+      const float* st = a.ce_stats.data() + r * stride;
+      double mx = st[0];
+      for (int i = 1; i < tp; ++i) mx = std::max(mx, static_cast<double>(st[2 * i]));
+      double sum = 0;
+      for (int i = 0; i < tp; ++i) sum += static_cast<double>(st[2 * i + 1]) * std::exp(st[2 * i] - mx);
+      a.lse[r] = mx + std::log(sum);
+      total += a.lse[r] - st[2 * tp];
+      ++count;
+    }
+    a.text_loss = count > 0 ? total / count : 0.0;
+    a.loss = a.text_loss + image_weight * a.image_loss;
+    a.loss_done = true;
   }
 
   // --- pipeline transfers ------------------------------------------------------------------------
@@ -810,6 +924,22 @@ struct JointModel::Impl {
       io.recv_count = buf.size();
       return io;
     }
+    if (part == "embed.tp_allreduce" && !mm) {  // the text rows of the embedding, summed over the shards
+      MicroBatch& a = micro(op.microbatch, op.name);
+      Buf& buf = staging[&op];
+      buf.assign(static_cast<std::size_t>(B) * Tt * H, 0.0f);
+      gather_rows(buf.data(), a.x[0][0].data(), T, 0, Tt, H);
+      io.send = io.recv = buf.data();
+      io.send_count = io.recv_count = buf.size();
+      return io;
+    }
+    if ((part == "loss.tp_allreduce" || part == "head.lm.tp_allreduce") && !mm) {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      Buf& buf = part[0] == 'l' ? a.ce_stats : a.d_txt_in;
+      io.send = io.recv = buf.data();
+      io.send_count = io.recv_count = buf.size();
+      return io;
+    }
     if (op.layer >= 0 && op.layer < L && held[op.layer]) {
       // Tensor parallelism, in place: forward the row-parallel GEMM's partial sums, backward the
       // column-parallel GEMM's partial input gradient.
@@ -828,8 +958,17 @@ struct JointModel::Impl {
   }
   void comm_end(const Op& op) {
     const std::string& part = op.part;
+    if (part == "loss.tp_allreduce" && !mm) {
+      finish_vocab_parallel_loss(micro(op.microbatch, op.name));
+      return;
+    }
     auto it = staging.find(&op);
     if (it == staging.end()) return;  // in place (tensor-parallel all-reduces)
+    if (part == "embed.tp_allreduce") {
+      scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), T, 0, Tt, H);
+      staging.erase(it);
+      return;
+    }
     if (part == "pp.fwd.recv" || part == "pp.bwd.recv") {
       MicroBatch& a = micro(op.microbatch, op.name);
       const bool fwd = op.phase != Phase::backward;
@@ -884,18 +1023,18 @@ void JointModel::init_parameters(float* local, std::uint64_t seed) const {
     for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
   };
   float* e = params;
-  xavier(e + d.el.patch_w, h, d.pin, 0, 0);
-  normal(e + d.el.t_w1, h * d.fe, 0.02, 0, 1);
-  normal(e + d.el.t_w2, h * h, 0.02, 0, 2);
+  xavier(e + d.gel.patch_w, h, d.pin, 0, 0);
+  normal(e + d.gel.t_w1, h * d.fe, 0.02, 0, 1);
+  normal(e + d.gel.t_w2, h * h, 0.02, 0, 2);
   if (d.mm) {
-    normal(e + d.el.p_w1, h * d.Dp, 0.02, 0, 3);
-    normal(e + d.el.p_w2, h * h, 0.02, 0, 4);
-    xavier(e + d.el.ctx_w, h, d.Dc, 0, 5);
+    normal(e + d.gel.p_w1, h * d.Dp, 0.02, 0, 3);
+    normal(e + d.gel.p_w2, h * h, 0.02, 0, 4);
+    xavier(e + d.gel.ctx_w, h, d.Dc, 0, 5);
   } else {
-    normal(e + d.el.tok, static_cast<std::size_t>(d.V) * h, 0.02, 0, 6);
+    normal(e + d.gel.tok, static_cast<std::size_t>(d.V) * h, 0.02, 0, 6);
   }
   for (int l = 0; l < d.L; ++l) {
-    float* layer = params + d.el.size + static_cast<std::size_t>(l) * d.glayer_size;
+    float* layer = params + d.gel.size + static_cast<std::size_t>(l) * d.glayer_size;
     for (int s = 0; s < d.NS; ++s) {
       float* w = layer + s * d.gsl.size;
       const int g = 1 + l, t0 = 8 * s;
@@ -909,10 +1048,10 @@ void JointModel::init_parameters(float* local, std::uint64_t seed) const {
       }
     }
   }
-  float* head = params + d.el.size + static_cast<std::size_t>(d.L) * d.glayer_size;
+  float* head = params + d.gel.size + static_cast<std::size_t>(d.L) * d.glayer_size;
   if (!d.mm) {
-    std::fill(head + d.hd.norm_w, head + d.hd.norm_w + h, 1.0f);
-    normal(head + d.hd.lm_w, static_cast<std::size_t>(d.V) * h, 0.02, d.L + 1, 0);
+    std::fill(head + d.ghd.norm_w, head + d.ghd.norm_w + h, 1.0f);
+    normal(head + d.ghd.lm_w, static_cast<std::size_t>(d.V) * h, 0.02, d.L + 1, 0);
   }
   for (std::size_t i = 0; i < d.global.size(); ++i) local[i] = whole[d.global[i]];
 }
