@@ -1019,9 +1019,6 @@ void check_plan(const Plan& plan, const std::string& backend) {
                      " (the CPU executor trains dit, mmdit and unified: --backend cpu)");
   if (family != ModelFamily::dit && family != ModelFamily::mmdit && family != ModelFamily::unified)
     throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
-  if (family != ModelFamily::dit && par.cp != 1)
-    throw InputError("parallelism.cp: " + who + " trains " + fam +
-                     " models under data, pipeline and tensor parallelism; cp must be 1 (dit models run every layout)");
   if (family != ModelFamily::dit && par.sequence_parallel && par.tp > 1)
     throw InputError("parallelism.sequence_parallel: " + who + " runs " + fam + " models' tensor parallelism without it; "
                      "set it to false");

@@ -176,8 +176,8 @@ TEST(ExecJoint, LossFallsOnSyntheticCaptionsAndLatents) {
 TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
   const Plan plan = parse_plan(small_plan("mmdit"));
   exec::ModelShard cp;
-  cp.cp = 2;
-  EXPECT_THROW(exec::make_model(plan, cp), InputError);
+  cp.cp = 3;
+  EXPECT_THROW(exec::make_model(plan, cp), InputError);  // 3 does not divide 16 image tokens
   exec::ModelShard tp;
   tp.tp = 2;
   tp.sequence_parallel = true;

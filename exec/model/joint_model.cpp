@@ -43,11 +43,13 @@ struct StreamActs {
 struct LayerActs {
   StreamActs s[2];
   Buf qkv_joint, att_joint, probs;  // mmdit: the concatenated [image; text] tokens
+  Buf kv_full;                      // context parallelism: every rank's K and V (B x T x 2w, rank order)
 };
 
 struct MicroBatch {
   bool ready = false;
   Batch batch;
+  Buf patches_local, ctx_local;  // context parallelism: this rank's patches and context rows
   Buf z, patches, patch_emb, t_scaled, t_freq, t_h1, t_a1, t_emb, p_h1, p_a1, p_emb, c, silu_c;
   std::vector<Buf> x[2];  // x[s][l]: the residual stream of stream s entering layer l
   std::vector<LayerActs> layer;
@@ -62,7 +64,7 @@ struct MicroBatch {
   // Backward.
   Buf dx[2], d_ln[2], dqkv[2], datt[2], dmod[2], dproj[2], dfc1[2], dact[2], dfc2[2];
   Buf dqkv_joint, datt_joint, dsilu_c, dc, dt_emb, dt_a1, dt_h1, dp_a1, dp_h1, dfmod, dlnf, d_img_in, d_txt_in,
-      dout_tok, dv_hat, dlogits, d_patch_emb;
+      dout_tok, dv_hat, dlogits, d_patch_emb, dkv_full;
   bool dc_ready = false;
 };
 
@@ -75,7 +77,12 @@ struct JointModel::Impl {
       Dc = 0, Dp = 0, V = 0, L = 0, pin = 0, pout = 0, micro_batches = 0, NS = 1;
   bool gated = false, bias = true;
   double image_weight = 1;
-  int rows[2] = {0, 0};  // tokens per sample of each stream
+  int rows[2] = {0, 0};  // this rank's tokens per sample of each stream
+  // Context parallelism: cp ranks, this rank's index; Tq rows of the joint sequence per sample
+  // here (queries), against all T keys. Image tokens img0 .. img0 + img_n here, at row img_at of
+  // stream 0; text tokens txt0 .. txt0 + txt_n (unified: rows 0 .. txt_n; mmdit: stream 1).
+  int cp = 1, cpi = 0, Tq = 0, q0 = 0, img_n = 0, img0 = 0, img_at = 0, txt_n = 0, txt0 = 0;
+  bool shard_tokens = false;  // the final layer sees a slice of the image: the loss is this slice's part
   // Offsets (floats) inside each group; `none` where the family has no such tensor.
   struct Embed {
     std::size_t patch_w = none, patch_b = none, t_w1 = none, t_b1 = none, t_w2 = none, t_b2 = none, p_w1 = none,
@@ -121,8 +128,6 @@ struct JointModel::Impl {
     need(mm || m.family == ModelFamily::unified,
          std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
     const std::string fam = to_string(m.family);
-    need(std::max(1, shard.cp) == 1,
-         "parallelism.cp: the " + fam + " executor runs data, pipeline and tensor parallelism; set cp to 1");
     need(!shard.sequence_parallel || std::max(1, shard.tp) == 1,
          "parallelism.sequence_parallel: the " + fam + " executor runs tensor parallelism without it; set it to false");
     need(shard.stage >= 0 && shard.stage < std::max(1, shard.pp), "parallelism: this rank's stage is outside the pipeline");
@@ -168,8 +173,32 @@ struct JointModel::Impl {
     pout = P * P * Cout;
     image_weight = mm ? 1.0 : objective.image_weight;
     NS = mm ? 2 : 1;
-    rows[0] = mm ? Ti : T;
-    rows[1] = mm ? Tt : 0;
+
+    // Context parallelism: this rank's contiguous slice of each stream's tokens (mmdit) or of the
+    // [text; image] sequence (unified); attention reads every rank's K and V (attn.cp_kv).
+    cp = std::max(1, shard.cp);
+    cpi = shard.cp_index;
+    need(cpi >= 0 && cpi < cp, "parallelism: this rank's context-parallel index is outside the layout");
+    if (mm) {
+      need(Ti % cp == 0 && Tt % cp == 0, "parallelism.cp: " + std::to_string(cp) + " does not divide the " +
+                                             std::to_string(Ti) + " image and " + std::to_string(Tt) + " text tokens");
+      rows[0] = Ti / cp;
+      rows[1] = Tt / cp;
+      img_n = rows[0], img0 = cpi * img_n, img_at = 0;
+      txt_n = rows[1], txt0 = cpi * txt_n;
+    } else {
+      need(T % cp == 0, "parallelism.cp: " + std::to_string(cp) + " does not divide the " + std::to_string(T) + " tokens");
+      rows[0] = T / cp;
+      rows[1] = 0;
+      q0 = cpi * rows[0];
+      txt_n = std::max(0, std::min(rows[0], Tt - q0));
+      txt0 = q0;
+      img_n = rows[0] - txt_n;
+      img_at = txt_n;
+      img0 = std::max(q0, Tt) - Tt;
+    }
+    Tq = rows[0] + rows[1];
+    shard_tokens = cp > 1;
 
     tp = std::max(1, shard.tp);
     tpi = shard.tp_index;
@@ -289,9 +318,10 @@ struct JointModel::Impl {
         }
       // Text first, then the image: a text token sees the tokens before it; an image token sees the
       // whole text and the whole image (Transfusion's mask for one image after its caption).
-      mask.assign(static_cast<std::size_t>(T) * T, 0);
-      for (int i = 0; i < T; ++i)
-        for (int j = 0; j < T; ++j) mask[static_cast<std::size_t>(i) * T + j] = (j <= i || i >= Tt) ? 1 : 0;
+      // This rank's queries are tokens q0 .. q0 + Tq; the keys, gathered in rank order, all T.
+      mask.assign(static_cast<std::size_t>(Tq) * T, 0);
+      for (int i = 0; i < Tq; ++i)
+        for (int j = 0; j < T; ++j) mask[static_cast<std::size_t>(i) * T + j] = (j <= q0 + i || q0 + i >= Tt) ? 1 : 0;
     }
     mbs.resize(n_micro);
   }
@@ -395,7 +425,9 @@ struct JointModel::Impl {
   void allocate(MicroBatch& a) {
     auto sz = [](Buf& v, std::size_t n) { v.assign(n, 0.0f); };
     const std::size_t b = B, h = H;
-    sz(a.z, b * C * S * S); sz(a.patches, b * Ti * pin); sz(a.patch_emb, b * Ti * h); sz(a.d_patch_emb, b * Ti * h);
+    sz(a.z, b * C * S * S); sz(a.patches, b * Ti * pin); sz(a.patch_emb, b * img_n * h); sz(a.d_patch_emb, b * img_n * h);
+    if (shard_tokens) sz(a.patches_local, b * img_n * pin);
+    if (shard_tokens && mm) sz(a.ctx_local, b * txt_n * Dc);
     sz(a.t_scaled, b); sz(a.t_freq, b * fe); sz(a.t_h1, b * h); sz(a.t_a1, b * h); sz(a.t_emb, b * h);
     sz(a.dt_emb, b * h); sz(a.dt_a1, b * h); sz(a.dt_h1, b * h);
     if (mm) {
@@ -421,19 +453,21 @@ struct JointModel::Impl {
     }
     for (int l = 0; l < L; ++l) {
       LayerActs& la = a.layer[l];
-      sz(la.probs, b * NHl * static_cast<std::size_t>(T) * T);
-      if (mm) { sz(la.qkv_joint, b * T * 3 * w); sz(la.att_joint, b * T * w); }
+      sz(la.probs, b * NHl * static_cast<std::size_t>(Tq) * T);
+      if (mm) { sz(la.qkv_joint, b * Tq * 3 * w); sz(la.att_joint, b * Tq * w); }
+      if (cp > 1) sz(la.kv_full, b * T * 2 * w);
     }
-    if (mm) { sz(a.dqkv_joint, b * T * 3 * w); sz(a.datt_joint, b * T * w); }
+    if (mm) { sz(a.dqkv_joint, b * Tq * 3 * w); sz(a.datt_joint, b * Tq * w); }
+    if (cp > 1) sz(a.dkv_full, b * T * 2 * w);
     const std::size_t Rf = b * rows[0];  // the rows the final norm sees
     sz(a.lnf, Rf * h); sz(a.meanf, Rf); sz(a.rstdf, Rf); sz(a.dlnf, Rf * h);
-    sz(a.out_tok, b * Ti * pout); sz(a.v_hat, b * Cout * S * S); sz(a.dout_tok, b * Ti * pout);
-    sz(a.dv_hat, b * Cout * S * S); sz(a.d_img_in, b * Ti * h);
+    sz(a.out_tok, b * img_n * pout); sz(a.dout_tok, b * img_n * pout); sz(a.d_img_in, b * img_n * h);
+    if (!shard_tokens) { sz(a.v_hat, b * Cout * S * S); sz(a.dv_hat, b * Cout * S * S); }
     if (!mm) {
-      sz(a.img_in, b * Ti * h); sz(a.txt_in, b * Tt * h); sz(a.d_txt_in, b * Tt * h);
-      sz(a.logits, b * Tt * static_cast<std::size_t>(Vl)); sz(a.dlogits, b * Tt * static_cast<std::size_t>(Vl));
-      if (tp > 1) { sz(a.ce_stats, b * Tt * (2 * static_cast<std::size_t>(tp) + 1)); a.lse.assign(b * Tt, 0.0); }
-      a.targets.assign(b * Tt, -1);
+      sz(a.img_in, b * img_n * h); sz(a.txt_in, b * txt_n * h); sz(a.d_txt_in, b * txt_n * h);
+      sz(a.logits, b * txt_n * static_cast<std::size_t>(Vl)); sz(a.dlogits, b * txt_n * static_cast<std::size_t>(Vl));
+      if (tp > 1) { sz(a.ce_stats, b * txt_n * (2 * static_cast<std::size_t>(tp) + 1)); a.lse.assign(b * txt_n, 0.0); }
+      a.targets.assign(b * txt_n, -1);
     }
     a.ready = true;
   }
@@ -481,6 +515,19 @@ struct JointModel::Impl {
     k::matmul_backward(nullptr, gr(g, w1, part), gr(g, b1, part), dh1.data(), in, p(g, w1, part), B, d_in, H);
   }
 
+  // This rank's image patches (B x img_n x pin) and mmdit context rows (B x txt_n x Dc), taken
+  // out of the whole sample under context parallelism.
+  const float* patch_rows(MicroBatch& a) const {
+    if (!shard_tokens) return a.patches.data();
+    gather_rows(a.patches_local.data(), a.patches.data(), Ti, img0, img_n, pin);
+    return a.patches_local.data();
+  }
+  const float* context_rows(MicroBatch& a) const {
+    if (!shard_tokens) return a.batch.context.data();
+    gather_rows(a.ctx_local.data(), a.batch.context.data(), Tt, txt0, txt_n, Dc);
+    return a.ctx_local.data();
+  }
+
   // --- embedding ---------------------------------------------------------------------------------
   void embed_forward(const std::string& part, MicroBatch& a) {
     const int g = gi("embed");
@@ -488,27 +535,29 @@ struct JointModel::Impl {
     if (part == "embed.patch") {
       k::rectified_flow_input(a.z.data(), a.batch.x0.data(), a.batch.noise.data(), a.batch.t.data(), B, C * S * S);
       k::patchify_forward(a.patches.data(), a.z.data(), B, C, S, P);
-      k::matmul_forward(a.patch_emb.data(), a.patches.data(), p(g, el.patch_w, part), p(g, el.patch_b, part), B * Ti, pin, H);
-      for (int r = 0; r < B * Ti; ++r) {
-        const float* pe = pos_img.data() + static_cast<std::size_t>(r % Ti) * h;
-        float* x = a.patch_emb.data() + static_cast<std::size_t>(r) * h;
-        for (int c = 0; c < H; ++c) x[c] += pe[c];
+      if (img_n > 0) {
+        k::matmul_forward(a.patch_emb.data(), patch_rows(a), p(g, el.patch_w, part), p(g, el.patch_b, part), B * img_n, pin, H);
+        for (int r = 0; r < B * img_n; ++r) {
+          const float* pe = pos_img.data() + static_cast<std::size_t>(img0 + r % img_n) * h;
+          float* x = a.patch_emb.data() + static_cast<std::size_t>(r) * h;
+          for (int c = 0; c < H; ++c) x[c] += pe[c];
+        }
       }
       if (mm) std::copy(a.patch_emb.begin(), a.patch_emb.end(), a.x[0][0].begin());
-      else scatter_rows(a.x[0][0].data(), a.patch_emb.data(), T, Tt, Ti, H);
+      else scatter_rows(a.x[0][0].data(), a.patch_emb.data(), Tq, img_at, img_n, H);
     } else if (part == "embed.timestep") {
       for (int b = 0; b < B; ++b) a.t_scaled[b] = a.batch.t[b] * timestep_scale;
       k::timestep_embedding_forward(a.t_freq.data(), a.t_scaled.data(), B, fe, max_period);
       mlp_embedder_forward(a.t_h1, a.t_a1, a.t_emb, a.t_freq.data(), fe, el.t_w1, el.t_b1, el.t_w2, el.t_b2, g, part);
       if (!mm)  // Transfusion: the timestep embedding is added to every patch of the image
         for (int b = 0; b < B; ++b)
-          for (int i = 0; i < Ti; ++i) {
-            float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * T + Tt + i) * h;
+          for (int i = 0; i < img_n; ++i) {
+            float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * Tq + img_at + i) * h;
             const float* te = a.t_emb.data() + static_cast<std::size_t>(b) * h;
             for (int c = 0; c < H; ++c) x[c] += te[c];
           }
     } else if (part == "embed.context" && mm) {
-      k::matmul_forward(a.x[1][0].data(), a.batch.context.data(), p(g, el.ctx_w, part), p(g, el.ctx_b, part), B * Tt, Dc, H);
+      k::matmul_forward(a.x[1][0].data(), context_rows(a), p(g, el.ctx_w, part), p(g, el.ctx_b, part), B * txt_n, Dc, H);
     } else if (part == "embed.pooled" && mm) {
       mlp_embedder_forward(a.p_h1, a.p_a1, a.p_emb, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2, el.p_b2, g, part);
       for (std::size_t i = 0; i < a.c.size(); ++i) a.c[i] = a.t_emb[i] + a.p_emb[i];
@@ -518,12 +567,12 @@ struct JointModel::Impl {
       // embed.tp_allreduce sums the text rows; rank 0's share carries the positions.
       const float* table = p(g, el.tok, part);
       for (int b = 0; b < B; ++b)
-        for (int j = 0; j < Tt; ++j) {
-          float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * T + j) * h;
-          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + j] - v0;
+        for (int j = 0; j < txt_n; ++j) {
+          float* x = a.x[0][0].data() + (static_cast<std::size_t>(b) * Tq + j) * h;
+          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + txt0 + j] - v0;
           for (int c = 0; c < H; ++c) x[c] = tok >= 0 && tok < Vl ? table[static_cast<std::size_t>(tok) * h + c] : 0.0f;
           if (tpi == 0)
-            for (int c = 0; c < H; ++c) x[c] += pos_txt[static_cast<std::size_t>(j) * h + c];
+            for (int c = 0; c < H; ++c) x[c] += pos_txt[static_cast<std::size_t>(txt0 + j) * h + c];
         }
     } else {
       unknown(part);
@@ -536,11 +585,12 @@ struct JointModel::Impl {
     if (part == "embed.patch") {
       const float* d = a.dx[0].data();
       if (!mm) {
-        gather_rows(a.d_patch_emb.data(), a.dx[0].data(), T, Tt, Ti, H);
+        gather_rows(a.d_patch_emb.data(), a.dx[0].data(), Tq, img_at, img_n, H);
         d = a.d_patch_emb.data();
       }
-      k::matmul_backward(nullptr, gr(g, el.patch_w, part), gr(g, el.patch_b, part), d, a.patches.data(),
-                         p(g, el.patch_w, part), B * Ti, pin, H);
+      if (img_n > 0)
+        k::matmul_backward(nullptr, gr(g, el.patch_w, part), gr(g, el.patch_b, part), d, patch_rows(a),
+                           p(g, el.patch_w, part), B * img_n, pin, H);
     } else if (part == "embed.timestep") {
       if (mm) {
         ensure_dc(a);
@@ -548,8 +598,8 @@ struct JointModel::Impl {
       } else {
         zero(a.dt_emb);
         for (int b = 0; b < B; ++b)
-          for (int i = 0; i < Ti; ++i) {
-            const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * T + Tt + i) * h;
+          for (int i = 0; i < img_n; ++i) {
+            const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * Tq + img_at + i) * h;
             float* dt = a.dt_emb.data() + static_cast<std::size_t>(b) * h;
             for (int c = 0; c < H; ++c) dt[c] += d[c];
           }
@@ -557,8 +607,8 @@ struct JointModel::Impl {
       mlp_embedder_backward(a.dt_h1, a.dt_a1, a.dt_emb, a.t_h1, a.t_a1, a.t_freq.data(), fe, el.t_w1, el.t_b1, el.t_w2,
                             el.t_b2, g, part);
     } else if (part == "embed.context" && mm) {
-      k::matmul_backward(nullptr, gr(g, el.ctx_w, part), gr(g, el.ctx_b, part), a.dx[1].data(), a.batch.context.data(),
-                         p(g, el.ctx_w, part), B * Tt, Dc, H);
+      k::matmul_backward(nullptr, gr(g, el.ctx_w, part), gr(g, el.ctx_b, part), a.dx[1].data(), context_rows(a),
+                         p(g, el.ctx_w, part), B * txt_n, Dc, H);
     } else if (part == "embed.pooled" && mm) {
       ensure_dc(a);
       mlp_embedder_backward(a.dp_h1, a.dp_a1, a.dc, a.p_h1, a.p_a1, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2,
@@ -566,10 +616,10 @@ struct JointModel::Impl {
     } else if (part == "embed.tokens" && !mm) {
       float* dtable = gr(g, el.tok, part);
       for (int b = 0; b < B; ++b)
-        for (int j = 0; j < Tt; ++j) {
-          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + j] - v0;
+        for (int j = 0; j < txt_n; ++j) {
+          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + txt0 + j] - v0;
           if (tok < 0 || tok >= Vl) continue;
-          const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * T + j) * h;
+          const float* d = a.dx[0].data() + (static_cast<std::size_t>(b) * Tq + j) * h;
           for (int c = 0; c < H; ++c) dtable[static_cast<std::size_t>(tok) * h + c] += d[c];
         }
     } else {
@@ -605,17 +655,17 @@ struct JointModel::Impl {
     const int h = H;
     if (part == "attn.core") {
       if (s > 0) unknown(op);
+      // Queries: this rank's Tq tokens; keys and values: all T (gathered by attn.cp_kv under CP,
+      // in rank order — any order for MMDiT's unmasked attention, the sequence's for the unified
+      // model's mask).
+      const float* q = joint_qkv(a, l);
+      const float* kv = cp > 1 ? la.kv_full.data() : q + w;
+      const int kv_ld = cp > 1 ? 2 * w : 3 * w;
+      float* out = mm ? la.att_joint.data() : la.s[0].att.data();
+      k::attention_forward(out, la.probs.data(), q, 3 * w, kv, kv + w, kv_ld, B, Tq, T, w, NHl, mm ? nullptr : mask.data());
       if (mm) {
-        scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), T, 0, Ti, 3 * w);
-        scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), T, Ti, Tt, 3 * w);
-        const float* q = la.qkv_joint.data();
-        k::attention_forward(la.att_joint.data(), la.probs.data(), q, 3 * w, q + w, q + 2 * w, 3 * w, B, T, T, w, NHl);
-        gather_rows(la.s[0].att.data(), la.att_joint.data(), T, 0, Ti, w);
-        gather_rows(la.s[1].att.data(), la.att_joint.data(), T, Ti, Tt, w);
-      } else {
-        const float* q = la.s[0].qkv.data();
-        k::attention_forward(la.s[0].att.data(), la.probs.data(), q, 3 * w, q + w, q + 2 * w, 3 * w, B, T, T, w, NHl,
-                             mask.data());
+        gather_rows(la.s[0].att.data(), la.att_joint.data(), Tq, 0, rows[0], w);
+        gather_rows(la.s[1].att.data(), la.att_joint.data(), Tq, rows[0], rows[1], w);
       }
       return;
     }
@@ -661,6 +711,22 @@ struct JointModel::Impl {
     }
   }
 
+  // The layer's local queries, keys and values (B x Tq x 3w): MMDiT's [image; text] streams
+  // concatenated per sample, the unified model's one stream as it is.
+  const float* joint_qkv(MicroBatch& a, int l) {
+    LayerActs& la = a.layer[l];
+    if (!mm) return la.s[0].qkv.data();
+    scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), Tq, 0, rows[0], 3 * w);
+    scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), Tq, rows[0], rows[1], 3 * w);
+    return la.qkv_joint.data();
+  }
+  // MMDiT: the joint QKV gradient back into the streams (the unified model's is its stream's).
+  void split_dqkv(MicroBatch& a) const {
+    if (!mm) return;
+    gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), Tq, 0, rows[0], 3 * w);
+    gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), Tq, rows[0], rows[1], 3 * w);
+  }
+
   // a.dx[s] holds the gradient of stream s's residual stream; residual ops pass it through and the
   // norms add their input gradient to it.
   void layer_backward(std::string part, int l, MicroBatch& a) {
@@ -671,22 +737,22 @@ struct JointModel::Impl {
     if (part == "attn.core") {
       if (s > 0) unknown(op);
       if (mm) {
-        scatter_rows(a.datt_joint.data(), a.datt[0].data(), T, 0, Ti, w);
-        scatter_rows(a.datt_joint.data(), a.datt[1].data(), T, Ti, Tt, w);
-        zero(a.dqkv_joint);
-        const float* q = la.qkv_joint.data();
-        float* dq = a.dqkv_joint.data();
-        k::attention_backward(dq, dq + w, dq + 2 * w, a.datt_joint.data(), q, 3 * w, q + w, q + 2 * w, 3 * w,
-                              la.probs.data(), B, T, T, w, NHl);
-        gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), T, 0, Ti, 3 * w);
-        gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), T, Ti, Tt, 3 * w);
-      } else {
-        zero(a.dqkv[0]);
-        const float* q = la.s[0].qkv.data();
-        float* dq = a.dqkv[0].data();
-        k::attention_backward(dq, dq + w, dq + 2 * w, a.datt[0].data(), q, 3 * w, q + w, q + 2 * w, 3 * w,
-                              la.probs.data(), B, T, T, w, NHl);
+        scatter_rows(a.datt_joint.data(), a.datt[0].data(), Tq, 0, rows[0], w);
+        scatter_rows(a.datt_joint.data(), a.datt[1].data(), Tq, rows[0], rows[1], w);
       }
+      Buf& dqkv = mm ? a.dqkv_joint : a.dqkv[0];
+      zero(dqkv);
+      const float* q = mm ? la.qkv_joint.data() : la.s[0].qkv.data();
+      float* dq = dqkv.data();
+      // Under CP the K and V gradients of every rank's keys go to dkv_full; attn.cp_kv
+      // reduce-scatters them back to their owners, then splits the streams.
+      if (cp > 1) zero(a.dkv_full);
+      float* dkv = cp > 1 ? a.dkv_full.data() : dq + w;
+      const float* kv = cp > 1 ? la.kv_full.data() : q + w;
+      const int kv_ld = cp > 1 ? 2 * w : 3 * w;
+      k::attention_backward(dq, dkv, dkv + w, mm ? a.datt_joint.data() : a.datt[0].data(), q, 3 * w, kv, kv + w, kv_ld,
+                            la.probs.data(), B, Tq, T, w, NHl);
+      if (cp == 1) split_dqkv(a);
       return;
     }
     if (s < 0) unknown(op);
@@ -755,30 +821,32 @@ struct JointModel::Impl {
     if (part == "head.adaln" && mm) {
       k::matmul_forward(a.fmod.data(), a.silu_c.data(), p(g, hd.ada_w, part), p(g, hd.ada_b, part), B, h, 2 * h);
     } else if (part == "head.norm") {
-      if (mm) k::layernorm_modulate_forward(a.lnf.data(), a.meanf.data(), a.rstdf.data(), x, a.fmod.data(), a.fmod.data() + h, B, Ti, h, 2 * h, layernorm_eps);
-      else k::rmsnorm_forward(a.lnf.data(), a.rstdf.data(), x, p(g, hd.norm_w, part), B * T, h, rmsnorm_eps);
+      if (mm) k::layernorm_modulate_forward(a.lnf.data(), a.meanf.data(), a.rstdf.data(), x, a.fmod.data(), a.fmod.data() + h, B, rows[0], h, 2 * h, layernorm_eps);
+      else k::rmsnorm_forward(a.lnf.data(), a.rstdf.data(), x, p(g, hd.norm_w, part), B * Tq, h, rmsnorm_eps);
     } else if (part == "head.image") {
       const float* in = a.lnf.data();
       if (!mm) {
-        gather_rows(a.img_in.data(), a.lnf.data(), T, Tt, Ti, h);
+        gather_rows(a.img_in.data(), a.lnf.data(), Tq, img_at, img_n, h);
         in = a.img_in.data();
       }
-      k::matmul_forward(a.out_tok.data(), in, p(g, hd.out_w, part), p(g, hd.out_b, part), B * Ti, h, pout);
-      k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
+      if (img_n > 0) k::matmul_forward(a.out_tok.data(), in, p(g, hd.out_w, part), p(g, hd.out_b, part), B * img_n, h, pout);
+      if (!shard_tokens) k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
     } else if (part == "head.lm" && !mm) {
-      gather_rows(a.txt_in.data(), a.lnf.data(), T, 0, Tt, h);
-      k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * Tt, h, Vl);
+      gather_rows(a.txt_in.data(), a.lnf.data(), Tq, 0, txt_n, h);
+      if (txt_n > 0) k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * txt_n, h, Vl);
     } else if (part == "loss") {
-      a.image_loss = k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(), B, Cout, C, S * S);
+      a.image_loss = shard_tokens ? image_shard_loss(a, nullptr, 0)
+                                  : k::rectified_flow_loss_forward(a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
+                                                                   B, Cout, C, S * S);
       a.text_loss = 0;
       if (!mm && tp > 1) {  // this shard's softmax statistics; loss.tp_allreduce completes the loss
         vocab_shard_statistics(a);
         return;
       }
-      if (!mm) {
+      if (!mm && txt_n > 0) {  // over the whole micro-batch's predictions, so CP shards add up
         long count = 0;
-        double sum = k::cross_entropy_forward(a.logits.data(), a.targets.data(), B * Tt, V, &count);
-        a.text_loss = count > 0 ? sum / count : 0.0;
+        double sum = k::cross_entropy_forward(a.logits.data(), a.targets.data(), B * txt_n, V, &count);
+        a.text_loss = sum / text_predictions();
       }
       a.loss = a.text_loss + image_weight * a.image_loss;
       a.loss_done = true;
@@ -793,19 +861,23 @@ struct JointModel::Impl {
     if (part == "loss") {
       // Seeds the micro-batch's backward, scaled by 1/micro_batches so that a step's gradients are
       // those of the mean loss over its micro-batches.
-      zero(a.dv_hat);
-      k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
-                                      static_cast<float>(image_weight / micro_batches), B, Cout, C, S * S);
+      if (shard_tokens) {
+        zero(a.dout_tok);
+        image_shard_loss(a, a.dout_tok.data(), static_cast<float>(image_weight / micro_batches));
+      } else {
+        zero(a.dv_hat);
+        k::rectified_flow_loss_backward(a.dv_hat.data(), a.v_hat.data(), a.batch.x0.data(), a.batch.noise.data(),
+                                        static_cast<float>(image_weight / micro_batches), B, Cout, C, S * S);
+      }
       if (mm) {
         zero(a.dsilu_c);
         a.dc_ready = false;
         zero(a.dx[1]);  // the text stream's last output feeds nothing
       } else {
         zero(a.dlogits);
-        long count = std::count_if(a.targets.begin(), a.targets.end(), [](int t) { return t >= 0; });
-        const float scale = static_cast<float>(1.0 / (static_cast<double>(std::max(count, 1L)) * micro_batches));
+        const float scale = static_cast<float>(1.0 / (text_predictions() * micro_batches));
         if (tp > 1) {  // softmax over the whole vocabulary from the reduced log-sum-exp, on this rank's rows
-          for (int r = 0; r < B * Tt; ++r) {
+          for (int r = 0; r < B * txt_n; ++r) {
             if (a.targets[r] < 0) continue;
             const float* l = a.logits.data() + static_cast<std::size_t>(r) * Vl;
             float* d = a.dlogits.data() + static_cast<std::size_t>(r) * Vl;
@@ -813,33 +885,37 @@ struct JointModel::Impl {
             const int t = a.targets[r] - v0;
             if (t >= 0 && t < Vl) d[t] -= scale;
           }
-        } else if (count > 0) {
-          k::cross_entropy_backward(a.dlogits.data(), a.logits.data(), a.targets.data(), scale, B * Tt, V);
+        } else if (txt_n > 0) {
+          k::cross_entropy_backward(a.dlogits.data(), a.logits.data(), a.targets.data(), scale, B * txt_n, V);
         }
       }
     } else if (part == "head.lm" && !mm) {
       zero(a.d_txt_in);
       // Under TP a partial sum over the vocabulary shards: head.lm.tp_allreduce completes it.
-      k::matmul_backward(a.d_txt_in.data(), gr(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
-                         p(g, hd.lm_w, part), B * Tt, h, Vl);
+      if (txt_n > 0)
+        k::matmul_backward(a.d_txt_in.data(), gr(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
+                           p(g, hd.lm_w, part), B * txt_n, h, Vl);
     } else if (part == "head.image") {
-      zero(a.dout_tok);
-      k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      if (!shard_tokens) {  // under CP the loss wrote dout_tok directly
+        zero(a.dout_tok);
+        k::unpatchify_backward(a.dout_tok.data(), a.dv_hat.data(), B, Cout, S, P);
+      }
       zero(a.d_img_in);
-      k::matmul_backward(a.d_img_in.data(), gr(g, hd.out_w, part), gr(g, hd.out_b, part), a.dout_tok.data(),
-                         mm ? a.lnf.data() : a.img_in.data(), p(g, hd.out_w, part), B * Ti, h, pout);
+      if (img_n > 0)
+        k::matmul_backward(a.d_img_in.data(), gr(g, hd.out_w, part), gr(g, hd.out_b, part), a.dout_tok.data(),
+                           mm ? a.lnf.data() : a.img_in.data(), p(g, hd.out_w, part), B * img_n, h, pout);
     } else if (part == "head.norm") {
       zero(a.dx[0]);
       const float* x = a.x[0][L].data();
       if (mm) {
         zero(a.dfmod);
         k::layernorm_modulate_backward(a.dx[0].data(), a.dfmod.data(), a.dfmod.data() + h, a.d_img_in.data(), x,
-                                       a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, Ti, h, 2 * h);
+                                       a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, rows[0], h, 2 * h);
       } else {
-        scatter_rows(a.dlnf.data(), a.d_txt_in.data(), T, 0, Tt, h);
-        scatter_rows(a.dlnf.data(), a.d_img_in.data(), T, Tt, Ti, h);
+        scatter_rows(a.dlnf.data(), a.d_txt_in.data(), Tq, 0, txt_n, h);
+        scatter_rows(a.dlnf.data(), a.d_img_in.data(), Tq, img_at, img_n, h);
         k::rmsnorm_backward(a.dx[0].data(), gr(g, hd.norm_w, part), a.dlnf.data(), x, a.rstdf.data(),
-                            p(g, hd.norm_w, part), B * T, h);
+                            p(g, hd.norm_w, part), B * Tq, h);
       }
     } else if (part == "head.adaln" && mm) {
       k::matmul_backward(a.dsilu_c.data(), gr(g, hd.ada_w, part), gr(g, hd.ada_b, part), a.dfmod.data(),
@@ -849,6 +925,51 @@ struct JointModel::Impl {
     }
   }
 
+  // Next-token predictions in a micro-batch (each sample's text but its last token): the
+  // cross-entropy's denominator, the same on every CP shard so that the shards' parts add up.
+  double text_predictions() const { return static_cast<double>(B) * std::max(Tt - 1, 1); }
+
+  // The rectified-flow loss of this rank's image tokens (img0 .. img0 + img_n) over the whole
+  // micro-batch's element count, so CP shards add up; with dout, adds dloss x its gradient.
+  double image_shard_loss(MicroBatch& a, float* dout, float dloss) const {
+    const std::size_t plane = static_cast<std::size_t>(C) * S * S;
+    const double count = static_cast<double>(B) * plane;
+    const float k2 = static_cast<float>(2.0 * dloss / count);
+    double sum = 0;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < img_n; ++t) {
+        const int tok = img0 + t, gi_ = tok / grid, gj = tok % grid;
+        const float* v = a.out_tok.data() + (static_cast<std::size_t>(b) * img_n + t) * pout;
+        float* d = dout ? dout + (static_cast<std::size_t>(b) * img_n + t) * pout : nullptr;
+        for (int i = 0; i < P; ++i)
+          for (int j = 0; j < P; ++j)
+            for (int c = 0; c < C; ++c) {  // unpatchify's order: (row in patch, column in patch, channel)
+              const std::size_t px = b * plane + (static_cast<std::size_t>(c) * S + gi_ * P + i) * S + gj * P + j;
+              const float diff = v[(i * P + j) * Cout + c] - (a.batch.noise[px] - a.batch.x0[px]);
+              sum += static_cast<double>(diff) * diff;
+              if (d) d[(i * P + j) * Cout + c] += k2 * diff;
+            }
+      }
+    return sum / count;
+  }
+
+  // Gathers and reduce-scatters over the CP group concatenate the ranks' parts ([rank][B][n][width]);
+  // the layer's tensors are [B][rank x n][width].
+  void to_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
+    for (int r = 0; r < ranks; ++r)
+      for (int b = 0; b < B; ++b)
+        std::memcpy(dst + ((static_cast<std::size_t>(r) * B + b) * n) * width,
+                    src + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
+                    sizeof(float) * static_cast<std::size_t>(n) * width);
+  }
+  void from_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
+    for (int r = 0; r < ranks; ++r)
+      for (int b = 0; b < B; ++b)
+        std::memcpy(dst + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
+                    src + ((static_cast<std::size_t>(r) * B + b) * n) * width,
+                    sizeof(float) * static_cast<std::size_t>(n) * width);
+  }
+
   // --- vocabulary-parallel cross-entropy (unified under TP) -----------------------------------
   // One all-reduce (sum) completes the loss: rank i fills its slots of each row with its shard's
   // max and sum of exp(logit - max), the rank holding the target adds the target's logit, and
@@ -856,7 +977,7 @@ struct JointModel::Impl {
   void vocab_shard_statistics(MicroBatch& a) {
     const std::size_t stride = 2 * static_cast<std::size_t>(tp) + 1;
     zero(a.ce_stats);
-    for (int r = 0; r < B * Tt; ++r) {
+    for (int r = 0; r < B * txt_n; ++r) {
       if (a.targets[r] < 0) continue;
       const float* l = a.logits.data() + static_cast<std::size_t>(r) * Vl;
       float mx = l[0];
@@ -873,8 +994,7 @@ struct JointModel::Impl {
   void finish_vocab_parallel_loss(MicroBatch& a) {
     const std::size_t stride = 2 * static_cast<std::size_t>(tp) + 1;
     double total = 0;
-    long count = 0;
-    for (int r = 0; r < B * Tt; ++r) {
+    for (int r = 0; r < B * txt_n; ++r) {
       if (a.targets[r] < 0) continue;
       const float* st = a.ce_stats.data() + r * stride;
       double mx = st[0];
@@ -883,9 +1003,8 @@ struct JointModel::Impl {
       for (int i = 0; i < tp; ++i) sum += static_cast<double>(st[2 * i + 1]) * std::exp(st[2 * i] - mx);
       a.lse[r] = mx + std::log(sum);
       total += a.lse[r] - st[2 * tp];
-      ++count;
     }
-    a.text_loss = count > 0 ? total / count : 0.0;
+    a.text_loss = total / text_predictions();
     a.loss = a.text_loss + image_weight * a.image_loss;
     a.loss_done = true;
   }
@@ -927,8 +1046,8 @@ struct JointModel::Impl {
     if (part == "embed.tp_allreduce" && !mm) {  // the text rows of the embedding, summed over the shards
       MicroBatch& a = micro(op.microbatch, op.name);
       Buf& buf = staging[&op];
-      buf.assign(static_cast<std::size_t>(B) * Tt * H, 0.0f);
-      gather_rows(buf.data(), a.x[0][0].data(), T, 0, Tt, H);
+      buf.assign(static_cast<std::size_t>(B) * txt_n * H, 0.0f);
+      gather_rows(buf.data(), a.x[0][0].data(), Tq, 0, txt_n, H);
       io.send = io.recv = buf.data();
       io.send_count = io.recv_count = buf.size();
       return io;
@@ -938,6 +1057,29 @@ struct JointModel::Impl {
       Buf& buf = part[0] == 'l' ? a.ce_stats : a.d_txt_in;
       io.send = io.recv = buf.data();
       io.send_count = io.recv_count = buf.size();
+      return io;
+    }
+    if (part == "attn.cp_kv" && op.layer >= 0 && op.layer < L && held[op.layer]) {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      const std::size_t local = static_cast<std::size_t>(B) * Tq * 2 * w;
+      Buf& buf = staging[&op];
+      if (fwd) {  // this rank's K and V, gathered from every CP rank
+        const float* q = joint_qkv(a, op.layer);
+        buf.assign(local + local * cp, 0.0f);
+        for (std::size_t r = 0; r < static_cast<std::size_t>(B) * Tq; ++r)
+          std::copy(q + r * 3 * w + w, q + r * 3 * w + 3 * w, buf.data() + r * 2 * w);
+        io.send = buf.data();
+        io.send_count = local;
+        io.recv = buf.data() + local;
+        io.recv_count = local * cp;
+      } else {  // the K and V gradients of every rank's keys, reduce-scattered to their owners
+        buf.assign(local * cp + local, 0.0f);
+        to_rank_major(buf.data(), a.dkv_full.data(), cp, Tq, 2 * w);
+        io.send = buf.data();
+        io.send_count = local * cp;
+        io.recv = buf.data() + local * cp;
+        io.recv_count = local;
+      }
       return io;
     }
     if (op.layer >= 0 && op.layer < L && held[op.layer]) {
@@ -964,8 +1106,23 @@ struct JointModel::Impl {
     }
     auto it = staging.find(&op);
     if (it == staging.end()) return;  // in place (tensor-parallel all-reduces)
+    if (part == "attn.cp_kv") {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      const std::size_t local = static_cast<std::size_t>(B) * Tq * 2 * w;
+      if (op.phase != Phase::backward) {
+        from_rank_major(a.layer[op.layer].kv_full.data(), it->second.data() + local, cp, Tq, 2 * w);
+      } else {  // the reduced K and V gradients into the joint QKV gradient, then the streams
+        Buf& dqkv = mm ? a.dqkv_joint : a.dqkv[0];
+        const float* red = it->second.data() + local * cp;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(B) * Tq; ++r)
+          for (int c = 0; c < 2 * w; ++c) dqkv[r * 3 * w + w + c] += red[r * 2 * w + c];
+        split_dqkv(a);
+      }
+      staging.erase(it);
+      return;
+    }
     if (part == "embed.tp_allreduce") {
-      scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), T, 0, Tt, H);
+      scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), Tq, 0, txt_n, H);
       staging.erase(it);
       return;
     }
@@ -1090,9 +1247,11 @@ void JointModel::set_batch(int mb, Batch batch) {
   a.batch = std::move(batch);
   if (!d.mm)
     for (int s = 0; s < d.B; ++s)
-      for (int j = 0; j < d.Tt; ++j)
-        a.targets[static_cast<std::size_t>(s) * d.Tt + j] =
-            j + 1 < d.Tt ? a.batch.tokens[static_cast<std::size_t>(s) * d.Tt + j + 1] : -1;
+      for (int j = 0; j < d.txt_n; ++j) {  // this rank's text rows: tokens txt0 .. txt0 + txt_n
+        const int g = d.txt0 + j;
+        a.targets[static_cast<std::size_t>(s) * d.txt_n + j] =
+            g + 1 < d.Tt ? a.batch.tokens[static_cast<std::size_t>(s) * d.Tt + g + 1] : -1;
+      }
   a.loss_done = false;
 }
 
