@@ -112,11 +112,10 @@ struct JointModel::Impl {
   Buf pos_img, pos_txt;
   std::vector<unsigned char> mask;  // unified: T x T, causal with the image block bidirectional
   std::vector<MicroBatch> mbs;
-  // Pipeline parallelism: this rank's stage, the first layer of each model chunk, what it holds.
+  // Pipeline parallelism: this rank's stage, the first layer of each model chunk, the layers it holds.
   int pp = 1, stage = 0;
   std::vector<int> chunk_first;
   std::vector<bool> held;
-  bool has_embed = false, has_head = false;
   std::map<const Op*, Buf> staging;  // pipeline transfers in flight
 
   Impl(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int n_micro, const ModelShard& shard)
@@ -280,26 +279,22 @@ struct JointModel::Impl {
     held.assign(L, false);
     std::size_t offset = 0;
     for (const auto& name : names) {
-      std::size_t size = 0;
-      if (name == "embed" || name == "head") {
-        const bool embed = name == "embed";
-        (embed ? has_embed : has_head) = true;
-        size = embed ? el.size : hd.size;
-        group_index[name] = static_cast<int>(groups.size());
-        groups.push_back({name, offset, size});
-        offset += size;
-        map_embed_or_head(embed);
-        continue;
-      } else {
-        const int l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
+      const bool embed = name == "embed", head = name == "head";
+      int l = -1;
+      if (!embed && !head) {
+        l = name.size() > 1 && name[0] == 'L' ? std::atoi(name.c_str() + 1) : -1;
         if (l < 0 || l >= L || name != std::string("L").append(std::to_string(l)) || held[l])
           throw std::logic_error("JointModel: parameter group '" + name + "' is not a layer of this model");
         held[l] = true;
-        group_index[name] = static_cast<int>(groups.size());
-        groups.push_back({name, offset, layer_size});
-        offset += layer_size;
+      }
+      const std::size_t size = embed ? el.size : head ? hd.size : layer_size;
+      group_index[name] = static_cast<int>(groups.size());
+      groups.push_back({name, offset, size});
+      offset += size;
+      if (embed || head) {
+        map_embed_or_head(embed);
+      } else {
         for (int s = 0; s < NS; ++s) map_stream(gel.size + static_cast<std::size_t>(l) * glayer_size + s * gsl.size);
-        continue;
       }
     }
     if (global.size() != offset) throw std::logic_error("JointModel: the shard's index map misses its layout");
@@ -1096,7 +1091,7 @@ struct JointModel::Impl {
         return io;
       }
     }
-    throw std::logic_error("JointModel: op " + op.name + " is communication this family does not run (sequence or context parallelism)");
+    throw std::logic_error("JointModel: op " + op.name + " is communication this family does not run (sequence parallelism)");
   }
   void comm_end(const Op& op) {
     const std::string& part = op.part;

@@ -8,8 +8,10 @@
 //    [caption tokens; image patches], attention causal over the sequence and bidirectional inside
 //    the image; the timestep embedding added to every patch; next-token cross-entropy on the text
 //    plus training.objective.image_weight x the rectified-flow loss on the image.
-// Positions are fixed sin-cos (2-D for patches as DiT, 1-D for text tokens). Both hold the whole
-// model on every rank: data parallelism (and ZeRO 0-3, which the runtime does) only.
+// Positions are fixed sin-cos (2-D for patches as DiT, 1-D for text tokens). A rank holds the
+// shard of the Program's place (exec::ModelShard): TP splits every stream Megatron's way (the
+// unified model's token table and LM head by vocabulary), CP slices the tokens, PP holds the
+// stage's chunks; sequence parallelism and DP-SGD are refused.
 #pragma once
 #include <memory>
 #include <string>
@@ -21,7 +23,7 @@ namespace ditwin::exec {
 
 class JointModel final : public Model {
  public:
-  // Throws InputError unless the model is mmdit or unified and the shard is data parallel only.
+  // Throws InputError unless the model is mmdit or unified and the shard divides it.
   JointModel(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int micro_batches,
              const ModelShard& shard = {});
   ~JointModel() override;
