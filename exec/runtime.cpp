@@ -1019,9 +1019,9 @@ void check_plan(const Plan& plan, const std::string& backend) {
                      " (the CPU executor trains dit, mmdit and unified: --backend cpu)");
   if (family != ModelFamily::dit && family != ModelFamily::mmdit && family != ModelFamily::unified)
     throw InputError("model.family: " + who + " trains dit, mmdit and unified models; this plan is " + fam);
-  if (family != ModelFamily::dit && par.sequence_parallel && par.tp > 1)
-    throw InputError("parallelism.sequence_parallel: " + who + " runs " + fam + " models' tensor parallelism without it; "
-                     "set it to false");
+  if (family == ModelFamily::unified && par.sequence_parallel && par.tp > 1)
+    throw InputError("parallelism.sequence_parallel: " + who + " runs the unified model's tensor parallelism without it "
+                     "(its vocabulary-parallel LM head reads every text row); set it to false");
   if (family != ModelFamily::dit && plan.training.privacy.enabled)
     throw InputError("training.privacy: " + who + " runs DP-SGD on dit models; this plan is " + fam);
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))

@@ -652,7 +652,10 @@ class StageLowering {
     if (m_.family == ModelFamily::dit && m_.num_classes > 0)
       ops.push_back([&] { chain_weighted(memory_op("embed.class", ComputeClass::embedding, p, mb, -1, 2 * e_ * b_ * h), "embed"); });
     if (m_.family == ModelFamily::mmdit) {
-      ops.push_back([&] { chain_weighted(replicated(gemm("embed.context", p, mb, -1, rows_txt, m_.context_dim, h)), "embed"); });
+      // Under sequence parallelism each TP rank embeds only its shard of the context, as of the image.
+      ops.push_back([&] {
+        chain_weighted(image_side(gemm("embed.context", p, mb, -1, rows_txt / (sp_ ? tp_ : 1), m_.context_dim, h)), "embed");
+      });
       ops.push_back([&] {
         chain_weighted(replicated(gemm("embed.pooled", p, mb, -1, static_cast<double>(b_), m_.pooled_dim + h, h)), "embed");
       });
@@ -935,7 +938,7 @@ std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage) {
   if (stage == 0) out.push_back("embed");
   for (int c = 0; c < par.virtual_stages; ++c) {
     int mc = c * par.pp + stage;
-    for (int l = first[mc]; l < first[mc + 1]; ++l) out.push_back("L" + std::to_string(l));
+    for (int l = first[mc]; l < first[mc + 1]; ++l) out.push_back(std::string("L").append(std::to_string(l)));  // not "L" + ...: GCC 12 -Wrestrict
   }
   // Interleaved chunks hold layers out of order; the flat array keeps the model's order.
   std::sort(out.begin() + (stage == 0 ? 1 : 0), out.end(), [](const std::string& a, const std::string& b) {

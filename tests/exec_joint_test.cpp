@@ -181,7 +181,7 @@ TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
   exec::ModelShard tp;
   tp.tp = 2;
   tp.sequence_parallel = true;
-  EXPECT_THROW(exec::make_model(parse_plan(small_plan("unified")), tp), InputError);
+  EXPECT_THROW(exec::make_model(parse_plan(small_plan("unified")), tp), InputError);  // the LM head reads every row
   tp.sequence_parallel = false;
   tp.tp = 3;
   EXPECT_THROW(exec::make_model(plan, tp), InputError);  // 3 does not divide 2 heads

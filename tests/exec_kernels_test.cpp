@@ -185,7 +185,9 @@ TEST(KernelsAttention, MaskedRowsGiveZeroProbabilityAndTheBackwardStillMatches) 
   for (int bh = 0; bh < batch * heads; ++bh)
     for (int i = 0; i < tokens; ++i)
       for (int j = 0; j < tokens; ++j)
-        if (!mask[i * tokens + j]) EXPECT_EQ(probs[(bh * tokens + i) * tokens + j], 0.0f) << i << "," << j;
+        if (!mask[i * tokens + j]) {
+          EXPECT_EQ(probs[(bh * tokens + i) * tokens + j], 0.0f) << i << "," << j;
+        }
   // The first token attends only to itself: its output is its own V.
   for (int e = 0; e < ch; ++e) EXPECT_NEAR(out[e], qkv[2 * ch + e], 1e-6f);
   std::vector<float> dqkv(qkv.size(), 0.f);

@@ -194,10 +194,10 @@ TEST(ExecLayouts, MeasuredStreamsFollowProgramOrder) {
 
 }  // namespace
 
-// The text-and-image families under every layout but sequence parallelism: two ranks (ZeRO 0, 1
+// The text-and-image families under every layout: two ranks (ZeRO 0, 1
 // and 3), pipelines (1F1B, interleaved, GPipe x DP) and TP (alone, x DP with ZeRO-2, x PP) reach
-// the parameters of one rank, and so do CP, CP x DP with ZeRO-3 and TP x CP; sequence
-// parallelism is refused naming the key.
+// the parameters of one rank, and so do CP, CP x DP with ZeRO-3, TP x CP and (MMDiT) TP with
+// sequence parallelism, alone and x PP; the unified model's sequence parallelism is refused.
 TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
   for (const char* family : {"mmdit", "unified"}) {
     const std::string scenario = std::string("tiny-") + family + "-cpu.json", tag = std::string(family) + "-";
@@ -219,16 +219,21 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
     const auto init = run(write_layout(tag + "init", {{"dp", 1}}, 0, "none", scenario), 1, 1);
     EXPECT_GT(relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";
     // Tensor parallelism (Megatron's split of every stream; the unified model's token table and LM
-    // head vocabulary-parallel) and context parallelism (K/V all-gathered; the unified model's
-    // slices straddle text and image), alone and mixed; sequence parallelism is refused.
+    // head vocabulary-parallel), MMDiT's sequence parallelism, and context parallelism (K/V
+    // all-gathered; the unified model's slices straddle text and image), alone and mixed; the
+    // unified model's sequence parallelism is refused.
     for (const auto& [name, par] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"tp2", {{"tp", 2}}}, {"tp2-dp2-z2", {{"tp", 2}, {"dp", 2}, {"zero", 2}}}, {"tp2-pp2", {{"tp", 2}, {"pp", 2}}},
-             {"cp2", {{"cp", 2}}}, {"cp2-dp2-z3", {{"cp", 2}, {"dp", 2}, {"zero", 3}}}, {"tp2-cp2", {{"tp", 2}, {"cp", 2}}}}) {
+             {"cp2", {{"cp", 2}}}, {"cp2-dp2-z3", {{"cp", 2}, {"dp", 2}, {"zero", 3}}}, {"tp2-cp2", {{"tp", 2}, {"cp", 2}}},
+             {"tp2-sp", {{"tp", 2}, {"sequence_parallel", true}}},
+             {"tp2-sp-pp2", {{"tp", 2}, {"sequence_parallel", true}, {"pp", 2}}}}) {
+      if (std::string(family) == "unified" && name.find("sp") != std::string::npos) continue;  // refused below
       const auto p = run(write_layout(tag + name, par, 0, "full", scenario), ranks_of(par), 3);
       EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
     }
     for (const auto& [name, par, key] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"tp2-sp", {{"tp", 2}, {"sequence_parallel", true}}, "parallelism.sequence_parallel: the CPU executor runs"}}) {
+      if (std::string(family) == "mmdit") continue;  // MMDiT runs sequence parallelism
       const std::string path = write_layout(tag + name + "-refused", par, 0, "none", scenario);
       const std::string cmd = ditwin_bin + " execute " + path + " --steps 1 --ranks 2 > " + path + ".log 2>&1 < /dev/null";
       EXPECT_NE(std::system(cmd.c_str()), 0) << family << ": " << name << " should be refused";

@@ -39,6 +39,9 @@ constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
 // One stream's activations in one layer.
 struct StreamActs {
   Buf mod, ln1, mean1, rstd1, qkv, att, proj, x_mid, ln2, mean2, rstd2, fc1, act, fc2;
+  // Sequence parallelism: the gathered norm outputs (G rows) and the reduce-scattered GEMM
+  // outputs (R rows).
+  Buf ln1_full, ln2_full, proj_red, fc2_red;
 };
 struct LayerActs {
   StreamActs s[2];
@@ -63,6 +66,7 @@ struct MicroBatch {
   bool loss_done = false;
   // Backward.
   Buf dx[2], d_ln[2], dqkv[2], datt[2], dmod[2], dproj[2], dfc1[2], dact[2], dfc2[2];
+  Buf d_ln_full[2], dproj_full[2], dfc2_full[2];  // sequence parallelism: the G-row forms
   Buf dqkv_joint, datt_joint, dsilu_c, dc, dt_emb, dt_a1, dt_h1, dp_a1, dp_h1, dfmod, dlnf, d_img_in, d_txt_in,
       dout_tok, dv_hat, dlogits, d_patch_emb, dkv_full;
   bool dc_ready = false;
@@ -77,7 +81,9 @@ struct JointModel::Impl {
       Dc = 0, Dp = 0, V = 0, L = 0, pin = 0, pout = 0, micro_batches = 0, NS = 1;
   bool gated = false, bias = true;
   double image_weight = 1;
-  int rows[2] = {0, 0};  // this rank's tokens per sample of each stream
+  int rows[2] = {0, 0};   // this rank's residual-stream tokens per sample of each stream
+  int grows[2] = {0, 0};  // the tokens its TP-split GEMMs and attention see (all of the CP slice's)
+  bool sp = false;        // sequence parallelism: rows = grows / tp outside the TP-split GEMMs
   // Context parallelism: cp ranks, this rank's index; Tq rows of the joint sequence per sample
   // here (queries), against all T keys. Image tokens img0 .. img0 + img_n here, at row img_at of
   // stream 0; text tokens txt0 .. txt0 + txt_n (unified: rows 0 .. txt_n; mmdit: stream 1).
@@ -127,8 +133,12 @@ struct JointModel::Impl {
     need(mm || m.family == ModelFamily::unified,
          std::string("model.family: exec::JointModel trains mmdit and unified models, not ") + to_string(m.family));
     const std::string fam = to_string(m.family);
-    need(!shard.sequence_parallel || std::max(1, shard.tp) == 1,
-         "parallelism.sequence_parallel: the " + fam + " executor runs tensor parallelism without it; set it to false");
+    need(!shard.sequence_parallel || std::max(1, shard.tp) == 1 || mm,
+         "parallelism.sequence_parallel: the unified executor's vocabulary-parallel LM head reads every text row; "
+         "set it to false");
+    tp = std::max(1, shard.tp);
+    tpi = shard.tp_index;
+    sp = shard.sequence_parallel && tp > 1;
     need(shard.stage >= 0 && shard.stage < std::max(1, shard.pp), "parallelism: this rank's stage is outside the pipeline");
     need(m.layers > 0 && m.hidden > 0 && m.heads > 0 && m.ffn_hidden > 0, "model: layers, hidden, heads, ffn_hidden must be positive");
     need(m.hidden % m.heads == 0, "model.heads: must divide model.hidden");
@@ -181,14 +191,21 @@ struct JointModel::Impl {
     if (mm) {
       need(Ti % cp == 0 && Tt % cp == 0, "parallelism.cp: " + std::to_string(cp) + " does not divide the " +
                                              std::to_string(Ti) + " image and " + std::to_string(Tt) + " text tokens");
-      rows[0] = Ti / cp;
-      rows[1] = Tt / cp;
-      img_n = rows[0], img0 = cpi * img_n, img_at = 0;
-      txt_n = rows[1], txt0 = cpi * txt_n;
+      grows[0] = Ti / cp;
+      grows[1] = Tt / cp;
+      // Sequence parallelism: the residual stream, norms, embedders and final layer hold this TP
+      // rank's shard of each stream's CP slice.
+      need(!sp || (grows[0] % tp == 0 && grows[1] % tp == 0),
+           "parallelism.sequence_parallel: tp " + std::to_string(tp) + " does not divide the " + std::to_string(grows[0]) +
+               " image and " + std::to_string(grows[1]) + " text tokens of a context-parallel rank");
+      rows[0] = sp ? grows[0] / tp : grows[0];
+      rows[1] = sp ? grows[1] / tp : grows[1];
+      img_n = rows[0], img0 = cpi * grows[0] + (sp ? tpi * rows[0] : 0), img_at = 0;
+      txt_n = rows[1], txt0 = cpi * grows[1] + (sp ? tpi * rows[1] : 0);
     } else {
       need(T % cp == 0, "parallelism.cp: " + std::to_string(cp) + " does not divide the " + std::to_string(T) + " tokens");
-      rows[0] = T / cp;
-      rows[1] = 0;
+      rows[0] = grows[0] = T / cp;
+      rows[1] = grows[1] = 0;
       q0 = cpi * rows[0];
       txt_n = std::max(0, std::min(rows[0], Tt - q0));
       txt0 = q0;
@@ -196,11 +213,9 @@ struct JointModel::Impl {
       img_at = txt_n;
       img0 = std::max(q0, Tt) - Tt;
     }
-    Tq = rows[0] + rows[1];
-    shard_tokens = cp > 1;
+    Tq = grows[0] + grows[1];
+    shard_tokens = cp > 1 || sp;
 
-    tp = std::max(1, shard.tp);
-    tpi = shard.tp_index;
     need(tpi >= 0 && tpi < tp, "parallelism: this rank's tensor-parallel index is outside the layout");
     need(NH % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.heads " + std::to_string(NH));
     need(F % tp == 0, "parallelism.tp: " + std::to_string(tp) + " does not divide model.ffn_hidden " + std::to_string(F));
@@ -432,18 +447,20 @@ struct JointModel::Impl {
     }
     a.layer.resize(L);
     for (int s = 0; s < NS; ++s) {
-      const std::size_t R = b * rows[s];
+      const std::size_t R = b * rows[s], G = b * grows[s];
       a.x[s].resize(L + 1);
       for (auto& x : a.x[s]) sz(x, R * h);
       for (int l = 0; l < L; ++l) {
         StreamActs& t = a.layer[l].s[s];
         if (mm) sz(t.mod, b * 6 * h);
-        sz(t.ln1, R * h); sz(t.mean1, R); sz(t.rstd1, R); sz(t.qkv, R * 3 * w); sz(t.att, R * w);
-        sz(t.proj, R * h); sz(t.x_mid, R * h); sz(t.ln2, R * h); sz(t.mean2, R); sz(t.rstd2, R);
-        sz(t.fc1, R * F1l); sz(t.act, R * Fl); sz(t.fc2, R * h);
+        sz(t.ln1, R * h); sz(t.mean1, R); sz(t.rstd1, R); sz(t.qkv, G * 3 * w); sz(t.att, G * w);
+        sz(t.proj, G * h); sz(t.x_mid, R * h); sz(t.ln2, R * h); sz(t.mean2, R); sz(t.rstd2, R);
+        sz(t.fc1, G * F1l); sz(t.act, G * Fl); sz(t.fc2, G * h);
+        if (sp) { sz(t.ln1_full, G * h); sz(t.ln2_full, G * h); sz(t.proj_red, R * h); sz(t.fc2_red, R * h); }
       }
-      sz(a.dx[s], R * h); sz(a.d_ln[s], R * h); sz(a.dqkv[s], R * 3 * w); sz(a.datt[s], R * w);
-      sz(a.dproj[s], R * h); sz(a.dfc1[s], R * F1l); sz(a.dact[s], R * Fl); sz(a.dfc2[s], R * h);
+      sz(a.dx[s], R * h); sz(a.d_ln[s], R * h); sz(a.dqkv[s], G * 3 * w); sz(a.datt[s], G * w);
+      sz(a.dproj[s], R * h); sz(a.dfc1[s], G * F1l); sz(a.dact[s], G * Fl); sz(a.dfc2[s], R * h);
+      if (sp) { sz(a.d_ln_full[s], G * h); sz(a.dproj_full[s], G * h); sz(a.dfc2_full[s], G * h); }
       if (mm) sz(a.dmod[s], b * 6 * h);
     }
     for (int l = 0; l < L; ++l) {
@@ -659,48 +676,54 @@ struct JointModel::Impl {
       float* out = mm ? la.att_joint.data() : la.s[0].att.data();
       k::attention_forward(out, la.probs.data(), q, 3 * w, kv, kv + w, kv_ld, B, Tq, T, w, NHl, mm ? nullptr : mask.data());
       if (mm) {
-        gather_rows(la.s[0].att.data(), la.att_joint.data(), Tq, 0, rows[0], w);
-        gather_rows(la.s[1].att.data(), la.att_joint.data(), Tq, rows[0], rows[1], w);
+        gather_rows(la.s[0].att.data(), la.att_joint.data(), Tq, 0, grows[0], w);
+        gather_rows(la.s[1].att.data(), la.att_joint.data(), Tq, grows[0], grows[1], w);
       }
       return;
     }
     if (s < 0) unknown(op);
     StreamActs& t = la.s[s];
-    const int R = B * rows[s];
+    const int R = B * rows[s], G = B * grows[s];
     const float* x = a.x[s][l].data();
     float* mod = t.mod.data();
+    // Under sequence parallelism the TP-split GEMMs read the gathered norm outputs and their
+    // row-parallel outputs are reduce-scattered back to this rank's shard.
+    Buf& ln1 = sp ? t.ln1_full : t.ln1;
+    Buf& ln2 = sp ? t.ln2_full : t.ln2;
+    Buf& proj = sp ? t.proj_red : t.proj;
+    Buf& fc2 = sp ? t.fc2_red : t.fc2;
     if (part == "adaln" && mm) {
       k::matmul_forward(mod, a.silu_c.data(), p(g, so(s, sl.ada_w), op), p(g, so(s, sl.ada_b), op), B, h, 6 * h);
     } else if (part == "norm1") {
       if (mm) k::layernorm_modulate_forward(t.ln1.data(), t.mean1.data(), t.rstd1.data(), x, mod, mod + h, B, rows[s], h, 6 * h, layernorm_eps);
       else k::rmsnorm_forward(t.ln1.data(), t.rstd1.data(), x, p(g, so(s, sl.n1_w), op), R, h, rmsnorm_eps);
     } else if (part == "attn.qkv") {
-      k::matmul_forward(t.qkv.data(), t.ln1.data(), p(g, so(s, sl.qkv_w), op), p(g, so(s, sl.qkv_b), op), R, h, 3 * w);
+      k::matmul_forward(t.qkv.data(), ln1.data(), p(g, so(s, sl.qkv_w), op), p(g, so(s, sl.qkv_b), op), G, h, 3 * w);
     } else if (part == "attn.proj") {
       // Under TP a row-parallel GEMM leaves partial sums without bias; the residual op adds the bias
       // to the all-reduced rows, so it is added once.
       k::matmul_forward(t.proj.data(), t.att.data(), p(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : p(g, so(s, sl.proj_b), op),
-                        R, w, h);
+                        G, w, h);
     } else if (part == "attn.residual") {
-      if (tp > 1) add_bias(t.proj, p(g, so(s, sl.proj_b), op));
-      if (mm) k::gated_residual_forward(t.x_mid.data(), x, t.proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
-      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) t.x_mid[i] = x[i] + t.proj[i];
+      if (tp > 1) add_bias(proj, p(g, so(s, sl.proj_b), op));
+      if (mm) k::gated_residual_forward(t.x_mid.data(), x, proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
+      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) t.x_mid[i] = x[i] + proj[i];
     } else if (part == "norm2") {
       if (mm) k::layernorm_modulate_forward(t.ln2.data(), t.mean2.data(), t.rstd2.data(), t.x_mid.data(), mod + 3 * h, mod + 4 * h, B, rows[s], h, 6 * h, layernorm_eps);
       else k::rmsnorm_forward(t.ln2.data(), t.rstd2.data(), t.x_mid.data(), p(g, so(s, sl.n2_w), op), R, h, rmsnorm_eps);
     } else if (part == "mlp.fc1") {
-      k::matmul_forward(t.fc1.data(), t.ln2.data(), p(g, so(s, sl.fc1_w), op), p(g, so(s, sl.fc1_b), op), R, h, F1l);
+      k::matmul_forward(t.fc1.data(), ln2.data(), p(g, so(s, sl.fc1_w), op), p(g, so(s, sl.fc1_b), op), G, h, F1l);
     } else if (part == "mlp.act") {
-      if (gated) k::swiglu_forward(t.act.data(), t.fc1.data(), R, Fl);
+      if (gated) k::swiglu_forward(t.act.data(), t.fc1.data(), G, Fl);
       else k::gelu_forward(t.act.data(), t.fc1.data(), t.act.size());
     } else if (part == "mlp.fc2") {
       k::matmul_forward(t.fc2.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : p(g, so(s, sl.fc2_b), op),
-                        R, Fl, h);
+                        G, Fl, h);
     } else if (part == "mlp.residual") {
-      if (tp > 1) add_bias(t.fc2, p(g, so(s, sl.fc2_b), op));
+      if (tp > 1) add_bias(fc2, p(g, so(s, sl.fc2_b), op));
       float* out = a.x[s][l + 1].data();
-      if (mm) k::gated_residual_forward(out, t.x_mid.data(), t.fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
-      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) out[i] = t.x_mid[i] + t.fc2[i];
+      if (mm) k::gated_residual_forward(out, t.x_mid.data(), fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
+      else for (std::size_t i = 0; i < t.x_mid.size(); ++i) out[i] = t.x_mid[i] + fc2[i];
     } else {
       unknown(op);
     }
@@ -711,15 +734,15 @@ struct JointModel::Impl {
   const float* joint_qkv(MicroBatch& a, int l) {
     LayerActs& la = a.layer[l];
     if (!mm) return la.s[0].qkv.data();
-    scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), Tq, 0, rows[0], 3 * w);
-    scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), Tq, rows[0], rows[1], 3 * w);
+    scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), Tq, 0, grows[0], 3 * w);
+    scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), Tq, grows[0], grows[1], 3 * w);
     return la.qkv_joint.data();
   }
   // MMDiT: the joint QKV gradient back into the streams (the unified model's is its stream's).
   void split_dqkv(MicroBatch& a) const {
     if (!mm) return;
-    gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), Tq, 0, rows[0], 3 * w);
-    gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), Tq, rows[0], rows[1], 3 * w);
+    gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), Tq, 0, grows[0], 3 * w);
+    gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), Tq, grows[0], grows[1], 3 * w);
   }
 
   // a.dx[s] holds the gradient of stream s's residual stream; residual ops pass it through and the
@@ -732,8 +755,8 @@ struct JointModel::Impl {
     if (part == "attn.core") {
       if (s > 0) unknown(op);
       if (mm) {
-        scatter_rows(a.datt_joint.data(), a.datt[0].data(), Tq, 0, rows[0], w);
-        scatter_rows(a.datt_joint.data(), a.datt[1].data(), Tq, rows[0], rows[1], w);
+        scatter_rows(a.datt_joint.data(), a.datt[0].data(), Tq, 0, grows[0], w);
+        scatter_rows(a.datt_joint.data(), a.datt[1].data(), Tq, grows[0], grows[1], w);
       }
       Buf& dqkv = mm ? a.dqkv_joint : a.dqkv[0];
       zero(dqkv);
@@ -756,11 +779,21 @@ struct JointModel::Impl {
     float* dx = a.dx[s].data();
     const float* mod = t.mod.data();
     float* dmod = mm ? a.dmod[s].data() : nullptr;
+    const int G = B * grows[s];
+    // Sequence parallelism: the TP-split GEMMs' G-row forms (gathered output gradients, the
+    // partial input gradients reduce-scattered by the sp ops).
+    Buf& ln1 = sp ? t.ln1_full : t.ln1;
+    Buf& ln2 = sp ? t.ln2_full : t.ln2;
+    Buf& d_ln_gemm = sp ? a.d_ln_full[s] : a.d_ln[s];
+    Buf& dfc2_gemm = sp ? a.dfc2_full[s] : a.dfc2[s];
+    Buf& dproj_gemm = sp ? a.dproj_full[s] : a.dproj[s];
+    const Buf& proj = sp ? t.proj_red : t.proj;
+    const Buf& fc2 = sp ? t.fc2_red : t.fc2;
     if (part == "mlp.residual") {
       if (mm) {
         zero(a.dmod[s]);
         zero(a.dfc2[s]);
-        k::gated_residual_backward(nullptr, a.dfc2[s].data(), dmod + 5 * h, dx, t.fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
+        k::gated_residual_backward(nullptr, a.dfc2[s].data(), dmod + 5 * h, dx, fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
       } else {
         std::copy(a.dx[s].begin(), a.dx[s].end(), a.dfc2[s].begin());
       }
@@ -768,22 +801,22 @@ struct JointModel::Impl {
     } else if (part == "mlp.fc2") {
       zero(a.dact[s]);
       k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.fc2_b), op),
-                         a.dfc2[s].data(), t.act.data(), p(g, so(s, sl.fc2_w), op), R, Fl, h);
+                         dfc2_gemm.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), G, Fl, h);
     } else if (part == "mlp.act") {
       zero(a.dfc1[s]);
-      if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), R, Fl);
+      if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), G, Fl);
       else k::gelu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), a.dfc1[s].size());
     } else if (part == "mlp.fc1") {
-      zero(a.d_ln[s]);
-      k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.fc1_w), op), gr(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
-                         t.ln2.data(), p(g, so(s, sl.fc1_w), op), R, h, F1l);
+      zero(d_ln_gemm);
+      k::matmul_backward(d_ln_gemm.data(), gr(g, so(s, sl.fc1_w), op), gr(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
+                         ln2.data(), p(g, so(s, sl.fc1_w), op), G, h, F1l);
     } else if (part == "norm2") {
       if (mm) k::layernorm_modulate_backward(dx, dmod + 3 * h, dmod + 4 * h, a.d_ln[s].data(), t.x_mid.data(), t.mean2.data(), t.rstd2.data(), mod + 4 * h, B, rows[s], h, 6 * h);
       else k::rmsnorm_backward(dx, gr(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
     } else if (part == "attn.residual") {
       if (mm) {
         zero(a.dproj[s]);
-        k::gated_residual_backward(nullptr, a.dproj[s].data(), dmod + 2 * h, dx, t.proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
+        k::gated_residual_backward(nullptr, a.dproj[s].data(), dmod + 2 * h, dx, proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
       } else {
         std::copy(a.dx[s].begin(), a.dx[s].end(), a.dproj[s].begin());
       }
@@ -791,11 +824,11 @@ struct JointModel::Impl {
     } else if (part == "attn.proj") {
       zero(a.datt[s]);
       k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.proj_b), op),
-                         a.dproj[s].data(), t.att.data(), p(g, so(s, sl.proj_w), op), R, w, h);
+                         dproj_gemm.data(), t.att.data(), p(g, so(s, sl.proj_w), op), G, w, h);
     } else if (part == "attn.qkv") {
-      zero(a.d_ln[s]);
-      k::matmul_backward(a.d_ln[s].data(), gr(g, so(s, sl.qkv_w), op), gr(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
-                         t.ln1.data(), p(g, so(s, sl.qkv_w), op), R, h, 3 * w);
+      zero(d_ln_gemm);
+      k::matmul_backward(d_ln_gemm.data(), gr(g, so(s, sl.qkv_w), op), gr(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
+                         ln1.data(), p(g, so(s, sl.qkv_w), op), G, h, 3 * w);
     } else if (part == "norm1") {
       const float* x = a.x[s][l].data();
       if (mm) k::layernorm_modulate_backward(dx, dmod, dmod + h, a.d_ln[s].data(), x, t.mean1.data(), t.rstd1.data(), mod + h, B, rows[s], h, 6 * h);
@@ -1082,6 +1115,46 @@ struct JointModel::Impl {
       // column-parallel GEMM's partial input gradient.
       std::string rest = part;
       const int s = stream_of(rest);
+      const std::size_t R = static_cast<std::size_t>(B) * (s >= 0 ? rows[s] : 0) * H, G = R * tp;
+      if (s >= 0 && sp && (rest == "attn.sp_allgather" || rest == "mlp.sp_allgather")) {
+        MicroBatch& a = micro(op.microbatch, op.name);
+        StreamActs& t = a.layer[op.layer].s[s];
+        Buf& buf = staging[&op];
+        if (fwd) {  // the norm's shard, gathered for the column-parallel GEMM
+          buf.assign(G, 0.0f);
+          io.send = (rest[0] == 'a' ? t.ln1 : t.ln2).data();
+          io.send_count = R;
+          io.recv = buf.data();
+          io.recv_count = G;
+        } else {  // its gradient: the GEMM's partial input gradient reduce-scattered to the shards
+          buf.assign(G, 0.0f);
+          to_rank_major(buf.data(), a.d_ln_full[s].data(), tp, rows[s], H);
+          io.send = buf.data();
+          io.send_count = G;
+          io.recv = a.d_ln[s].data();
+          io.recv_count = R;
+        }
+        return io;
+      }
+      if (s >= 0 && sp && (rest == "attn.sp_reducescatter" || rest == "mlp.sp_reducescatter")) {
+        MicroBatch& a = micro(op.microbatch, op.name);
+        StreamActs& t = a.layer[op.layer].s[s];
+        Buf& buf = staging[&op];
+        buf.assign(G, 0.0f);
+        if (fwd) {  // the row-parallel GEMM's partial sums, reduced onto each rank's shard
+          to_rank_major(buf.data(), (rest[0] == 'a' ? t.proj : t.fc2).data(), tp, rows[s], H);
+          io.send = buf.data();
+          io.send_count = G;
+          io.recv = (rest[0] == 'a' ? t.proj_red : t.fc2_red).data();
+          io.recv_count = R;
+        } else {  // its gradient: the shards' output gradients gathered
+          io.send = (rest[0] == 'a' ? a.dproj[s] : a.dfc2[s]).data();
+          io.send_count = R;
+          io.recv = buf.data();
+          io.recv_count = G;
+        }
+        return io;
+      }
       if (s >= 0 && (rest == "attn.tp_allreduce" || rest == "mlp.tp_allreduce")) {
         MicroBatch& a = micro(op.microbatch, op.name);
         StreamActs& t = a.layer[op.layer].s[s];
@@ -1112,6 +1185,20 @@ struct JointModel::Impl {
         for (std::size_t r = 0; r < static_cast<std::size_t>(B) * Tq; ++r)
           for (int c = 0; c < 2 * w; ++c) dqkv[r * 3 * w + w + c] += red[r * 2 * w + c];
         split_dqkv(a);
+      }
+      staging.erase(it);
+      return;
+    }
+    if (part.find(".sp_") != std::string::npos) {  // sequence parallelism: unpack the gathered rows
+      std::string rest = part;
+      const int s = stream_of(rest);
+      const bool fwd = op.phase != Phase::backward;
+      MicroBatch& a = micro(op.microbatch, op.name);
+      if (s >= 0 && fwd && (rest == "attn.sp_allgather" || rest == "mlp.sp_allgather")) {
+        StreamActs& t = a.layer[op.layer].s[s];
+        from_rank_major((rest[0] == 'a' ? t.ln1_full : t.ln2_full).data(), it->second.data(), tp, rows[s], H);
+      } else if (s >= 0 && !fwd && (rest == "attn.sp_reducescatter" || rest == "mlp.sp_reducescatter")) {
+        from_rank_major((rest[0] == 'a' ? a.dproj_full[s] : a.dfc2_full[s]).data(), it->second.data(), tp, rows[s], H);
       }
       staging.erase(it);
       return;

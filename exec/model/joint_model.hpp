@@ -11,7 +11,8 @@
 // Positions are fixed sin-cos (2-D for patches as DiT, 1-D for text tokens). A rank holds the
 // shard of the Program's place (exec::ModelShard): TP splits every stream Megatron's way (the
 // unified model's token table and LM head by vocabulary), CP slices the tokens, PP holds the
-// stage's chunks; sequence parallelism and DP-SGD are refused.
+// stage's chunks, SP (MMDiT) shards each stream's residual stream over TP; the unified model's
+// sequence parallelism and DP-SGD are refused.
 #pragma once
 #include <memory>
 #include <string>
