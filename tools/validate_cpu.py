@@ -3,7 +3,8 @@
 plan predict with `ditwin simulate --profile` and measure with `ditwin execute`, and print
 predicted vs measured as a Markdown table: six data-parallel plans, then the model-parallel
 scenarios tiny-cpu-tp2, -pp2 and -cp2 (with each pipeline stage's idle share, predicted and
-measured), and the other families' tiny scenarios (tiny-mmdit-cpu, tiny-unified-cpu, 2 ranks DP). Exits 1 when a plan's step-time error exceeds the tolerance.
+measured), and the other families' tiny scenarios (tiny-mmdit-cpu, tiny-unified-cpu: 2 ranks DP,
+then TP, CP, PP and MMDiT's TP with sequence parallelism). Exits 1 when a plan's step-time error exceeds the tolerance.
 Usage: tools/validate_cpu.py [path/to/ditwin] [--steps N] [--tolerance 0.15]"""
 import json, os, subprocess, sys, tempfile
 
@@ -56,8 +57,23 @@ for name, layers, hidden, batch, ranks, zero in plans:
 # The layouts: TP, a 1F1B pipeline and CP; then MMDiT and the unified model; each on 2 ranks.
 print("\n| scenario | predicted ms | measured ms | error | stage idle share, predicted / measured |")
 print("| --- | ---: | ---: | ---: | --- |")
-for name in ("tiny-cpu-tp2", "tiny-cpu-pp2", "tiny-cpu-cp2", "tiny-mmdit-cpu", "tiny-unified-cpu"):
-    path = os.path.join(root, "scenarios", name + ".json")
+# (name, scenario, parallelism overrides): the shipped layouts, then the other families' tiny
+# scenarios as shipped (DP) and re-laid out as TP, CP, a 1F1B pipeline and (MMDiT) TP with SP.
+layouts = [(n, n, {}) for n in ("tiny-cpu-tp2", "tiny-cpu-pp2", "tiny-cpu-cp2", "tiny-mmdit-cpu", "tiny-unified-cpu")]
+for fam in ("mmdit", "unified"):
+    for lay, par in (("tp2", {"tp": 2}), ("cp2", {"cp": 2}), ("pp2", {"pp": 2}),
+                     ("tp2-sp", {"tp": 2, "sequence_parallel": True})):
+        if fam == "unified" and lay == "tp2-sp":
+            continue  # refused: the unified model's vocabulary-parallel LM head reads every text row
+        layouts.append((f"tiny-{fam}-cpu-{lay}", f"tiny-{fam}-cpu", dict(par, dp=1)))
+for name, scenario, overrides in layouts:
+    path = os.path.join(root, "scenarios", scenario + ".json")
+    if overrides:
+        p = json.load(open(path))
+        p["name"] = name
+        p["parallelism"].update(overrides)
+        path = os.path.join(tmp, name + ".json")
+        json.dump(p, open(path, "w"))
     s, m, c = (os.path.join(tmp, name + x) for x in (".s.json", ".m.json", ".c.json"))
     subprocess.run([ditwin, "simulate", path, "--profile", profile, "--report", s], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([ditwin, "execute", path, "--steps", str(steps), "--ranks", "2", "--threads", "1", "--report", m],
