@@ -130,6 +130,10 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   }
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
+  // Outputs that could not be written would lose the run's result at its end.
+  require_writable_output(a.report, "--report");
+  require_writable_output(a.trace, "--trace");
+  require_writable_output(a.parameters, "--save-parameters");
   // The training data (a dataset is opened and checked here, before mpirun starts the ranks).
   std::unique_ptr<exec::DataSource> data = exec::make_data_source(plan);
   if (!inside_mpi() && !a.checkpoint_key.empty()) exec::checkpoint_codec(a.checkpoint_key);  // the key file, before mpirun
@@ -312,6 +316,7 @@ int run_calibrate_cuda(const CalibrateArgs& a) {
 }
 
 int run_calibrate(const CalibrateArgs& a) {
+  if (!a.as_rank) require_writable_output(a.out, "--out");
   if (a.backend == "cuda") return run_calibrate_cuda(a);
   if (a.backend != "cpu") throw InputError("--backend " + a.backend + ": choose cpu or cuda");
   exec::CalibrationOptions o;
@@ -416,6 +421,7 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
     if (execute->parsed()) return run_execute(*ex, args);
     if (calibrate->parsed()) return run_calibrate(*ca);
     if (compare->parsed()) {
+      require_writable_output((*cmp)[2], "--report");
       auto first = read_json_file((*cmp)[0]), second = read_json_file((*cmp)[1]);
       if (is_longrun_report(first) != is_longrun_report(second))
         throw InputError("compare: " + (*cmp)[is_longrun_report(first) ? 0 : 1] +

@@ -135,6 +135,8 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
 int run_simulate(const std::string& plan_path, const std::string& report_path, const std::string& trace_path,
                  const std::string& profile_path, const std::string& mode, const RunModeOptions& run_options) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
+  ditwin::require_writable_output(report_path, "--report");
+  ditwin::require_writable_output(trace_path, "--trace");
   if (mode != "step" && mode != "run")
     throw ditwin::InputError("--mode " + mode + ": must be \"step\" (one step) or \"run\" (a long run through failures)");
   if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");

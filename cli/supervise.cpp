@@ -50,6 +50,9 @@ std::set<int> parse_fired(const std::string& list) {
 int run_supervised(const ExecuteArgs& a) {
   Plan plan = load_plan(a.plan);
   exec::check_plan(plan);
+  require_writable_output(a.report, "--report");
+  require_writable_output(a.trace, "--trace");
+  require_writable_output(a.parameters, "--save-parameters");
   exec::make_data_source(plan);  // a bad dataset is refused once, here, not restarted over
   std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();

@@ -1,6 +1,10 @@
 // Report metrics, breakdown, and their JSON / Chrome-trace forms.
 #include "model/report.hpp"
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -162,6 +166,21 @@ nlohmann::json to_trace(const StepReport& r) {
   }
   return {{"traceEvents", events}, {"displayTimeUnit", "ms"},
           {"otherData", {{"source", r.source}, {"plan", r.plan}, {"step_time_s", r.step_time_s}, {"mfu", r.mfu}}}};
+}
+
+void require_writable_output(const std::string& path, const std::string& option) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec))
+    throw InputError(option + " " + path + ": the directory " + dir.string() + " does not exist");
+  if (fs::is_directory(p, ec)) throw InputError(option + " " + path + ": is a directory; give a file name");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw InputError(option + " " + path + ": cannot write in " + dir.string() + " (permission denied)");
+  if (fs::exists(p, ec) && ::access(p.c_str(), W_OK) != 0)
+    throw InputError(option + " " + path + ": exists and is not writable");
 }
 
 void write_json_file(const nlohmann::json& j, const std::string& path, int indent) {

@@ -68,5 +68,10 @@ nlohmann::json to_json(const StepReport& report);
 // one ProfilerStep#N slice per step.
 nlohmann::json to_trace(const StepReport& report);
 void write_json_file(const nlohmann::json& j, const std::string& path, int indent = 1);
+// Refuses (InputError naming `option` and the path) an output that could not be written later:
+// its directory missing or not writable, or the path itself a directory or not writable. Called
+// before long work (training, a long-run simulation, calibration) so that its result is not lost
+// at the end. An empty path (the output not asked for) passes.
+void require_writable_output(const std::string& path, const std::string& option);
 
 }  // namespace ditwin

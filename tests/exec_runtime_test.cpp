@@ -96,4 +96,28 @@ TEST(ExecRuntime, WrongRankCountIsRefusedWithTheKeyToChange) {
   EXPECT_NE(text.find("--ranks 3"), std::string::npos) << text;
 }
 
+// An output that could not be written is refused before any work, not after the run: the
+// executor (every output), the supervised executor, the simulator and calibrate.
+TEST(ExecRuntime, UnwritableOutputsAreRefusedBeforeTheRunStarts) {
+  const std::string plan = write_plan("outputs", 2, 4, 0), dir = ::testing::TempDir();
+  const std::string missing = dir + "/no-such-directory/out.json";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"execute " + plan + " --ranks 2 --steps 3 --report " + missing, "--report"},
+      {"execute " + plan + " --ranks 2 --steps 3 --trace " + missing, "--trace"},
+      {"execute " + plan + " --ranks 2 --steps 3 --save-parameters " + dir, "--save-parameters"},  // a directory
+      {"execute " + plan + " --ranks 2 --steps 3 --supervise --checkpoint-dir " + dir + "/outputs-ck --report " + missing,
+       "--report"},
+      {"simulate " + plan + " --report " + missing, "--report"},
+      {"calibrate --backend cpu --out " + missing, "--out"}};
+  for (const auto& [args, option] : cases) {
+    const std::string log = dir + "/outputs.log";
+    const int rc = std::system((ditwin_bin + " " + args + " > " + log + " 2>&1 < /dev/null").c_str());
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(rc, 0) << args;
+    EXPECT_NE(text.find("ditwin: error: " + option), std::string::npos) << args << "\n" << text;
+    EXPECT_EQ(text.find("step 1/"), std::string::npos) << args << ": trained before refusing\n" << text;
+  }
+}
+
 }  // namespace
