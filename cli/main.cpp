@@ -43,6 +43,8 @@ void print_step_report(const ditwin::StepReport& r) {
             << "  per GPU          " << fixed(r.tflops_per_gpu, 1) << " TFLOP/s model, " << fixed(r.hardware_tflops_per_gpu, 1)
             << " TFLOP/s hardware\n"
             << "  MFU / HFU        " << fixed(100 * r.mfu, 1) << "% / " << fixed(100 * r.hfu, 1) << "%\n";
+  if (r.extra.is_object() && r.extra.contains("warnings"))
+    for (const auto& w : r.extra["warnings"]) std::cout << "  warning: " << w.get<std::string>() << "\n";
   const auto& b = r.breakdown;
   auto pct = [&](double s) { return fixed(r.step_time_s > 0 ? 100 * s / r.step_time_s : 0, 1) + "%"; };
   std::cout << "  breakdown (rank " << b.rank << ")  compute " << pct(b.compute_s) << ", optimizer " << pct(b.optimizer_s);

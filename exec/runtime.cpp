@@ -260,8 +260,8 @@ class Runner {
       r.steps.push_back({offset, span});
       offset += span;
     }
-    r.extra = {{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
-               {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}};
+    r.extra.update(nlohmann::json{{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
+               {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}});
     if (private_) {
       // The budget spent by the steps run (no data, no per-sample figures: only the mechanism).
       const auto& p = plan_.training.privacy;

@@ -27,6 +27,15 @@ void fill_metrics(StepReport& r, const Plan& plan, double peak) {
     if (peak > 0) {
       r.mfu = r.tflops_per_gpu * 1e12 / peak;
       r.hfu = r.hardware_tflops_per_gpu * 1e12 / peak;
+      // Above 100% the peak is wrong, not the step: never let it pass silently.
+      if (r.hfu > 1) {
+        if (!r.extra.is_object()) r.extra = nlohmann::json::object();
+        r.extra["warnings"].push_back(
+            "MFU " + std::to_string(static_cast<int>(100 * r.mfu)) + "% / HFU " + std::to_string(static_cast<int>(100 * r.hfu)) +
+            "% exceed 100%: the device peak (" + std::to_string(peak / 1e12) +
+            " TFLOP/s) is below what this step achieves; recalibrate with the threads the run uses "
+            "(ditwin calibrate --threads), or correct the device's peak");
+      }
     }
   }
   MemoryReport m = account_memory(plan);

@@ -499,13 +499,13 @@ StepReport simulate_step(const Plan& plan, const Program& program, const cost::D
   }
   fill_metrics(report, plan, profile.peak_flops(plan.training.precision));
   report.breakdown = breakdown_of(report.ops, report.step_time_s);
-  report.extra = {{"simulator", "SimGrid S4U"},
+  report.extra.update(nlohmann::json{{"simulator", "SimGrid S4U"},
                   {"simulated_ranks", program.pp},
                   {"flows", out["flows"]},
                   {"executions", out["execs"]},
                   {"hosts", out["hosts"]},
                   {"links", out["links"]},
-                  {"profile", profile.source}};
+                  {"profile", profile.source}});
   return report;
 }
 

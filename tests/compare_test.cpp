@@ -5,6 +5,9 @@
 #include <fstream>
 
 #include "model/compare.hpp"
+#include "model/plan.hpp"
+#include "model/report.hpp"
+#include "tests/test_util.hpp"
 #include "model/errors.hpp"
 
 namespace {
@@ -63,3 +66,21 @@ TEST(Compare, NegativeDurationsAreRefusedNamingTheOp) {
 }
 
 }  // namespace
+
+// MFU above 100% means the peak is wrong, never the step: the report says so instead of passing
+// it on silently (a fresh CPU calibration once predicted tiny-cpu-dp above 100%).
+TEST(Metrics, MfuAbove100PercentIsFlaggedInTheReport) {
+  const ditwin::Plan plan = ditwin::load_plan(ditwin::test::scenario("tiny-cpu.json"));
+  ditwin::StepReport r;
+  r.step_time_s = 0.05;
+  ditwin::fill_metrics(r, plan, 1e15);  // a peak no CPU reaches: a plausible MFU
+  EXPECT_LT(r.mfu, 1.0);
+  EXPECT_FALSE(r.extra.is_object() && r.extra.contains("warnings"));
+  ditwin::StepReport low;
+  low.step_time_s = 0.05;
+  ditwin::fill_metrics(low, plan, 1e6);  // a peak below what the step achieves
+  EXPECT_GT(low.mfu, 1.0);
+  ASSERT_TRUE(low.extra.contains("warnings"));
+  EXPECT_NE(low.extra["warnings"][0].get<std::string>().find("exceed 100%"), std::string::npos);
+  EXPECT_EQ(ditwin::to_json(low)["extra"]["warnings"].size(), 1u);
+}
