@@ -81,4 +81,11 @@ BENCHMARK_CAPTURE(BM_DitTrainingStep, dit_s2_256px_b8, dit_s2)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  ditwin::kernels::restart_with_passive_openmp(argv);  // as the ditwin CLI runs (kernels/threads.hpp)
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -9,6 +9,7 @@
 #include "model/plan.hpp"
 #include "model/plan_summary.hpp"
 #include "model/program.hpp"
+#include "kernels/threads.hpp"
 #include "model/report.hpp"
 #include "cost_models/profile.hpp"
 #include "sim/longrun.hpp"
@@ -158,6 +159,7 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
 }  // namespace
 
 int main(int argc, char** argv) {
+  ditwin::kernels::restart_with_passive_openmp(argv);
   CLI::App app{"ditwin: a digital twin for training diffusion and unified generation models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ditwin 0.1.0");

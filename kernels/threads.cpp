@@ -1,6 +1,10 @@
 // Thread count for OpenMP loops and Eigen's GEMMs (which use OpenMP underneath).
 #include "kernels/threads.hpp"
 
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <Eigen/Core>
 #ifdef DITWIN_HAVE_OPENBLAS
 #include <cblas.h>
@@ -23,5 +27,11 @@ void set_num_threads(int threads) {
 }
 
 int num_threads() { return Eigen::nbThreads(); }
+
+void restart_with_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);  // returns only when it failed: run on, spinning
+}
 
 }  // namespace ditwin::kernels
