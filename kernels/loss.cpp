@@ -41,6 +41,31 @@ void rectified_flow_loss_backward(float* dv_hat, const float* v_hat, const float
     }
 }
 
+double rectified_flow_token_loss(const float* out_tok, const float* x0, const float* noise, int batch, int first,
+                                 int tokens, int patch, int channels, int out_channels, int size, float* dout_tok,
+                                 float dloss) {
+  const int grid = size / patch, P = patch, pout = P * P * out_channels;
+  const std::size_t plane = static_cast<std::size_t>(channels) * size * size;
+  const double count = static_cast<double>(batch) * plane;
+  const float k2 = static_cast<float>(2.0 * dloss / count);
+  double sum = 0;
+  for (int b = 0; b < batch; ++b)
+    for (int t = 0; t < tokens; ++t) {
+      const int tok = first + t, gi = tok / grid, gj = tok % grid;
+      const float* v = out_tok + (static_cast<std::size_t>(b) * tokens + t) * pout;
+      float* d = dout_tok ? dout_tok + (static_cast<std::size_t>(b) * tokens + t) * pout : nullptr;
+      for (int i = 0; i < P; ++i)
+        for (int j = 0; j < P; ++j)
+          for (int c = 0; c < channels; ++c) {
+            const std::size_t px = b * plane + (static_cast<std::size_t>(c) * size + gi * P + i) * size + gj * P + j;
+            const float diff = v[(i * P + j) * out_channels + c] - (noise[px] - x0[px]);
+            sum += static_cast<double>(diff) * diff;
+            if (d) d[(i * P + j) * out_channels + c] += k2 * diff;
+          }
+    }
+  return sum / count;
+}
+
 namespace {
 using Array = Eigen::Array<float, Eigen::Dynamic, 1>;
 // Softmax of one row into `p` (vectorized exp in float, the max subtracted first) and

@@ -23,4 +23,14 @@ double cross_entropy_forward(const float* logits, const int* targets, int rows, 
 // dlogits += dloss · (softmax(logits) − onehot(target)) on predicting rows.
 void cross_entropy_backward(float* dlogits, const float* logits, const int* targets, float dloss, int rows, int vocab);
 
+// The rectified-flow loss of a slice of patch tokens (first .. first + tokens of each sample, a
+// token shard under sequence or context parallelism) before unpatchify: out_tok (batch, tokens,
+// patch·patch·out_channels) in unpatchify's order (row in patch, column in patch, channel); x0,
+// noise (batch, channels, size, size). Returns the slice's squared error over the whole
+// micro-batch's element count (batch·channels·size²), so the shards' losses add up; with
+// dout_tok, adds dloss x its gradient there.
+double rectified_flow_token_loss(const float* out_tok, const float* x0, const float* noise, int batch, int first,
+                                 int tokens, int patch, int channels, int out_channels, int size, float* dout_tok,
+                                 float dloss);
+
 }  // namespace ditwin::kernels

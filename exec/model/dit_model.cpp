@@ -374,13 +374,6 @@ struct DiT::Impl {
     a.dc_ready = true;
   }
 
-  // Rows of [B][n_tokens][width] for this rank's residual tokens (tok0 .. tok0+Ts) of each sample.
-  void take_rows(float* dst, const float* src, int n_tokens, int first, int count, int width) const {
-    for (int b = 0; b < B; ++b)
-      std::memcpy(dst + static_cast<std::size_t>(b) * count * width,
-                  src + (static_cast<std::size_t>(b) * n_tokens + first) * width,
-                  sizeof(float) * static_cast<std::size_t>(count) * width);
-  }
 
   // --- embedding -----------------------------------------------------------------------------
   void embed_forward(const std::string& part, MicroBatch& a) {
@@ -392,7 +385,7 @@ struct DiT::Impl {
       k::patchify_forward(a.patches.data(), a.z.data(), B, C, S, P);
       const float* in = a.patches.data();
       if (token_shard) {
-        take_rows(a.patches_local.data(), a.patches.data(), T, tok0, Ts, pin);
+        gather_rows(a.patches_local.data(), a.patches.data(), B, T, tok0, Ts, pin);
         in = a.patches_local.data();
       }
       float* x = a.x[0].data();
@@ -570,30 +563,11 @@ struct DiT::Impl {
   }
 
   // --- final layer and loss -----------------------------------------------------------------
-  // With a shard of the tokens (sequence or context parallelism) the loss sums this rank's
-  // tokens' squared errors over the whole micro-batch's element count, so shards add up.
+  // With a shard of the tokens (sequence or context parallelism) the loss is this rank's tokens'
+  // part of the micro-batch's (kernels::rectified_flow_token_loss), so shards add up.
   double shard_loss(MicroBatch& a, float* dout_tok, float dloss) const {
-    const int CP2 = C * S * S;
-    const double count = static_cast<double>(B) * C * S * S;
-    const float k2 = static_cast<float>(2.0 * dloss / count);
-    double sum = 0;
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < Ts; ++t) {
-        const int gtok = tok0 + t, gi = gtok / grid, gj = gtok % grid;
-        const float* tok = a.out_tok.data() + (static_cast<std::size_t>(b) * Ts + t) * pout;
-        float* dtok = dout_tok ? dout_tok + (static_cast<std::size_t>(b) * Ts + t) * pout : nullptr;
-        for (int i = 0; i < P; ++i)
-          for (int j = 0; j < P; ++j)
-            for (int c = 0; c < C; ++c) {
-              const std::size_t px = (static_cast<std::size_t>(c) * S + gi * P + i) * S + gj * P + j;
-              const float target = a.batch.noise[static_cast<std::size_t>(b) * CP2 + px] -
-                                   a.batch.x0[static_cast<std::size_t>(b) * CP2 + px];
-              const float diff = tok[(i * P + j) * Cout + c] - target;
-              sum += static_cast<double>(diff) * diff;
-              if (dtok) dtok[(i * P + j) * Cout + c] += k2 * diff;
-            }
-      }
-    return sum / count;
+    return k::rectified_flow_token_loss(a.out_tok.data(), a.batch.x0.data(), a.batch.noise.data(), B, tok0, Ts, P, C, Cout,
+                                        S, dout_tok, dloss);
   }
 
   void head_forward(const std::string& part, MicroBatch& a) {
@@ -661,22 +635,6 @@ struct DiT::Impl {
   }
 
   // --- communication ---------------------------------------------------------------------------
-  // Gathers and reduce-scatters over a group concatenate the ranks' parts ([rank][B][n][width]);
-  // the model's tensors are [B][rank x n][width]: these permute between the two.
-  void to_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
-    for (int r = 0; r < ranks; ++r)
-      for (int b = 0; b < B; ++b)
-        std::memcpy(dst + ((static_cast<std::size_t>(r) * B + b) * n) * width,
-                    src + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
-                    sizeof(float) * static_cast<std::size_t>(n) * width);
-  }
-  void from_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
-    for (int r = 0; r < ranks; ++r)
-      for (int b = 0; b < B; ++b)
-        std::memcpy(dst + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
-                    src + ((static_cast<std::size_t>(r) * B + b) * n) * width,
-                    sizeof(float) * static_cast<std::size_t>(n) * width);
-  }
   Buffer& stage_buffer(const Op& op, std::size_t n) {
     Buffer& b = staging[&op];
     b.assign(n, 0.0f);
@@ -731,7 +689,7 @@ struct DiT::Impl {
         io.recv_count = G * h;
       } else {  // its gradient: reduce-scatter of the GEMM's partial input gradient
         Buffer& buf = stage_buffer(op, G * h);
-        to_rank_major(buf.data(), a.d_ln_full.data(), tp, Ts, H);
+        to_rank_major(buf.data(), a.d_ln_full.data(), B, tp, Ts, H);
         io.send = buf.data();
         io.send_count = G * h;
         io.recv = a.d_ln.data();
@@ -742,7 +700,7 @@ struct DiT::Impl {
     if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
       if (fwd) {  // the row-parallel GEMM's partial sums, reduced onto each rank's shard
         Buffer& buf = stage_buffer(op, G * h);
-        to_rank_major(buf.data(), attn ? s.proj.data() : s.fc2.data(), tp, Ts, H);
+        to_rank_major(buf.data(), attn ? s.proj.data() : s.fc2.data(), B, tp, Ts, H);
         io.send = buf.data();
         io.send_count = G * h;
         io.recv = attn ? s.proj_red.data() : s.fc2_red.data();
@@ -769,7 +727,7 @@ struct DiT::Impl {
       } else {  // the K and V gradients of every rank's keys, reduce-scattered to their owners
         Buffer& send = staging[&op];
         send.assign(kv_local * cp + kv_local, 0.0f);
-        to_rank_major(send.data(), a.dkv_full.data(), cp, Tl, static_cast<int>(2 * w));
+        to_rank_major(send.data(), a.dkv_full.data(), B, cp, Tl, static_cast<int>(2 * w));
         io.send = send.data();
         io.send_count = kv_local * cp;
         io.recv = send.data() + kv_local * cp;
@@ -801,15 +759,15 @@ struct DiT::Impl {
     } else if (part == "attn.sp_allgather" || part == "mlp.sp_allgather") {
       if (fwd) {
         LayerActs& s = a.layer[op.layer];
-        from_rank_major(part[0] == 'a' ? s.ln1_full.data() : s.ln2_full.data(), it->second.data(), tp, Ts, H);
+        from_rank_major(part[0] == 'a' ? s.ln1_full.data() : s.ln2_full.data(), it->second.data(), B, tp, Ts, H);
       }
     } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
-      if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), tp, Ts, H);
+      if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), B, tp, Ts, H);
     } else if (part == "attn.cp_kv") {
       LayerActs& s = a.layer[op.layer];
       const std::size_t w = hl, kv_local = static_cast<std::size_t>(B) * Tl * 2 * w;
       if (fwd) {
-        from_rank_major(s.kv_full.data(), it->second.data() + kv_local, cp, Tl, static_cast<int>(2 * w));
+        from_rank_major(s.kv_full.data(), it->second.data() + kv_local, B, cp, Tl, static_cast<int>(2 * w));
       } else {  // add the reduced K and V gradients into dqkv's K and V columns
         Buffer& dqkv = dp ? s.g_qkv : a.dqkv;
         const float* red = it->second.data() + kv_local * cp;
@@ -942,17 +900,10 @@ void DiT::init_parameters(float* local, std::uint64_t seed) const {
   // The one-rank model's array, then this rank's elements of it.
   std::vector<float> whole(d.global_count, 0.0f);  // biases, adaLN modulation, final layer
   float* params = whole.data();
-  // Each tensor has its own stream keyed by (seed, group, tensor), so a group initialises the
-  // same however the array is sharded.
   auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
-    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
-    const double bound = std::sqrt(6.0 / static_cast<double>(in + out));
-    for (std::size_t i = 0; i < out * in; ++i) w[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+    init_xavier_uniform(w, out, in, seed, group, tensor);
   };
-  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) {
-    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
-    for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
-  };
+  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) { init_normal(w, n, std, seed, group, tensor); };
   // Streams are keyed by the one-rank group index (embed 0, layer l at 1 + l, head L + 1).
   float* e = params;
   xavier(e + d.el.patch_w, h, d.pin, 0, 0);

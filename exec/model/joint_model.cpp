@@ -492,18 +492,6 @@ struct JointModel::Impl {
     return mbs[mb];
   }
 
-  // Rows [first, first + count) of each sample of a (B, n, width) tensor <-> a (B, count, width) one.
-  void gather_rows(float* dst, const float* src, int n, int first, int count, int width) const {
-    for (int b = 0; b < B; ++b)
-      std::memcpy(dst + static_cast<std::size_t>(b) * count * width,
-                  src + (static_cast<std::size_t>(b) * n + first) * width, sizeof(float) * static_cast<std::size_t>(count) * width);
-  }
-  void scatter_rows(float* dst, const float* src, int n, int first, int count, int width) const {
-    for (int b = 0; b < B; ++b)
-      std::memcpy(dst + (static_cast<std::size_t>(b) * n + first) * width,
-                  src + static_cast<std::size_t>(b) * count * width, sizeof(float) * static_cast<std::size_t>(count) * width);
-  }
-
   void ensure_dc(MicroBatch& a) {  // mmdit: d silu(c) summed over every adaLN GEMM -> dc, once
     if (a.dc_ready) return;
     zero(a.dc);
@@ -531,12 +519,12 @@ struct JointModel::Impl {
   // out of the whole sample under context parallelism.
   const float* patch_rows(MicroBatch& a) const {
     if (!shard_tokens) return a.patches.data();
-    gather_rows(a.patches_local.data(), a.patches.data(), Ti, img0, img_n, pin);
+    gather_rows(a.patches_local.data(), a.patches.data(), B, Ti, img0, img_n, pin);
     return a.patches_local.data();
   }
   const float* context_rows(MicroBatch& a) const {
     if (!shard_tokens) return a.batch.context.data();
-    gather_rows(a.ctx_local.data(), a.batch.context.data(), Tt, txt0, txt_n, Dc);
+    gather_rows(a.ctx_local.data(), a.batch.context.data(), B, Tt, txt0, txt_n, Dc);
     return a.ctx_local.data();
   }
 
@@ -556,7 +544,7 @@ struct JointModel::Impl {
         }
       }
       if (mm) std::copy(a.patch_emb.begin(), a.patch_emb.end(), a.x[0][0].begin());
-      else scatter_rows(a.x[0][0].data(), a.patch_emb.data(), Tq, img_at, img_n, H);
+      else scatter_rows(a.x[0][0].data(), a.patch_emb.data(), B, Tq, img_at, img_n, H);
     } else if (part == "embed.timestep") {
       for (int b = 0; b < B; ++b) a.t_scaled[b] = a.batch.t[b] * timestep_scale;
       k::timestep_embedding_forward(a.t_freq.data(), a.t_scaled.data(), B, fe, max_period);
@@ -597,7 +585,7 @@ struct JointModel::Impl {
     if (part == "embed.patch") {
       const float* d = a.dx[0].data();
       if (!mm) {
-        gather_rows(a.d_patch_emb.data(), a.dx[0].data(), Tq, img_at, img_n, H);
+        gather_rows(a.d_patch_emb.data(), a.dx[0].data(), B, Tq, img_at, img_n, H);
         d = a.d_patch_emb.data();
       }
       if (img_n > 0)
@@ -676,8 +664,8 @@ struct JointModel::Impl {
       float* out = mm ? la.att_joint.data() : la.s[0].att.data();
       k::attention_forward(out, la.probs.data(), q, 3 * w, kv, kv + w, kv_ld, B, Tq, T, w, NHl, mm ? nullptr : mask.data());
       if (mm) {
-        gather_rows(la.s[0].att.data(), la.att_joint.data(), Tq, 0, grows[0], w);
-        gather_rows(la.s[1].att.data(), la.att_joint.data(), Tq, grows[0], grows[1], w);
+        gather_rows(la.s[0].att.data(), la.att_joint.data(), B, Tq, 0, grows[0], w);
+        gather_rows(la.s[1].att.data(), la.att_joint.data(), B, Tq, grows[0], grows[1], w);
       }
       return;
     }
@@ -734,15 +722,15 @@ struct JointModel::Impl {
   const float* joint_qkv(MicroBatch& a, int l) {
     LayerActs& la = a.layer[l];
     if (!mm) return la.s[0].qkv.data();
-    scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), Tq, 0, grows[0], 3 * w);
-    scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), Tq, grows[0], grows[1], 3 * w);
+    scatter_rows(la.qkv_joint.data(), la.s[0].qkv.data(), B, Tq, 0, grows[0], 3 * w);
+    scatter_rows(la.qkv_joint.data(), la.s[1].qkv.data(), B, Tq, grows[0], grows[1], 3 * w);
     return la.qkv_joint.data();
   }
   // MMDiT: the joint QKV gradient back into the streams (the unified model's is its stream's).
   void split_dqkv(MicroBatch& a) const {
     if (!mm) return;
-    gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), Tq, 0, grows[0], 3 * w);
-    gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), Tq, grows[0], grows[1], 3 * w);
+    gather_rows(a.dqkv[0].data(), a.dqkv_joint.data(), B, Tq, 0, grows[0], 3 * w);
+    gather_rows(a.dqkv[1].data(), a.dqkv_joint.data(), B, Tq, grows[0], grows[1], 3 * w);
   }
 
   // a.dx[s] holds the gradient of stream s's residual stream; residual ops pass it through and the
@@ -755,8 +743,8 @@ struct JointModel::Impl {
     if (part == "attn.core") {
       if (s > 0) unknown(op);
       if (mm) {
-        scatter_rows(a.datt_joint.data(), a.datt[0].data(), Tq, 0, grows[0], w);
-        scatter_rows(a.datt_joint.data(), a.datt[1].data(), Tq, grows[0], grows[1], w);
+        scatter_rows(a.datt_joint.data(), a.datt[0].data(), B, Tq, 0, grows[0], w);
+        scatter_rows(a.datt_joint.data(), a.datt[1].data(), B, Tq, grows[0], grows[1], w);
       }
       Buf& dqkv = mm ? a.dqkv_joint : a.dqkv[0];
       zero(dqkv);
@@ -854,13 +842,13 @@ struct JointModel::Impl {
     } else if (part == "head.image") {
       const float* in = a.lnf.data();
       if (!mm) {
-        gather_rows(a.img_in.data(), a.lnf.data(), Tq, img_at, img_n, h);
+        gather_rows(a.img_in.data(), a.lnf.data(), B, Tq, img_at, img_n, h);
         in = a.img_in.data();
       }
       if (img_n > 0) k::matmul_forward(a.out_tok.data(), in, p(g, hd.out_w, part), p(g, hd.out_b, part), B * img_n, h, pout);
       if (!shard_tokens) k::unpatchify_forward(a.v_hat.data(), a.out_tok.data(), B, Cout, S, P);
     } else if (part == "head.lm" && !mm) {
-      gather_rows(a.txt_in.data(), a.lnf.data(), Tq, 0, txt_n, h);
+      gather_rows(a.txt_in.data(), a.lnf.data(), B, Tq, 0, txt_n, h);
       if (txt_n > 0) k::matmul_forward(a.logits.data(), a.txt_in.data(), p(g, hd.lm_w, part), nullptr, B * txt_n, h, Vl);
     } else if (part == "loss") {
       a.image_loss = shard_tokens ? image_shard_loss(a, nullptr, 0)
@@ -940,8 +928,8 @@ struct JointModel::Impl {
         k::layernorm_modulate_backward(a.dx[0].data(), a.dfmod.data(), a.dfmod.data() + h, a.d_img_in.data(), x,
                                        a.meanf.data(), a.rstdf.data(), a.fmod.data() + h, B, rows[0], h, 2 * h);
       } else {
-        scatter_rows(a.dlnf.data(), a.d_txt_in.data(), Tq, 0, txt_n, h);
-        scatter_rows(a.dlnf.data(), a.d_img_in.data(), Tq, img_at, img_n, h);
+        scatter_rows(a.dlnf.data(), a.d_txt_in.data(), B, Tq, 0, txt_n, h);
+        scatter_rows(a.dlnf.data(), a.d_img_in.data(), B, Tq, img_at, img_n, h);
         k::rmsnorm_backward(a.dx[0].data(), gr(g, hd.norm_w, part), a.dlnf.data(), x, a.rstdf.data(),
                             p(g, hd.norm_w, part), B * Tq, h);
       }
@@ -957,45 +945,11 @@ struct JointModel::Impl {
   // cross-entropy's denominator, the same on every CP shard so that the shards' parts add up.
   double text_predictions() const { return static_cast<double>(B) * std::max(Tt - 1, 1); }
 
-  // The rectified-flow loss of this rank's image tokens (img0 .. img0 + img_n) over the whole
-  // micro-batch's element count, so CP shards add up; with dout, adds dloss x its gradient.
+  // The rectified-flow loss of this rank's image tokens (img0 .. img0 + img_n): its part of the
+  // micro-batch's, so CP and SP shards add up; with dout, adds dloss x its gradient.
   double image_shard_loss(MicroBatch& a, float* dout, float dloss) const {
-    const std::size_t plane = static_cast<std::size_t>(C) * S * S;
-    const double count = static_cast<double>(B) * plane;
-    const float k2 = static_cast<float>(2.0 * dloss / count);
-    double sum = 0;
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < img_n; ++t) {
-        const int tok = img0 + t, gi_ = tok / grid, gj = tok % grid;
-        const float* v = a.out_tok.data() + (static_cast<std::size_t>(b) * img_n + t) * pout;
-        float* d = dout ? dout + (static_cast<std::size_t>(b) * img_n + t) * pout : nullptr;
-        for (int i = 0; i < P; ++i)
-          for (int j = 0; j < P; ++j)
-            for (int c = 0; c < C; ++c) {  // unpatchify's order: (row in patch, column in patch, channel)
-              const std::size_t px = b * plane + (static_cast<std::size_t>(c) * S + gi_ * P + i) * S + gj * P + j;
-              const float diff = v[(i * P + j) * Cout + c] - (a.batch.noise[px] - a.batch.x0[px]);
-              sum += static_cast<double>(diff) * diff;
-              if (d) d[(i * P + j) * Cout + c] += k2 * diff;
-            }
-      }
-    return sum / count;
-  }
-
-  // Gathers and reduce-scatters over the CP group concatenate the ranks' parts ([rank][B][n][width]);
-  // the layer's tensors are [B][rank x n][width].
-  void to_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
-    for (int r = 0; r < ranks; ++r)
-      for (int b = 0; b < B; ++b)
-        std::memcpy(dst + ((static_cast<std::size_t>(r) * B + b) * n) * width,
-                    src + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
-                    sizeof(float) * static_cast<std::size_t>(n) * width);
-  }
-  void from_rank_major(float* dst, const float* src, int ranks, int n, int width) const {
-    for (int r = 0; r < ranks; ++r)
-      for (int b = 0; b < B; ++b)
-        std::memcpy(dst + (static_cast<std::size_t>(b) * ranks * n + static_cast<std::size_t>(r) * n) * width,
-                    src + ((static_cast<std::size_t>(r) * B + b) * n) * width,
-                    sizeof(float) * static_cast<std::size_t>(n) * width);
+    return k::rectified_flow_token_loss(a.out_tok.data(), a.batch.x0.data(), a.batch.noise.data(), B, img0, img_n, P, C,
+                                        Cout, S, dout, dloss);
   }
 
   // --- vocabulary-parallel cross-entropy (unified under TP) -----------------------------------
@@ -1075,7 +1029,7 @@ struct JointModel::Impl {
       MicroBatch& a = micro(op.microbatch, op.name);
       Buf& buf = staging[&op];
       buf.assign(static_cast<std::size_t>(B) * txt_n * H, 0.0f);
-      gather_rows(buf.data(), a.x[0][0].data(), Tq, 0, txt_n, H);
+      gather_rows(buf.data(), a.x[0][0].data(), B, Tq, 0, txt_n, H);
       io.send = io.recv = buf.data();
       io.send_count = io.recv_count = buf.size();
       return io;
@@ -1102,7 +1056,7 @@ struct JointModel::Impl {
         io.recv_count = local * cp;
       } else {  // the K and V gradients of every rank's keys, reduce-scattered to their owners
         buf.assign(local * cp + local, 0.0f);
-        to_rank_major(buf.data(), a.dkv_full.data(), cp, Tq, 2 * w);
+        to_rank_major(buf.data(), a.dkv_full.data(), B, cp, Tq, 2 * w);
         io.send = buf.data();
         io.send_count = local * cp;
         io.recv = buf.data() + local * cp;
@@ -1128,7 +1082,7 @@ struct JointModel::Impl {
           io.recv_count = G;
         } else {  // its gradient: the GEMM's partial input gradient reduce-scattered to the shards
           buf.assign(G, 0.0f);
-          to_rank_major(buf.data(), a.d_ln_full[s].data(), tp, rows[s], H);
+          to_rank_major(buf.data(), a.d_ln_full[s].data(), B, tp, rows[s], H);
           io.send = buf.data();
           io.send_count = G;
           io.recv = a.d_ln[s].data();
@@ -1142,7 +1096,7 @@ struct JointModel::Impl {
         Buf& buf = staging[&op];
         buf.assign(G, 0.0f);
         if (fwd) {  // the row-parallel GEMM's partial sums, reduced onto each rank's shard
-          to_rank_major(buf.data(), (rest[0] == 'a' ? t.proj : t.fc2).data(), tp, rows[s], H);
+          to_rank_major(buf.data(), (rest[0] == 'a' ? t.proj : t.fc2).data(), B, tp, rows[s], H);
           io.send = buf.data();
           io.send_count = G;
           io.recv = (rest[0] == 'a' ? t.proj_red : t.fc2_red).data();
@@ -1178,7 +1132,7 @@ struct JointModel::Impl {
       MicroBatch& a = micro(op.microbatch, op.name);
       const std::size_t local = static_cast<std::size_t>(B) * Tq * 2 * w;
       if (op.phase != Phase::backward) {
-        from_rank_major(a.layer[op.layer].kv_full.data(), it->second.data() + local, cp, Tq, 2 * w);
+        from_rank_major(a.layer[op.layer].kv_full.data(), it->second.data() + local, B, cp, Tq, 2 * w);
       } else {  // the reduced K and V gradients into the joint QKV gradient, then the streams
         Buf& dqkv = mm ? a.dqkv_joint : a.dqkv[0];
         const float* red = it->second.data() + local * cp;
@@ -1196,15 +1150,15 @@ struct JointModel::Impl {
       MicroBatch& a = micro(op.microbatch, op.name);
       if (s >= 0 && fwd && (rest == "attn.sp_allgather" || rest == "mlp.sp_allgather")) {
         StreamActs& t = a.layer[op.layer].s[s];
-        from_rank_major((rest[0] == 'a' ? t.ln1_full : t.ln2_full).data(), it->second.data(), tp, rows[s], H);
+        from_rank_major((rest[0] == 'a' ? t.ln1_full : t.ln2_full).data(), it->second.data(), B, tp, rows[s], H);
       } else if (s >= 0 && !fwd && (rest == "attn.sp_reducescatter" || rest == "mlp.sp_reducescatter")) {
-        from_rank_major((rest[0] == 'a' ? a.dproj_full[s] : a.dfc2_full[s]).data(), it->second.data(), tp, rows[s], H);
+        from_rank_major((rest[0] == 'a' ? a.dproj_full[s] : a.dfc2_full[s]).data(), it->second.data(), B, tp, rows[s], H);
       }
       staging.erase(it);
       return;
     }
     if (part == "embed.tp_allreduce") {
-      scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), Tq, 0, txt_n, H);
+      scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), B, Tq, 0, txt_n, H);
       staging.erase(it);
       return;
     }
@@ -1251,16 +1205,10 @@ void JointModel::init_parameters(float* local, std::uint64_t seed) const {
   std::vector<float> whole(d.total, 0.0f);
   float* params = whole.data();
   const std::size_t h = d.H;
-  // One stream per tensor keyed by (seed, group, tensor), as the DiT's.
   auto xavier = [&](float* w, std::size_t out, std::size_t in, int group, int tensor) {
-    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
-    const double bound = std::sqrt(6.0 / static_cast<double>(in + out));
-    for (std::size_t i = 0; i < out * in; ++i) w[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+    init_xavier_uniform(w, out, in, seed, group, tensor);
   };
-  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) {
-    Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
-    for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
-  };
+  auto normal = [&](float* w, std::size_t n, double std, int group, int tensor) { init_normal(w, n, std, seed, group, tensor); };
   float* e = params;
   xavier(e + d.gel.patch_w, h, d.pin, 0, 0);
   normal(e + d.gel.t_w1, h * d.fe, 0.02, 0, 1);

@@ -3,6 +3,7 @@
 // depend on the standard library's distributions.
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 
@@ -36,5 +37,18 @@ class Rng {
  private:
   std::uint64_t state_ = 0;
 };
+
+// The models' initialisers, each tensor from its own stream keyed by (seed, group, tensor), so a
+// tensor initialises the same however the flat array is sharded: Xavier-uniform for an
+// out x in linear weight, N(0, std) for n values.
+inline void init_xavier_uniform(float* w, std::size_t out, std::size_t in, std::uint64_t seed, int group, int tensor) {
+  Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+  const double bound = std::sqrt(6.0 / static_cast<double>(in + out));
+  for (std::size_t i = 0; i < out * in; ++i) w[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+}
+inline void init_normal(float* w, std::size_t n, double std, std::uint64_t seed, int group, int tensor) {
+  Rng rng({seed, static_cast<std::uint64_t>(group), static_cast<std::uint64_t>(tensor)});
+  for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(std * rng.normal());
+}
 
 }  // namespace ditwin::exec
