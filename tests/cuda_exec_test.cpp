@@ -49,16 +49,6 @@ Outcome execute(const std::string& plan, const std::string& backend, int ranks, 
   return run;
 }
 
-// ||a − b|| / ||b||.
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
 
 class CudaExec : public ::testing::Test {
  protected:
@@ -77,7 +67,7 @@ TEST_F(CudaExec, OneStepAgreesWithTheCpuWithinBf16) {
   EXPECT_NEAR(gpu.losses[0], cpu.losses[0], 2e-2 * cpu.losses[0]);
   EXPECT_NEAR(gpu.losses[1], cpu.losses[1], 3e-2 * cpu.losses[1]);
   // Two SGD steps on bf16 gradients move the parameters as the fp32 ones do, to bf16 precision.
-  EXPECT_LT(relative_l2(gpu.parameters, cpu.parameters), 1e-2);
+  EXPECT_LT(ditwin::test::relative_l2(gpu.parameters, cpu.parameters), 1e-2);
 }
 
 TEST_F(CudaExec, TheLossFalls) {
@@ -94,7 +84,7 @@ TEST_F(CudaExec, DataParallelOverNcclMatchesOneGpuForEveryZeroStage) {
   for (int zero : {0, 1, 2, 3}) {
     Outcome two = execute(write_plan("nccl_two_z" + std::to_string(zero), "bf16", 2, 4, zero), "cuda", 2, 3);
     // Different batch splits round differently in bf16: agreement to bf16 precision, not bits.
-    EXPECT_LT(relative_l2(two.parameters, single.parameters), 1e-2) << "ZeRO " << zero << "\n" << two.log;
+    EXPECT_LT(ditwin::test::relative_l2(two.parameters, single.parameters), 1e-2) << "ZeRO " << zero << "\n" << two.log;
   }
 }
 

@@ -490,22 +490,13 @@ Outcome execute(const std::string& plan, int ranks, int steps, const std::string
   return r;
 }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
 
 TEST(DataExecute, OneRankAndTwoTrainTheSameFromADataset) {
   std::string ds = synth_tiny("exec_ranks", 40);  // 16 a step: the third step is in the second epoch
   Outcome one = execute(data_plan("one", 1, ds), 1, 3), two = execute(data_plan("two", 2, ds), 2, 3);
   ASSERT_EQ(one.rc, 0) << one.log;
   ASSERT_EQ(two.rc, 0) << two.log;
-  EXPECT_LT(relative_l2(two.parameters, one.parameters), 1e-5);
+  EXPECT_LT(ditwin::test::relative_l2(two.parameters, one.parameters), 1e-5);
   EXPECT_EQ(two.report["extra"]["data"]["samples_seen"], 48);
   EXPECT_EQ(two.report["extra"]["data"]["source"]["kind"], "disk");
   // A dataset is not the synthetic stream: the same plan without it trains otherwise.
@@ -514,7 +505,7 @@ TEST(DataExecute, OneRankAndTwoTrainTheSameFromADataset) {
   std::ofstream(::testing::TempDir() + "/data_synthetic.json") << j.dump();
   Outcome synthetic = execute(::testing::TempDir() + "/data_synthetic.json", 1, 3);
   ASSERT_EQ(synthetic.rc, 0) << synthetic.log;
-  EXPECT_GT(relative_l2(synthetic.parameters, one.parameters), 1e-4);
+  EXPECT_GT(ditwin::test::relative_l2(synthetic.parameters, one.parameters), 1e-4);
 }
 
 // The text fields travel too: MMDiT's context and pooled vectors, the unified model's tokens.
@@ -536,7 +527,7 @@ TEST(DataExecute, MmditAndUnifiedTrainTheSameOnOneRankAndTwoFromADataset) {
       ASSERT_EQ(r.rc, 0) << r.log;
       params[dp - 1] = r.parameters;
     }
-    EXPECT_LT(relative_l2(params[1], params[0]), 1e-5) << family;
+    EXPECT_LT(ditwin::test::relative_l2(params[1], params[0]), 1e-5) << family;
   }
 }
 
@@ -555,7 +546,7 @@ TEST(DataExecute, AResumedRunContinuesTheSampleSequenceOnAnotherRankCountWithThe
   EXPECT_TRUE(contains(rest.log, "resumed from the checkpoint of step 2")) << rest.log;
   EXPECT_TRUE(contains(rest.log, "resharded")) << rest.log;
   EXPECT_TRUE(contains(rest.log, "the data continues at sample 32")) << rest.log;
-  EXPECT_LT(relative_l2(rest.parameters, whole.parameters), 1e-5);
+  EXPECT_LT(ditwin::test::relative_l2(rest.parameters, whole.parameters), 1e-5);
 
   // The position comes from the checkpoint: one that says 0 samples were seen replays them.
   std::string manifest = ck + "/step-00000002/manifest.json";
@@ -572,7 +563,7 @@ TEST(DataExecute, AResumedRunContinuesTheSampleSequenceOnAnotherRankCountWithThe
   EXPECT_TRUE(contains(replay.log, "the data continues at sample 0")) << replay.log;
   EXPECT_EQ(replay.report["extra"]["data"]["first_sample"], 0);
   EXPECT_EQ(replay.report["extra"]["data"]["samples_seen"], 32);
-  EXPECT_GT(relative_l2(replay.parameters, whole.parameters), 1e-6);
+  EXPECT_GT(ditwin::test::relative_l2(replay.parameters, whole.parameters), 1e-6);
 
   // Another dataset is another trajectory: its checkpoints are refused.
   std::string other = fresh_dir("exec_resume_other");

@@ -104,17 +104,7 @@ TEST(ExecDit, WholeModelGradientMatchesFiniteDifferences) {
   s.set_batches(*data, 0);
   s.run();
   const std::vector<float> analytic = s.grads;
-  std::mt19937 gen(3);
-  for (const auto& g : s.dit().groups()) {
-    std::vector<std::size_t> idx(g.size);
-    std::iota(idx.begin(), idx.end(), g.offset);
-    std::partial_sort(idx.begin(), idx.begin() + 4, idx.end(),
-                      [&](std::size_t a, std::size_t b) { return std::abs(analytic[a]) > std::abs(analytic[b]); });
-    std::vector<std::size_t> coords(idx.begin(), idx.begin() + 4);
-    std::uniform_int_distribution<std::size_t> pick(g.offset, g.offset + g.size - 1);
-    for (int i = 0; i < 6; ++i) coords.push_back(pick(gen));
-    test::expect_gradient(s.params, analytic, [&] { return s.run(true); }, "group " + g.name, 2e-2, 2e-3f, coords);
-  }
+  test::expect_every_group_gradient(s, analytic);
 }
 
 // Trains tiny-cpu's DiT (its Program for one of its 2 ranks: 2 micro-batches of 4) with AdamW.

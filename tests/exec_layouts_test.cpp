@@ -69,15 +69,6 @@ std::vector<float> run(const std::string& plan, int ranks, int steps, const std:
   return read_floats(base + ".params");
 }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    norm += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 const std::vector<float>& one_rank() {
   static const std::vector<float> params = run(write_layout("one", {{"dp", 1}}), 1, 3);
@@ -99,10 +90,10 @@ TEST_P(ExecLayouts, TrainLikeOneRank) {
   ASSERT_FALSE(one_rank().empty());
   ASSERT_EQ(p.size(), one_rank().size()) << l.name;
   for (float x : p) ASSERT_TRUE(std::isfinite(x)) << l.name << ": a parameter no rank wrote";
-  EXPECT_LT(relative_l2(p, one_rank()), 1e-5) << l.name;
+  EXPECT_LT(ditwin::test::relative_l2(p, one_rank()), 1e-5) << l.name;
   // ... and the run really differs from doing nothing.
   std::vector<float> init = run(write_layout(std::string(l.name) + "-init", par), ranks_of(par), 1);
-  EXPECT_GT(relative_l2(init, one_rank()), 1e-4) << l.name;
+  EXPECT_GT(ditwin::test::relative_l2(init, one_rank()), 1e-4) << l.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -150,7 +141,7 @@ TEST(ExecLayoutCheckpoints, ResumeUnderAnotherLayout) {
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("resumed from the checkpoint of step 2"), std::string::npos) << text;
   std::vector<float> straight = run(write_layout("ck-straight", second), 2, 4);
-  EXPECT_LT(relative_l2(resumed, straight), 1e-5);
+  EXPECT_LT(ditwin::test::relative_l2(resumed, straight), 1e-5);
 }
 
 // The executor plays the Program by the player's rules: on every rank, each stream's ops start in
@@ -205,7 +196,7 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
     for (int zero : {0, 1, 3}) {
       const auto p = run(write_layout(tag + "dp2-z" + std::to_string(zero), {{"dp", 2}, {"zero", zero}}, 0, "selective",
                                       scenario), 2, 3);
-      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " zero " << zero;
+      EXPECT_LT(ditwin::test::relative_l2(p, one), 1e-5) << family << " zero " << zero;
     }
     // Pipelines: 1F1B over 2 stages, interleaved (2 chunks per stage), GPipe with DP and ZeRO-1.
     const std::vector<std::pair<std::string, nlohmann::json>> pipelines = {
@@ -214,10 +205,10 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
         {"pp2-gpipe-dp2-z1", {{"pp", 2}, {"schedule", "gpipe"}, {"dp", 2}, {"zero", 1}}}};
     for (const auto& [name, par] : pipelines) {
       const auto p = run(write_layout(tag + name, par, 0, "none", scenario), ranks_of(par), 3);
-      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
+      EXPECT_LT(ditwin::test::relative_l2(p, one), 1e-5) << family << " " << name;
     }
     const auto init = run(write_layout(tag + "init", {{"dp", 1}}, 0, "none", scenario), 1, 1);
-    EXPECT_GT(relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";
+    EXPECT_GT(ditwin::test::relative_l2(init, one), 1e-4) << family << ": three steps changed nothing";
     // Tensor parallelism (Megatron's split of every stream; the unified model's token table and LM
     // head vocabulary-parallel), MMDiT's sequence parallelism, and context parallelism (K/V
     // all-gathered; the unified model's slices straddle text and image), alone and mixed; the
@@ -229,7 +220,7 @@ TEST(ExecFamilies, MmditAndUnifiedTrainLikeOneRankUnderEveryLayoutTheyRun) {
              {"tp2-sp-pp2", {{"tp", 2}, {"sequence_parallel", true}, {"pp", 2}}}}) {
       if (std::string(family) == "unified" && name.find("sp") != std::string::npos) continue;  // refused below
       const auto p = run(write_layout(tag + name, par, 0, "full", scenario), ranks_of(par), 3);
-      EXPECT_LT(relative_l2(p, one), 1e-5) << family << " " << name;
+      EXPECT_LT(ditwin::test::relative_l2(p, one), 1e-5) << family << " " << name;
     }
     for (const auto& [name, par, key] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"tp2-sp", {{"tp", 2}, {"sequence_parallel", true}}, "parallelism.sequence_parallel: the CPU executor runs"}}) {

@@ -4,7 +4,11 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +17,7 @@
 #include "exec/model/joint_model.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
+#include "tests/exec_test_util.hpp"
 
 namespace ditwin::test {
 
@@ -69,6 +74,22 @@ class ModelStepper {
   exec::Model& model_;
   std::vector<Step> steps_;
 };
+
+// The whole model's gradient (`analytic`, from s.run()) against central differences: the four
+// largest and six random coordinates of every parameter group.
+inline void expect_every_group_gradient(ModelStepper& s, const std::vector<float>& analytic) {
+  std::mt19937 gen(3);
+  for (const auto& g : s.model().groups()) {
+    std::vector<std::size_t> idx(g.size);
+    std::iota(idx.begin(), idx.end(), g.offset);
+    std::partial_sort(idx.begin(), idx.begin() + 4, idx.end(),
+                      [&](std::size_t a, std::size_t b) { return std::abs(analytic[a]) > std::abs(analytic[b]); });
+    std::vector<std::size_t> coords(idx.begin(), idx.begin() + 4);
+    std::uniform_int_distribution<std::size_t> pick(g.offset, g.offset + g.size - 1);
+    for (int i = 0; i < 6; ++i) coords.push_back(pick(gen));
+    expect_gradient(s.params, analytic, [&] { return s.run(true); }, "group " + g.name, 2e-2, 2e-3f, coords);
+  }
+}
 
 // A small DiT on one rank: 2 layers, hidden 32, 2 heads, 8x8x4 latents in 2x2 patches (16 tokens),
 // 3 classes, learn_sigma (so the loss ignores half of the output), 2 micro-batches of 2.

@@ -3,9 +3,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
-
 #include <string>
+#include <vector>
 
 #include "model/plan.hpp"
 
@@ -48,6 +49,17 @@ inline std::string plan_error(const nlohmann::json& j) {
     return e.what();
   }
   return "";
+}
+
+// ||a − b|| / ||b|| over two parameter arrays (e.g. what --save-parameters wrote).
+inline double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
 }
 
 }  // namespace ditwin::test

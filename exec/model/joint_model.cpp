@@ -777,15 +777,22 @@ struct JointModel::Impl {
     Buf& dproj_gemm = sp ? a.dproj_full[s] : a.dproj[s];
     const Buf& proj = sp ? t.proj_red : t.proj;
     const Buf& fc2 = sp ? t.fc2_red : t.fc2;
-    if (part == "mlp.residual") {
+    // A residual's backward: its branch's output gradient (through MMDiT's adaLN gate at
+    // `gate`, the residual stream's own for the unified model) and, under TP, the row-parallel
+    // bias's gradient.
+    auto residual_backward = [&](Buf& dbranch, const Buf& branch, int gate, std::size_t bias) {
       if (mm) {
-        zero(a.dmod[s]);
-        zero(a.dfc2[s]);
-        k::gated_residual_backward(nullptr, a.dfc2[s].data(), dmod + 5 * h, dx, fc2.data(), mod + 5 * h, B, rows[s], h, 6 * h);
+        zero(dbranch);
+        k::gated_residual_backward(nullptr, dbranch.data(), dmod + gate * h, dx, branch.data(), mod + gate * h, B, rows[s], h,
+                                   6 * h);
       } else {
-        std::copy(a.dx[s].begin(), a.dx[s].end(), a.dfc2[s].begin());
+        std::copy(a.dx[s].begin(), a.dx[s].end(), dbranch.begin());
       }
-      if (tp > 1) bias_grad(gr(g, so(s, sl.fc2_b), op), a.dfc2[s]);
+      if (tp > 1) bias_grad(gr(g, so(s, bias), op), dbranch);
+    };
+    if (part == "mlp.residual") {
+      if (mm) zero(a.dmod[s]);  // the layer's backward starts here
+      residual_backward(a.dfc2[s], fc2, 5, sl.fc2_b);
     } else if (part == "mlp.fc2") {
       zero(a.dact[s]);
       k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.fc2_b), op),
@@ -802,13 +809,7 @@ struct JointModel::Impl {
       if (mm) k::layernorm_modulate_backward(dx, dmod + 3 * h, dmod + 4 * h, a.d_ln[s].data(), t.x_mid.data(), t.mean2.data(), t.rstd2.data(), mod + 4 * h, B, rows[s], h, 6 * h);
       else k::rmsnorm_backward(dx, gr(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
     } else if (part == "attn.residual") {
-      if (mm) {
-        zero(a.dproj[s]);
-        k::gated_residual_backward(nullptr, a.dproj[s].data(), dmod + 2 * h, dx, proj.data(), mod + 2 * h, B, rows[s], h, 6 * h);
-      } else {
-        std::copy(a.dx[s].begin(), a.dx[s].end(), a.dproj[s].begin());
-      }
-      if (tp > 1) bias_grad(gr(g, so(s, sl.proj_b), op), a.dproj[s]);
+      residual_backward(a.dproj[s], proj, 2, sl.proj_b);
     } else if (part == "attn.proj") {
       zero(a.datt[s]);
       k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.proj_b), op),
