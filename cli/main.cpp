@@ -17,6 +17,7 @@
 #include "cli/dataset_command.hpp"
 #include "cli/exec_commands.hpp"
 #include "cli/privacy_command.hpp"
+#include "cli/search_command.hpp"
 
 namespace {
 
@@ -192,6 +193,7 @@ int main(int argc, char** argv) {
   auto run_exec_command = ditwin::cli::add_exec_commands(app, argc, argv);
   auto run_privacy_command = ditwin::cli::add_privacy_command(app);
   auto run_dataset_command = ditwin::cli::add_dataset_command(app);
+  auto run_search_command = ditwin::cli::add_search_command(app);
 
   try {
     app.parse(argc, argv);
@@ -203,6 +205,7 @@ int main(int argc, char** argv) {
     if (int rc = run_exec_command(); rc >= 0) return rc;
     if (int rc = run_privacy_command(); rc >= 0) return rc;
     if (int rc = run_dataset_command(); rc >= 0) return rc;
+    if (int rc = run_search_command(); rc >= 0) return rc;
     if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";

@@ -20,6 +20,17 @@ double bus_factor(Collective c, int n) {
   return 0;
 }
 
+GroupShape group_shape(const Program& program, GroupKind kind, long long rank, int devices_per_node) {
+  auto members = program.group_members(kind, rank);
+  GroupShape shape;
+  shape.n = static_cast<int>(members.size());
+  long long node = rank / devices_per_node;
+  shape.per_node = static_cast<int>(
+      std::count_if(members.begin(), members.end(), [&](long long m) { return m / devices_per_node == node; }));
+  shape.per_node = std::max(shape.per_node, 1);
+  return shape;
+}
+
 double bus_bandwidth(const GroupShape& g, const DeviceProfile& p) {
   double nvlink = p.nvlink_bytes_per_s * p.nvlink_efficiency;
   if (g.nodes() <= 1) return nvlink;

@@ -17,6 +17,10 @@ struct GroupShape {
   int nodes() const { return (n + per_node - 1) / per_node; }
 };
 
+// The shape of `rank`'s group of this kind in `program`, ranks numbered node by node
+// (`devices_per_node` to a node): the simulator and the search's analytic tier both ask here.
+GroupShape group_shape(const Program& program, GroupKind kind, long long rank, int devices_per_node);
+
 // Bus bandwidth NCCL reaches for this group (bytes/s): NVLink inside one node; across nodes, each
 // of the group's k GPUs on a node sends (k-1)/k of its ring volume over NVLink and 1/k through
 // its own NIC (rings leave a node through every NIC), and the slower path sets the pace.

@@ -230,7 +230,7 @@ MemoryReport account_memory(const Plan& plan) {
     st.stage = s;
     int layers_per_stage = 0;
     for (int c = 0; c < par.virtual_stages; ++c) layers_per_stage += chunk_layers[c * par.pp + s];
-    double psi = layers_per_stage * (params.per_layer_sharded / par.tp + params.per_layer_replicated);
+    double psi = layers_per_stage * layer_parameters_per_rank(params, par.tp);
     if (s == 0) psi += params.embedding / par.tp;
     if (s == par.pp - 1) psi += params.head / par.tp;
     // Tied embeddings split over stages: the last stage keeps its own copy for the LM head.
@@ -250,7 +250,7 @@ MemoryReport account_memory(const Plan& plan) {
         st.gradients_bytes = psi * g / shards;
         st.optimizer_bytes = psi * (master + states) / shards;
         // Gathered copies in flight: the layer in use and the one prefetched, weights and grads.
-        double layer = params.per_layer_sharded / par.tp + params.per_layer_replicated;
+        double layer = layer_parameters_per_rank(params, par.tp);
         st.weights_bytes += 2 * layer * w;
         st.gradients_bytes += layer * g;
       }

@@ -19,6 +19,11 @@ struct ParameterCounts {
 };
 
 ParameterCounts count_parameters(const ModelSpec& m);
+// Parameters one rank of a TP group holds of one transformer block (its slice of the sharded
+// matrices, all of the replicated ones).
+inline double layer_parameters_per_rank(const ParameterCounts& c, int tp) {
+  return c.per_layer_sharded / tp + c.per_layer_replicated;
+}
 
 struct FlopCounts {
   double forward_per_sample = 0;   // 2 x multiply-accumulates of every matmul, attention included

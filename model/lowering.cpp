@@ -614,7 +614,7 @@ class StageLowering {
     double extra = m_.tied_embeddings && par_.pp > 1 ? 1.0 * m_.vocab * m_.hidden : 0;
     return (params_.head + extra) / tp_;
   }
-  double layer_params() const { return params_.per_layer_sharded / tp_ + params_.per_layer_replicated; }
+  double layer_params() const { return layer_parameters_per_rank(params_, tp_); }
 
   void run_layer(int layer, int mb, Phase p) {
     std::string group = "L" + std::to_string(layer);

@@ -533,8 +533,11 @@ RunSpec parse_run(JsonReader r) {
 
 std::string str(long long v) { return std::to_string(v); }
 
+}  // namespace
+
 // Rules that tie sections together. Each names the field a user would change.
-void cross_validate(Plan& p) {
+void validate_plan(Plan& p) {
+  p.warnings.clear();
   const auto& m = p.model;
   const auto& par = p.parallelism;
   auto fail = [](const std::string& path, const std::string& rule) { throw InputError(path + ": " + rule); };
@@ -621,8 +624,6 @@ void cross_validate(Plan& p) {
     warn("training.precision fp32 runs on TF32 tensor cores at half the bf16 peak");
 }
 
-}  // namespace
-
 Plan parse_plan(const nlohmann::json& document) {
   JsonReader root(document, "");
   // Unknown top-level keys first: a misspelt section would otherwise look like a missing one.
@@ -643,7 +644,7 @@ Plan parse_plan(const nlohmann::json& document) {
   p.cluster = parse_cluster(root.object("cluster"));
   p.reliability = parse_reliability(root.object("reliability"));
   p.run = parse_run(root.object("run"));
-  cross_validate(p);
+  validate_plan(p);
   return p;
 }
 

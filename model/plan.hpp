@@ -211,6 +211,11 @@ struct Plan {
 void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, long long steps,
                       const std::function<std::string(std::size_t)>& where);
 
+// The rules that tie a plan's sections together (parallelism against the model, the cluster and
+// the batch, ...): throws InputError naming the JSON path and the rule on the first one broken,
+// and fills plan.warnings. parse_plan runs it; so does the search on every candidate it builds.
+void validate_plan(Plan& plan);
+
 // Parses and validates; throws InputError naming the JSON path and the rule on the first problem.
 Plan parse_plan(const nlohmann::json& document);
 // Reads a file (errors name the file and, for bad JSON, the byte offset).

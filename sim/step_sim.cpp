@@ -267,12 +267,7 @@ class RankActor final : public PlayerEngine {
         break;
       }
       case OpKind::collective: {
-        auto members = ctx_.program.group_members(op.group, rank_);
-        cost::GroupShape shape;
-        shape.n = static_cast<int>(members.size());
-        long long node = ctx_.platform->node_of(rank_);
-        shape.per_node = static_cast<int>(std::count_if(members.begin(), members.end(),
-                                                        [&](long long m) { return ctx_.platform->node_of(m) == node; }));
+        cost::GroupShape shape = cost::group_shape(ctx_.program, op.group, rank_, ctx_.plan.cluster.devices_per_node);
         if (ctx_.plan.cluster.device.measured) {
           // CPU ranks: MPI moves shared-memory data with the ranks' own cores (no DMA engine, no
           // spare core for progress), so a collective is work on the rank's core, shared with

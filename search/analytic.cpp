@@ -1,0 +1,271 @@
+// The analytic tier (search/analytic.hpp): probes played on an idle network, composed in closed
+// form over the candidate's pipeline, data-parallel group and optimizer.
+#include "search/analytic.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <queue>
+
+#include "cost_models/comm.hpp"
+#include "cost_models/compute.hpp"
+#include "model/device.hpp"
+#include "model/player.hpp"
+
+namespace ditwin::search {
+
+namespace {
+
+// Plays one rank class with op times from the cost models and an idle network: what the
+// simulator's actor does, without contention and without SimGrid. Pipeline transfers take no
+// time here (the composition adds them), so each class can be played on its own.
+class IdleNetworkEngine final : public PlayerEngine {
+ public:
+  IdleNetworkEngine(const Plan& plan, const Program& program, const RankClass& rc, const cost::DeviceProfile& profile)
+      : rc_(rc), start_(rc.ops.size(), 0), end_(rc.ops.size(), 0) {
+    long long rank = rc.stage * (1LL * program.tp * program.cp * program.dp);
+    int dpn = plan.cluster.devices_per_node;
+    duration_.resize(rc.ops.size());
+    for (std::size_t i = 0; i < rc.ops.size(); ++i) {
+      const Op& op = rc.ops[i];
+      switch (op.kind) {
+        case OpKind::compute:
+        case OpKind::optimizer:
+        case OpKind::copy:
+          duration_[i] = cost::compute_time_s(op, profile, plan.training.precision, plan.training.flash_attention);
+          break;
+        case OpKind::collective: {
+          cost::GroupShape shape = cost::group_shape(program, op.group, rank, dpn);
+          double t = cost::collective_time_s(op.collective, op.bytes, shape, profile);
+          // The simulator pays the latency once per library call the op stands for.
+          if (!plan.cluster.device.measured && op.calls > 1)
+            t += cost::collective_latency_s(op.collective, shape, profile) * (op.calls - 1);
+          duration_[i] = t;
+          break;
+        }
+        case OpKind::p2p: duration_[i] = 0; break;
+      }
+    }
+  }
+  void start(std::size_t i) override {
+    start_[i] = now_;
+    end_[i] = now_ + duration_[i];
+    queue_.push({end_[i], i});
+  }
+  std::size_t wait_any() override {
+    auto [t, i] = queue_.top();
+    queue_.pop();
+    now_ = t;
+    return i;
+  }
+  const std::vector<double>& starts() const { return start_; }
+  const std::vector<double>& ends() const { return end_; }
+
+ private:
+  const RankClass& rc_;
+  std::vector<double> duration_, start_, end_;
+  double now_ = 0;
+  using Item = std::pair<double, std::size_t>;
+  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> queue_;
+};
+
+struct Span {
+  double begin = 1e300, end = -1e300;
+  void add(double s, double e) {
+    begin = std::min(begin, s);
+    end = std::max(end, e);
+  }
+  double length() const { return end > begin ? end - begin : 0; }
+};
+
+bool is_pass(const Op& op) {
+  return op.kind != OpKind::p2p &&
+         (op.phase == Phase::forward || op.phase == Phase::backward || op.phase == Phase::recompute);
+}
+
+}  // namespace
+
+const AnalyticModel::Probe& AnalyticModel::probe(const Plan& plan) {
+  const auto& par = plan.parallelism;
+  bool piped = par.pp > 1;
+  Key key{par.tp, par.cp, par.sequence_parallel && par.tp > 1, plan.training.micro_batch,
+          static_cast<int>(plan.training.recompute), piped};
+  auto found = probes_.find(key);
+  if (found != probes_.end()) return found->second;
+
+  // The candidate cut to one block per stage and one micro-batch, on one data-parallel rank.
+  Plan p = plan;
+  p.model.layers = piped ? 2 : 1;
+  p.parallelism.pp = piped ? 2 : 1;
+  p.parallelism.virtual_stages = 1;
+  p.parallelism.schedule = PipelineSchedule::one_f_one_b;
+  p.parallelism.dp = 1;
+  p.parallelism.zero = 0;
+  p.training.global_batch = p.training.micro_batch;
+  Program program = lower(p);
+
+  Probe out;
+  auto play = [&](const RankClass& rc) {
+    IdleNetworkEngine engine(p, program, rc, profile_);
+    ProgramPlayer(rc.ops).play(engine);
+    return std::make_pair(engine.starts(), engine.ends());
+  };
+  const RankClass& first = program.classes.front();
+  const RankClass& last = program.classes.back();
+  int last_layer = p.model.layers - 1;
+  {
+    auto [s, e] = play(first);
+    Span fwd, bwd;
+    double end_of_passes = 0;
+    for (std::size_t i = 0; i < first.ops.size(); ++i) {
+      const Op& op = first.ops[i];
+      if (!is_pass(op)) continue;
+      end_of_passes = std::max(end_of_passes, e[i]);
+      if (op.layer != 0) continue;
+      (op.phase == Phase::forward ? fwd : bwd).add(s[i], e[i]);
+    }
+    out.f_first = fwd.begin;
+    out.f_layer = fwd.length();
+    out.b_layer = bwd.length();
+    out.b_first = end_of_passes - bwd.end;
+    for (const auto& op : first.ops) {
+      if (op.kind == OpKind::p2p && op.collective == Collective::send) out.p2p_bytes = std::max(out.p2p_bytes, op.bytes);
+      if (op.kind == OpKind::optimizer) out.optimizer = op;
+    }
+  }
+  {
+    auto [s, e] = play(last);
+    Span fwd, bwd;
+    double end_of_forward = 0;
+    for (std::size_t i = 0; i < last.ops.size(); ++i) {
+      const Op& op = last.ops[i];
+      if (!is_pass(op)) continue;
+      if (op.phase == Phase::forward) end_of_forward = std::max(end_of_forward, e[i]);
+      if (op.layer != last_layer) continue;
+      (op.phase == Phase::forward ? fwd : bwd).add(s[i], e[i]);
+    }
+    out.f_last = std::max(0.0, end_of_forward - fwd.end);
+    out.b_last = std::max(0.0, bwd.begin - end_of_forward);
+  }
+  out.optimizer_params = account_memory(p).stages.front().params_on_gpu;
+  return probes_.emplace(key, out).first->second;
+}
+
+Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
+  const Probe& probe_times = probe(plan);
+  const auto& par = plan.parallelism;
+  const int pp = par.pp, v = par.virtual_stages;
+  const double m = static_cast<double>(plan.micro_batches());
+  const int dpn = plan.cluster.devices_per_node;
+  const bool measured = plan.cluster.device.measured;
+  const double e = element_bytes(plan.training.precision == Precision::fp8 ? Precision::bf16 : plan.training.precision);
+  const long long dp_group = 1LL * par.dp * par.cp;
+
+  auto shape_key = std::make_tuple(par.tp, par.cp, par.pp);
+  auto shape_it = dp_shapes_.find(shape_key);
+  if (shape_it == dp_shapes_.end()) {
+    Program skeleton;
+    skeleton.dp = par.dp;
+    skeleton.tp = par.tp;
+    skeleton.pp = par.pp;
+    skeleton.cp = par.cp;
+    shape_it = dp_shapes_.emplace(shape_key, cost::group_shape(skeleton, GroupKind::dp_cp, 0, dpn)).first;
+  }
+  const cost::GroupShape dp_shape = shape_it->second;
+  auto collective = [&](Collective c, double bytes) {
+    if (dp_group <= 1 || bytes <= 0) return 0.0;
+    double t = cost::collective_time_s(c, bytes, dp_shape, profile_);
+    int calls = std::max(1, static_cast<int>(bytes / par.bucket_bytes + 0.999));
+    if (!measured && calls > 1) t += cost::collective_latency_s(c, dp_shape, profile_) * (calls - 1);
+    return t;
+  };
+
+  // One block per micro-batch, with ZeRO-3's per-block gathers and gradient reduce-scatters on
+  // the data-parallel stream (hidden behind compute when prefetched).
+  double f_layer = probe_times.f_layer, b_layer = probe_times.b_layer;
+  if (par.zero == 3 && dp_group > 1) {
+    double layer_bytes = layer_parameters_per_rank(count_parameters(plan.model), par.tp) * e;
+    double gather = collective(Collective::all_gather, layer_bytes);
+    double scatter = collective(Collective::reduce_scatter, layer_bytes);
+    if (par.overlap_param_gather) {
+      f_layer = std::max(f_layer, gather);
+      b_layer = std::max(b_layer, gather + scatter);
+    } else {
+      f_layer += gather;
+      b_layer += gather + scatter;
+    }
+  }
+
+  // Each stage's forward and backward of one micro-batch (all its chunks).
+  auto chunk_layers = layers_per_chunk(plan.model.layers, pp * v);
+  std::vector<double> fwd(pp), bwd(pp), per_mb(pp), grads(pp);
+  for (int s = 0; s < pp; ++s) {
+    int layers = 0;
+    for (int c = 0; c < v; ++c) layers += chunk_layers[c * pp + s];
+    fwd[s] = layers * f_layer + (s == 0 ? probe_times.f_first : 0) + (s == pp - 1 ? probe_times.f_last : 0);
+    bwd[s] = layers * b_layer + (s == 0 ? probe_times.b_first : 0) + (s == pp - 1 ? probe_times.b_last : 0);
+    grads[s] = memory.stages[s].params_on_gpu * e;
+    per_mb[s] = fwd[s] + bwd[s];
+    // ZeRO-2 reduce-scatters every micro-batch's gradients: the dp stream must keep up.
+    if (par.zero == 2) per_mb[s] = std::max(per_mb[s], fwd[s] + collective(Collective::reduce_scatter, grads[s]));
+  }
+  double slowest = *std::max_element(per_mb.begin(), per_mb.end());
+  double all = 0;
+  for (double t : per_mb) all += t;
+
+  // The schedule: micro-batches through the slowest stage, plus the fill and drain through the
+  // others (a 1/v share of them with interleaved chunks), plus the transfers on the way.
+  Estimate out;
+  double hop = 0;
+  if (pp > 1) {
+    long long stage_size = 1LL * par.tp * par.cp * par.dp;
+    cost::GroupShape pair{2, stage_size < dpn ? 2 : 1};
+    hop = cost::collective_time_s(Collective::send, probe_times.p2p_bytes, pair, profile_);
+  }
+  double pipeline;
+  if (pp == 1) pipeline = m * per_mb[0];
+  else if (par.schedule == PipelineSchedule::interleaved) pipeline = m * slowest + (all - slowest) / v + 2 * (pp - 1) * hop;
+  else pipeline = (m - 1) * slowest + all + 2 * (pp - 1) * hop;
+  out.pipeline_s = pipeline;
+  out.bubble_s = std::max(0.0, pipeline - m * slowest);
+
+  // ZeRO-1/2 with overlapped gathers: the step starts by gathering the first bucket's parameters.
+  double front = 0;
+  if ((par.zero == 1 || par.zero == 2) && par.overlap_param_gather && dp_group > 1)
+    front = std::max(collective(Collective::all_gather, std::min(grads[0], par.bucket_bytes)),
+                     collective(Collective::all_gather, grads[0]) - fwd[0] * m);
+
+  // After its last backward, each stage reduces what the backward did not hide, then steps the
+  // optimizer (then gathers the updated parameters when ZeRO-1/2 does not overlap them). The
+  // last backward drains from the last stage to the first, which ends the pipeline.
+  double step = 0, drained = 0;
+  for (int s = 0; s < pp; ++s) {
+    double end = pipeline - drained;
+    drained += bwd[s] / v + hop;
+    double exposed = 0, tail = 0;
+    if (dp_group > 1 && par.zero < 3) {
+      Collective c = par.zero == 0 ? Collective::all_reduce : Collective::reduce_scatter;
+      double sync = collective(c, grads[s]);
+      double last_bucket = collective(c, std::min(grads[s], par.bucket_bytes));
+      exposed = par.overlap_grad_reduce ? std::max(last_bucket, sync - bwd[s]) : sync;
+      if (par.zero >= 1 && !par.overlap_param_gather) tail = collective(Collective::all_gather, grads[s]);
+    } else if (dp_group > 1) {
+      double layer_bytes = layer_parameters_per_rank(count_parameters(plan.model), par.tp) * e;
+      exposed = collective(Collective::reduce_scatter, layer_bytes);
+    }
+    Op opt = probe_times.optimizer;
+    double shard = memory.stages[s].params_on_gpu / (par.zero >= 1 ? static_cast<double>(dp_group) : 1.0);
+    double scale = probe_times.optimizer_params > 0 ? shard / probe_times.optimizer_params : 0;
+    opt.bytes *= scale;
+    opt.flops *= scale;
+    double optimizer = cost::compute_time_s(opt, profile_, plan.training.precision, plan.training.flash_attention);
+    if (end + exposed + optimizer + tail > step) {
+      step = end + exposed + optimizer + tail;
+      out.exposed_dp_s = exposed + tail + front;
+      out.optimizer_s = optimizer;
+    }
+  }
+  out.step_s = step + front;
+  return out;
+}
+
+}  // namespace ditwin::search
