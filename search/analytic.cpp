@@ -20,7 +20,9 @@ namespace {
 // time here (the composition adds them), so each class can be played on its own.
 class IdleNetworkEngine final : public PlayerEngine {
  public:
-  IdleNetworkEngine(const Plan& plan, const Program& program, const RankClass& rc, const cost::DeviceProfile& profile)
+  // `dp_group`: the shape data-parallel collectives take (the candidate's, not the probe's).
+  IdleNetworkEngine(const Plan& plan, const Program& program, const RankClass& rc, const cost::DeviceProfile& profile,
+                    const cost::GroupShape* dp_group)
       : rc_(rc), start_(rc.ops.size(), 0), end_(rc.ops.size(), 0) {
     long long rank = rc.stage * (1LL * program.tp * program.cp * program.dp);
     int dpn = plan.cluster.devices_per_node;
@@ -34,7 +36,9 @@ class IdleNetworkEngine final : public PlayerEngine {
           duration_[i] = cost::compute_time_s(op, profile, plan.training.precision, plan.training.flash_attention);
           break;
         case OpKind::collective: {
-          cost::GroupShape shape = cost::group_shape(program, op.group, rank, dpn);
+          cost::GroupShape shape = dp_group && (op.group == GroupKind::dp_cp || op.group == GroupKind::dp)
+                                       ? *dp_group
+                                       : cost::group_shape(program, op.group, rank, dpn);
           double t = cost::collective_time_s(op.collective, op.bytes, shape, profile);
           // The simulator pays the latency once per library call the op stands for.
           if (!plan.cluster.device.measured && op.calls > 1)
@@ -84,69 +88,89 @@ bool is_pass(const Op& op) {
 
 }  // namespace
 
+cost::GroupShape AnalyticModel::dp_shape(const Plan& plan) {
+  const auto& par = plan.parallelism;
+  auto key = std::make_tuple(par.tp, par.cp, par.pp);
+  auto it = dp_shapes_.find(key);
+  if (it == dp_shapes_.end()) {
+    Program skeleton;
+    skeleton.dp = par.dp;
+    skeleton.tp = par.tp;
+    skeleton.pp = par.pp;
+    skeleton.cp = par.cp;
+    it = dp_shapes_.emplace(key, cost::group_shape(skeleton, GroupKind::dp_cp, 0, plan.cluster.devices_per_node)).first;
+  }
+  return it->second;
+}
+
 const AnalyticModel::Probe& AnalyticModel::probe(const Plan& plan) {
   const auto& par = plan.parallelism;
-  bool piped = par.pp > 1;
+  const bool piped = par.pp > 1;
+  // ZeRO-3 gathers and reduce-scatters every block on the dp stream: the probe carries them, on
+  // the candidate's data-parallel group.
+  const bool zero3 = par.zero == 3 && 1LL * par.dp * par.cp > 1;
+  cost::GroupShape dp = zero3 ? dp_shape(plan) : cost::GroupShape{};
   Key key{par.tp, par.cp, par.sequence_parallel && par.tp > 1, plan.training.micro_batch,
-          static_cast<int>(plan.training.recompute), piped};
+          static_cast<int>(plan.training.recompute), piped, zero3, dp.n, dp.per_node, par.overlap_param_gather};
   auto found = probes_.find(key);
   if (found != probes_.end()) return found->second;
 
-  // The candidate cut to one block per stage and one micro-batch, on one data-parallel rank.
+  // The candidate cut to three blocks per stage (the middle one is the steady state) and one
+  // micro-batch, on one data-parallel rank (two under ZeRO-3).
+  constexpr int per_stage = 3;
   Plan p = plan;
-  p.model.layers = piped ? 2 : 1;
   p.parallelism.pp = piped ? 2 : 1;
+  p.model.layers = per_stage * p.parallelism.pp;
   p.parallelism.virtual_stages = 1;
   p.parallelism.schedule = PipelineSchedule::one_f_one_b;
-  p.parallelism.dp = 1;
-  p.parallelism.zero = 0;
-  p.training.global_batch = p.training.micro_batch;
+  p.parallelism.dp = zero3 ? 2 : 1;
+  p.parallelism.zero = zero3 ? 3 : 0;
+  p.training.global_batch = p.training.micro_batch * p.parallelism.dp;
   Program program = lower(p);
 
   Probe out;
   auto play = [&](const RankClass& rc) {
-    IdleNetworkEngine engine(p, program, rc, profile_);
+    IdleNetworkEngine engine(p, program, rc, profile_, zero3 ? &dp : nullptr);
     ProgramPlayer(rc.ops).play(engine);
     return std::make_pair(engine.starts(), engine.ends());
   };
-  const RankClass& first = program.classes.front();
-  const RankClass& last = program.classes.back();
-  int last_layer = p.model.layers - 1;
-  {
-    auto [s, e] = play(first);
-    Span fwd, bwd;
-    double end_of_passes = 0;
-    for (std::size_t i = 0; i < first.ops.size(); ++i) {
-      const Op& op = first.ops[i];
+  // When each block's forward and backward starts, and where the passes end.
+  struct Marks {
+    std::map<int, double> fwd, bwd;
+    double end_of_forward = 0, end_of_passes = 0;
+  };
+  auto marks = [&](const RankClass& rc) {
+    auto [s, e] = play(rc);
+    Marks m;
+    for (std::size_t i = 0; i < rc.ops.size(); ++i) {
+      const Op& op = rc.ops[i];
       if (!is_pass(op)) continue;
-      end_of_passes = std::max(end_of_passes, e[i]);
-      if (op.layer != 0) continue;
-      (op.phase == Phase::forward ? fwd : bwd).add(s[i], e[i]);
+      m.end_of_passes = std::max(m.end_of_passes, e[i]);
+      if (op.phase == Phase::forward) m.end_of_forward = std::max(m.end_of_forward, e[i]);
+      if (op.layer < 0) continue;
+      auto& at = op.phase == Phase::forward ? m.fwd : m.bwd;
+      auto it = at.find(op.layer);
+      if (it == at.end() || s[i] < it->second) at[op.layer] = s[i];
     }
-    out.f_first = fwd.begin;
-    out.f_layer = fwd.length();
-    out.b_layer = bwd.length();
-    out.b_first = end_of_passes - bwd.end;
-    for (const auto& op : first.ops) {
-      if (op.kind == OpKind::p2p && op.collective == Collective::send) out.p2p_bytes = std::max(out.p2p_bytes, op.bytes);
-      if (op.kind == OpKind::optimizer) out.optimizer = op;
-    }
+    return m;
+  };
+  // A block's period: from its start to the next block's start (waits for its parameters and
+  // for communication included).
+  Marks first = marks(program.classes.front());
+  out.f_layer = first.fwd.at(2) - first.fwd.at(1);
+  out.b_layer = first.bwd.at(0) - first.bwd.at(1);
+  out.f_first = first.fwd.at(1) - out.f_layer;
+  out.b_first = first.end_of_passes - first.bwd.at(0) - out.b_layer;
+  Marks last = piped ? marks(program.classes.back()) : first;
+  int top = p.model.layers - 1;
+  out.f_last = std::max(0.0, last.end_of_forward - last.fwd.at(top) - out.f_layer);
+  out.b_last = std::max(0.0, last.bwd.at(top - 1) - out.b_layer - last.end_of_forward);
+  for (const auto& op : program.classes.front().ops) {
+    if (op.kind == OpKind::p2p && op.collective == Collective::send) out.p2p_bytes = std::max(out.p2p_bytes, op.bytes);
+    if (op.kind == OpKind::optimizer) out.optimizer = op;
   }
-  {
-    auto [s, e] = play(last);
-    Span fwd, bwd;
-    double end_of_forward = 0;
-    for (std::size_t i = 0; i < last.ops.size(); ++i) {
-      const Op& op = last.ops[i];
-      if (!is_pass(op)) continue;
-      if (op.phase == Phase::forward) end_of_forward = std::max(end_of_forward, e[i]);
-      if (op.layer != last_layer) continue;
-      (op.phase == Phase::forward ? fwd : bwd).add(s[i], e[i]);
-    }
-    out.f_last = std::max(0.0, end_of_forward - fwd.end);
-    out.b_last = std::max(0.0, bwd.begin - end_of_forward);
-  }
-  out.optimizer_params = account_memory(p).stages.front().params_on_gpu;
+  // The optimizer op's bytes are per parameter of the shard it steps.
+  out.optimizer_params = account_memory(p).stages.front().params_on_gpu / (zero3 ? 1.0 * p.parallelism.dp * p.parallelism.cp : 1.0);
   return probes_.emplace(key, out).first->second;
 }
 
@@ -160,17 +184,7 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
   const double e = element_bytes(plan.training.precision == Precision::fp8 ? Precision::bf16 : plan.training.precision);
   const long long dp_group = 1LL * par.dp * par.cp;
 
-  auto shape_key = std::make_tuple(par.tp, par.cp, par.pp);
-  auto shape_it = dp_shapes_.find(shape_key);
-  if (shape_it == dp_shapes_.end()) {
-    Program skeleton;
-    skeleton.dp = par.dp;
-    skeleton.tp = par.tp;
-    skeleton.pp = par.pp;
-    skeleton.cp = par.cp;
-    shape_it = dp_shapes_.emplace(shape_key, cost::group_shape(skeleton, GroupKind::dp_cp, 0, dpn)).first;
-  }
-  const cost::GroupShape dp_shape = shape_it->second;
+  const cost::GroupShape dp_shape = this->dp_shape(plan);
   auto collective = [&](Collective c, double bytes) {
     if (dp_group <= 1 || bytes <= 0) return 0.0;
     double t = cost::collective_time_s(c, bytes, dp_shape, profile_);
@@ -179,21 +193,8 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
     return t;
   };
 
-  // One block per micro-batch, with ZeRO-3's per-block gathers and gradient reduce-scatters on
-  // the data-parallel stream (hidden behind compute when prefetched).
-  double f_layer = probe_times.f_layer, b_layer = probe_times.b_layer;
-  if (par.zero == 3 && dp_group > 1) {
-    double layer_bytes = layer_parameters_per_rank(count_parameters(plan.model), par.tp) * e;
-    double gather = collective(Collective::all_gather, layer_bytes);
-    double scatter = collective(Collective::reduce_scatter, layer_bytes);
-    if (par.overlap_param_gather) {
-      f_layer = std::max(f_layer, gather);
-      b_layer = std::max(b_layer, gather + scatter);
-    } else {
-      f_layer += gather;
-      b_layer += gather + scatter;
-    }
-  }
+  // One block per micro-batch (under ZeRO-3 with its gathers and reduce-scatters: the probe has them).
+  const double f_layer = probe_times.f_layer, b_layer = probe_times.b_layer;
 
   // Each stage's forward and backward of one micro-batch (all its chunks).
   auto chunk_layers = layers_per_chunk(plan.model.layers, pp * v);

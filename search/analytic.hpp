@@ -1,12 +1,13 @@
 // The search's analytic tier: a step time for a candidate plan in microseconds, from the same cost
 // models and the same lowering as the simulator, without SimGrid (docs/search.md).
 //
-// A probe (the candidate's model cut to one block per pipeline stage, one micro-batch) is lowered
-// and played by the Program player on an idle network, with op times from cost_models/: that
-// gives one block's forward and backward (tensor- and context-parallel communication, recompute
-// and the overlaps the lowering allows, included), the embedding's and the head's, and the
-// pipeline transfer. Probes depend on (tp, cp, sequence parallelism, micro-batch, recompute) only,
-// so a sweep lowers a few hundred of them. A candidate's step is then composed in closed form:
+// A probe (the candidate's model cut to three blocks per pipeline stage, one micro-batch) is
+// lowered and played by the Program player on an idle network, with op times from cost_models/:
+// the middle block's period gives one block's forward and backward (tensor- and context-parallel
+// communication, recompute, ZeRO-3's gathers and the overlaps the lowering allows, included), the
+// rest the embedding's and the head's, and its sends the pipeline transfer. Probes depend on (tp,
+// cp, sequence parallelism, micro-batch, recompute, ZeRO-3's group) only, so a sweep lowers a few
+// hundred of them. A candidate's step is then composed in closed form:
 // the pipeline schedule's fill, steady state and drain over its stages, the data-parallel
 // gradient reduction left exposed after the last backward, ZeRO's parameter gathers, and the
 // optimizer step.
@@ -50,9 +51,11 @@ class AnalyticModel {
 
  private:
   const cost::DeviceProfile& profile_;
-  using Key = std::tuple<int, int, bool, long long, int, bool>;  // tp, cp, sp, micro-batch, recompute, pp > 1
+  // tp, cp, sp, micro-batch, recompute, pp > 1, ZeRO-3 with its data-parallel group's shape and prefetch
+  using Key = std::tuple<int, int, bool, long long, int, bool, bool, int, int, bool>;
   std::map<Key, Probe> probes_;
   std::map<std::tuple<int, int, int>, cost::GroupShape> dp_shapes_;  // (tp, cp, pp) -> the dp x cp group
+  cost::GroupShape dp_shape(const Plan& plan);
 };
 
 }  // namespace ditwin::search

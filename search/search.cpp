@@ -273,21 +273,39 @@ Tally Search::analytic(int rank, int ranks, const std::function<void(std::uint64
   return t;
 }
 
+json Search::simulate_one(std::uint64_t index) const {
+  Choice choice;
+  Plan c = candidate(index, choice);
+  validate_plan(c);
+  Program program = lower(c);
+  StepReport r = sim::simulate_step(c, program, profile_);
+  return {{"step_time_s", r.step_time_s}, {"tokens_per_s", r.tokens_per_s}, {"mfu", r.mfu},
+          {"memory_per_gpu_bytes", r.memory["peak_bytes"]}, {"fits", r.memory["fits"]},
+          {"breakdown", to_json(r)["breakdown"]}};
+}
+
 std::vector<json> Search::simulate(const Tally& merged, int rank, int ranks, const std::function<void(int, int)>& progress) const {
   std::vector<json> out;
   int total = static_cast<int>(merged.best.size());
   for (int i = rank; i < total; i += ranks) {
-    Choice choice;
-    Plan c = candidate(merged.best[i].index, choice);
-    validate_plan(c);
-    Program program = lower(c);
-    StepReport r = sim::simulate_step(c, program, profile_);
-    out.push_back({{"i", i}, {"step_time_s", r.step_time_s}, {"tokens_per_s", r.tokens_per_s}, {"mfu", r.mfu},
-                   {"memory_per_gpu_bytes", r.memory["peak_bytes"]}, {"fits", r.memory["fits"]},
-                   {"breakdown", to_json(r)["breakdown"]}});
+    json j = simulate_one(merged.best[i].index);
+    j["i"] = i;
+    out.push_back(std::move(j));
     if (progress) progress(i + 1, total);
   }
   return out;
+}
+
+void require_feasible(const Tally& merged, const std::string& plan_path) {
+  if (merged.feasible > 0) return;
+  std::string reason;
+  std::uint64_t most = 0;
+  for (const auto& [k, n] : merged.refused)
+    if (n > most) most = n, reason = k;
+  if (most == 0) throw InputError(plan_path + ": the search space is empty (no layout divides the GPUs): widen it (--space, --gpus)");
+  throw InputError(plan_path + ": none of the " + std::to_string(merged.considered) + " candidates fits; " + std::to_string(most) +
+                   " were refused by " + reason + " (e.g. " + merged.example.at(reason) +
+                   "); widen the space (--space, --gpus) or change the model or batch");
 }
 
 json Search::as_written() const {

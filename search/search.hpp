@@ -64,6 +64,9 @@ class Search {
   // carrying "i").
   std::vector<nlohmann::json> simulate(const Tally& merged, int rank, int ranks,
                                        const std::function<void(int, int)>& progress) const;
+  // The SimGrid step of one candidate: step_time_s, tokens_per_s, mfu, memory_per_gpu_bytes, fits,
+  // breakdown.
+  nlohmann::json simulate_one(std::uint64_t index) const;
   // The plan as the user wrote it, simulated (on the search's cluster size: only with --gpus
   // unset).
   nlohmann::json as_written() const;
@@ -90,6 +93,9 @@ class Search {
   Plan candidate(std::uint64_t index, Choice& choice) const;
   double analytic_ettr(const Plan& plan, double step_s, double mfu) const;
 };
+
+// Throws InputError when no candidate survived, naming the rule that eliminated most of them.
+void require_feasible(const Tally& merged, const std::string& plan_path);
 
 // Spearman's rank correlation of two equally long series (average ranks for ties).
 double spearman(const std::vector<double>& a, const std::vector<double>& b);
