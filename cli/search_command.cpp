@@ -149,14 +149,7 @@ int run_search(const SearchArgs& a) {
   double analytic_s = seconds_since(t0);
   if (merged.feasible == 0) {
     if (!root) return 2;
-    // Say which rule eliminated most.
-    std::string reason;
-    std::uint64_t most = 0;
-    for (const auto& [k, n] : merged.refused)
-      if (n > most) most = n, reason = k;
-    throw InputError(a.plan + ": none of the " + std::to_string(merged.considered) + " candidates fits; " +
-                     std::to_string(most) + " were refused by " + reason + " (e.g. " + merged.example[reason] +
-                     "); widen the space (--space, --gpus) or change the model or batch");
+    search::require_feasible(merged, a.plan);
   }
 
   auto t1 = std::chrono::steady_clock::now();

@@ -229,11 +229,19 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
   out.pipeline_s = pipeline;
   out.bubble_s = std::max(0.0, pipeline - m * slowest);
 
-  // ZeRO-1/2 with overlapped gathers: the step starts by gathering the first bucket's parameters.
+  // Buckets hold whole parameter groups (a block, the embedding, the head): at least one block.
+  const double layer_bytes = layer_parameters_per_rank(count_parameters(plan.model), par.tp) * e;
+  const double bucket = std::max(par.bucket_bytes, layer_bytes);
+
+  // ZeRO-1/2 with overlapped gathers: the step starts by gathering the first bucket's parameters;
+  // each later bucket must be there when the first micro-batch's forward reaches its layers (with
+  // interleaved chunks, chunk c's first forward waits for c x pp chunk forwards of the warm-up).
   double front = 0;
-  if ((par.zero == 1 || par.zero == 2) && par.overlap_param_gather && dp_group > 1)
-    front = std::max(collective(Collective::all_gather, std::min(grads[0], par.bucket_bytes)),
-                     collective(Collective::all_gather, grads[0]) - fwd[0] * m);
+  if ((par.zero == 1 || par.zero == 2) && par.overlap_param_gather && dp_group > 1) {
+    double window = par.schedule == PipelineSchedule::interleaved ? fwd[0] / v * (1 + (v - 1) * std::min<double>(pp, m)) : fwd[0];
+    front = std::max(collective(Collective::all_gather, std::min(grads[0], bucket)),
+                     collective(Collective::all_gather, grads[0]) - window);
+  }
 
   // After its last backward, each stage reduces what the backward did not hide, then steps the
   // optimizer (then gathers the updated parameters when ZeRO-1/2 does not overlap them). The
@@ -246,11 +254,10 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
     if (dp_group > 1 && par.zero < 3) {
       Collective c = par.zero == 0 ? Collective::all_reduce : Collective::reduce_scatter;
       double sync = collective(c, grads[s]);
-      double last_bucket = collective(c, std::min(grads[s], par.bucket_bytes));
+      double last_bucket = collective(c, std::min(grads[s], bucket));
       exposed = par.overlap_grad_reduce ? std::max(last_bucket, sync - bwd[s]) : sync;
       if (par.zero >= 1 && !par.overlap_param_gather) tail = collective(Collective::all_gather, grads[s]);
     } else if (dp_group > 1) {
-      double layer_bytes = layer_parameters_per_rank(count_parameters(plan.model), par.tp) * e;
       exposed = collective(Collective::reduce_scatter, layer_bytes);
     }
     Op opt = probe_times.optimizer;

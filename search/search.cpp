@@ -326,6 +326,7 @@ json Search::report(const Tally& merged, std::vector<json> simulated, const json
   std::sort(simulated.begin(), simulated.end(), [](const json& a, const json& b) { return a["i"] < b["i"]; });
   std::vector<json> items;
   std::vector<double> analytic_steps, simulated_steps;
+  AnalyticModel model(profile_);
   double sum_error = 0, max_error = 0;
   for (const auto& s : simulated) {
     const Scored& a = merged.best[s["i"].get<int>()];
@@ -333,7 +334,11 @@ json Search::report(const Tally& merged, std::vector<json> simulated, const json
     Plan c = candidate(a.index, choice);
     json item = describe(choice);
     item["index"] = a.index;
-    item["analytic"] = {{"step_time_s", a.step_s}, {"tokens_per_s", a.tokens_per_s}, {"mfu", a.mfu}};
+    validate_plan(c);
+    Estimate est = model.estimate(c, account_memory(c));
+    item["analytic"] = {{"step_time_s", a.step_s}, {"tokens_per_s", a.tokens_per_s}, {"mfu", a.mfu},
+                        {"pipeline_s", est.pipeline_s}, {"bubble_s", est.bubble_s},
+                        {"exposed_dp_s", est.exposed_dp_s}, {"optimizer_s", est.optimizer_s}};
     for (const char* k : {"step_time_s", "tokens_per_s", "mfu", "memory_per_gpu_bytes", "fits", "breakdown"}) item[k] = s[k];
     double step = s["step_time_s"], mfu = s["mfu"];
     double ettr = analytic_ettr(c, step, mfu);
