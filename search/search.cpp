@@ -287,8 +287,16 @@ json Search::simulate_one(std::uint64_t index) const {
 std::vector<json> Search::simulate(const Tally& merged, int rank, int ranks, const std::function<void(int, int)>& progress) const {
   std::vector<json> out;
   int total = static_cast<int>(merged.best.size());
+  // Candidates that differ only in their checkpoint policy have the same step: simulate it once.
+  std::map<std::string, json> done;
   for (int i = rank; i < total; i += ranks) {
-    json j = simulate_one(merged.best[i].index);
+    Choice choice;
+    candidate(merged.best[i].index, choice);
+    json layout = describe(choice);
+    layout.erase("checkpoint");
+    auto [it, fresh] = done.try_emplace(layout.dump());
+    if (fresh) it->second = simulate_one(merged.best[i].index);
+    json j = it->second;
     j["i"] = i;
     out.push_back(std::move(j));
     if (progress) progress(i + 1, total);
@@ -478,7 +486,9 @@ std::string format_report(const json& r) {
     if (r.contains("gain_over_as_written")) o << "; the best is " << fixed(r["gain_over_as_written"].get<double>(), 2) << "x";
     o << "\n";
   }
-  o << "\n  #  dp x tp x pp x cp      sp zero schedule        mb recompute  bucket  mem/GPU   step ms   MFU    ETTR  goodput tok/s\n";
+  bool checkpoints = !r["top"].empty() && r["top"][0].contains("checkpoint");
+  o << "\n  #  dp x tp x pp x cp      sp zero schedule        mb recompute  bucket  mem/GPU   step ms   MFU    ETTR  goodput tok/s"
+    << (checkpoints ? "  checkpoint" : "") << "\n";
   for (const auto& t : r["top"]) {
     const auto& p = t["parallelism"];
     std::string layout = std::to_string(p["dp"].get<long long>()) + "x" + std::to_string(p["tp"].get<int>()) + "x" +
@@ -493,7 +503,14 @@ std::string format_report(const json& r) {
                   human_bytes(t["memory_per_gpu_bytes"].get<double>()).c_str(), 1e3 * t["step_time_s"].get<double>(),
                   100 * t["mfu"].get<double>(), 100 * t["ettr"].get<double>(),
                   human_count(t["goodput_tokens_per_s"].get<double>()).c_str());
-    o << line;
+    std::string text = line;
+    if (checkpoints) {
+      const auto& c = t["checkpoint"];
+      text.pop_back();
+      text += "  " + c["mode"].get<std::string>() +
+              (c["interval_min"].is_string() ? std::string(", optimal interval") : " every " + fixed(c["interval_min"].get<double>(), 0) + " min") + "\n";
+    }
+    o << text;
   }
   return o.str();
 }
