@@ -23,7 +23,7 @@ class IdleNetworkEngine final : public PlayerEngine {
   // `dp_group`: the shape data-parallel collectives take (the candidate's, not the probe's).
   IdleNetworkEngine(const Plan& plan, const Program& program, const RankClass& rc, const cost::DeviceProfile& profile,
                     const cost::GroupShape* dp_group)
-      : rc_(rc), start_(rc.ops.size(), 0), end_(rc.ops.size(), 0) {
+      : rc_(rc), start_(rc.ops.size(), 0), end_(rc.ops.size(), 0), shares_core_(plan.cluster.device.measured) {
     long long rank = rc.stage * (1LL * program.tp * program.cp * program.dp);
     int dpn = plan.cluster.devices_per_node;
     duration_.resize(rc.ops.size());
@@ -53,6 +53,12 @@ class IdleNetworkEngine final : public PlayerEngine {
   void start(std::size_t i) override {
     start_[i] = now_;
     end_[i] = now_ + duration_[i];
+    // CPU ranks (a measured profile): MPI moves data with the rank's own core, so a collective
+    // and compute take turns on it rather than overlapping (as the simulator models it).
+    if (shares_core_ && rc_.ops[i].kind != OpKind::p2p) {
+      end_[i] = std::max(now_, core_free_) + duration_[i];
+      core_free_ = end_[i];
+    }
     queue_.push({end_[i], i});
   }
   std::size_t wait_any() override {
@@ -68,6 +74,8 @@ class IdleNetworkEngine final : public PlayerEngine {
   const RankClass& rc_;
   std::vector<double> duration_, start_, end_;
   double now_ = 0;
+  bool shares_core_ = false;
+  double core_free_ = 0;
   using Item = std::pair<double, std::size_t>;
   std::priority_queue<Item, std::vector<Item>, std::greater<Item>> queue_;
 };
@@ -207,7 +215,11 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
     grads[s] = memory.stages[s].params_on_gpu * e;
     per_mb[s] = fwd[s] + bwd[s];
     // ZeRO-2 reduce-scatters every micro-batch's gradients: the dp stream must keep up.
-    if (par.zero == 2) per_mb[s] = std::max(per_mb[s], fwd[s] + collective(Collective::reduce_scatter, grads[s]));
+    // (On CPU ranks the reduce-scatters of all but the last micro-batch take the core in turn.)
+    if (par.zero == 2) {
+      double rs = collective(Collective::reduce_scatter, grads[s]);
+      per_mb[s] = measured ? per_mb[s] + rs * (m - 1) / m : std::max(per_mb[s], fwd[s] + rs);
+    }
   }
   double slowest = *std::max_element(per_mb.begin(), per_mb.end());
   double all = 0;
@@ -238,7 +250,9 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
   // interleaved chunks, chunk c's first forward waits for c x pp chunk forwards of the warm-up).
   double front = 0;
   if ((par.zero == 1 || par.zero == 2) && par.overlap_param_gather && dp_group > 1) {
-    double window = par.schedule == PipelineSchedule::interleaved ? fwd[0] / v * (1 + (v - 1) * std::min<double>(pp, m)) : fwd[0];
+    double window = measured ? 0.0
+                    : par.schedule == PipelineSchedule::interleaved ? fwd[0] / v * (1 + (v - 1) * std::min<double>(pp, m))
+                                                                     : fwd[0];
     front = std::max(collective(Collective::all_gather, std::min(grads[0], bucket)),
                      collective(Collective::all_gather, grads[0]) - window);
   }
@@ -255,7 +269,7 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
       Collective c = par.zero == 0 ? Collective::all_reduce : Collective::reduce_scatter;
       double sync = collective(c, grads[s]);
       double last_bucket = collective(c, std::min(grads[s], bucket));
-      exposed = par.overlap_grad_reduce ? std::max(last_bucket, sync - bwd[s]) : sync;
+      exposed = par.overlap_grad_reduce && !measured ? std::max(last_bucket, sync - bwd[s]) : sync;
       if (par.zero >= 1 && !par.overlap_param_gather) tail = collective(Collective::all_gather, grads[s]);
     } else if (dp_group > 1) {
       exposed = collective(Collective::reduce_scatter, layer_bytes);

@@ -496,7 +496,7 @@ std::string format_report(const json& r) {
     std::string sched = p["pp"].get<int>() == 1 ? "-" : p["schedule"].get<std::string>();
     if (p["schedule"] == "interleaved") sched += " v" + std::to_string(p["virtual_stages"].get<int>());
     char line[256];
-    std::snprintf(line, sizeof line, "%3d  %-20s %-3s %4d %-14s %4lld %-10s %6.0f %8s %9.1f %5.1f%% %6.1f%%  %s\n",
+    std::snprintf(line, sizeof line, "%3d  %-20s %-3s %4d %-14s %4lld %-10s %6.4g %8s %9.1f %5.1f%% %6.1f%%  %s\n",
                   t["rank"].get<int>(), layout.c_str(), p["sequence_parallel"].get<bool>() ? "yes" : "no", p["zero"].get<int>(),
                   sched.c_str(), t["training"]["micro_batch"].get<long long>(),
                   t["training"]["recompute"].get<std::string>().c_str(), p["bucket_mb"].get<double>(),
