@@ -163,6 +163,7 @@ Search::Search(const std::string& plan_path, const Options& options) : options_(
   base_ = load_plan(plan_path);
   document_ = read_json_file(plan_path);
   int dpn = base_.cluster.devices_per_node;
+  written_gpus_ = base_.cluster.gpus();
   if (options.gpus != 0) {
     if (options.gpus < 0 || options.gpus % dpn != 0 || options.gpus / dpn > (1LL << 24))
       throw InputError("--gpus " + std::to_string(options.gpus) + ": must be a positive multiple of cluster.devices_per_node (" +
@@ -317,7 +318,7 @@ void require_feasible(const Tally& merged, const std::string& plan_path) {
 }
 
 json Search::as_written() const {
-  if (options_.gpus != 0) return nullptr;  // another cluster size: nothing to compare with
+  if (options_.gpus != 0 && options_.gpus != written_gpus_) return nullptr;  // another cluster size: nothing to compare with
   Plan p = base_;
   Program program = lower(p);
   StepReport r = sim::simulate_step(p, program, profile_);

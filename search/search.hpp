@@ -67,8 +67,7 @@ class Search {
   // The SimGrid step of one candidate: step_time_s, tokens_per_s, mfu, memory_per_gpu_bytes, fits,
   // breakdown.
   nlohmann::json simulate_one(std::uint64_t index) const;
-  // The plan as the user wrote it, simulated (on the search's cluster size: only with --gpus
-  // unset).
+  // The plan as the user wrote it, simulated (null when --gpus names another cluster size).
   nlohmann::json as_written() const;
   // Ranks the simulated candidates, plays the best few through failures, and builds the report.
   nlohmann::json report(const Tally& merged, std::vector<nlohmann::json> simulated, const nlohmann::json& as_written,
@@ -89,6 +88,7 @@ class Search {
   Space space_;
   std::unique_ptr<Enumeration> enumeration_;
   double model_flops_ = 0, peak_ = 0;
+  long long written_gpus_ = 0;  // the plan's own cluster size
 
   Plan candidate(std::uint64_t index, Choice& choice) const;
   double analytic_ettr(const Plan& plan, double step_s, double mfu) const;

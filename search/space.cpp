@@ -193,6 +193,11 @@ nlohmann::json to_json(const Space& s) {
 }
 
 Enumeration::Enumeration(const Space& space, long long gpus) : space_(space) {
+  // A space file may list thousands of values per knob: refuse before looping over their product.
+  double layouts = 1.0 * space.tp.size() * space.cp.size() * space.pp.size();
+  if (layouts > 1e7)
+    throw InputError("the search space has " + std::to_string(static_cast<long long>(layouts)) +
+                     " tp x cp x pp combinations (at most 10 million): narrow tp, cp or pp (--space)");
   for (int tp : space.tp)
     for (int cp : space.cp)
       for (int pp : space.pp) {

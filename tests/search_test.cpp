@@ -176,6 +176,10 @@ TEST(Search, BadSpacesAndFlagsAreRefusedNamingTheKey) {
   EXPECT_NE(refuse({{"memory_headroom", 1.5}}).find("memory_headroom"), std::string::npos);
   EXPECT_NE(refuse({{"checkpoint_mode", {"async"}}}).find("goodput"), std::string::npos);
   EXPECT_NE(refuse(json::array()).find("JSON object"), std::string::npos);
+  // Thousands of values a knob: refused before the product is looped over.
+  json many = json::array();
+  for (int v = 1; v <= 4096; ++v) many.push_back(v);
+  EXPECT_NE(refuse({{"tp", many}, {"cp", many}}).find("narrow tp, cp or pp"), std::string::npos);
   search::Options gpus;
   gpus.gpus = 12;  // not a multiple of 8 per node
   EXPECT_NE(error_of([&] { search::Search s(plan, gpus); }).find("--gpus 12"), std::string::npos);
