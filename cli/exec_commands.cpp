@@ -136,7 +136,8 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   require_writable_output(a.parameters, "--save-parameters");
   // The training data (a dataset is opened and checked here, before mpirun starts the ranks).
   std::unique_ptr<exec::DataSource> data = exec::make_data_source(plan);
-  if (!inside_mpi() && !a.checkpoint_key.empty()) exec::checkpoint_codec(a.checkpoint_key);  // the key file, before mpirun
+  // The checkpoint key (a file or the environment), read and checked before mpirun starts ranks.
+  if (!inside_mpi()) exec::checkpoint_codec(a.checkpoint_key, a.checkpoint_auth_key);
   if (a.backend == "cuda" && !inside_mpi()) require_cuda();
   std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();
@@ -222,10 +223,13 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     const nlohmann::json source = data->describe();
     ck.plan_identity = exec::plan_identity(read_json_file(a.plan), source.value("index_sha256", ""));
   }
-  // Encrypted checkpoints: the key from --checkpoint-key or the environment, never the plan.
-  std::unique_ptr<exec::ShardCodec> codec = exec::checkpoint_codec(a.checkpoint_key);
+  // Encrypted or authenticated checkpoints: the key from --checkpoint-key / --checkpoint-auth-key or
+  // the environment, never the plan.
+  std::unique_ptr<exec::ShardCodec> codec = exec::checkpoint_codec(a.checkpoint_key, a.checkpoint_auth_key);
   if (!a.checkpoint_key.empty() && checkpoint_dir.empty())
     throw InputError("--checkpoint-key: no checkpoints to encrypt (give --checkpoint-dir or reliability.checkpoint.dir)");
+  if (!a.checkpoint_auth_key.empty() && checkpoint_dir.empty())
+    throw InputError("--checkpoint-auth-key: no checkpoints to authenticate (give --checkpoint-dir or reliability.checkpoint.dir)");
   options.checkpoint.codec = codec.get();
   options.ft = ft.get();
   exec::ExecResult result;
@@ -391,6 +395,10 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--checkpoint-key", ex->checkpoint_key,
                       "Encrypt checkpoints (AES-256-GCM) with the key in this file: 32 bytes or 64 hex digits, mode 600 "
                       "(or DITWIN_CHECKPOINT_KEY_FILE / DITWIN_CHECKPOINT_KEY); docs/privacy.md");
+  execute->add_option("--checkpoint-auth-key", ex->checkpoint_auth_key,
+                      "Authenticate plain checkpoints (HMAC-SHA-256: readable, but an edit is refused) with the key in "
+                      "this file: 32 bytes or 64 hex digits, mode 600 (or DITWIN_CHECKPOINT_AUTH_KEY_FILE / "
+                      "DITWIN_CHECKPOINT_AUTH_KEY); docs/privacy.md");
   execute->add_flag("--no-resume", ex->no_resume, "Write checkpoints but start from step 0 even if some exist");
   execute->add_flag("--fresh", ex->fresh, "--supervise: delete the checkpoints in the directory first");
   execute->add_option("--inject", ex->inject,

@@ -19,7 +19,7 @@ struct ExecuteArgs {
   int ranks = 0, warmup = 2, threads = 0;
   // Fault tolerance (docs/reliability.md).
   bool supervise = false, no_resume = false, fresh = false;
-  std::string checkpoint_dir, checkpoint_key;
+  std::string checkpoint_dir, checkpoint_key, checkpoint_auth_key;
   std::vector<std::string> inject;  // CLI form, after the plan's reliability.inject
   std::string ft_run_dir, ft_fired;  // set by the supervisor for the ranks it launches
   int ft_attempt = 0;

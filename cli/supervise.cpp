@@ -12,6 +12,7 @@
 #include "cli/exec_commands.hpp"
 #include "exec/data/data_source.hpp"
 #include "exec/runtime.hpp"
+#include "exec/ft/sealed_codec.hpp"
 #include "exec/ft/supervisor.hpp"
 #include "model/errors.hpp"
 #include "model/report.hpp"
@@ -54,6 +55,7 @@ int run_supervised(const ExecuteArgs& a) {
   require_writable_output(a.trace, "--trace");
   require_writable_output(a.parameters, "--save-parameters");
   exec::make_data_source(plan);  // a bad dataset is refused once, here, not restarted over
+  exec::checkpoint_codec(a.checkpoint_key, a.checkpoint_auth_key);  // the key too, before any attempt
   std::vector<InjectSpec> injections = all_injections(plan, a);
   long long world = plan.parallelism.world();
   int ranks = a.ranks > 0 ? a.ranks : static_cast<int>(world);
@@ -117,6 +119,7 @@ int run_supervised(const ExecuteArgs& a) {
     if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
     if (a.backend != "cpu") args.insert(args.end(), {"--backend", a.backend});
     if (!a.checkpoint_key.empty()) args.insert(args.end(), {"--checkpoint-key", a.checkpoint_key});
+    if (!a.checkpoint_auth_key.empty()) args.insert(args.end(), {"--checkpoint-auth-key", a.checkpoint_auth_key});
     if (!a.profile.empty()) args.insert(args.end(), {"--profile", a.profile});
     if (!a.parameters.empty()) args.insert(args.end(), {"--save-parameters", a.parameters});
     if (a.no_resume && attempt == 1) args.push_back("--no-resume");

@@ -328,6 +328,86 @@ TEST(FtCheckpoint, SealedCheckpointsOpenOnlyWithTheirKeyAndIntact) {
   EXPECT_NE(refusal(store2, 4, id).find("shard-00000"), std::string::npos) << refusal(store2, 4, id);
 }
 
+// Authenticated plain checkpoints (AuthenticatedCodec): the values stay readable on disk, but an
+// edited value — even with every SHA-256 recomputed — a missing key, another key, a shard moved
+// to another name or a sealed checkpoint are refused naming the file (issue 16).
+TEST(FtCheckpoint, AuthenticatedCheckpointsAreReadableButRefuseAnyEdit) {
+  auto id = identity(10);
+  std::string dir = fresh_dir("authenticated");
+  AuthenticatedCodec codec(random_key());
+  CheckpointStore store(dir, codec);
+  write_two_shards(store, 4, 1.f);
+  store.commit(4, 2, id, {}, 2);
+  LoadedCheckpoint c = store.load(4, id);
+  ASSERT_EQ(c.params.size(), 10u);
+  EXPECT_EQ(c.params[7], 8.f);
+  // Plain: the float 8.0 of params[7] (0x41000000) is in the shard file, after the DWA1 header.
+  std::ifstream in(store.shard_path(4, 1), std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  EXPECT_EQ(raw.compare(0, 4, "DWA1"), 0);
+  std::size_t at = raw.find(std::string("\x00\x00\x00\x41", 4));
+  ASSERT_NE(at, std::string::npos);
+
+  EXPECT_NE(refusal(CheckpointStore(dir), 4, id).find("the checkpoint is authenticated"), std::string::npos);
+  AuthenticatedCodec other(random_key());
+  EXPECT_NE(refusal(CheckpointStore(dir, other), 4, id).find("authenticated with another key"), std::string::npos);
+  SealedCodec sealed(random_key());
+  EXPECT_NE(refusal(CheckpointStore(dir, sealed), 4, id), "");
+
+  // The edit of issue 16's finding: 8.0 -> 9.0 (0x41100000) with the shard's SHA-256 recomputed
+  // in its sidecar. The manifest's checksum cannot be recomputed without the key (the manifest is
+  // authenticated), and the shard's own tag no longer matches either: refused.
+  std::string edited = raw;
+  edited[at + 2] = '\x10';
+  EXPECT_THROW(codec.decode(edited, "shard-00001.bin"), CheckpointError);
+  EXPECT_THROW(codec.decode(raw, "shard-00000.bin"), CheckpointError);  // bound to its name
+  EXPECT_EQ(codec.decode(raw, "shard-00001.bin").size(), raw.size() - authenticated_overhead_bytes);
+  {
+    std::ofstream out(store.shard_path(4, 1), std::ios::binary | std::ios::trunc);
+    out << edited;
+  }
+  std::string sidecar = store.shard_path(4, 1);
+  sidecar.replace(sidecar.size() - 4, 4, ".sha256");
+  if (fs::exists(sidecar)) std::ofstream(sidecar, std::ios::trunc) << sha256_hex(edited) << "\n";
+  EXPECT_NE(refusal(store, 4, id).find("shard-00001"), std::string::npos) << refusal(store, 4, id);
+  {
+    std::ofstream out(store.shard_path(4, 1), std::ios::binary | std::ios::trunc);
+    out << raw;
+  }
+  if (fs::exists(sidecar)) std::ofstream(sidecar, std::ios::trunc) << sha256_hex(raw) << "\n";
+  EXPECT_EQ(store.load(4, id).params[7], 8.f);
+  // The manifest is authenticated too: one byte of its JSON changed is refused.
+  flip_byte((fs::path(store.step_dir(4)) / "manifest.json").string(), 12);
+  EXPECT_NE(refusal(store, 4, id).find("manifest.json"), std::string::npos) << refusal(store, 4, id);
+  // A shard renamed over its sibling is refused although each file is intact (names are bound).
+  std::string dir2 = fresh_dir("authenticated2");
+  CheckpointStore store2(dir2, codec);
+  write_two_shards(store2, 4, 1.f);
+  store2.commit(4, 2, id, {}, 2);
+  fs::copy_file(store2.shard_path(4, 0), store2.shard_path(4, 1), fs::copy_options::overwrite_existing);
+  EXPECT_NE(refusal(store2, 4, id), "");
+}
+
+TEST(FtCheckpoint, EncryptionAndAuthenticationKeysTogetherAreRefused) {
+  std::string dir = fresh_dir("keys");
+  fs::create_directories(dir);
+  std::string key = dir + "/k";
+  {
+    std::ofstream out(key);
+    out << std::string(64, 'a');
+  }
+  fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  try {
+    checkpoint_codec(key, key);
+    ADD_FAILURE() << "both keys accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("authenticated already"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(checkpoint_codec("", key)->name(), "hmac-sha256");
+  EXPECT_EQ(checkpoint_codec(key, "")->name(), "aes-256-gcm");
+}
+
 }  // namespace
 }  // namespace ditwin::exec
 

@@ -49,6 +49,9 @@ class IdentityCodec : public ShardCodec {
     if (stored.compare(0, 4, "DWS1") == 0)  // exec/crypto's sealed-blob magic
       throw CheckpointError(context + ": the checkpoint is encrypted; give its key (--checkpoint-key FILE, "
                             "DITWIN_CHECKPOINT_KEY_FILE or DITWIN_CHECKPOINT_KEY)");
+    if (stored.compare(0, 4, "DWA1") == 0)  // an authenticated blob: read it only after checking it
+      throw CheckpointError(context + ": the checkpoint is authenticated; give its key (--checkpoint-auth-key FILE, "
+                            "DITWIN_CHECKPOINT_AUTH_KEY_FILE or DITWIN_CHECKPOINT_AUTH_KEY)");
     return stored;
   }
 };
@@ -458,7 +461,9 @@ bool load_latest(const CheckpointStore& store, Communicator& comm, const Checkpo
         if (why.find("written for another plan") != std::string::npos) other_plan = true, other_plan_why = why;
         // The key (missing, or not the one they were sealed with) rather than the data.
         if (why.find("the checkpoint is encrypted") != std::string::npos ||
-            why.find("sealed with another key") != std::string::npos)
+            why.find("the checkpoint is authenticated") != std::string::npos ||
+            why.find("sealed with another key") != std::string::npos ||
+            why.find("authenticated with another key") != std::string::npos)
           key_problem = true, key_problem_why = why;
       }
     } else {
@@ -477,7 +482,8 @@ bool load_latest(const CheckpointStore& store, Communicator& comm, const Checkpo
   if (key_problem)
     throw InputError(key_problem_why + "; no checkpoint in " + store.dir() +
                      " could be opened, and starting over would overwrite them: give the key they were written with "
-                     "(--checkpoint-key, DITWIN_CHECKPOINT_KEY_FILE or DITWIN_CHECKPOINT_KEY), or --no-resume to start over");
+                     "(--checkpoint-key or --checkpoint-auth-key, or their DITWIN_CHECKPOINT_KEY* / "
+                     "DITWIN_CHECKPOINT_AUTH_KEY* variables), or --no-resume to start over");
   return false;
 }
 

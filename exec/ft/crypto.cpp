@@ -1,8 +1,11 @@
-// AES-256-GCM sealed blobs through OpenSSL's EVP interface, and key loading.
+// AES-256-GCM sealed blobs and HMAC-SHA-256 authenticated blobs through OpenSSL's EVP interface,
+// and key loading.
 #include "exec/ft/crypto.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
@@ -165,12 +168,69 @@ SecretKey key_from_file(const std::string& path) {
 }
 }  // namespace
 
-SecretKey load_key(const std::string& key_file) {
+SecretKey load_key(const std::string& key_file, const std::string& env) {
   if (!key_file.empty()) return key_from_file(key_file);
-  if (const char* path = std::getenv("DITWIN_CHECKPOINT_KEY_FILE"); path && *path) return key_from_file(path);
-  if (const char* hex = std::getenv("DITWIN_CHECKPOINT_KEY"); hex && *hex) return key_from_hex(hex, "DITWIN_CHECKPOINT_KEY");
-  throw CryptoError("no checkpoint key: set DITWIN_CHECKPOINT_KEY to 64 hex digits, or DITWIN_CHECKPOINT_KEY_FILE to a key "
+  std::string file_env = env + "_FILE";
+  if (const char* path = std::getenv(file_env.c_str()); path && *path) return key_from_file(path);
+  if (const char* hex = std::getenv(env.c_str()); hex && *hex) return key_from_hex(hex, env);
+  throw CryptoError("no checkpoint key: set " + env + " to 64 hex digits, or " + file_env + " to a key "
                     "file (32 raw bytes or 64 hex digits, mode 600)");
+}
+
+namespace {
+
+constexpr char auth_magic[4] = {'D', 'W', 'A', '1'};
+constexpr std::size_t hmac_bytes = 32;
+
+// HMAC-SHA-256 over the magic, the associated data (length first, so no two splits collide) and
+// the payload, through OpenSSL 3's EVP_MAC.
+std::array<std::uint8_t, hmac_bytes> hmac(const SecretKey& key, std::string_view associated_data,
+                                          std::span<const std::uint8_t> payload) {
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!mac) throw std::runtime_error("OpenSSL: HMAC is not available");
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
+  EVP_MAC_free(mac);
+  if (!ctx) throw std::runtime_error("OpenSSL: cannot allocate an HMAC context");
+  std::unique_ptr<EVP_MAC_CTX, void (*)(EVP_MAC_CTX*)> guard(ctx, EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+  check(EVP_MAC_init(ctx, key.data(), SecretKey::size, params), "HMAC init");
+  std::uint64_t length = associated_data.size();
+  std::uint8_t length_bytes[8];
+  for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<std::uint8_t>(length >> (8 * i));
+  check(EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(auth_magic), sizeof auth_magic), "HMAC update");
+  check(EVP_MAC_update(ctx, length_bytes, sizeof length_bytes), "HMAC update");
+  check(EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(associated_data.data()), associated_data.size()), "HMAC update");
+  check(EVP_MAC_update(ctx, payload.data(), payload.size()), "HMAC update");
+  std::array<std::uint8_t, hmac_bytes> tag{};
+  std::size_t written = 0;
+  check(EVP_MAC_final(ctx, tag.data(), &written, tag.size()), "HMAC final");
+  if (written != hmac_bytes) throw std::runtime_error("OpenSSL: HMAC-SHA-256 gave an unexpected length");
+  return tag;
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> authenticate(const SecretKey& key, std::span<const std::uint8_t> plaintext,
+                                       std::string_view associated_data) {
+  std::vector<std::uint8_t> blob(authenticated_overhead_bytes + plaintext.size());
+  std::memcpy(blob.data(), auth_magic, sizeof auth_magic);
+  if (!plaintext.empty()) std::memcpy(blob.data() + sizeof auth_magic, plaintext.data(), plaintext.size());
+  auto tag = hmac(key, associated_data, plaintext);
+  std::memcpy(blob.data() + sizeof auth_magic + plaintext.size(), tag.data(), tag.size());
+  return blob;
+}
+
+std::vector<std::uint8_t> verify(const SecretKey& key, std::span<const std::uint8_t> blob, std::string_view associated_data,
+                                 const std::string& what) {
+  if (blob.size() < authenticated_overhead_bytes || std::memcmp(blob.data(), auth_magic, sizeof auth_magic) != 0)
+    throw CryptoError(what + ": not an authenticated blob (too short or no DWA1 header)");
+  auto payload = blob.subspan(sizeof auth_magic, blob.size() - authenticated_overhead_bytes);
+  auto tag = hmac(key, associated_data, payload);
+  if (CRYPTO_memcmp(tag.data(), blob.data() + blob.size() - hmac_bytes, hmac_bytes) != 0)
+    throw CryptoError(what + ": authentication failed: the data was modified or truncated, the key is not the one "
+                             "it was written with, or it belongs to another shard or step");
+  return std::vector<std::uint8_t>(payload.begin(), payload.end());
 }
 
 SecretKey random_key() {

@@ -47,11 +47,24 @@ std::vector<std::uint8_t> seal(const SecretKey& key, std::span<const std::uint8_
 std::vector<std::uint8_t> open(const SecretKey& key, std::span<const std::uint8_t> blob, std::string_view associated_data,
                                const std::string& what = "sealed blob");
 
-// The key, in this order: `key_file` when given; else the file named by DITWIN_CHECKPOINT_KEY_FILE;
-// else DITWIN_CHECKPOINT_KEY (64 hex digits). A key file holds 32 raw bytes or 64 hex digits
-// (a trailing newline is fine) and must not be readable by group or others. Errors say which
-// source was wrong and how, never what it held.
-SecretKey load_key(const std::string& key_file = "");
+// Authenticated, not encrypted, blobs (plain checkpoints that cannot be edited unnoticed):
+// "DWA1" (4 bytes) | plaintext | HMAC-SHA-256 tag (32 bytes) over the magic, the associated
+// data's length and bytes, and the plaintext.
+constexpr std::size_t authenticated_overhead_bytes = 4 + 32;
+std::vector<std::uint8_t> authenticate(const SecretKey& key, std::span<const std::uint8_t> plaintext,
+                                       std::string_view associated_data);
+// The plaintext of an authentic blob (tag compared in constant time); CryptoError naming `what`
+// otherwise.
+std::vector<std::uint8_t> verify(const SecretKey& key, std::span<const std::uint8_t> blob, std::string_view associated_data,
+                                 const std::string& what = "authenticated blob");
+
+// The key, in this order: `key_file` when given; else the file named by `env`_FILE; else `env`
+// (64 hex digits). A key file holds 32 raw bytes or 64 hex digits (a trailing newline is fine),
+// must be a regular file and must not be readable by group or others. Errors say which source was
+// wrong and how, never what it held. The sealing key's `env` is DITWIN_CHECKPOINT_KEY, the
+// authentication key's DITWIN_CHECKPOINT_AUTH_KEY.
+SecretKey load_key(const std::string& key_file, const std::string& env);
+inline SecretKey load_key(const std::string& key_file = "") { return load_key(key_file, "DITWIN_CHECKPOINT_KEY"); }
 // 64 hex digits (either case). `source` names where they came from in errors.
 SecretKey key_from_hex(std::string_view hex, const std::string& source);
 // A fresh key from OpenSSL's CSPRNG (to generate key files; tests).
