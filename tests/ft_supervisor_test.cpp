@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "exec/ft/supervisor.hpp"
 #include "model/plan.hpp"
 #include "tests/test_util.hpp"
 
@@ -255,6 +256,43 @@ TEST_F(FtSupervisor, OutsideKillNineIsDetectedAndRecovered) {
   EXPECT_LT(report["failures"][0]["detected_after_s"].get<double>(), 0.5);
 }
 
+// Issue 16: a hang nobody injected, caught by a survivor's collective watchdog, was reported as
+// "detected 0.000 s after the failure". It is now dated by the stuck rank's last heartbeat.
+TEST_F(FtSupervisor, AnOutsideStopIsDatedByTheStuckRanksLastBeat) {
+  std::string tag = "outside_stop";
+  std::string plan = write_plan(tag, "sync", 2, "adamw", /*heartbeat_s=*/30, /*nccl_timeout_s=*/1.0);
+  std::string base = ::testing::TempDir() + "/ft_run_" + tag;
+  std::string run_dir = base + ".ck/supervisor";
+  fs::remove_all(base + ".ck");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = ditwin_bin + " execute " + plan + " --steps 12 --ranks 2 --supervise --checkpoint-dir " + base +
+                      ".ck --report " + base + ".report.json > " + base + ".log 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+    _exit(127);
+  }
+  bool stopped = false;
+  for (int i = 0; i < 3000 && !stopped; ++i) {
+    std::ifstream hb(run_dir + "/heartbeat-1");
+    int rank_pid = 0;
+    long long step = -9;
+    if (hb >> rank_pid >> step && step >= 3 && step < 10) stopped = ::kill(rank_pid, SIGSTOP) == 0;
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(stopped) << slurp(base + ".log");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(base + ".log");
+  auto report = ditwin::read_json_file(base + ".report.json");
+  ASSERT_GE(report["failures"].size(), 1u);
+  EXPECT_EQ(report["failures"][0]["kind"], "collective_timeout") << slurp(base + ".log");
+  // The watchdog gives up 1 s after the collective began: the failure is about that old.
+  EXPECT_GT(report["failures"][0]["detected_after_s"].get<double>(), 0.5) << slurp(base + ".log");
+  EXPECT_LT(report["failures"][0]["detected_after_s"].get<double>(), 10.0);
+}
+
 TEST_F(FtSupervisor, HangIsDetectedWithinTheHeartbeatTimeout) {
   Outcome r = supervised(write_plan("hang", "sync", 2, "adamw", /*heartbeat_s=*/1.0), "hang", "--inject hang:rank=1,step=5");
   ASSERT_EQ(r.rc, 0) << r.log;
@@ -382,6 +420,78 @@ TEST(FtSupervisorLifetime, OneJobPerCheckpointDirectoryAndNoOrphans) {
   // The lock went with its holder: a new job may use the directory.
   Outcome again = execute(plan, "lifetime-again", "--supervise --checkpoint-dir " + ck, 2);
   EXPECT_EQ(again.rc, 0) << again.log;
+}
+
+// A process that is not the job's, for the supervisor to leave alone or (named with the run's
+// directory on its command line, as the job's processes are) to end.
+pid_t start_sleeper(const std::vector<std::string>& extra) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<std::string> args = {"python3", "-c", "import time; time.sleep(60)"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execvp("python3", argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+bool alive(pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == 0 && ::kill(pid, 0) == 0; }
+
+// Issue 16: a heartbeat file naming an unrelated process got it SIGKILLed. The supervisor now acts
+// only on pids whose command line carries the run's directory, and times heartbeats on its own
+// monotonic clock.
+TEST(FtSupervisorLifetime, AHeartbeatNamingAnotherProcessIsNotObeyed) {
+  std::string run_dir = ::testing::TempDir() + "/ft_forged_heartbeat";
+  fs::remove_all(run_dir);
+  pid_t victim = start_sleeper({});
+  ditwin::exec::SupervisorConfig c;
+  c.run_dir = run_dir;
+  c.ranks = 1;
+  c.heartbeat_timeout_s = 30;
+  c.restart.max_restarts = 0;
+  // The "job" forges rank 0's heartbeat with the victim's pid (this attempt, a step, a wall time
+  // hours ahead), then fails.
+  c.command = [&](int, const std::set<int>&) {
+    std::string line = std::to_string(victim) + " 5 9999999999.0 1 1";
+    return std::vector<std::string>{"sh", "-c", "echo '" + line + "' > " + run_dir + "/heartbeat-0; sleep 0.3; exit 1"};
+  };
+  auto run = ditwin::exec::supervise(c);
+  EXPECT_FALSE(run.finished);
+  EXPECT_TRUE(alive(victim)) << "the supervisor killed a process that is not the job's";
+  ::kill(victim, SIGKILL);
+  ::waitpid(victim, nullptr, 0);
+}
+
+// A supervisor killed with -9 whose job somehow outlived it (here: a process carrying the run's
+// directory, as mpirun and the ranks do): the next supervisor of the run ends it before it starts.
+TEST(FtSupervisorLifetime, ARestartedSupervisorEndsOrphansOfItsRun) {
+  std::string run_dir = ::testing::TempDir() + "/ft_orphans";
+  fs::remove_all(run_dir);
+  fs::create_directories(run_dir);
+  pid_t orphan = start_sleeper({"--ft-run-dir", run_dir});
+  pid_t bystander = start_sleeper({"--ft-run-dir", run_dir + "-other"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // python has started
+  ASSERT_TRUE(alive(orphan));
+  ditwin::exec::SupervisorConfig c;
+  c.run_dir = run_dir;
+  c.ranks = 1;
+  std::vector<std::string> lines;
+  c.log = [&](const std::string& l) { lines.push_back(l); };
+  c.command = [](int, const std::set<int>&) { return std::vector<std::string>{"true"}; };
+  auto run = ditwin::exec::supervise(c);
+  EXPECT_TRUE(run.finished);
+  ::waitpid(orphan, nullptr, 0);  // reaped: it is gone
+  EXPECT_FALSE(alive(orphan));
+  EXPECT_TRUE(alive(bystander)) << "another run's process was ended";
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines[0].find("ended 1 process(es) an earlier supervisor of this run left (pids " + std::to_string(orphan)),
+            std::string::npos)
+      << lines[0];
+  ::kill(bystander, SIGKILL);
+  ::waitpid(bystander, nullptr, 0);
 }
 
 }  // namespace

@@ -52,5 +52,8 @@ class Communicator {
 std::unique_ptr<Communicator> mpi_world();
 // A world of this process alone, without MPI (single-GPU runs on machines without Open MPI).
 std::unique_ptr<Communicator> local_world();
+// A world of `ranks` ranks that are threads of this process (one communicator per thread, rank r
+// at index r): multi-rank runs without mpirun, for ThreadSanitizer (tools/tsan.sh) and tests.
+std::vector<std::unique_ptr<Communicator>> thread_world(int ranks);
 
 }  // namespace ditwin::exec

@@ -66,7 +66,8 @@ void FaultTolerance::event(nlohmann::json e) {
 void FaultTolerance::beat(long long step) {
   if (heartbeat_fd_ < 0) return;
   char line[96];
-  int n = std::snprintf(line, sizeof line, "%d %lld %.6f\n", static_cast<int>(getpid()), step, wall_now());
+  int n = std::snprintf(line, sizeof line, "%d %lld %.6f %d %llu\n", static_cast<int>(getpid()), step, wall_now(),
+                        options_.attempt, ++beats_);
   std::memset(line + n, ' ', sizeof line - 1 - n);  // fixed size: a reader never sees a shorter tail
   line[sizeof line - 1] = '\n';
   if (::pwrite(heartbeat_fd_, line, sizeof line, 0) < 0) return;

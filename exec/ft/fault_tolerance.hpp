@@ -5,6 +5,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -36,8 +37,10 @@ class FaultTolerance {
   int rank() const { return rank_; }
   // Appends one JSON line ({"t", "rank", "attempt"} added) to RUN_DIR/events.jsonl.
   void event(nlohmann::json e);
-  // RUN_DIR/heartbeat-RANK: "pid step wall_time"; the supervisor declares a rank hung when it
-  // stops changing for reliability.heartbeat_s.
+  // RUN_DIR/heartbeat-RANK: "pid step wall_time attempt beat": the supervisor times when the
+  // line last changed on its own monotonic clock (a clock step on either side, or another host's
+  // clock, never fakes a hang) and declares the rank hung when it stops changing for
+  // reliability.heartbeat_s; `beat` counts up so that every call changes the line.
   void beat(long long step);
   // Phases the heartbeat names instead of a step: start-up (MPI, lowering, model, checkpoint load),
   // checkpointing and finishing (final gathers, report) may take longer than a step, and get the
@@ -61,6 +64,7 @@ class FaultTolerance {
   FtOptions options_;
   int rank_;
   int heartbeat_fd_ = -1, events_fd_ = -1;
+  std::atomic<unsigned long long> beats_{0};
   std::mutex mutex_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;

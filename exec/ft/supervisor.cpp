@@ -40,15 +40,50 @@ void on_interrupt(int) { interrupted = 1; }
 struct Heartbeat {
   int pid = -1;
   long long step = -2;
-  double t = 0;
+  double t = 0;               // the rank's wall clock: for people reading the file, not for detection
+  int attempt = 0;
+  unsigned long long beat = 0;
+  std::string line;           // what the file held: a change is a beat
 };
 
 Heartbeat read_heartbeat(const std::string& path) {
   Heartbeat h;
   std::ifstream in(path);
-  if (in) in >> h.pid >> h.step >> h.t;
-  if (!in) h = Heartbeat{};
+  if (!in || !std::getline(in, h.line)) return Heartbeat{};
+  std::istringstream fields(h.line);
+  if (!(fields >> h.pid >> h.step >> h.t >> h.attempt >> h.beat)) {
+    std::string line = h.line;
+    h = Heartbeat{};
+    h.line = line;
+  }
   return h;
+}
+
+// The job's own processes: mpirun and every rank carry `--ft-run-dir RUN_DIR` on their command
+// lines. A pid read from a heartbeat file is acted on (watched, killed) only when it is one of
+// them: the file is data anyone with access to the run directory could have written.
+bool runs_in(int pid, const std::string& run_dir) {
+  if (pid <= 0 || pid == ::getpid()) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  if (!in) return false;
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string needle = std::string("--ft-run-dir") + '\0' + run_dir + '\0';
+  return cmdline.find(needle) != std::string::npos;
+}
+
+// Every live process of this run left by an earlier supervisor (one killed with -9 before its
+// mpirun could take them down): ended before a new attempt starts. Returns their pids.
+std::vector<int> end_orphans(const std::string& run_dir) {
+  std::vector<int> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    int pid = std::stoi(name);
+    if (runs_in(pid, run_dir)) found.push_back(pid);
+  }
+  for (int pid : found) ::kill(pid, SIGKILL);
+  return found;
 }
 
 // Reads complete new lines of a file that others append to.
@@ -112,6 +147,17 @@ SupervisedRun supervise(const SupervisorConfig& c) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   fs::create_directories(c.run_dir);
+  // The caller holds the run's lock: anything still running with this run directory is an orphan
+  // of a supervisor that died, and would train on (and write checkpoints) beside the new attempt.
+  if (auto orphans = end_orphans(c.run_dir); !orphans.empty()) {
+    std::string list;
+    for (int p : orphans) list += (list.empty() ? "" : ", ") + std::to_string(p);
+    log("supervisor: ended " + std::to_string(orphans.size()) + " process(es) an earlier supervisor of this run left (pids " +
+        list + ")");
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (int p : orphans)
+      while (!gone(p) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   std::string events_path = c.run_dir + "/events.jsonl";
   fs::remove(events_path);
   for (int r = 0; r < c.ranks; ++r) fs::remove(c.run_dir + "/heartbeat-" + std::to_string(r));
@@ -182,7 +228,14 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     int exit_code = 0;
     int hung_rank = -1, dead_rank = -1;
     double hung_since = 0;
-    std::vector<int> rank_pids;
+    // Per rank: the heartbeat line last seen, when it last changed (the supervisor's monotonic
+    // clock, and the wall time then for the report), and its pid once known to be this job's.
+    using Clock = std::chrono::steady_clock;
+    std::vector<std::string> last_line(c.ranks);
+    std::vector<Clock::time_point> changed_at(c.ranks, Clock::now());
+    std::vector<double> changed_wall(c.ranks, launch_t);
+    std::vector<int> verified(c.ranks, -1);
+    auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
     while (true) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       drain(attempt, fired, seen);
@@ -192,25 +245,28 @@ SupervisedRun supervise(const SupervisorConfig& c) {
         exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         break;
       }
-      double now = wall_now();
-      rank_pids.clear();
+      auto now = Clock::now();
       for (int r = 0; r < c.ranks && hung_rank < 0 && dead_rank < 0; ++r) {
         Heartbeat h = read_heartbeat(c.run_dir + "/heartbeat-" + std::to_string(r));
-        bool this_attempt = h.t >= launch_t;
-        if (this_attempt && h.pid > 0) rank_pids.push_back(h.pid);
+        bool this_attempt = h.attempt == attempt && h.pid > 0;
+        if (this_attempt && h.line != last_line[r]) {
+          last_line[r] = h.line;
+          changed_at[r] = now;
+          changed_wall[r] = wall_now();
+          if (verified[r] != h.pid && runs_in(h.pid, c.run_dir)) verified[r] = h.pid;
+        }
         // A rank process that is gone is a failure now; mpirun takes about a second to notice
         // and tear the others down.
-        if (this_attempt && h.pid > 0 && h.step != FaultTolerance::exiting_step && gone(h.pid)) {
+        if (this_attempt && verified[r] == h.pid && h.step != FaultTolerance::exiting_step && gone(h.pid)) {
           dead_rank = r;
           break;
         }
-        double last = this_attempt ? h.t : launch_t;
         bool long_phase = !this_attempt || h.step == FaultTolerance::starting_step ||
                           h.step == FaultTolerance::finishing_step || h.step == FaultTolerance::checkpointing_step;
         double limit = long_phase ? c.startup_timeout_s + c.heartbeat_timeout_s : c.heartbeat_timeout_s;
-        if (now - last > limit) {
+        if (seconds(now - changed_at[r]) > limit) {
           hung_rank = r;
-          hung_since = last;
+          hung_since = changed_wall[r];
         }
       }
       if (hung_rank >= 0 || dead_rank >= 0 || interrupted) break;
@@ -244,16 +300,24 @@ SupervisedRun supervise(const SupervisorConfig& c) {
         detail += (detail.empty() ? "" : "; ") + m;
       }
     }
+    // A hang a survivor's collective watchdog caught began when the stuck rank last beat: the
+    // oldest last beat of the attempt (not when the watchdog gave up).
+    if (kind == "collective_timeout" && !injected_hang)
+      for (int r = 0; r < c.ranks; ++r)
+        if (!last_line[r].empty()) fail_t = std::min(fail_t, changed_wall[r]);
     // A hang that ends in a dead process (the watchdog aborted, or another fault killed a rank
     // first) is named by what detected it; only an injected hang with nothing else is "hang".
     if (kind == "process_exit" && injected_hang && dead_rank < 0 && !interrupted) kind = "hang";
     fail_t = std::min(fail_t, detect_t);
-    // Kill what is left: the group, then every rank pid of this attempt, and reap them.
+    // Kill what is left: the group, then every rank of this attempt whose pid is this job's
+    // (a heartbeat naming another process is not obeyed), and reap them.
     ::kill(-pid, SIGKILL);
+    std::vector<int> rank_pids;
     for (int r = 0; r < c.ranks; ++r) {
       Heartbeat h = read_heartbeat(c.run_dir + "/heartbeat-" + std::to_string(r));
-      if (h.t >= launch_t && h.pid > 0) rank_pids.push_back(h.pid);
+      if (h.attempt == attempt && (h.pid == verified[r] || runs_in(h.pid, c.run_dir))) rank_pids.push_back(h.pid);
     }
+    for (int p : end_orphans(c.run_dir)) rank_pids.push_back(p);  // ranks that never beat
     for (int p : rank_pids) ::kill(p, SIGKILL);
     if (!exited) ::waitpid(pid, nullptr, 0);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
