@@ -22,9 +22,15 @@
 namespace {
 
 
-int run_plan(const std::string& plan_path, const std::string& report_path) {
+// --max-memory GB: the budget a Program may take (model/program.hpp), in bytes.
+double memory_budget(double gigabytes) {
+  if (!(gigabytes > 0) || gigabytes > 1e6) throw ditwin::InputError("--max-memory: must be a number of GB in (0, 1e6]");
+  return gigabytes * 1e9;
+}
+
+int run_plan(const std::string& plan_path, const std::string& report_path, double max_memory_gb) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
-  ditwin::Program program = ditwin::lower(plan);
+  ditwin::Program program = ditwin::lower(plan, memory_budget(max_memory_gb));
   nlohmann::json summary = ditwin::plan_summary(plan, program);
   std::cout << ditwin::format_plan_summary(summary);
   if (!report_path.empty()) ditwin::write_json_file(summary, report_path, 2);
@@ -137,7 +143,8 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
 }
 
 int run_simulate(const std::string& plan_path, const std::string& report_path, const std::string& trace_path,
-                 const std::string& profile_path, const std::string& mode, const RunModeOptions& run_options) {
+                 const std::string& profile_path, const std::string& mode, const RunModeOptions& run_options,
+                 double max_memory_gb) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
   ditwin::require_writable_output(report_path, "--report");
   ditwin::require_writable_output(trace_path, "--trace");
@@ -148,7 +155,7 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
     throw ditwin::InputError(run_options.inject.empty() ? "--steps: needs --mode run" : "--inject: needs --mode run");
   ditwin::cost::DeviceProfile profile =
       profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
-  ditwin::Program program = ditwin::lower(plan);
+  ditwin::Program program = ditwin::lower(plan, memory_budget(max_memory_gb));
   ditwin::StepReport report = ditwin::sim::simulate_step(plan, program, profile);
   if (mode == "run") return run_longrun(plan, report, report_path, trace_path, run_options);
   print_step_report(report);
@@ -169,6 +176,8 @@ int main(int argc, char** argv) {
   auto* plan_cmd = app.add_subcommand("plan", "Show what a plan lowers to: parameters, FLOPs, memory per GPU, ops");
   plan_cmd->add_option("plan", plan_path, "Training plan (JSON)")->required();
   plan_cmd->add_option("--report", report_path, "Also write the summary as JSON");
+  double max_memory_gb = ditwin::default_program_memory_bytes / 1e9;
+  plan_cmd->add_option("--max-memory", max_memory_gb, "GB the lowered Program may take (default 3); larger plans are refused");
 
   std::string sim_plan, sim_report, sim_trace, sim_profile, sim_mode = "step";
   auto* sim_cmd = app.add_subcommand("simulate", "Predict a training step on a simulated cluster (SimGrid)");
@@ -176,6 +185,7 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--report", sim_report, "Write the predicted report (JSON)");
   sim_cmd->add_option("--trace", sim_trace, "Write the predicted timeline (Chrome trace JSON, opens in Perfetto)");
   sim_cmd->add_option("--profile", sim_profile, "Device profile from `ditwin calibrate` instead of the preset");
+  sim_cmd->add_option("--max-memory", max_memory_gb, "GB the lowered Program may take (default 3); larger plans are refused");
   sim_cmd->add_option("--mode", sim_mode, "step: one training step; run: weeks of training through failures (ETTR)");
   RunModeOptions run_options;
   sim_cmd->add_option("--trials", run_options.trials, "--mode run: independent trials (default 100)")->check(CLI::PositiveNumber);
@@ -201,12 +211,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (plan_cmd->parsed()) return run_plan(plan_path, report_path);
+    if (plan_cmd->parsed()) return run_plan(plan_path, report_path, max_memory_gb);
     if (int rc = run_exec_command(); rc >= 0) return rc;
     if (int rc = run_privacy_command(); rc >= 0) return rc;
     if (int rc = run_dataset_command(); rc >= 0) return rc;
     if (int rc = run_search_command(); rc >= 0) return rc;
-    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options);
+    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options, max_memory_gb);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";
     return 2;

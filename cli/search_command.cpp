@@ -26,6 +26,7 @@ namespace {
 
 struct SearchArgs {
   std::string plan, report, best_plan, pareto;
+  double max_memory_gb = default_program_memory_bytes / 1e9;
   search::Options options;
 };
 
@@ -122,7 +123,9 @@ int run_search(const SearchArgs& a) {
       throw InputError("--pareto: this ditwin was built without Qt 6 (the GUI), which draws the plot; the report's "
                        "\"pareto\" section holds the same points");
 #endif
-    s = std::make_unique<search::Search>(a.plan, a.options);
+    search::Options options = a.options;
+    options.max_memory_bytes = a.max_memory_gb * 1e9;
+    s = std::make_unique<search::Search>(a.plan, options);
   } catch (const std::exception&) {
     // Every rank reads the same inputs and fails the same way: rank 0 says why.
     if (root) throw;
@@ -209,6 +212,8 @@ std::function<int()> add_search_command(CLI::App& app) {
   cmd->add_option("--longrun-trials", a->options.longrun_trials,
                   "Trials of the long-run simulation of the best 3 (plans with failures; default 20)")
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-memory", a->max_memory_gb, "GB a candidate's lowered Program may take (default 3)")
+      ->check(CLI::Range(1e-6, 1e6));
   cmd->add_option("--report", a->report, "Write the search report (JSON)");
   cmd->add_option("--best-plan", a->best_plan, "Write the best candidate as a ready-to-run plan (JSON)");
   cmd->add_option("--pareto", a->pareto, "Draw the Pareto plot (PNG; needs the Qt GUI build)");

@@ -1,6 +1,7 @@
 // Lowers a plan to the Program: for each pipeline stage, the ops of one training step in
 // the order the schedule runs them, with their data dependencies, FLOPs and bytes.
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 
@@ -957,17 +958,24 @@ std::size_t estimated_program_ops(const Plan& plan) {
   return ops > 1e18L ? static_cast<std::size_t>(1e18) : static_cast<std::size_t>(ops);
 }
 
-Program lower(const Plan& plan) {
+Program lower(const Plan& plan, double memory_bytes) {
   // Refused before anything is built: a Program is ~300 bytes an op, per stage.
   std::size_t estimate = estimated_program_ops(plan);
-  if (estimate > max_program_ops)
+  if (estimate > max_program_ops(memory_bytes)) {
+    char budget[64];
+    std::snprintf(budget, sizeof budget, "%.3g GB", memory_bytes / 1e9);
+    char need[64];
+    std::snprintf(need, sizeof need, "%.3g GB", estimate * program_bytes_per_op / 1e9);
     throw InputError(std::string(plan.model.layers / plan.parallelism.pp > plan.micro_batches() ? "model.layers"
                                                                                                 : "training.global_batch") +
-                     ": the step's Program would hold ~" + std::to_string(estimate / 1000000) +
-                     " M ops (" + std::to_string(plan.model.layers) + " layers / pp " +
+                     ": the step's Program would hold ~" +
+                     (estimate >= 1000000 ? std::to_string(estimate / 1000000) + " M" : std::to_string(estimate)) +
+                     " ops (" + std::to_string(plan.model.layers) + " layers / pp " +
                      std::to_string(plan.parallelism.pp) + " x " + std::to_string(plan.micro_batches()) +
-                     " micro-batches); the most this build lowers is " + std::to_string(max_program_ops / 1000000) +
-                     " M: raise training.micro_batch or parallelism.pp, or lower global_batch or model.layers");
+                     " micro-batches), ~" + need + " of memory, over the budget of " + budget +
+                     " (--max-memory): raise training.micro_batch or parallelism.pp, lower global_batch or "
+                     "model.layers, or give --max-memory more");
+  }
   Program program;
   const auto& par = plan.parallelism;
   program.dp = par.dp;

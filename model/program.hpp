@@ -103,10 +103,18 @@ std::vector<std::string> stage_parameter_groups(const Plan& plan, int stage);
 
 // An upper bound on the ops of the whole Program (every stage's class), without building it.
 std::size_t estimated_program_ops(const Plan& plan);
-// Plans whose estimate exceeds this are refused (InputError naming the keys to change): ~3 GB.
-constexpr std::size_t max_program_ops = 10'000'000;
+// What a Program costs in memory per op (the Op, its name, dependencies and parameter groups), and
+// the budget a Program may take unless `--max-memory` says otherwise (3 GB: 10 million ops).
+constexpr double program_bytes_per_op = 300;
+constexpr double default_program_memory_bytes = 3e9;
+// The most ops a Program may hold within `memory_bytes`.
+inline std::size_t max_program_ops(double memory_bytes = default_program_memory_bytes) {
+  return static_cast<std::size_t>(memory_bytes / program_bytes_per_op);
+}
 
-// Lowers a validated plan. Throws InputError only for plans the lowering cannot express.
-Program lower(const Plan& plan);
+// Lowers a validated plan. Throws InputError only for plans the lowering cannot express, and,
+// before building anything, for plans whose Program would exceed `memory_bytes` (naming the keys
+// to change and --max-memory).
+Program lower(const Plan& plan, double memory_bytes = default_program_memory_bytes);
 
 }  // namespace ditwin

@@ -233,8 +233,9 @@ Tally Search::analytic(int rank, int ranks, const std::function<void(std::uint64
     }
     try {
       validate_plan(c);
-      if (estimated_program_ops(c) > max_program_ops)
-        throw InputError("program size: the step lowers to more than " + std::to_string(max_program_ops) + " ops");
+      if (estimated_program_ops(c) > max_program_ops(options_.max_memory_bytes))
+        throw InputError("program size: the step's Program would exceed --max-memory (" +
+                         std::to_string(options_.max_memory_bytes / 1e9) + " GB)");
     } catch (const InputError& e) {
       refuse(reason_of(e.what()), e.what());
       continue;
@@ -278,7 +279,7 @@ json Search::simulate_one(std::uint64_t index) const {
   Choice choice;
   Plan c = candidate(index, choice);
   validate_plan(c);
-  Program program = lower(c);
+  Program program = lower(c, options_.max_memory_bytes);
   StepReport r = sim::simulate_step(c, program, profile_);
   return {{"step_time_s", r.step_time_s}, {"tokens_per_s", r.tokens_per_s}, {"mfu", r.mfu},
           {"memory_per_gpu_bytes", r.memory["peak_bytes"]}, {"fits", r.memory["fits"]},
@@ -320,7 +321,7 @@ void require_feasible(const Tally& merged, const std::string& plan_path) {
 json Search::as_written() const {
   if (options_.gpus != 0 && options_.gpus != written_gpus_) return nullptr;  // another cluster size: nothing to compare with
   Plan p = base_;
-  Program program = lower(p);
+  Program program = lower(p, options_.max_memory_bytes);
   StepReport r = sim::simulate_step(p, program, profile_);
   json j = {{"step_time_s", r.step_time_s}, {"tokens_per_s", r.tokens_per_s}, {"mfu", r.mfu},
             {"memory_per_gpu_bytes", r.memory["peak_bytes"]}, {"fits", r.memory["fits"]}};

@@ -15,6 +15,7 @@
 
 #include "cost_models/profile.hpp"
 #include "model/plan.hpp"
+#include "model/program.hpp"
 #include "search/analytic.hpp"
 #include "search/space.hpp"
 
@@ -28,6 +29,7 @@ struct Options {
   long long gpus = 0;                    // 0: the plan's cluster
   std::string space_path;                // empty: default_space
   std::string profile_path;              // empty: the device preset
+  double max_memory_bytes = default_program_memory_bytes;  // a candidate's Program may take this much
 };
 
 // A feasible candidate after the analytic tier.

@@ -304,6 +304,16 @@ TEST(PlanValidation, ProgramsTooLargeToBuildAreRefusedBeforeLowering) {
   plan = ditwin::parse_plan(j);
   EXPECT_THROW(ditwin::lower(plan), ditwin::InputError);
   EXPECT_NO_THROW(ditwin::lower(ditwin::parse_plan(base_plan())));
+  // The budget is --max-memory's: a plan refused under a small one lowers under the default.
+  ditwin::Plan small = ditwin::parse_plan(base_plan());
+  std::size_t ops = ditwin::estimated_program_ops(small);
+  try {
+    ditwin::lower(small, ops * ditwin::program_bytes_per_op / 2);
+    FAIL() << "lowered over the budget";
+  } catch (const ditwin::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("(--max-memory)"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(ditwin::lower(small, ops * ditwin::program_bytes_per_op * 2));
 }
 
 TEST(PlanValidation, FilesNestedTooDeepOrWithUnrepresentableNumbersAreRefused) {
