@@ -418,31 +418,24 @@ json Search::report(const Tally& merged, std::vector<json> simulated, const json
   if (!written.is_null() && !items.empty())
     r["gain_over_as_written"] = items[0]["tokens_per_s"].get<double>() / written["tokens_per_s"].get<double>();
   r["top"] = items;
-  json pareto = json::array();
-  for (const auto& s : merged.memory_front) {
-    Choice choice;
-    candidate(s.index, choice);
-    json p = describe(choice);
-    p["index"] = s.index;
-    p["tokens_per_s"] = s.tokens_per_s;
-    p["memory_per_gpu_bytes"] = s.memory_bytes;
-    p["mfu"] = s.mfu;
-    pareto.push_back(p);
-  }
-  r["pareto"] = {{"throughput_vs_memory", pareto}};
-  if (goodput_) {
-    json front = json::array();
-    for (const auto& s : merged.reliability_front) {
+  // The fronts: each point's settings and its analytic figures.
+  auto front_json = [&](const std::vector<Scored>& front) {
+    json out = json::array();
+    for (const auto& s : front) {
       Choice choice;
       candidate(s.index, choice);
       json p = describe(choice);
       p["index"] = s.index;
+      p["tokens_per_s"] = s.tokens_per_s;
+      p["memory_per_gpu_bytes"] = s.memory_bytes;
       p["mfu"] = s.mfu;
       p["ettr"] = s.ettr;
-      front.push_back(p);
+      out.push_back(p);
     }
-    r["pareto"]["mfu_vs_ettr"] = front;
-  }
+    return out;
+  };
+  r["pareto"] = {{"throughput_vs_memory", front_json(merged.memory_front)}};
+  if (goodput_) r["pareto"]["mfu_vs_ettr"] = front_json(merged.reliability_front);
   return r;
 }
 

@@ -220,32 +220,45 @@ TEST_P(FtRandomized, KillsAtRandomMomentsEndBitIdentical) {
 INSTANTIATE_TEST_SUITE_P(Runs, FtRandomized, ::testing::Range(0, 20));
 
 // A kill -9 from outside, at a random moment of a run, as an operator or the OOM killer would.
-TEST_F(FtSupervisor, OutsideKillNineIsDetectedAndRecovered) {
-  std::string tag = "outside";
-  std::string plan = write_plan(tag, "async");
-  std::string base = ::testing::TempDir() + "/ft_run_" + tag;
-  std::string run_dir = base + ".ck/supervisor";
-  fs::remove_all(base + ".ck");
+// Runs `plan` supervised for 12 steps on 2 ranks and sends `sig` from outside to rank 1's pid (read
+// from its heartbeat) once it is past its third step, wherever it is then. Returns whether the
+// signal was sent and the supervisor's exit status.
+struct OutsideSignal {
+  bool sent = false;
+  int status = 0;
+  std::string base;
+};
+OutsideSignal signal_rank_mid_run(const std::string& tag, const std::string& plan, int sig, const std::string& extra = "") {
+  OutsideSignal out;
+  out.base = ::testing::TempDir() + "/ft_run_" + tag;
+  std::string run_dir = out.base + ".ck/supervisor";
+  fs::remove_all(out.base + ".ck");
   pid_t pid = fork();
-  ASSERT_GE(pid, 0);
+  if (pid < 0) return out;
   if (pid == 0) {
-    std::string cmd = ditwin_bin + " execute " + plan + " --steps 12 --ranks 2 --supervise --checkpoint-dir " + base +
-                      ".ck --save-parameters " + base + ".params --report " + base + ".report.json > " + base + ".log 2>&1";
+    std::string cmd = ditwin_bin + " execute " + plan + " --steps 12 --ranks 2 --supervise --checkpoint-dir " + out.base +
+                      ".ck --report " + out.base + ".report.json " + extra + " > " + out.base + ".log 2>&1";
     execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
     _exit(127);
   }
-  // Kill rank 1 once it is past its third step, wherever it is then.
-  bool killed = false;
-  for (int i = 0; i < 3000 && !killed; ++i) {
+  for (int i = 0; i < 3000 && !out.sent; ++i) {
     std::ifstream hb(run_dir + "/heartbeat-1");
     int rank_pid = 0;
     long long step = -9;
-    if (hb >> rank_pid >> step && step >= 3 && step < 10) killed = ::kill(rank_pid, SIGKILL) == 0;
+    if (hb >> rank_pid >> step && step >= 3 && step < 10) out.sent = ::kill(rank_pid, sig) == 0;
     if (::waitpid(pid, nullptr, WNOHANG) == pid) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  ::waitpid(pid, &out.status, 0);
+  return out;
+}
+
+TEST_F(FtSupervisor, OutsideKillNineIsDetectedAndRecovered) {
+  std::string tag = "outside";
+  std::string base = ::testing::TempDir() + "/ft_run_" + tag;
+  OutsideSignal o = signal_rank_mid_run(tag, write_plan(tag, "async"), SIGKILL, "--save-parameters " + base + ".params");
+  bool killed = o.sent;
+  int status = o.status;
   ASSERT_TRUE(killed) << slurp(base + ".log");
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(base + ".log");
   Outcome whole = execute(write_plan("outside_whole", "async"), "outside_whole", "", 12);
@@ -260,29 +273,11 @@ TEST_F(FtSupervisor, OutsideKillNineIsDetectedAndRecovered) {
 // "detected 0.000 s after the failure". It is now dated by the stuck rank's last heartbeat.
 TEST_F(FtSupervisor, AnOutsideStopIsDatedByTheStuckRanksLastBeat) {
   std::string tag = "outside_stop";
-  std::string plan = write_plan(tag, "sync", 2, "adamw", /*heartbeat_s=*/30, /*nccl_timeout_s=*/1.0);
-  std::string base = ::testing::TempDir() + "/ft_run_" + tag;
-  std::string run_dir = base + ".ck/supervisor";
-  fs::remove_all(base + ".ck");
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = ditwin_bin + " execute " + plan + " --steps 12 --ranks 2 --supervise --checkpoint-dir " + base +
-                      ".ck --report " + base + ".report.json > " + base + ".log 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    _exit(127);
-  }
-  bool stopped = false;
-  for (int i = 0; i < 3000 && !stopped; ++i) {
-    std::ifstream hb(run_dir + "/heartbeat-1");
-    int rank_pid = 0;
-    long long step = -9;
-    if (hb >> rank_pid >> step && step >= 3 && step < 10) stopped = ::kill(rank_pid, SIGSTOP) == 0;
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  OutsideSignal o = signal_rank_mid_run(tag, write_plan(tag, "sync", 2, "adamw", /*heartbeat_s=*/30, /*nccl_timeout_s=*/1.0),
+                                        SIGSTOP);
+  bool stopped = o.sent;
+  int status = o.status;
+  std::string base = o.base;
   ASSERT_TRUE(stopped) << slurp(base + ".log");
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(base + ".log");
   auto report = ditwin::read_json_file(base + ".report.json");
