@@ -263,12 +263,12 @@ Tally Search::analytic(int rank, int ranks, const std::function<void(std::uint64
     s.tokens_per_s = static_cast<double>(c.tokens_per_step()) / est.step_s;
     s.mfu = model_flops_ / est.step_s / static_cast<double>(c.cluster.gpus()) / peak_;
     s.memory_bytes = memory.peak_bytes();
-    if (goodput_) s.ettr = analytic_ettr(c, s.step_s, s.mfu);
-    s.score = s.tokens_per_s * s.ettr;
+    if (failures_) s.ettr = analytic_ettr(c, s.step_s, s.mfu);
+    s.score = goodput_ ? s.tokens_per_s * s.ettr : s.tokens_per_s;
     ++t.feasible;
     keep_best(t.best, s, static_cast<std::size_t>(options_.top));
     front_insert(t.memory_front, s, tokens, less_memory);
-    if (goodput_) front_insert(t.reliability_front, s, mfu_of, ettr_of);
+    if (failures_) front_insert(t.reliability_front, s, mfu_of, ettr_of);
   }
   if (progress) progress(n, n);
   std::sort(t.best.begin(), t.best.end(), better);
@@ -435,7 +435,7 @@ json Search::report(const Tally& merged, std::vector<json> simulated, const json
     return out;
   };
   r["pareto"] = {{"throughput_vs_memory", front_json(merged.memory_front)}};
-  if (goodput_) r["pareto"]["mfu_vs_ettr"] = front_json(merged.reliability_front);
+  if (failures_) r["pareto"]["mfu_vs_ettr"] = front_json(merged.reliability_front);
   return r;
 }
 

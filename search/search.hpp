@@ -36,7 +36,7 @@ struct Options {
 struct Scored {
   std::uint64_t index = 0;
   double step_s = 0, tokens_per_s = 0, mfu = 0, memory_bytes = 0;
-  double ettr = 1;  // analytic (renewal model); 1 without failures
+  double ettr = 1;  // analytic (renewal model) when the plan has failures; 1 without
   double score = 0; // the objective: tokens/s, or tokens/s x ETTR
 };
 
