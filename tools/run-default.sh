@@ -10,4 +10,6 @@ echo
 echo
 ./build/cli/ditwin simulate scenarios/default.json --mode run --trials 200 --seed 1 --report build/default-run.json
 echo
+./build/cli/ditwin search scenarios/default.json --top 5 --report build/default-search.json --best-plan build/default-best.json
+echo
 echo "reports and the trace are in build/ (open build/default-trace.json in ui.perfetto.dev or ditwin-gui)"
