@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test programs that need no MPI launch (ditwin_tests: plans, lowering, simulation, long
-# runs; ditwin_exec_tests: kernels, DiT training, PyTorch parity, privacy, crypto) built with
+# runs; ditwin_exec_tests: kernels, DiT training, PyTorch parity, privacy, crypto; the quick part
+# of ditwin_search_tests: spaces, enumeration, ranks, refusals, the best plan) built with
 # AddressSanitizer + UndefinedBehaviorSanitizer in ./build-asan and run. Any leak, bad access or
 # undefined behaviour fails it. Idempotent: configures once, then rebuilds what changed.
 #   bash tools/sanitize.sh                     # everything in both programs
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 cxx=${DITWIN_SANITIZE_CXX:-g++}
 targets=(ditwin_tests ditwin_exec_tests)
+# ditwin search's readers and driver too (the SimGrid-heavy accuracy tests stay in the plain suite).
+search_filter="Search.Spearman*:Search.Enumeration*:Search.Bad*:Search.NothingFits*:Search.RanksMerge*:Search.BestPlan*:Search.Goodput*"
 
 if [ ! -f build-asan/build.ninja ]; then
   echo "sanitize: configuring build-asan ($cxx, -DDITWIN_SANITIZE=address,undefined)"
@@ -24,7 +27,7 @@ if [ ! -f build-asan/build.ninja ]; then
   mv build-asan-configure.log build-asan/configure.log
 fi
 echo "sanitize: building ${targets[*]} in build-asan"
-cmake --build build-asan -j"$(nproc)" --target "${targets[@]}"
+cmake --build build-asan -j"$(nproc)" --target "${targets[@]}" ditwin_search_tests
 
 # detect_leaks: a leak is a failure (SimGrid and Open MPI leak nothing at exit here, so there is
 # no suppression list). UBSan stops at the first report (halt_on_error) with its stack.
@@ -39,4 +42,8 @@ for t in "${targets[@]}"; do
   ./build-asan/tests/"$t" --gtest_brief=1 "$@"
   echo "sanitize: $t clean in $(( $(date +%s) - start )) s"
 done
+echo "sanitize: running build-asan/tests/ditwin_search_tests --gtest_filter=$search_filter"
+start=$(date +%s)
+./build-asan/tests/ditwin_search_tests --gtest_brief=1 --gtest_filter="$search_filter"
+echo "sanitize: ditwin_search_tests clean in $(( $(date +%s) - start )) s"
 echo "sanitize: no sanitizer reports"
