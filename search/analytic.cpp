@@ -196,7 +196,7 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
   auto collective = [&](Collective c, double bytes) {
     if (dp_group <= 1 || bytes <= 0) return 0.0;
     double t = cost::collective_time_s(c, bytes, dp_shape, profile_);
-    int calls = std::max(1, static_cast<int>(bytes / par.bucket_bytes + 0.999));
+    double calls = std::max(1.0, std::ceil(bytes / par.bucket_bytes - 1e-9));  // (a double: no int to overflow)
     if (!measured && calls > 1) t += cost::collective_latency_s(c, dp_shape, profile_) * (calls - 1);
     return t;
   };
