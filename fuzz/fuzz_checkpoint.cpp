@@ -6,6 +6,7 @@
 // a fuzzer cannot forge them, so the inputs reach the parsers behind the checksums: damaged
 // content that carries valid checksums is what a buggy or hostile writer produces. CheckpointError
 // is the loader's correct refusal; any other exception, a crash or a sanitizer report is a finding.
+// The shard bytes also go through the authenticated and the sealed codecs' decode (fixed keys).
 #include <unistd.h>
 
 #include <cstddef>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "exec/ft/checkpoint.hpp"  // defines: parse_shard, CheckpointStore, CheckpointError, sha256_hex
+#include "exec/ft/sealed_codec.hpp"  // AuthenticatedCodec, SealedCodec (exec/ft/crypto)
 
 namespace fs = std::filesystem;
 
@@ -56,6 +58,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     ditwin::exec::parse_shard(shard, "fuzz-shard.bin");
   } catch (const ditwin::exec::CheckpointError&) {
+  }
+  // The same bytes as a stored file of an authenticated or a sealed checkpoint: refused (or, by
+  // chance, accepted) by the codecs, never read out of bounds.
+  static const ditwin::exec::AuthenticatedCodec authenticated(ditwin::exec::key_from_hex(std::string(64, 'a'), "fuzz"));
+  static const ditwin::exec::SealedCodec sealed(ditwin::exec::key_from_hex(std::string(64, 'b'), "fuzz"));
+  for (const ditwin::exec::ShardCodec* codec : {static_cast<const ditwin::exec::ShardCodec*>(&authenticated),
+                                                static_cast<const ditwin::exec::ShardCodec*>(&sealed)}) {
+    try {
+      codec->decode(shard, "shard-00000.bin");
+    } catch (const ditwin::exec::CheckpointError&) {
+    }
   }
 
   nlohmann::json body;
