@@ -59,4 +59,11 @@ double collective_time_s(Collective c, double bytes, const GroupShape& g, const 
   return collective_latency_s(c, g, p) + bytes * bus_factor(c, std::max(g.n, 2)) / bus_bandwidth(g, p);
 }
 
+double idle_collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p, double calls,
+                              bool cpu_ranks) {
+  if (cpu_ranks) return collective_time_s(c, bytes, g, p);
+  if (g.n <= 1 && c != Collective::send && c != Collective::recv) return 0;
+  return collective_latency_s(c, g, p) * std::max(1.0, calls) + bytes * bus_factor(c, std::max(g.n, 2)) / bus_bandwidth(g, p);
+}
+
 }  // namespace ditwin::cost

@@ -31,4 +31,11 @@ double collective_latency_s(Collective c, const GroupShape& g, const DeviceProfi
 // profile's measured time where its tables cover this collective on this many ranks.
 double collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p);
 
+// One collective op as the step simulator plays it when nothing else shares the links: on CPU
+// ranks (`cpu_ranks`, a measured device) the collective's whole time, once; elsewhere the latency
+// once per library call the op stands for (`calls`), then the bytes at the group's bus bandwidth
+// (sim/step_sim.cpp: a latency delay, then the flows). The search's analytic tier times ops by it.
+double idle_collective_time_s(Collective c, double bytes, const GroupShape& g, const DeviceProfile& p, double calls,
+                              bool cpu_ranks);
+
 }  // namespace ditwin::cost

@@ -39,11 +39,8 @@ class IdleNetworkEngine final : public PlayerEngine {
           cost::GroupShape shape = dp_group && (op.group == GroupKind::dp_cp || op.group == GroupKind::dp)
                                        ? *dp_group
                                        : cost::group_shape(program, op.group, rank, dpn);
-          double t = cost::collective_time_s(op.collective, op.bytes, shape, profile);
-          // The simulator pays the latency once per library call the op stands for.
-          if (!plan.cluster.device.measured && op.calls > 1)
-            t += cost::collective_latency_s(op.collective, shape, profile) * (op.calls - 1);
-          duration_[i] = t;
+          duration_[i] = cost::idle_collective_time_s(op.collective, op.bytes, shape, profile, op.calls,
+                                                      plan.cluster.device.measured);
           break;
         }
         case OpKind::p2p: duration_[i] = 0; break;
@@ -78,15 +75,6 @@ class IdleNetworkEngine final : public PlayerEngine {
   double core_free_ = 0;
   using Item = std::pair<double, std::size_t>;
   std::priority_queue<Item, std::vector<Item>, std::greater<Item>> queue_;
-};
-
-struct Span {
-  double begin = 1e300, end = -1e300;
-  void add(double s, double e) {
-    begin = std::min(begin, s);
-    end = std::max(end, e);
-  }
-  double length() const { return end > begin ? end - begin : 0; }
 };
 
 bool is_pass(const Op& op) {
@@ -193,12 +181,11 @@ Estimate AnalyticModel::estimate(const Plan& plan, const MemoryReport& memory) {
   const long long dp_group = 1LL * par.dp * par.cp;
 
   const cost::GroupShape dp_shape = this->dp_shape(plan);
+  // A data-parallel collective of `bytes`, one library call per bucket (a double: no int to overflow).
   auto collective = [&](Collective c, double bytes) {
     if (dp_group <= 1 || bytes <= 0) return 0.0;
-    double t = cost::collective_time_s(c, bytes, dp_shape, profile_);
-    double calls = std::max(1.0, std::ceil(bytes / par.bucket_bytes - 1e-9));  // (a double: no int to overflow)
-    if (!measured && calls > 1) t += cost::collective_latency_s(c, dp_shape, profile_) * (calls - 1);
-    return t;
+    double calls = std::ceil(bytes / par.bucket_bytes - 1e-9);
+    return cost::idle_collective_time_s(c, bytes, dp_shape, profile_, calls, measured);
   };
 
   // One block per micro-batch (under ZeRO-3 with its gathers and reduce-scatters: the probe has them).

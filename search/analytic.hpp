@@ -36,7 +36,6 @@ class AnalyticModel {
   explicit AnalyticModel(const cost::DeviceProfile& profile) : profile_(profile) {}
   // `plan` is a validated candidate and `memory` its accounting.
   Estimate estimate(const Plan& plan, const MemoryReport& memory);
-  std::size_t probes() const { return probes_.size(); }
 
   // One micro-batch of one block and of the model's two ends, on one rank (seconds).
   struct Probe {

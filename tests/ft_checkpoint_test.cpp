@@ -295,6 +295,20 @@ TEST(FtReport, MeasuredEttrSplitsWallTimeExactly) {
 namespace ditwin::exec {
 namespace {
 
+// Two shards written through `store`'s codec and committed as step 4; checks they load back
+// whole; returns rank 1's shard file as stored.
+std::string commit_and_read_back(const CheckpointStore& store, const CheckpointIdentity& id) {
+  write_two_shards(store, 4, 1.f);
+  store.commit(4, 2, id, {}, 2);
+  LoadedCheckpoint c = store.load(4, id);
+  EXPECT_EQ(c.params.size(), 10u);
+  if (c.params.size() == 10u) {
+    EXPECT_EQ(c.params[7], 8.f);
+  }
+  std::ifstream in(store.shard_path(4, 1), std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 // Encrypted checkpoints (exec/sealed_codec): the shards and the manifest are sealed; the right
 // key opens them, and no key, another key, a flipped byte or a shard moved to another name is
 // refused naming the file.
@@ -303,14 +317,8 @@ TEST(FtCheckpoint, SealedCheckpointsOpenOnlyWithTheirKeyAndIntact) {
   std::string dir = fresh_dir("sealed");
   SealedCodec codec(random_key());
   CheckpointStore store(dir, codec);
-  write_two_shards(store, 4, 1.f);
-  store.commit(4, 2, id, {}, 2);
-  LoadedCheckpoint c = store.load(4, id);
-  ASSERT_EQ(c.params.size(), 10u);
-  EXPECT_EQ(c.params[7], 8.f);
   // Nothing readable on disk: the float 8.0 of params[7] (0x41000000) is not in the shard file.
-  std::ifstream in(store.shard_path(4, 1), std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string raw = commit_and_read_back(store, id);
   EXPECT_EQ(raw.compare(0, 4, "DWS1"), 0);
   EXPECT_EQ(raw.find(std::string("\x00\x00\x00\x41", 4)), std::string::npos);
 
@@ -336,15 +344,8 @@ TEST(FtCheckpoint, AuthenticatedCheckpointsAreReadableButRefuseAnyEdit) {
   std::string dir = fresh_dir("authenticated");
   AuthenticatedCodec codec(random_key());
   CheckpointStore store(dir, codec);
-  write_two_shards(store, 4, 1.f);
-  store.commit(4, 2, id, {}, 2);
-  LoadedCheckpoint c = store.load(4, id);
-  ASSERT_EQ(c.params.size(), 10u);
-  EXPECT_EQ(c.params[7], 8.f);
   // Plain: the float 8.0 of params[7] (0x41000000) is in the shard file, after the DWA1 header.
-  std::ifstream in(store.shard_path(4, 1), std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  in.close();
+  std::string raw = commit_and_read_back(store, id);
   EXPECT_EQ(raw.compare(0, 4, "DWA1"), 0);
   std::size_t at = raw.find(std::string("\x00\x00\x00\x41", 4));
   ASSERT_NE(at, std::string::npos);
