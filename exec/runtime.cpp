@@ -543,6 +543,8 @@ class Runner {
       if (op.collective == Collective::all_gather && !op.param_groups.empty()) {
         close(op.param_groups[0]);
         current[op.param_groups[0]] = i;
+      } else if (op.kind == OpKind::compute && op.phase == Phase::gradient_sync && !op.param_groups.empty()) {
+        epoch_of_[i] = current.at(op.param_groups[0]);  // DP-SGD noise into the group's gathered gradients
       } else if (op.kind == OpKind::compute) {
         std::string g = group_of(op);
         if (!current.count(g)) throw std::logic_error("ZeRO-3 op " + op.name + " runs before its parameters are gathered");
@@ -632,7 +634,10 @@ class Runner {
   // that the reduced sum carries each element's noise exactly once. Element i of the flat
   // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
   // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
-  void add_noise(const Op& op, long long step) {
+  // ZeRO-3: the op names one parameter group, whose gradients are the group's gathered-gradient
+  // buffer of this epoch; the slice is the shard its reduce-scatter gives this rank.
+  void add_noise(std::size_t i, long long step) {
+    const Op& op = ops_[i];
     if (noise_multiplier_ == 0) return;
     Range r = range_of(op.param_groups);
     std::vector<int> counts = split(r.size, dpc_->size());
@@ -642,7 +647,9 @@ class Runner {
     double scale = static_cast<double>(plan_.training.micro_batch) * micro_batches_;
     float stddev = static_cast<float>(noise_multiplier_ * plan_.training.privacy.clip_norm / scale);
     std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
-    kernels::add_gaussian_noise(grads_.data() + begin, static_cast<std::size_t>(counts[me]), begin, key, stddev);
+    float* grads = grads_.data() + begin;
+    if (zero_ == 3) grads = gathered_grads_.at(epoch_of_.at(i)).data() + (begin - r.begin);
+    kernels::add_gaussian_noise(grads, static_cast<std::size_t>(counts[me]), begin, key, stddev);
   }
 
   // --- the step: the Program player drives this engine ------------------------------------
@@ -727,7 +734,7 @@ class Runner {
       }
       model_.compute_begin(i);
       if (op.kind == OpKind::optimizer) optimizer_step(step + 1);
-      else if (op.phase == Phase::gradient_sync) add_noise(op, step);
+      else if (op.phase == Phase::gradient_sync) add_noise(i, step);
       else model_.run(op.part, op.layer, op.phase, op.microbatch);
       model_.compute_end(i);
       auto rel = release_after_.find(i);
@@ -1041,8 +1048,6 @@ void check_plan(const Plan& plan, const std::string& backend) {
                      plan.training.objective.kind + "\"");
   if (plan.training.privacy.enabled && plan.training.privacy.dataset_size > 2147483647LL)
     throw InputError("training.privacy.dataset_size: the CPU executor's data source numbers examples with 32-bit ints (at most 2147483647)");
-  if (plan.training.privacy.enabled && par.zero == 3 && par.dp > 1)
-    throw InputError("parallelism.zero: the CPU executor runs DP-SGD with ZeRO 0, 1 or 2 (ZeRO-3 noise per group is simulated only)");
 }
 
 ExecResult execute_plan(const Plan& plan, const Program& program, Communicator& comm, DataSource& data,

@@ -523,7 +523,7 @@ class StageLowering {
       if (i + 1 < pending_wgrads_.size() && pending_wgrads_[i + 1].group == group) continue;
       double params = group == "embed" ? params_.embedding / tp_ : group == "head" ? head_params() : layer_params();
       grads_done(group, mb, params);
-      if (!last_mb || par_.zero == 3) continue;
+      if (!last_mb || (par_.zero == 3 && dp_group_ > 1)) continue;  // ZeRO-3 noise goes per group
       for (std::size_t k = 0; k < bucket_plan_.size(); ++k)  // a bucket completes with its first group
         if (bucket_plan_[k].first.front() == group)
           noise_of_bucket_[k] =

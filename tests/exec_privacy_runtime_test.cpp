@@ -73,7 +73,10 @@ TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCountAn
   // on both ranks would show sqrt(2) times that; none, zero).
   const double sigma = 2.0, clip = 0.5, lr = 0.5;
   // Last case: Poisson sampling of 8 expected examples into the 16 slots, averaged over 8.
-  for (auto [ranks, zero, expected] : {std::tuple{1, 0, 0}, std::tuple{2, 0, 0}, std::tuple{2, 2, 0}, std::tuple{2, 0, 8}}) {
+  // ZeRO-3 adds it per parameter group, into the gathered gradients before their reduce-scatter;
+  // on one rank ZeRO-3 shards nothing and the noise goes per bucket.
+  for (auto [ranks, zero, expected] : {std::tuple{1, 0, 0}, std::tuple{2, 0, 0}, std::tuple{2, 2, 0}, std::tuple{2, 3, 0},
+                                       std::tuple{1, 3, 0}, std::tuple{2, 0, 8}}) {
     auto quiet = tiny_sgd(ranks);
     quiet["parallelism"]["zero"] = zero;  // ZeRO-2: the noise goes in before the last reduce-scatter
     quiet["training"]["privacy"] = {{"clip_norm", clip}, {"noise_multiplier", 0.0}, {"sampling", "shuffle"}, {"dataset_size", 1000}};
@@ -98,6 +101,27 @@ TEST(ExecPrivacyRuntime, NoiseEntersTheSummedGradientExactlyOnceOnAnyRankCountAn
     EXPECT_NEAR(mean, 0.0, 5 * sigma * clip / std::sqrt(count)) << ranks << " rank(s), ZeRO " << zero << ", expected batch " << expected;
     EXPECT_NEAR(std::sqrt(sq / count - mean * mean), sigma * clip, 0.01 * sigma * clip) << ranks << " rank(s), ZeRO " << zero << ", expected batch " << expected;
   }
+}
+
+TEST(ExecPrivacyRuntime, ZeroThreeClipsAndNoisesAsZeroZeroDoes) {
+  // The same DP-SGD (clipping bites at 0.05, noise on) on two ranks with ZeRO-0 and with ZeRO-3:
+  // the clipped sums are the same, and the noise is counter-based per flat element (whichever rank
+  // adds it, once), so the two runs' parameters agree to float rounding after three AdamW steps.
+  auto z0 = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu-dp.json"));
+  z0["training"]["privacy"]["clip_norm"] = 0.05;
+  auto z3 = z0;
+  z3["parallelism"]["zero"] = 3;
+  Outcome a = execute(write(z0, "dp_zero0"), 2, 3), b = execute(write(z3, "dp_zero3"), 2, 3);
+  ASSERT_EQ(a.parameters.size(), b.parameters.size());
+  ASSERT_FALSE(a.parameters.empty());
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < a.parameters.size(); ++i) {
+    diff += (a.parameters[i] - b.parameters[i]) * (a.parameters[i] - b.parameters[i]);
+    norm += a.parameters[i] * a.parameters[i];
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-6);
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  for (std::size_t s = 0; s < a.losses.size(); ++s) EXPECT_NEAR(a.losses[s], b.losses[s], 1e-6 * std::abs(a.losses[s]));
 }
 
 TEST(ExecPrivacyRuntime, TinyDpScenarioLearnsOnTwoRanksAndReportsEpsilon) {
