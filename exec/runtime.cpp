@@ -106,6 +106,7 @@ class Runner {
       const auto& p = plan.training.privacy;
       expected_batch_ = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
       sampling_rate_ = static_cast<double>(expected_batch_) / static_cast<double>(p.dataset_size);
+      if (options.canaries) pick_canaries(*options.canaries);
       // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
       // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.
       if (const char* hex = std::getenv("DITWIN_PRIVACY_NOISE_KEY"); hex && *hex) {
@@ -286,6 +287,19 @@ class Runner {
       r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
                                {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
     result.parameters = full_parameters();
+    if (!canary_at_.empty()) {  // each rank scored and drew only what it owns: sum the shares
+      std::vector<double> mine = canary_score_;
+      mine.push_back(static_cast<double>(canary_draws_));
+      std::vector<double> all = comm_.gather_to_root(mine);
+      if (rank_ == 0) {
+        result.canary_scores.assign(canary_score_.size(), 0.0);
+        for (std::size_t k = 0; k < all.size(); ++k) {
+          std::size_t i = k % mine.size();
+          if (i < canary_score_.size()) result.canary_scores[i] += all[k];
+          else result.canary_draws += static_cast<long long>(all[k]);
+        }
+      }
+    }
     return result;
   }
 
@@ -634,11 +648,63 @@ class Runner {
   // that the reduced sum carries each element's noise exactly once. Element i of the flat
   // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
   // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
+  // --- one-run privacy audit (ExecOptions::canaries) ---------------------------------------
+  std::vector<std::size_t> canary_at_;   // the flat coordinate of each canary
+  std::vector<char> canary_in_;
+  std::uint64_t canary_key_ = 0;
+  std::vector<double> canary_score_;     // this rank's share: the coordinates it owns
+  long long canary_draws_ = 0;
+
+  void pick_canaries(const Canaries& c) {
+    if (model_.global_parameter_count() != total_)
+      throw InputError("privacy audit: canaries run under data parallelism only (tp, pp and cp must be 1)");
+    if (c.included.size() > total_ / 2)
+      throw InputError("privacy audit: " + std::to_string(c.included.size()) + " canaries for a model of " +
+                       std::to_string(total_) + " parameters; use at most half as many canaries as parameters");
+    canary_in_ = c.included;
+    canary_key_ = c.key;
+    canary_score_.assign(c.included.size(), 0.0);
+    // Distinct coordinates, uniform over the parameters (rejection: at most half are taken).
+    Rng rng({c.key, 0x636f6f7264ULL});  // "coord"
+    std::set<std::size_t> taken;
+    while (canary_at_.size() < c.included.size()) {
+      std::size_t j = static_cast<std::size_t>(rng.next() % total_);
+      if (taken.insert(j).second) canary_at_.push_back(j);
+    }
+  }
+  // Whether included canary i joins step `step` (probability q, the same on every rank).
+  bool canary_drawn(std::size_t i, long long step) const {
+    return canary_in_[i] && Rng({canary_key_, static_cast<std::uint64_t>(step), i, 0x64726177ULL}).uniform() < sampling_rate_;
+  }
+  // Each drawn canary's gradient, clip_norm on its coordinate, into the slice [begin, begin + n)
+  // of the flat gradient held at `grads`, in the buffers' scale (sum / (micro_batch x micro-batches)).
+  void add_canaries(float* grads, std::size_t begin, std::size_t n, long long step, double scale) {
+    for (std::size_t i = 0; i < canary_at_.size(); ++i) {
+      std::size_t j = canary_at_[i];
+      if (j < begin || j >= begin + n || !canary_drawn(i, step)) continue;
+      float value = 0;
+      model_.download(&value, grads + (j - begin), 1);
+      value += static_cast<float>(plan_.training.privacy.clip_norm / scale);
+      model_.upload(grads + (j - begin), &value, 1);
+      ++canary_draws_;
+    }
+  }
+  // The released gradient at each canary's coordinate, read by the rank that updates it.
+  void score_canaries(const float* grads, std::size_t begin, std::size_t n) {
+    for (std::size_t i = 0; i < canary_at_.size(); ++i) {
+      std::size_t j = canary_at_[i];
+      if (j < begin || j >= begin + n) continue;
+      float value = 0;
+      model_.download(&value, grads + (j - begin), 1);
+      canary_score_[i] += value;
+    }
+  }
+
   // ZeRO-3: the op names one parameter group, whose gradients are the group's gathered-gradient
   // buffer of this epoch; the slice is the shard its reduce-scatter gives this rank.
   void add_noise(std::size_t i, long long step) {
     const Op& op = ops_[i];
-    if (noise_multiplier_ == 0) return;
+    if (noise_multiplier_ == 0 && canary_at_.empty()) return;
     Range r = range_of(op.param_groups);
     std::vector<int> counts = split(r.size, dpc_->size());
     const int me = dpc_->rank();
@@ -649,7 +715,8 @@ class Runner {
     std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
     float* grads = grads_.data() + begin;
     if (zero_ == 3) grads = gathered_grads_.at(epoch_of_.at(i)).data() + (begin - r.begin);
-    kernels::add_gaussian_noise(grads, static_cast<std::size_t>(counts[me]), begin, key, stddev);
+    if (!canary_at_.empty()) add_canaries(grads, begin, static_cast<std::size_t>(counts[me]), step, scale);
+    if (noise_multiplier_ > 0) kernels::add_gaussian_noise(grads, static_cast<std::size_t>(counts[me]), begin, key, stddev);
   }
 
   // --- the step: the Program player drives this engine ------------------------------------
@@ -950,6 +1017,11 @@ class Runner {
     if (private_ && expected_batch_ != plan_.training.global_batch)
       scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
+    if (!canary_at_.empty()) {  // the reduced, noisy gradient: what DP-SGD releases
+      if (zero_ == 0 && dpc_->rank() == 0) score_canaries(grads_.data(), 0, total_);
+      if (zero_ != 0)
+        for (auto& [key, s] : shards_) score_canaries(s.grad.data(), s.whole.begin + s.mine_begin, static_cast<std::size_t>(s.mine));
+    }
     if (zero_ == 0) {
       if (program_.dp > 1) model_.scale(grads_.data(), scale, total_);
       model_.update(params_.data(), grads_.data(), full_m_.data(), full_v_.data(), total_, opt, step);

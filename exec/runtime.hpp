@@ -1,6 +1,7 @@
 // Runs a plan's Program for real on this process's rank: the compute ops through the DiT, the
 // data-parallel collectives through a Communicator, each op timed under the Program's name.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -15,6 +16,14 @@
 #include "model/report.hpp"
 
 namespace ditwin::exec {
+
+// A one-run privacy audit's canaries (exec/privacy_audit.hpp): Dirac gradients, each of norm
+// clip_norm on one parameter, added to the clipped sum before the noise. An included canary is
+// Poisson-sampled at the plan's rate each step, like any example; an excluded one never enters.
+struct Canaries {
+  std::vector<char> included;  // one entry per canary
+  std::uint64_t key = 0;       // picks the distinct coordinates and the per-step draws
+};
 
 struct ExecOptions {
   long long steps = 10;
@@ -36,6 +45,7 @@ struct ExecOptions {
   } checkpoint;
   FaultTolerance* ft = nullptr;  // supervised runs: heartbeats, events, injected faults
   double collective_timeout_s = 0;  // a communication not done after this throws (0 = never)
+  const Canaries* canaries = nullptr;  // DP-SGD plans under data parallelism only
 };
 
 struct ExecResult {
@@ -43,6 +53,10 @@ struct ExecResult {
   std::vector<double> losses;       // mean over the global batch, per step
   std::vector<double> step_times_s;  // slowest rank, per step
   std::vector<float> parameters;    // final parameters in the one-rank flat layout (rank 0 only)
+  // With canaries (rank 0): per canary, its coordinate's released (noisy, summed) gradient summed
+  // over the steps; and how many times included canaries were drawn into a step.
+  std::vector<double> canary_scores;
+  long long canary_draws = 0;
 };
 
 // The part of the model world rank `rank` holds under the Program's layout.

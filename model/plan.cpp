@@ -294,6 +294,7 @@ TrainingSpec parse_training(JsonReader r, const ModelSpec& model) {
     t.privacy.sampling = p.choice("sampling", {"poisson", "shuffle"}, "poisson");
     t.privacy.dataset_size = p.integer("dataset_size", 0);
     t.privacy.conversion = p.choice("conversion", {"improved", "classic"}, "improved");
+    t.privacy.accountant = p.choice("accountant", {"rdp", "prv"}, "rdp");
     t.privacy.expected_batch = p.integer("expected_batch", t.global_batch);
     if (t.privacy.expected_batch < 1 || t.privacy.expected_batch > t.global_batch)
       p.fail("expected_batch", "must be in [1, training.global_batch = " + std::to_string(t.global_batch) + "], got " +

@@ -61,6 +61,7 @@ struct PrivacySpec {
   long long expected_batch = 0;      // poisson: expected examples per step (default global_batch); the
                                      // step has global_batch slots, so a margin makes overflow rare
   std::string conversion = "improved";  // RDP -> (eps, delta): improved (Balle et al. 2020) | classic (Mironov 2017)
+  std::string accountant = "rdp";       // rdp | prv (Gopi et al. 2021: tighter, by FFT composition)
 };
 
 // Training data on disk (docs/data.md): a directory of .npy shards and an index.json. Absent: the

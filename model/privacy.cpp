@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "model/errors.hpp"
+#include "model/prv_accountant.hpp"
 
 namespace ditwin {
 
@@ -144,8 +145,30 @@ PrivacySpent RdpAccountant::spent(double steps, double delta, EpsilonConversion 
   return epsilon_from_rdp(orders_, total, delta, conversion);
 }
 
-double noise_for_epsilon(double target_epsilon, double q, double steps, double delta, EpsilonConversion conversion) {
+const char* to_string(Accountant a) { return a == Accountant::prv ? "prv" : "rdp"; }
+const char* describe(Accountant a) {
+  return a == Accountant::prv ? "prv, privacy random variable composed by FFT (Gopi, Lee & Wutschitz 2021)"
+                              : "rdp, Poisson-subsampled Gaussian (Mironov, Talwar & Zhang 2019)";
+}
+Accountant accountant_of(const PrivacySpec& spec) { return spec.accountant == "prv" ? Accountant::prv : Accountant::rdp; }
+
+PrivacySpent privacy_spent(Accountant accountant, EpsilonConversion conversion, double q, double sigma, double steps,
+                           double delta) {
+  if (accountant == Accountant::rdp || steps <= 0) return RdpAccountant(q, sigma).spent(steps, delta, conversion);
+  PrvEpsilon e = prv_epsilon(q, sigma, steps, delta);
+  PrivacySpent s;
+  s.epsilon = e.epsilon;
+  s.estimate = e.estimate;
+  s.lower = e.lower;
+  s.eps_error = e.eps_error;
+  s.delta_error = e.delta_error;
+  return s;
+}
+
+double noise_for_epsilon(double target_epsilon, double q, double steps, double delta, EpsilonConversion conversion,
+                         Accountant accountant) {
   if (!(target_epsilon > 0)) throw InputError("training.privacy.target_epsilon: must be > 0");
+  if (accountant == Accountant::prv) return prv_noise_for_epsilon(target_epsilon, q, steps, delta);
   auto eps = [&](double sigma) { return RdpAccountant(q, sigma).spent(steps, delta, conversion).epsilon; };
   double lo = 0, hi = 1;
   while (eps(hi) > target_epsilon) {
@@ -210,7 +233,7 @@ double resolved_noise_multiplier(const Plan& plan) {
   const auto& p = plan.training.privacy;
   if (p.target_epsilon > 0)
     return noise_for_epsilon(p.target_epsilon, sampling_rate(plan), static_cast<double>(plan.run.steps), p.delta,
-                             conversion_of(p));
+                             conversion_of(p), accountant_of(p));
   return p.noise_multiplier;
 }
 
@@ -227,8 +250,12 @@ PrivacyBudget privacy_budget(const Plan& plan) {
   long long per_step = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
   long long steps_per_epoch = std::max<long long>(1, p.dataset_size / std::max<long long>(1, per_step));
   b.epochs = static_cast<double>(b.steps) / static_cast<double>(steps_per_epoch);
+  b.accountant = accountant_of(p);
   RdpAccountant accountant(b.sampling_rate, b.noise_multiplier);
-  b.spent = accountant.spent(static_cast<double>(b.steps), p.delta, b.conversion);
+  b.rdp = accountant.spent(static_cast<double>(b.steps), p.delta, b.conversion);
+  b.spent = b.accountant == Accountant::rdp
+                ? b.rdp
+                : privacy_spent(b.accountant, b.conversion, b.sampling_rate, b.noise_multiplier, static_cast<double>(b.steps), p.delta);
   b.spent_other_conversion = accountant.spent(
       static_cast<double>(b.steps), p.delta,
       b.conversion == EpsilonConversion::improved ? EpsilonConversion::classic : EpsilonConversion::improved);
@@ -244,10 +271,16 @@ PrivacyBudget privacy_budget(const Plan& plan) {
   } else {
     b.delta_with_overflow = p.delta;
   }
-  for (long long done = steps_per_epoch;; done += steps_per_epoch) {
-    long long s = std::min(done, b.steps);
-    b.per_epoch.push_back(accountant.spent(static_cast<double>(s), p.delta, b.conversion));
-    if (s == b.steps) break;
+  long long epochs = (b.steps + steps_per_epoch - 1) / steps_per_epoch;
+  long long stride = b.accountant == Accountant::rdp || epochs <= 12 ? 1 : (epochs + 10) / 11;
+  for (long long e = 1; e <= epochs; ++e) {
+    if (e % stride != 0 && e != epochs) continue;
+    long long s = std::min(e * steps_per_epoch, b.steps);
+    double eps = s == b.steps ? b.spent.epsilon
+                 : b.accountant == Accountant::rdp
+                     ? accountant.spent(static_cast<double>(s), p.delta, b.conversion).epsilon
+                     : privacy_spent(b.accountant, b.conversion, b.sampling_rate, b.noise_multiplier, static_cast<double>(s), p.delta).epsilon;
+    b.per_epoch.push_back({static_cast<double>(s) / static_cast<double>(steps_per_epoch), eps});
   }
   return b;
 }

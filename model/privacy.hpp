@@ -25,9 +25,22 @@ enum class EpsilonConversion {
 const char* to_string(EpsilonConversion c);
 
 struct PrivacySpent {
-  double epsilon = 0;     // +inf when no order gives a finite bound (sigma 0)
-  double best_order = 0;  // the order that gave it
+  double epsilon = 0;     // +inf when no order gives a finite bound (sigma 0); PRV: the upper bound
+  double best_order = 0;  // RDP: the order that gave it (0 under PRV)
+  // PRV only (model/prv_accountant.hpp): the discretised estimate, the lower bound, and the
+  // epsilon and delta errors the mesh and domain allow.
+  double estimate = 0, lower = 0, eps_error = 0, delta_error = 0;
 };
+
+// Which accountant turns (q, sigma, steps, delta) into epsilon: RDP (Mironov et al. 2019) or PRV
+// (Gopi et al. 2021, tighter; Opacus's default). training.privacy.accountant, `--accountant`.
+enum class Accountant { rdp, prv };
+const char* to_string(Accountant a);
+const char* describe(Accountant a);  // with its source, for reports
+Accountant accountant_of(const PrivacySpec& spec);
+// Epsilon after `steps` steps by the given accountant (the conversion matters for RDP only).
+PrivacySpent privacy_spent(Accountant accountant, EpsilonConversion conversion, double q, double sigma, double steps,
+                           double delta);
 
 // The smallest epsilon over the orders for the composed RDP curve `rdp` (one value per order).
 PrivacySpent epsilon_from_rdp(const std::vector<double>& orders, const std::vector<double>& rdp, double delta,
@@ -49,7 +62,7 @@ class RdpAccountant {
 // The smallest noise multiplier (to a relative 1e-4, rounded up) whose epsilon after `steps`
 // steps is at most target_epsilon. Throws InputError when no noise reaches it.
 double noise_for_epsilon(double target_epsilon, double q, double steps, double delta,
-                         EpsilonConversion conversion);
+                         EpsilonConversion conversion, Accountant accountant = Accountant::rdp);
 
 // A plan's privacy budget: what `ditwin privacy` prints.
 struct PrivacyBudget {
@@ -59,9 +72,17 @@ struct PrivacyBudget {
   double noise_multiplier = 0;  // from the plan, or solved for target_epsilon
   bool solved_for_target = false;
   EpsilonConversion conversion = EpsilonConversion::improved;
-  PrivacySpent spent;                    // after all steps
-  PrivacySpent spent_other_conversion;   // the same with the other conversion, for reference
-  std::vector<PrivacySpent> per_epoch;   // after epoch 1, 2, ... (the last one partial if any)
+  Accountant accountant = Accountant::rdp;
+  PrivacySpent spent;                    // after all steps, by the plan's accountant
+  PrivacySpent rdp;                      // RDP with the plan's conversion (equals spent under RDP)
+  PrivacySpent spent_other_conversion;   // RDP with the other conversion, for reference
+  struct EpochEpsilon {
+    double epoch = 0;  // epochs done (the last one partial if any)
+    double epsilon = 0;
+  };
+  // After epoch 1, 2, ...: every epoch under RDP; under PRV (each point a composition) at most 12,
+  // evenly spaced, the last always included.
+  std::vector<EpochEpsilon> per_epoch;
   // Poisson sampling into a fixed number of slots (global_batch): the chance a step draws more
   // examples than fit, and the delta that accounts for dropping them (plan's delta when 0).
   long long slots = 0;

@@ -88,12 +88,28 @@ TEST(PrivacyAccountant, ReferencePlansGiveReferenceEpsilons) {
   EXPECT_EQ(opacus.steps, 2250);
   EXPECT_NEAR(opacus.spent.epsilon, 7.32911117143, 7.32911117143 * 1e-6);
   EXPECT_EQ(opacus.per_epoch.size(), 90u);  // 25 steps per epoch
+  EXPECT_DOUBLE_EQ(opacus.per_epoch.front().epoch, 1);
   EXPECT_DOUBLE_EQ(opacus.per_epoch.back().epsilon, opacus.spent.epsilon);
   for (std::size_t e = 1; e < opacus.per_epoch.size(); ++e) EXPECT_GT(opacus.per_epoch[e].epsilon, opacus.per_epoch[e - 1].epsilon);
   auto tf = ditwin::privacy_budget(ditwin::load_plan(ditwin::test::scenario("privacy/tf-privacy-reference.json")));
   EXPECT_EQ(tf.conversion, EpsilonConversion::classic);
   EXPECT_NEAR(tf.spent.epsilon, 2.92, 0.005);
   EXPECT_NEAR(tf.epochs, 60, 1e-12);
+}
+
+TEST(PrivacyAccountant, PrvPlanKeyAndItsPerEpochPoints) {
+  auto j = ditwin::read_json_file(ditwin::test::scenario("privacy/opacus-reference.json"));
+  j["training"]["privacy"]["accountant"] = "prv";
+  auto b = ditwin::privacy_budget(ditwin::parse_plan(j));
+  EXPECT_EQ(b.accountant, ditwin::Accountant::prv);
+  EXPECT_NEAR(b.spent.epsilon, 6.7791320763, 1e-6);  // Opacus 1.6.0, 2,250 steps
+  EXPECT_NEAR(b.rdp.epsilon, 7.32911117143, 1e-6);
+  EXPECT_LE(b.per_epoch.size(), 12u);  // each point is a composition: at most 12
+  EXPECT_DOUBLE_EQ(b.per_epoch.back().epoch, 90);
+  EXPECT_DOUBLE_EQ(b.per_epoch.back().epsilon, b.spent.epsilon);
+  for (std::size_t e = 1; e < b.per_epoch.size(); ++e) EXPECT_GT(b.per_epoch[e].epsilon, b.per_epoch[e - 1].epsilon);
+  j["training"]["privacy"]["accountant"] = "moments";
+  EXPECT_NE(ditwin::test::plan_error(j).find("training.privacy.accountant"), std::string::npos);
 }
 
 TEST(PrivacyAccountant, PoissonOverflowProbabilityIsTheBinomialTailAndEntersDelta) {
