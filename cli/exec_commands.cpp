@@ -189,18 +189,20 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   else options.peak_flops = plan.cluster.device.peak_flops(plan.training.precision);
   bool tty = isatty(1) && a.ft_run_dir.empty();  // supervised: lines, between the supervisor's
   // DP-SGD: the privacy spent so far goes on every step's line.
-  std::unique_ptr<RdpAccountant> accountant;
   const auto& privacy = plan.training.privacy;
+  const bool accountant = privacy.enabled;
   if (privacy.enabled && world_comm.rank() == 0 && !std::getenv("DITWIN_PRIVACY_NOISE_KEY"))
     std::cout << "note: DP-SGD noise and Poisson draws come from the plan's seed, which anyone with the plan can "
                  "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
-  if (privacy.enabled)
-    accountant = std::make_unique<RdpAccountant>(
-        static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
-            static_cast<double>(privacy.dataset_size),
-        resolved_noise_multiplier(plan));
-  auto epsilon_after = [&](long long steps) {
-    double eps = accountant->spent(static_cast<double>(steps), privacy.delta, conversion_of(privacy)).epsilon;
+  const double sampling_rate =
+      privacy.enabled ? static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
+                            static_cast<double>(privacy.dataset_size)
+                      : 0;
+  const double noise_multiplier = privacy.enabled ? resolved_noise_multiplier(plan) : 0;
+  auto epsilon_after = [&](long long steps) {  // by the plan's accountant
+    double eps = privacy_spent(accountant_of(privacy), conversion_of(privacy), sampling_rate, noise_multiplier,
+                               static_cast<double>(steps), privacy.delta)
+                     .epsilon;
     return std::isinf(eps) ? std::string("inf") : fixed(eps, 4);
   };
   options.on_step = [&](long long step, double loss, double seconds) {
@@ -254,8 +256,11 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
             << fixed(result.losses.front(), 5) << " -> " << fixed(result.losses.back(), 5) << "\n";
   if (accountant)
     std::cout << "DP-SGD: epsilon " << epsilon_after(a.steps) << " at delta " << privacy.delta << " spent by " << a.steps
-              << " steps (noise multiplier " << fixed(resolved_noise_multiplier(plan), 4) << ", clip norm " << privacy.clip_norm
-              << ", " << privacy.sampling << " sampling, " << to_string(conversion_of(privacy)) << " conversion)\n";
+              << " steps (noise multiplier " << fixed(noise_multiplier, 4) << ", clip norm " << privacy.clip_norm
+              << ", " << privacy.sampling << " sampling, "
+              << (accountant_of(privacy) == Accountant::prv ? std::string("PRV accountant")
+                                                           : "RDP accountant, " + std::string(to_string(conversion_of(privacy))) + " conversion")
+              << ")\n";
   if (accountant && r.extra.contains("privacy") && r.extra["privacy"]["poisson_examples_dropped"].get<long long>() > 0)
     std::cout << "note: " << r.extra["privacy"]["poisson_examples_dropped"].get<long long>()
               << " Poisson-drawn examples did not fit their step's " << plan.training.global_batch

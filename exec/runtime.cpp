@@ -266,10 +266,11 @@ class Runner {
     if (private_) {
       // The budget spent by the steps run (no data, no per-sample figures: only the mechanism).
       const auto& p = plan_.training.privacy;
-      RdpAccountant accountant(sampling_rate_, noise_multiplier_);
-      auto spent = accountant.spent(static_cast<double>(options_.steps), p.delta, conversion_of(p));
+      auto spent = privacy_spent(accountant_of(p), conversion_of(p), sampling_rate_, noise_multiplier_,
+                                 static_cast<double>(options_.steps), p.delta);
       r.extra["privacy"] = {{"epsilon", std::isinf(spent.epsilon) ? nlohmann::json("inf") : nlohmann::json(spent.epsilon)},
                             {"delta", p.delta},
+                            {"accountant", to_string(accountant_of(p))},
                             {"best_order", spent.best_order},
                             {"conversion", to_string(conversion_of(p))},
                             {"noise_multiplier", noise_multiplier_},
