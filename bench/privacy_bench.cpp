@@ -1,6 +1,6 @@
 // DP-SGD's extra kernels on the CPU, at tiny-cpu's shapes (micro-batch 4, 64 tokens, hidden 128,
 // MLP 512): per-sample norms by Gram matrices (ghost) and by materialized per-sample gradients,
-// and the Gaussian noise over tiny-cpu's 1.28 M parameters. Run: ./bench/privacy_bench.
+// the Gaussian noise over tiny-cpu's 1.28 M parameters, and the PRV accountant. Run: ./bench/privacy_bench.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -10,6 +10,7 @@
 #include "kernels/matmul.hpp"
 #include "kernels/per_sample_norm.hpp"
 #include "kernels/threads.hpp"
+#include "model/prv_accountant.hpp"
 
 namespace {
 
@@ -60,6 +61,14 @@ void BM_GaussianNoise(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_GaussianNoise)->Arg(640000);
+
+// The PRV accountant (model/prv_accountant.cpp) for a run of `steps` steps: the mesh grows with
+// sqrt(steps), so this is the cost of one epsilon (Opacus's reference case at 2,250 steps).
+void BM_PrvEpsilon(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(ditwin::prv_epsilon(0.04, 1.5, static_cast<double>(state.range(0)), 1e-5));
+  state.counters["mesh_points"] = static_cast<double>(ditwin::prv_epsilon(0.04, 1.5, static_cast<double>(state.range(0)), 1e-5).points);
+}
+BENCHMARK(BM_PrvEpsilon)->Arg(20)->Arg(2250)->Arg(20000)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

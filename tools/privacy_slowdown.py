@@ -3,7 +3,8 @@
 without privacy (scenarios/privacy/tiny-cpu-dp-nonprivate.json), each executed on 2 ranks in
 alternating pairs, and both simulated with a fresh `ditwin calibrate` profile.
 
-Usage: tools/privacy_slowdown.py [--ditwin build/cli/ditwin] [--pairs 3] [--steps 20]
+Usage: tools/privacy_slowdown.py [--ditwin build/cli/ditwin] [--pairs 3] [--steps 20] [--zero Z]
+(--zero runs both plans with parallelism.zero = Z, e.g. 3 for DP-SGD's noise per ZeRO-3 group)
 Prints per run the median step time and the sum of rank 0's per-op compute medians (less
 sensitive to other load on the machine than the wall-clock step), then the ratios."""
 import argparse, json, os, statistics, subprocess, sys, tempfile
@@ -32,8 +33,15 @@ def main():
     a.add_argument("--ditwin", default=os.path.join(ROOT, "build/cli/ditwin"))
     a.add_argument("--pairs", type=int, default=3)
     a.add_argument("--steps", type=int, default=20)
+    a.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3])
     o = a.parse_args()
     tmp = tempfile.mkdtemp(prefix="dp-slowdown-")
+    if o.zero is not None:
+        for kind in list(PLANS):
+            plan = json.load(open(PLANS[kind]))
+            plan["parallelism"]["zero"] = o.zero
+            PLANS[kind] = os.path.join(tmp, f"{kind}-zero{o.zero}.json")
+            json.dump(plan, open(PLANS[kind], "w"))
     step, comp = {"dp": [], "plain": []}, {"dp": [], "plain": []}
     for i in range(o.pairs):
         for kind in ("dp", "plain"):
