@@ -163,7 +163,7 @@ TEST(ExecJoint, LossFallsOnSyntheticCaptionsAndLatents) {
   }
 }
 
-TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
+TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderTpAndBatchesWithoutText) {
   const Plan plan = parse_plan(small_plan("mmdit"));
   exec::ModelShard cp;
   cp.cp = 3;
@@ -176,7 +176,9 @@ TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyAndBatchesWithoutText) {
   tp.tp = 3;
   EXPECT_THROW(exec::make_model(plan, tp), InputError);  // 3 does not divide 2 heads
   auto model = exec::make_model(plan);
-  EXPECT_THROW(model->enable_privacy(1.0), InputError);
+  exec::ModelShard tp2;
+  tp2.tp = 2;
+  EXPECT_THROW(exec::make_model(plan, tp2)->enable_privacy(1.0), InputError);  // DP-SGD: data parallelism only
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 1);
   exec::Batch b = data->batch(0, 0, 0, 2);
   b.context.pop_back();

@@ -19,10 +19,12 @@
 #include "kernels/layernorm.hpp"  // defines: layernorm_modulate_forward/backward
 #include "kernels/loss.hpp"       // defines: rectified_flow_*, cross_entropy_forward/backward
 #include "kernels/matmul.hpp"     // defines: matmul_forward, matmul_backward
+#include "kernels/per_sample_norm.hpp"  // defines: linear_per_sample_sq_norms, scale_sample_rows
 #include "kernels/residual.hpp"   // defines: gated_residual_forward, gated_residual_backward
 #include "kernels/rmsnorm.hpp"    // defines: rmsnorm_forward, rmsnorm_backward
 #include "kernels/silu.hpp"       // defines: silu_*, swiglu_*
 #include "model/errors.hpp"
+#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper
 
 namespace ditwin::exec {
 namespace k = ditwin::kernels;
@@ -70,6 +72,15 @@ struct MicroBatch {
   Buf dqkv_joint, datt_joint, dsilu_c, dc, dt_emb, dt_a1, dt_h1, dp_a1, dp_h1, dfmod, dlnf, d_img_in, d_txt_in,
       dout_tok, dv_hat, dlogits, d_patch_emb, dkv_full;
   bool dc_ready = false;
+  // DP-SGD (book-keeping, as the DiT): each linear's output gradient kept from its backward until
+  // its clipped ".wgrad" (by op and linear), the unified model's per-sample RMSNorm-gain gradients
+  // (B x hidden, by op), per-sample squared norms, clip factors, scratch.
+  std::map<std::string, Buf> kept, gains;
+  std::vector<double> sq_norm;
+  std::vector<float> clip;
+  bool clipped = false;
+  std::vector<char> gains_added;  // per layer, and the head at [L]
+  Buf scratch, scaled;
 };
 
 }  // namespace
@@ -123,6 +134,8 @@ struct JointModel::Impl {
   std::vector<int> chunk_first;
   std::vector<bool> held;
   std::map<const Op*, Buf> staging;  // pipeline transfers in flight
+  bool dp = false;  // DP-SGD: backward leaves weight gradients to the clipped ".wgrad" ops
+  double clip_norm = 0;
 
   Impl(const ModelSpec& model, const ObjectiveSpec& objective, int micro_batch, int n_micro, const ModelShard& shard)
       : m(model) {
@@ -428,6 +441,8 @@ struct JointModel::Impl {
     if (!grads[g]) throw std::logic_error("JointModel: op " + part + " needs the gradients of group " + groups[g].name);
     return grads[g] + off;
   }
+  // A weight gradient for backward: none under DP-SGD, whose ".wgrad" ops add the clipped ones.
+  float* wg(int g, std::size_t off, const std::string& part) const { return dp ? nullptr : gr(g, off, part); }
   // Offset of stream s's tensor inside a layer group.
   std::size_t so(int s, std::size_t off) const { return off == none ? none : s * sl.size + off; }
 
@@ -509,10 +524,10 @@ struct JointModel::Impl {
   void mlp_embedder_backward(Buf& dh1, Buf& da1, const Buf& dout, const Buf& h1, const Buf& a1, const float* in, int d_in,
                              std::size_t w1, std::size_t b1, std::size_t w2, std::size_t b2, int g, const std::string& part) {
     zero(da1);
-    k::matmul_backward(da1.data(), gr(g, w2, part), gr(g, b2, part), dout.data(), a1.data(), p(g, w2, part), B, H, H);
+    k::matmul_backward(da1.data(), wg(g, w2, part), wg(g, b2, part), dout.data(), a1.data(), p(g, w2, part), B, H, H);
     zero(dh1);
     k::silu_backward(dh1.data(), h1.data(), da1.data(), dh1.size());
-    k::matmul_backward(nullptr, gr(g, w1, part), gr(g, b1, part), dh1.data(), in, p(g, w1, part), B, d_in, H);
+    if (!dp) k::matmul_backward(nullptr, gr(g, w1, part), gr(g, b1, part), dh1.data(), in, p(g, w1, part), B, d_in, H);
   }
 
   // This rank's image patches (B x img_n x pin) and mmdit context rows (B x txt_n x Dc), taken
@@ -588,7 +603,8 @@ struct JointModel::Impl {
         gather_rows(a.d_patch_emb.data(), a.dx[0].data(), B, Tq, img_at, img_n, H);
         d = a.d_patch_emb.data();
       }
-      if (img_n > 0)
+      if (dp) keep(a, part, d, static_cast<std::size_t>(B) * img_n * H);
+      else if (img_n > 0)
         k::matmul_backward(nullptr, gr(g, el.patch_w, part), gr(g, el.patch_b, part), d, patch_rows(a),
                            p(g, el.patch_w, part), B * img_n, pin, H);
     } else if (part == "embed.timestep") {
@@ -606,14 +622,28 @@ struct JointModel::Impl {
       }
       mlp_embedder_backward(a.dt_h1, a.dt_a1, a.dt_emb, a.t_h1, a.t_a1, a.t_freq.data(), fe, el.t_w1, el.t_b1, el.t_w2,
                             el.t_b2, g, part);
+      if (dp) {
+        keep(a, part + "#2", a.dt_emb.data(), a.dt_emb.size());
+        keep(a, part + "#1", a.dt_h1.data(), a.dt_h1.size());
+      }
     } else if (part == "embed.context" && mm) {
-      k::matmul_backward(nullptr, gr(g, el.ctx_w, part), gr(g, el.ctx_b, part), a.dx[1].data(), context_rows(a),
-                         p(g, el.ctx_w, part), B * txt_n, Dc, H);
+      if (dp) keep(a, part, a.dx[1].data(), a.dx[1].size());
+      else
+        k::matmul_backward(nullptr, gr(g, el.ctx_w, part), gr(g, el.ctx_b, part), a.dx[1].data(), context_rows(a),
+                           p(g, el.ctx_w, part), B * txt_n, Dc, H);
     } else if (part == "embed.pooled" && mm) {
       ensure_dc(a);
       mlp_embedder_backward(a.dp_h1, a.dp_a1, a.dc, a.p_h1, a.p_a1, a.batch.pooled.data(), Dp, el.p_w1, el.p_b1, el.p_w2,
                             el.p_b2, g, part);
+      if (dp) {
+        keep(a, part + "#2", a.dc.data(), a.dc.size());
+        keep(a, part + "#1", a.dp_h1.data(), a.dp_h1.size());
+      }
     } else if (part == "embed.tokens" && !mm) {
+      if (dp) {  // the rows of the table each sample touched: the clipped ".wgrad" adds them
+        keep(a, part, a.dx[0].data(), a.dx[0].size());
+        return;
+      }
       float* dtable = gr(g, el.tok, part);
       for (int b = 0; b < B; ++b)
         for (int j = 0; j < txt_n; ++j) {
@@ -795,36 +825,47 @@ struct JointModel::Impl {
       residual_backward(a.dfc2[s], fc2, 5, sl.fc2_b);
     } else if (part == "mlp.fc2") {
       zero(a.dact[s]);
-      k::matmul_backward(a.dact[s].data(), gr(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.fc2_b), op),
+      k::matmul_backward(a.dact[s].data(), wg(g, so(s, sl.fc2_w), op), tp > 1 ? nullptr : wg(g, so(s, sl.fc2_b), op),
                          dfc2_gemm.data(), t.act.data(), p(g, so(s, sl.fc2_w), op), G, Fl, h);
+      if (dp) keep(a, layer_key(l, op), dfc2_gemm.data(), dfc2_gemm.size());
     } else if (part == "mlp.act") {
       zero(a.dfc1[s]);
       if (gated) k::swiglu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), G, Fl);
       else k::gelu_backward(a.dfc1[s].data(), t.fc1.data(), a.dact[s].data(), a.dfc1[s].size());
     } else if (part == "mlp.fc1") {
       zero(d_ln_gemm);
-      k::matmul_backward(d_ln_gemm.data(), gr(g, so(s, sl.fc1_w), op), gr(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
+      k::matmul_backward(d_ln_gemm.data(), wg(g, so(s, sl.fc1_w), op), wg(g, so(s, sl.fc1_b), op), a.dfc1[s].data(),
                          ln2.data(), p(g, so(s, sl.fc1_w), op), G, h, F1l);
+      if (dp) keep(a, layer_key(l, op), a.dfc1[s].data(), a.dfc1[s].size());
     } else if (part == "norm2") {
       if (mm) k::layernorm_modulate_backward(dx, dmod + 3 * h, dmod + 4 * h, a.d_ln[s].data(), t.x_mid.data(), t.mean2.data(), t.rstd2.data(), mod + 4 * h, B, rows[s], h, 6 * h);
-      else k::rmsnorm_backward(dx, gr(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
+      else {
+        k::rmsnorm_backward(dx, wg(g, so(s, sl.n2_w), op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), p(g, so(s, sl.n2_w), op), R, h);
+        if (dp) gain_norms(a, layer_key(l, op), a.d_ln[s].data(), t.x_mid.data(), t.rstd2.data(), rows[s]);
+      }
     } else if (part == "attn.residual") {
       residual_backward(a.dproj[s], proj, 2, sl.proj_b);
     } else if (part == "attn.proj") {
       zero(a.datt[s]);
-      k::matmul_backward(a.datt[s].data(), gr(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : gr(g, so(s, sl.proj_b), op),
+      k::matmul_backward(a.datt[s].data(), wg(g, so(s, sl.proj_w), op), tp > 1 ? nullptr : wg(g, so(s, sl.proj_b), op),
                          dproj_gemm.data(), t.att.data(), p(g, so(s, sl.proj_w), op), G, w, h);
+      if (dp) keep(a, layer_key(l, op), dproj_gemm.data(), dproj_gemm.size());
     } else if (part == "attn.qkv") {
       zero(d_ln_gemm);
-      k::matmul_backward(d_ln_gemm.data(), gr(g, so(s, sl.qkv_w), op), gr(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
+      k::matmul_backward(d_ln_gemm.data(), wg(g, so(s, sl.qkv_w), op), wg(g, so(s, sl.qkv_b), op), a.dqkv[s].data(),
                          ln1.data(), p(g, so(s, sl.qkv_w), op), G, h, 3 * w);
+      if (dp) keep(a, layer_key(l, op), a.dqkv[s].data(), a.dqkv[s].size());
     } else if (part == "norm1") {
       const float* x = a.x[s][l].data();
       if (mm) k::layernorm_modulate_backward(dx, dmod, dmod + h, a.d_ln[s].data(), x, t.mean1.data(), t.rstd1.data(), mod + h, B, rows[s], h, 6 * h);
-      else k::rmsnorm_backward(dx, gr(g, so(s, sl.n1_w), op), a.d_ln[s].data(), x, t.rstd1.data(), p(g, so(s, sl.n1_w), op), R, h);
+      else {
+        k::rmsnorm_backward(dx, wg(g, so(s, sl.n1_w), op), a.d_ln[s].data(), x, t.rstd1.data(), p(g, so(s, sl.n1_w), op), R, h);
+        if (dp) gain_norms(a, layer_key(l, op), a.d_ln[s].data(), x, t.rstd1.data(), rows[s]);
+      }
     } else if (part == "adaln" && mm) {
-      k::matmul_backward(a.dsilu_c.data(), gr(g, so(s, sl.ada_w), op), gr(g, so(s, sl.ada_b), op), dmod,
+      k::matmul_backward(a.dsilu_c.data(), wg(g, so(s, sl.ada_w), op), wg(g, so(s, sl.ada_b), op), dmod,
                          a.silu_c.data(), p(g, so(s, sl.ada_w), op), B, h, 6 * h);
+      if (dp) keep(a, layer_key(l, op), dmod, static_cast<std::size_t>(B) * 6 * h);
     } else {
       unknown(op);
     }
@@ -876,6 +917,12 @@ struct JointModel::Impl {
     const int g = gi("head");
     const int h = H;
     if (part == "loss") {
+      if (dp) {  // the micro-batch's backward starts: fresh norms, and nothing clipped yet
+        a.sq_norm.assign(B, 0.0);
+        a.clip.assign(B, 1.0f);
+        a.clipped = false;
+        a.gains_added.assign(L + 1, 0);
+      }
       // Seeds the micro-batch's backward, scaled by 1/micro_batches so that a step's gradients are
       // those of the mean loss over its micro-batches.
       if (shard_tokens) {
@@ -910,8 +957,9 @@ struct JointModel::Impl {
       zero(a.d_txt_in);
       // Under TP a partial sum over the vocabulary shards: head.lm.tp_allreduce completes it.
       if (txt_n > 0)
-        k::matmul_backward(a.d_txt_in.data(), gr(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
+        k::matmul_backward(a.d_txt_in.data(), wg(g, hd.lm_w, part), nullptr, a.dlogits.data(), a.txt_in.data(),
                            p(g, hd.lm_w, part), B * txt_n, h, Vl);
+      if (dp) keep(a, part, a.dlogits.data(), a.dlogits.size());
     } else if (part == "head.image") {
       if (!shard_tokens) {  // under CP the loss wrote dout_tok directly
         zero(a.dout_tok);
@@ -919,8 +967,9 @@ struct JointModel::Impl {
       }
       zero(a.d_img_in);
       if (img_n > 0)
-        k::matmul_backward(a.d_img_in.data(), gr(g, hd.out_w, part), gr(g, hd.out_b, part), a.dout_tok.data(),
+        k::matmul_backward(a.d_img_in.data(), wg(g, hd.out_w, part), wg(g, hd.out_b, part), a.dout_tok.data(),
                            mm ? a.lnf.data() : a.img_in.data(), p(g, hd.out_w, part), B * img_n, h, pout);
+      if (dp) keep(a, part, a.dout_tok.data(), a.dout_tok.size());
     } else if (part == "head.norm") {
       zero(a.dx[0]);
       const float* x = a.x[0][L].data();
@@ -931,12 +980,14 @@ struct JointModel::Impl {
       } else {
         scatter_rows(a.dlnf.data(), a.d_txt_in.data(), B, Tq, 0, txt_n, h);
         scatter_rows(a.dlnf.data(), a.d_img_in.data(), B, Tq, img_at, img_n, h);
-        k::rmsnorm_backward(a.dx[0].data(), gr(g, hd.norm_w, part), a.dlnf.data(), x, a.rstdf.data(),
+        k::rmsnorm_backward(a.dx[0].data(), wg(g, hd.norm_w, part), a.dlnf.data(), x, a.rstdf.data(),
                             p(g, hd.norm_w, part), B * Tq, h);
+        if (dp) gain_norms(a, part, a.dlnf.data(), x, a.rstdf.data(), Tq);
       }
     } else if (part == "head.adaln" && mm) {
-      k::matmul_backward(a.dsilu_c.data(), gr(g, hd.ada_w, part), gr(g, hd.ada_b, part), a.dfmod.data(),
+      k::matmul_backward(a.dsilu_c.data(), wg(g, hd.ada_w, part), wg(g, hd.ada_b, part), a.dfmod.data(),
                          a.silu_c.data(), p(g, hd.ada_w, part), B, h, 2 * h);
+      if (dp) keep(a, part, a.dfmod.data(), a.dfmod.size());
     } else {
       unknown(part);
     }
@@ -1184,6 +1235,174 @@ struct JointModel::Impl {
     staging.erase(it);
   }
 
+  // --- DP-SGD (book-keeping, as exec/model/dit_model.cpp) --------------------------------------
+  // Backward keeps every linear's output gradient G (by op) and leaves weight gradients alone;
+  // ".sample_norm" adds each sample's squared weight-gradient norm from (A, G); "privacy.clip" turns
+  // the norms into clip factors; ".wgrad" adds sum_b c_b A_b^T G_b, the sum of clipped per-sample
+  // gradients. A sample is one example: all its image and text tokens. The unified model's
+  // RMSNorm gains have no ops of their own in the Program: their norm backward adds the per-sample
+  // squared norms (so before the clip) and keeps each sample's gain gradient; the layer's (or the
+  // head's) first ".wgrad" adds their clipped sum.
+  static std::string layer_key(int l, const std::string& part) { return std::string("L").append(std::to_string(l)).append(".").append(part); }
+  void keep(MicroBatch& a, const std::string& key, const float* g, std::size_t n) {
+    Buf& k = a.kept[key];
+    k.assign(g, g + n);
+  }
+  const float* kept(MicroBatch& a, const std::string& key) {
+    auto it = a.kept.find(key);
+    if (it == a.kept.end()) throw std::logic_error("JointModel: no output gradient kept for " + key + " (its backward has not run)");
+    return it->second.data();
+  }
+  void gain_norms(MicroBatch& a, const std::string& key, const float* dy, const float* x, const float* rstd, int rows_per_sample) {
+    Buf& gb = a.gains[key];
+    gb.assign(static_cast<std::size_t>(B) * H, 0.0f);
+    for (int b = 0; b < B; ++b) {
+      float* g = gb.data() + static_cast<std::size_t>(b) * H;
+      for (int t = 0; t < rows_per_sample; ++t) {
+        const std::size_t r = static_cast<std::size_t>(b) * rows_per_sample + t;
+        const float sr = rstd[r];
+        for (int c = 0; c < H; ++c) g[c] += dy[r * H + c] * x[r * H + c] * sr;
+      }
+      double sq = 0;
+      for (int c = 0; c < H; ++c) sq += static_cast<double>(g[c]) * g[c];
+      a.sq_norm[b] += sq;
+    }
+  }
+  // The clipped per-sample gain gradients into `dgain` (once per micro-batch and group).
+  void add_gains(MicroBatch& a, const std::string& key, float* dgain) {
+    auto it = a.gains.find(key);
+    if (it == a.gains.end()) throw std::logic_error("JointModel: no per-sample gain gradients kept for " + key);
+    for (int b = 0; b < B; ++b)
+      for (int c = 0; c < H; ++c) dgain[c] += a.clip[b] * it->second[static_cast<std::size_t>(b) * H + c];
+  }
+  void require_dp(const std::string& part) const {
+    if (!dp) throw std::logic_error("JointModel: op " + part + " is a DP-SGD op, but privacy is not enabled on this model");
+  }
+  struct Linear {
+    const float* inp;
+    std::string key;        // of the kept output gradient
+    int rows, d_in, d_out;  // rows per sample
+    std::size_t w, b;       // offsets in the group (b: none without a bias)
+    int group;
+  };
+  // The linears an op holds (an MLP embedder holds two), `part` as the op names it ("img.attn.qkv").
+  std::vector<Linear> linears(const std::string& part, int l, MicroBatch& a) {
+    const int h = H;
+    if (l >= 0) {
+      std::string local = part;
+      const int s = stream_of(local), g = gi(std::string("L").append(std::to_string(l)));
+      if (s < 0) unknown(part);
+      StreamActs& t = a.layer[l].s[s];
+      const std::string key = layer_key(l, part);
+      const int r = grows[s];
+      if (local == "adaln" && mm) return {{a.silu_c.data(), key, 1, h, 6 * h, so(s, sl.ada_w), so(s, sl.ada_b), g}};
+      if (local == "attn.qkv") return {{t.ln1.data(), key, r, h, 3 * w, so(s, sl.qkv_w), so(s, sl.qkv_b), g}};
+      if (local == "attn.proj") return {{t.att.data(), key, r, w, h, so(s, sl.proj_w), so(s, sl.proj_b), g}};
+      if (local == "mlp.fc1") return {{t.ln2.data(), key, r, h, F1l, so(s, sl.fc1_w), so(s, sl.fc1_b), g}};
+      if (local == "mlp.fc2") return {{t.act.data(), key, r, Fl, h, so(s, sl.fc2_w), so(s, sl.fc2_b), g}};
+      unknown(part + " (no weights)");
+    }
+    if (part == "embed.patch") return {{patch_rows(a), part, img_n, pin, h, el.patch_w, el.patch_b, gi("embed")}};
+    if (part == "embed.timestep")
+      return {{a.t_a1.data(), part + "#2", 1, h, h, el.t_w2, el.t_b2, gi("embed")},
+              {a.t_freq.data(), part + "#1", 1, fe, h, el.t_w1, el.t_b1, gi("embed")}};
+    if (part == "embed.pooled" && mm)
+      return {{a.p_a1.data(), part + "#2", 1, h, h, el.p_w2, el.p_b2, gi("embed")},
+              {a.batch.pooled.data(), part + "#1", 1, Dp, h, el.p_w1, el.p_b1, gi("embed")}};
+    if (part == "embed.context" && mm) return {{context_rows(a), part, txt_n, Dc, h, el.ctx_w, el.ctx_b, gi("embed")}};
+    if (part == "head.adaln" && mm) return {{a.silu_c.data(), part, 1, h, 2 * h, hd.ada_w, hd.ada_b, gi("head")}};
+    if (part == "head.image") return {{mm ? a.lnf.data() : a.img_in.data(), part, img_n, h, pout, hd.out_w, hd.out_b, gi("head")}};
+    if (part == "head.lm" && !mm) return {{a.txt_in.data(), part, txt_n, h, Vl, hd.lm_w, none, gi("head")}};
+    unknown(part + " (no weights)");
+  }
+  // unified: the token table rows sample b touched, each the sum of its positions' gradients.
+  template <typename F>
+  void token_rows(MicroBatch& a, int b, F&& row) {
+    const float* d = kept(a, "embed.tokens");
+    std::map<int, std::vector<double>> rows;
+    for (int j = 0; j < txt_n; ++j) {
+      const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + txt0 + j] - v0;
+      if (tok < 0 || tok >= Vl) continue;
+      auto& acc = rows[tok];
+      acc.resize(H, 0.0);
+      const float* dj = d + (static_cast<std::size_t>(b) * Tq + j) * H;
+      for (int c = 0; c < H; ++c) acc[c] += dj[c];
+    }
+    for (auto& [tok, acc] : rows) row(tok, acc);
+  }
+  void sample_norm(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    if (part == "embed.tokens" && !mm) {
+      for (int b = 0; b < B; ++b)
+        token_rows(a, b, [&](int, const std::vector<double>& acc) {
+          for (double v : acc) a.sq_norm[b] += v * v;
+        });
+      return;
+    }
+    for (const Linear& x : linears(part, l, a)) {
+      if (x.rows == 0) continue;
+      bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
+      std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
+      if (a.scratch.size() < need) a.scratch.resize(need);
+      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, kept(a, x.key), B, x.rows, x.d_in, x.d_out, x.b != none, ghost,
+                                    a.scratch.data());
+    }
+  }
+  // Clip factor per sample: its weight (0 for an empty Poisson slot) times min(1, C / ||g_b||).
+  void clip(MicroBatch& a, const std::string& part) {
+    require_dp(part);
+    const double scale = static_cast<double>(B) * micro_batches;  // the buffers hold g_b / (B x micro_batches)
+    for (int b = 0; b < B; ++b) {
+      double norm = std::sqrt(a.sq_norm[b]) * scale;
+      if (!std::isfinite(norm))
+        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
+      float c = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
+      if (!a.batch.weight.empty()) c *= a.batch.weight[b];
+      a.clip[b] = c;
+    }
+    a.clipped = true;
+  }
+  const float* clipped(MicroBatch& a, const float* g, int rows, int width) {
+    bool all_one = std::all_of(a.clip.begin(), a.clip.end(), [](float c) { return c == 1.0f; });
+    if (all_one) return g;
+    const std::size_t n = static_cast<std::size_t>(B) * rows * width;
+    if (a.scaled.size() < n) a.scaled.resize(n);
+    k::scale_sample_rows(a.scaled.data(), g, a.clip.data(), B, rows, width);
+    return a.scaled.data();
+  }
+  void wgrad(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    if (!a.clipped) throw std::logic_error("JointModel: op " + part + ".wgrad runs before privacy.clip of its micro-batch");
+    if (!mm) {  // the RMSNorm gains of this layer (or the head), with its first .wgrad
+      const std::size_t slot = l >= 0 ? static_cast<std::size_t>(l) : static_cast<std::size_t>(L);
+      if ((l >= 0 || part.rfind("head.", 0) == 0) && !a.gains_added[slot]) {
+        a.gains_added[slot] = 1;
+        if (l >= 0) {
+          const int g = gi(std::string("L").append(std::to_string(l)));
+          add_gains(a, layer_key(l, "norm1"), gr(g, so(0, sl.n1_w), part));
+          add_gains(a, layer_key(l, "norm2"), gr(g, so(0, sl.n2_w), part));
+        } else {
+          add_gains(a, "head.norm", gr(gi("head"), hd.norm_w, part));
+        }
+      }
+    }
+    if (part == "embed.tokens" && !mm) {
+      float* dtable = gr(gi("embed"), el.tok, part);
+      for (int b = 0; b < B; ++b)
+        token_rows(a, b, [&](int tok, const std::vector<double>& acc) {
+          float* row = dtable + static_cast<std::size_t>(tok) * H;
+          for (int c = 0; c < H; ++c) row[c] += static_cast<float>(a.clip[b] * acc[c]);
+        });
+      return;
+    }
+    for (const Linear& x : linears(part, l, a)) {
+      if (x.rows == 0) continue;
+      k::matmul_backward(nullptr, gr(x.group, x.w, part), x.b == none ? nullptr : gr(x.group, x.b, part),
+                         clipped(a, kept(a, x.key), x.rows, x.d_out), x.inp, p(x.group, x.w, part), B * x.rows, x.d_in,
+                         x.d_out);
+    }
+  }
+
   [[noreturn]] void unknown(const std::string& part) const {
     throw std::logic_error(std::string("JointModel: unknown op part '") + part + "' for a " + to_string(m.family) + " model");
   }
@@ -1259,8 +1478,9 @@ void JointModel::set_batch(int mb, Batch batch) {
   if (batch.size != d.B || batch.x0.size() != n || batch.noise.size() != n || batch.t.size() != b)
     throw std::invalid_argument("JointModel::set_batch: expected " + std::to_string(d.B) + " samples of " +
                                 std::to_string(d.C) + "x" + std::to_string(d.S) + "x" + std::to_string(d.S));
-  if (!batch.weight.empty())
-    throw std::invalid_argument("JointModel::set_batch: per-sample weights are DP-SGD's, which this family does not run");
+  if (!batch.weight.empty() && (!d.dp || batch.weight.size() != b))
+    throw std::invalid_argument("JointModel::set_batch: " + std::to_string(batch.weight.size()) + " per-sample weights for " +
+                                std::to_string(b) + " samples" + (d.dp ? "" : " (weights are DP-SGD's, which is not enabled)"));
   if (d.mm) {
     if (batch.context.size() != b * d.Tt * d.Dc || batch.pooled.size() != b * d.Dp)
       throw std::invalid_argument("JointModel::set_batch: an mmdit batch needs " + std::to_string(d.Tt) + "x" +
@@ -1299,7 +1519,17 @@ void JointModel::run(const std::string& part, int layer, Phase phase, int mb) {
     if (layer >= d.L) throw std::logic_error("JointModel: op " + op + ": layer out of range");
     if (layer >= 0 && !d.held[layer])
       throw std::logic_error("JointModel: op " + op + " runs on a layer this pipeline stage does not hold");
-    if (layer >= 0) {
+    auto ends_with = [&](const char* tag) {
+      std::size_t n = std::strlen(tag);
+      return part.size() > n && part.compare(part.size() - n, n, tag) == 0;
+    };
+    if (ends_with(".sample_norm")) {
+      d.sample_norm(part.substr(0, part.size() - 12), layer, a);
+    } else if (ends_with(".wgrad")) {
+      d.wgrad(part.substr(0, part.size() - 6), layer, a);
+    } else if (part == "privacy.clip") {
+      d.clip(a, op);
+    } else if (layer >= 0) {
       fwd ? d.layer_forward(part, layer, a) : d.layer_backward(part, layer, a);
     } else if (part.rfind("embed.", 0) == 0) {
       fwd ? d.embed_forward(part, a) : d.embed_backward(part, a);
@@ -1332,9 +1562,23 @@ double JointModel::image_loss(int mb) const {
 TensorComm JointModel::comm_begin(const Op& op) { return impl_->comm_begin(op); }
 void JointModel::comm_end(const Op& op) { impl_->comm_end(op); }
 
-void JointModel::enable_privacy(double) {
-  throw InputError(std::string("training.privacy: DP-SGD runs on dit models; the ") + to_string(impl_->m.family) +
-                   " executor has no per-sample clipping yet");
+void JointModel::enable_privacy(double clip_norm) {
+  Impl& d = *impl_;
+  if (!(clip_norm > 0)) throw std::invalid_argument("JointModel::enable_privacy: the clip norm must be > 0");
+  if (d.tp > 1 || d.cp > 1 || d.pp > 1)
+    throw InputError("training.privacy: the " + std::string(to_string(d.m.family)) +
+                     " executor runs DP-SGD under data parallelism only (tp, pp and cp must be 1)");
+  for (const auto& mb : d.mbs)
+    if (mb.ready) throw std::logic_error("JointModel::enable_privacy: call it before the first set_batch");
+  d.dp = true;
+  d.clip_norm = clip_norm;
+}
+
+std::vector<float> JointModel::clip_factors(int mb) const {
+  const Impl& d = *impl_;
+  if (!d.dp || mb < 0 || mb >= d.micro_batches || !d.mbs[mb].clipped)
+    throw std::logic_error("JointModel::clip_factors: micro-batch " + std::to_string(mb) + " has not been clipped");
+  return d.mbs[mb].clip;
 }
 
 }  // namespace ditwin::exec

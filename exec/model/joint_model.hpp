@@ -50,7 +50,11 @@ class JointModel final : public Model {
   double image_loss(int mb) const;
   TensorComm comm_begin(const Op& op) override;
   void comm_end(const Op& op) override;
+  // DP-SGD (under data parallelism): backward keeps output gradients; ".sample_norm",
+  // "privacy.clip" and ".wgrad" ops clip each example's gradient (all its tokens) to clip_norm.
   void enable_privacy(double clip_norm) override;
+  // The last clip factors of micro-batch mb (for tests).
+  std::vector<float> clip_factors(int mb) const;
 
  private:
   struct Impl;
