@@ -1024,7 +1024,7 @@ class Runner {
         for (auto& [key, s] : shards_) score_canaries(s.grad.data(), s.whole.begin + s.mine_begin, static_cast<std::size_t>(s.mine));
     }
     if (zero_ == 0) {
-      if (program_.dp > 1) model_.scale(grads_.data(), scale, total_);
+      if (scale != 1.0f) model_.scale(grads_.data(), scale, total_);  // 1 rank too: Poisson sampling's expected batch
       model_.update(params_.data(), grads_.data(), full_m_.data(), full_v_.data(), total_, opt, step);
       model_.parameters_changed();
       return;
