@@ -645,10 +645,6 @@ class Runner {
     }
   }
 
-  // DP-SGD noise: this rank's slice of the bucket (the slice a reduce-scatter would give it), so
-  // that the reduced sum carries each element's noise exactly once. Element i of the flat
-  // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
-  // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
   // --- one-run privacy audit (ExecOptions::canaries) ---------------------------------------
   std::vector<std::size_t> canary_at_;   // the flat coordinate of each canary
   std::vector<char> canary_in_;
@@ -701,6 +697,10 @@ class Runner {
     }
   }
 
+  // DP-SGD noise: this rank's slice of the bucket (the slice a reduce-scatter would give it), so
+  // that the reduced sum carries each element's noise exactly once. Element i of the one-rank flat
+  // parameter array draws N_i of the (seed, step) stream, whichever rank adds it. The buffers hold
+  // sum_b c_b g_b / (micro_batch x micro-batches), so the noise std is scaled the same way.
   // ZeRO-3: the op names one parameter group, whose gradients are the group's gathered-gradient
   // buffer of this epoch; the slice is the shard its reduce-scatter gives this rank.
   void add_noise(std::size_t i, long long step) {
@@ -717,7 +717,22 @@ class Runner {
     float* grads = grads_.data() + begin;
     if (zero_ == 3) grads = gathered_grads_.at(epoch_of_.at(i)).data() + (begin - r.begin);
     if (!canary_at_.empty()) add_canaries(grads, begin, static_cast<std::size_t>(counts[me]), step, scale);
-    if (noise_multiplier_ > 0) kernels::add_gaussian_noise(grads, static_cast<std::size_t>(counts[me]), begin, key, stddev);
+    if (noise_multiplier_ > 0) add_noise_by_global_index(grads, begin, static_cast<std::size_t>(counts[me]), key, stddev);
+  }
+  // Local elements [begin, begin + n) draw the noise of their one-rank (global) indices: under TP
+  // the ranks hold different parameters at the same local index, and keying by it would give them
+  // the same draw. So a TP run adds exactly the one-rank run's noise to each parameter (a
+  // replicated one the same on every TP rank, as its values are). Runs of consecutive global
+  // indices go to the kernel whole: one run, today's call, when tp is 1.
+  void add_noise_by_global_index(float* grads, std::size_t begin, std::size_t n, std::uint64_t key, float stddev) {
+    const auto& global = model_.global_index();
+    for (std::size_t k = 0; k < n;) {
+      const std::size_t first = global[begin + k];
+      std::size_t run = 1;
+      while (k + run < n && global[begin + k + run] == first + run) ++run;
+      kernels::add_gaussian_noise(grads + k, run, first, key, stddev);
+      k += run;
+    }
   }
 
   // --- the step: the Program player drives this engine ------------------------------------
@@ -1107,9 +1122,22 @@ void check_plan(const Plan& plan, const std::string& backend) {
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))
     throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
                      "runs every layout: --backend cpu)");
-  bool model_parallel = par.tp != 1 || par.pp != 1 || par.cp != 1;
-  if (plan.training.privacy.enabled && model_parallel)
-    throw InputError("training.privacy: the executor runs DP-SGD under data parallelism only (tp, pp and cp must be 1)");
+  if (plan.training.privacy.enabled) {
+    // Under TP each rank's per-sample squared norms are partial sums the lowering all-reduces over
+    // the TP group ("privacy.norms.tp_allreduce"); none of these three layouts has such a sum.
+    if (par.pp != 1)
+      throw InputError("parallelism.pp: the executor runs DP-SGD (training.privacy) with pp 1 only: under pipeline "
+                       "parallelism a sample's squared gradient norm is a sum over the stages, which the lowering "
+                       "does not reduce");
+    if (par.cp != 1)
+      throw InputError("parallelism.cp: the executor runs DP-SGD (training.privacy) with cp 1 only: under context "
+                       "parallelism a sample's gradient is split over the sequence shards, and its norm is not a "
+                       "sum of the shards' norms");
+    if (par.tp > 1 && par.sequence_parallel)
+      throw InputError("parallelism.sequence_parallel: the executor runs DP-SGD (training.privacy) under tensor "
+                       "parallelism without it (the replicated parameters' per-sample gradients are then partial "
+                       "sums over the TP ranks, whose norms cannot be summed); set it to false");
+  }
   if (par.sequence_parallel && par.tp > 1 && par.zero == 3 && par.dp * par.cp > 1)
     throw InputError("parallelism.zero: the executor runs sequence parallelism with ZeRO 0, 1 or 2 (ZeRO-3 is simulated only)");
   if (backend == "cpu" && plan.training.precision != Precision::fp32)

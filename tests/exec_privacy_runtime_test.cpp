@@ -1,6 +1,8 @@
 // DP-SGD end to end through `ditwin execute` under mpirun: with no noise and an unbounded clip norm
 // it is plain data-parallel training bit for bit; the noise enters the reduced gradient exactly
-// once whatever the rank count; the tiny DP scenario learns and reports the epsilon it spent.
+// once whatever the rank count; tensor parallelism clips and noises as one rank does, and
+// the layouts DP-SGD cannot run are refused; the tiny DP scenario learns and reports the epsilon it
+// spent.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +12,8 @@
 #include <iterator>
 #include <tuple>
 #include <utility>
+
+#include <sys/wait.h>  // WEXITSTATUS
 
 #include "model/plan.hpp"
 #include "model/privacy.hpp"
@@ -122,6 +126,56 @@ TEST(ExecPrivacyRuntime, ZeroThreeClipsAndNoisesAsZeroZeroDoes) {
   EXPECT_LT(std::sqrt(diff / norm), 1e-6);
   ASSERT_EQ(a.losses.size(), b.losses.size());
   for (std::size_t s = 0; s < a.losses.size(); ++s) EXPECT_NEAR(a.losses[s], b.losses[s], 1e-6 * std::abs(a.losses[s]));
+}
+
+// tiny-cpu-dp (Poisson sampling, noise on) with clipping that bites, laid out as dp x tp.
+nlohmann::json tiny_dp_layout(int dp, int tp) {
+  auto j = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu-dp.json"));
+  j["training"]["privacy"]["clip_norm"] = 0.05;
+  j["parallelism"] = {{"dp", dp}, {"tp", tp}, {"zero", 0}, {"bucket_mb", 0.25}};
+  j["cluster"]["devices_per_node"] = dp * tp;
+  return j;
+}
+
+TEST(ExecPrivacyRuntime, TensorParallelClipsAndNoisesAsOneRankDoes) {
+  // TP ranks' per-sample squared norms are partial sums (split weights; whole ones counted on TP
+  // rank 0 only) all-reduced before the clip, and each element's noise is keyed by its one-rank
+  // index: so tp 2, alone and with dp 2, reaches the one-rank parameters after three AdamW steps.
+  Outcome one = execute(write(tiny_dp_layout(1, 1), "dp1_tp1"), 1, 3);
+  ASSERT_FALSE(one.parameters.empty());
+  ASSERT_EQ(one.losses.size(), 3u);
+  for (int dp : {1, 2}) {
+    std::string tag = "dp" + std::to_string(dp) + "_tp2";
+    Outcome b = execute(write(tiny_dp_layout(dp, 2), tag), 2 * dp, 3);
+    ASSERT_EQ(one.parameters.size(), b.parameters.size()) << tag;
+    EXPECT_LT(ditwin::test::relative_l2(b.parameters, one.parameters), 1e-5) << tag;
+    ASSERT_EQ(one.losses.size(), b.losses.size()) << tag;
+    for (std::size_t s = 0; s < one.losses.size(); ++s)
+      EXPECT_NEAR(one.losses[s], b.losses[s], 1e-6 * std::abs(one.losses[s])) << tag << " step " << s;
+  }
+}
+
+TEST(ExecPrivacyRuntime, RefusesPipelineContextAndSequenceParallelLayouts) {
+  // pp and cp are refused by the plan's validation, sequence parallelism by the executor: each
+  // before mpirun starts, exit 2, naming the key.
+  auto pp = tiny_dp_layout(1, 1), cp = pp, sp = tiny_dp_layout(1, 2);
+  pp["parallelism"]["pp"] = 2;
+  pp["cluster"]["devices_per_node"] = 2;
+  cp["parallelism"]["cp"] = 2;
+  cp["cluster"]["devices_per_node"] = 2;
+  sp["parallelism"]["sequence_parallel"] = true;
+  for (const auto& [plan, name, key] : {std::tuple{pp, "dp_pp2", "training.privacy.enabled: DP-SGD with pipeline"},
+                                        std::tuple{cp, "dp_cp2", "training.privacy.enabled: DP-SGD with context"},
+                                        std::tuple{sp, "dp_tp2_sp", "parallelism.sequence_parallel: "}}) {
+    std::string path = write(plan, name), log = ::testing::TempDir() + "/" + name + ".log";
+    int rc = std::system((ditwin_bin + " execute " + path + " --steps 1 --ranks 2 > " + log + " 2>&1 < /dev/null").c_str());
+    ASSERT_TRUE(WIFEXITED(rc)) << name;
+    EXPECT_EQ(WEXITSTATUS(rc), 2) << name;
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(key), std::string::npos) << name << ": " << text;
+    EXPECT_EQ(text.find("step 1/"), std::string::npos) << name << ": trained before refusing";
+  }
 }
 
 TEST(ExecPrivacyRuntime, TinyDpScenarioLearnsOnTwoRanksAndReportsEpsilon) {

@@ -3,17 +3,20 @@
 // DP with ZeRO and an async checkpoint writer, TP with sequence parallelism, a 1F1B pipeline and
 // CP as threads — each reaching the one-rank parameters (1e-5 relative L2). The same program,
 // built with ThreadSanitizer by tools/tsan.sh, is how CI checks the executor's threads (the
-// ranks, the data prefetcher, the checkpoint writer) for data races.
+// ranks, the data prefetcher, the checkpoint writer) for data races. Last, the executor's refusals
+// of the DP-SGD layouts it cannot run.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <thread>
 
 #include "exec/comm/communicator.hpp"
 #include "exec/data/data_source.hpp"
 #include "exec/runtime.hpp"
+#include "model/errors.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
 #include "tests/test_util.hpp"
@@ -164,6 +167,28 @@ TEST(ExecThreads, TensorSequencePipelineAndContextParallelTrainLikeOneRank) {
     ASSERT_EQ(p.size(), one_rank().size()) << layout;
     EXPECT_LT(test::relative_l2(p, one_rank()), 1e-5) << layout;
   }
+}
+
+// The executor's own refusals of DP-SGD layouts (validation refuses pp and cp first; check_plan
+// holds them for plans built in code): each an InputError naming the key. TP alone runs.
+TEST(ExecThreads, DpSgdRefusesPipelineContextAndSequenceParallelism) {
+  Plan base = parse_plan(read_json_file(test::scenario("tiny-cpu-dp.json")));
+  base.parallelism.dp = 1;
+  base.parallelism.tp = 2;
+  EXPECT_NO_THROW(exec::check_plan(base));
+  auto refusal = [&](const std::function<void(Plan&)>& change) {
+    Plan p = base;
+    change(p);
+    try {
+      exec::check_plan(p);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(refusal([](Plan& p) { p.parallelism.pp = 2; }).rfind("parallelism.pp: ", 0), 0u);
+  EXPECT_EQ(refusal([](Plan& p) { p.parallelism.cp = 2; }).rfind("parallelism.cp: ", 0), 0u);
+  EXPECT_EQ(refusal([](Plan& p) { p.parallelism.sequence_parallel = true; }).rfind("parallelism.sequence_parallel: ", 0), 0u);
 }
 
 }  // namespace

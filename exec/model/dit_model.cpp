@@ -670,6 +670,13 @@ struct DiT::Impl {
       io.recv_count = buf.size();
       return io;
     }
+    if (part == "privacy.norms.tp_allreduce") {  // DP-SGD: the per-sample squared norms' TP partial sums
+      require_dp(op.name);
+      Buffer& buf = stage_buffer(op, a.sq_norm.size());  // the communicator sums floats
+      std::copy(a.sq_norm.begin(), a.sq_norm.end(), buf.begin());
+      in_place(buf.data(), buf.size());
+      return io;
+    }
     const int l = op.layer;
     if (l < 0 || l >= L || group_of_layer[l] < 0) throw std::logic_error("DiT: communication op " + op.name + " has no layer here");
     LayerActs& s = a.layer[l];
@@ -763,6 +770,8 @@ struct DiT::Impl {
       }
     } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
       if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), B, tp, Ts, H);
+    } else if (part == "privacy.norms.tp_allreduce") {
+      std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());
     } else if (part == "attn.cp_kv") {
       LayerActs& s = a.layer[op.layer];
       const std::size_t w = hl, kv_local = static_cast<std::size_t>(B) * Tl * 2 * w;
@@ -783,12 +792,17 @@ struct DiT::Impl {
   // ".sample_norm" ops add each sample's squared weight-gradient norm from (A, G); "privacy.clip"
   // turns the norms into clip factors; ".wgrad" ops then add sum_b c_b A_b^T G_b, which is the sum
   // of clipped per-sample gradients because G is linear in each sample's loss.
+  // How TP holds a linear: whole on every rank; column-parallel (weight rows and bias split);
+  // row-parallel (weight columns split, bias whole). Split parts' per-sample squared norms are
+  // partial sums over the TP ranks; whole parts enter the sum from TP rank 0 only.
+  enum class TpSplit { none, column, row };
   struct Linear {
     const float* inp;
     float* dout;
-    int rows, d_in, d_out;  // rows per sample
+    int rows, d_in, d_out;  // rows per sample, this rank's widths
     std::size_t w, b;       // offsets of weight and bias in the group
     int group;
+    TpSplit split = TpSplit::none;
   };
   // The linears an op holds (embed.timestep holds two: its second layer first, as backward runs).
   std::vector<Linear> linears(const std::string& part, int l, MicroBatch& a) {
@@ -796,11 +810,12 @@ struct DiT::Impl {
     if (l >= 0) {
       LayerActs& s = a.layer[l];
       const int g = layer_g(l);
+      const auto column = TpSplit::column, row = TpSplit::row;
       if (part == "adaln") return {{a.silu_c.data(), s.g_mod.data(), 1, h, 6 * h, ll.ada_w, ll.ada_b, g}};
-      if (part == "attn.qkv") return {{s.ln1.data(), s.g_qkv.data(), T, h, 3 * h, ll.qkv_w, ll.qkv_b, g}};
-      if (part == "attn.proj") return {{s.att.data(), s.g_proj.data(), T, h, h, ll.proj_w, ll.proj_b, g}};
-      if (part == "mlp.fc1") return {{s.ln2.data(), s.g_fc1.data(), T, h, F, ll.fc1_w, ll.fc1_b, g}};
-      if (part == "mlp.fc2") return {{s.act.data(), s.g_fc2.data(), T, F, h, ll.fc2_w, ll.fc2_b, g}};
+      if (part == "attn.qkv") return {{s.ln1.data(), s.g_qkv.data(), Tl, h, 3 * hl, ll.qkv_w, ll.qkv_b, g, column}};
+      if (part == "attn.proj") return {{s.att.data(), s.g_proj.data(), Tl, hl, h, ll.proj_w, ll.proj_b, g, row}};
+      if (part == "mlp.fc1") return {{s.ln2.data(), s.g_fc1.data(), Tl, h, Fl, ll.fc1_w, ll.fc1_b, g, column}};
+      if (part == "mlp.fc2") return {{s.act.data(), s.g_fc2.data(), Tl, Fl, h, ll.fc2_w, ll.fc2_b, g, row}};
       unknown(part + " (no weights)");
     }
     if (part == "embed.patch") return {{a.patches.data(), a.dx.data(), T, pin, h, el.patch_w, el.patch_b, embed_g()}};
@@ -818,7 +833,9 @@ struct DiT::Impl {
 
   void sample_norm(const std::string& part, int l, MicroBatch& a) {
     require_dp(part);
+    const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
     if (part == "embed.class") {
+      if (!first) return;
       if (classes == 0) return;
       ensure_dc(a);
       for (int b = 0; b < B; ++b) {  // one table row per sample: its gradient is the sample's dc
@@ -830,10 +847,12 @@ struct DiT::Impl {
       return;
     }
     for (const Linear& x : linears(part, l, a)) {
+      if (x.split == TpSplit::none && !first) continue;
+      const bool bias = x.split == TpSplit::column || first;
       bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
       std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
       if (a.scratch.size() < need) a.scratch.resize(need);
-      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, x.dout, B, x.rows, x.d_in, x.d_out, true, ghost,
+      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, x.dout, B, x.rows, x.d_in, x.d_out, bias, ghost,
                                     a.scratch.data());
     }
   }
