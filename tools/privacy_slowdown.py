@@ -4,7 +4,10 @@ without privacy (scenarios/privacy/tiny-cpu-dp-nonprivate.json), each executed o
 alternating pairs, and both simulated with a fresh `ditwin calibrate` profile.
 
 Usage: tools/privacy_slowdown.py [--ditwin build/cli/ditwin] [--pairs 3] [--steps 20] [--zero Z]
-(--zero runs both plans with parallelism.zero = Z, e.g. 3 for DP-SGD's noise per ZeRO-3 group)
+                                [--plan P.json] [--profile PROFILE.json]
+(--zero runs both plans with parallelism.zero = Z, e.g. 3 for DP-SGD's noise per ZeRO-3 group;
+--plan measures another DP-SGD plan against itself with training.privacy.enabled false, e.g. an
+MMDiT or unified plan with a privacy section; --profile reuses a calibrated profile)
 Prints per run the median step time and the sum of rank 0's per-op compute medians (less
 sensitive to other load on the machine than the wall-clock step), then the ratios."""
 import argparse, json, os, statistics, subprocess, sys, tempfile
@@ -34,8 +37,18 @@ def main():
     a.add_argument("--pairs", type=int, default=3)
     a.add_argument("--steps", type=int, default=20)
     a.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3])
+    a.add_argument("--plan", default=None)
+    a.add_argument("--profile", default=None)
     o = a.parse_args()
     tmp = tempfile.mkdtemp(prefix="dp-slowdown-")
+    if o.plan:
+        plan = json.load(open(o.plan))
+        if "privacy" not in plan.get("training", {}):
+            sys.exit(f"{o.plan}: no training.privacy section to measure")
+        PLANS["dp"] = os.path.abspath(o.plan)
+        plan["training"]["privacy"]["enabled"] = False
+        PLANS["plain"] = os.path.join(tmp, "plain.json")
+        json.dump(plan, open(PLANS["plain"], "w"))
     if o.zero is not None:
         for kind in list(PLANS):
             plan = json.load(open(PLANS[kind]))
@@ -57,8 +70,9 @@ def main():
     med = lambda v: statistics.median(v)
     print(f"measured: step {med(step['dp']) * 1e3:.1f} / {med(step['plain']) * 1e3:.1f} ms = {med(step['dp']) / med(step['plain']):.3f}x;"
           f" compute ops {med(comp['dp']) * 1e3:.1f} / {med(comp['plain']) * 1e3:.1f} ms = {med(comp['dp']) / med(comp['plain']):.3f}x")
-    prof = os.path.join(tmp, "profile.json")
-    subprocess.run([o.ditwin, "calibrate", "--backend", "cpu", "--out", prof], check=True, stdout=subprocess.DEVNULL)
+    prof = o.profile or os.path.join(tmp, "profile.json")
+    if not o.profile:
+        subprocess.run([o.ditwin, "calibrate", "--backend", "cpu", "--out", prof], check=True, stdout=subprocess.DEVNULL)
     pred = {}
     for kind in ("dp", "plain"):
         rep = os.path.join(tmp, f"sim-{kind}.json")
