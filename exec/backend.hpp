@@ -45,7 +45,7 @@ class Backend {
   // and the runtime adds noise to host-resident gradients. Backends without it refuse the plan.
   virtual void enable_privacy(double clip_norm) {
     (void)clip_norm;
-    throw InputError("training.privacy: DP-SGD runs on the cpu backend only (--backend " + name() + ")");
+    throw InputError("training.privacy: the " + name() + " backend does not run DP-SGD (the cpu and cuda backends do)");
   }
   // Parameters were rewritten in place (optimizer step, parameter all-gather): a backend that
   // keeps derived copies (the GPU's bf16 weights) refreshes them before their next use.
@@ -58,6 +58,8 @@ class Backend {
   virtual void copy(float* dst, const float* src, std::size_t n) = 0;
   virtual void add(float* dst, const float* src, std::size_t n) = 0;  // dst += src
   virtual void scale(float* p, float factor, std::size_t n) = 0;
+  // DP-SGD noise: p[k] += stddev * N_{first + k}(key), kernels/gaussian_noise's counter-based stream.
+  virtual void add_gaussian_noise(float* p, std::size_t n, std::uint64_t first, std::uint64_t key, float stddev) = 0;
   virtual void upload(float* dst, const float* host, std::size_t n) = 0;
   virtual void download(float* host, const float* src, std::size_t n) = 0;
   // One optimizer update (AdamW, or SGD with momentum and decoupled weight decay) of n parameters;

@@ -4,6 +4,7 @@
 #include <new>
 
 #include "exec/backend.hpp"
+#include "kernels/gaussian_noise.hpp"  // defines: add_gaussian_noise
 
 namespace ditwin::exec {
 
@@ -44,6 +45,9 @@ class CpuBackend final : public Backend {
   }
   void scale(float* p, float factor, std::size_t n) override {
     for (std::size_t i = 0; i < n; ++i) p[i] *= factor;
+  }
+  void add_gaussian_noise(float* p, std::size_t n, std::uint64_t first, std::uint64_t key, float stddev) override {
+    kernels::add_gaussian_noise(p, n, first, key, stddev);
   }
   void upload(float* dst, const float* host, std::size_t n) override { copy(dst, host, n); }
   void download(float* host, const float* src, std::size_t n) override { copy(host, src, n); }

@@ -730,7 +730,7 @@ class Runner {
       const std::size_t first = global[begin + k];
       std::size_t run = 1;
       while (k + run < n && global[begin + k + run] == first + run) ++run;
-      kernels::add_gaussian_noise(grads + k, run, first, key, stddev);
+      model_.add_gaussian_noise(grads + k, run, first, key, stddev);
       k += run;
     }
   }

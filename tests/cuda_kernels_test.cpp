@@ -14,6 +14,9 @@
 #include "kernels/cuda/elementwise.hpp"
 #include "kernels/cuda/layernorm.hpp"
 #include "kernels/cuda/matmul.hpp"
+#include "kernels/cuda/privacy.hpp"
+#include "kernels/gaussian_noise.hpp"
+#include "kernels/per_sample_norm.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gelu.hpp"
 #include "kernels/layernorm.hpp"
@@ -35,6 +38,7 @@ using CudaLayernorm = CudaTest;
 using CudaMatmul = CudaTest;
 using CudaAttention = CudaTest;
 using CudaAdamW = CudaTest;
+using CudaPrivacy = CudaTest;
 using CudaFiniteDifferences = CudaTest;
 
 // --- against the CPU kernels, bf16 storage -------------------------------------------------
@@ -245,6 +249,71 @@ TEST_F(CudaMatmul, ForwardAndBackwardMatchCpu) {
     kc::matmul_backward(blas, gdx.get(), static_cast<float*>(nullptr), static_cast<float*>(nullptr), gd.get(), gx.get(),
                         gw.get(), n, ic, oc, stream, /*accumulate_dinp=*/false);
     expect_close(gdx.download(), dx_only, tol_bf16, "matmul dinp overwrite " + shape);
+  }
+}
+
+// DP-SGD: per-sample squared norms by ghost norm and by materialized per-sample gradients (through
+// strided-batched cuBLASLt GEMMs, in chunks of samples when the scratch is small, and the rank-one
+// formula) against the CPU kernel on the same bf16-rounded operands; the per-sample row scaling;
+// the Gaussian noise against the CPU's counter-based stream.
+TEST_F(CudaPrivacy, PerSampleNormsMatchTheCpuKernel) {
+  kc::Blas blas;
+  for (auto [batch, rows, d_in, d_out] : {std::tuple{4, 64, 128, 384}, std::tuple{3, 256, 72, 216}, std::tuple{5, 16, 16, 128},
+                                          std::tuple{6, 1, 128, 768}}) {
+    auto a = rounded<bf16>(fresh(static_cast<std::size_t>(batch) * rows * d_in));
+    auto g = rounded<bf16>(fresh(static_cast<std::size_t>(batch) * rows * d_out, 0.1f));
+    DeviceArray<bf16> ga(a), gg(g);
+    for (bool ghost : {true, false}) {
+      for (bool small_scratch : {false, true}) {
+        std::vector<double> want(batch, 0.0);
+        std::vector<float> cpu_scratch(k::per_sample_norm_scratch(rows, d_in, d_out, ghost));
+        k::linear_per_sample_sq_norms(want.data(), a.data(), g.data(), batch, rows, d_in, d_out, true, ghost, cpu_scratch.data());
+        const int chunk = small_scratch ? 1 : batch;
+        const std::size_t floats = std::max<std::size_t>(1, kc::per_sample_norm_scratch(chunk, rows, d_in, d_out, ghost));
+        DeviceArray<float> scratch(floats);
+        double* sq = nullptr;
+        DITWIN_CUDA_CHECK(cudaMalloc(&sq, batch * sizeof(double)));
+        DITWIN_CUDA_CHECK(cudaMemset(sq, 0, batch * sizeof(double)));
+        kc::per_sample_sq_norms<bf16>(blas, sq, ga.get(), gg.get(), batch, rows, d_in, d_out, true, ghost, scratch.get(),
+                                      floats, stream);
+        std::vector<double> got(batch);
+        DITWIN_CUDA_CHECK(cudaMemcpyAsync(got.data(), sq, batch * sizeof(double), cudaMemcpyDeviceToHost, stream));
+        sync();
+        cudaFree(sq);
+        for (int b = 0; b < batch; ++b)
+          EXPECT_NEAR(got[b], want[b], 1e-4 * want[b]) << "sample " << b << " of " << rows << "x" << d_in << "x" << d_out
+                                                        << (ghost ? " ghost" : " materialized")
+                                                        << (small_scratch ? ", one sample at a time" : "");
+      }
+    }
+  }
+}
+
+TEST_F(CudaPrivacy, SampleRowScalingAndNoiseMatchTheCpu) {
+  const int batch = 3, rows = 5, width = 40;
+  auto g = rounded<bf16>(fresh(static_cast<std::size_t>(batch) * rows * width));
+  std::vector<float> factor = {1.0f, 0.25f, 0.0f}, want(g.size());
+  k::scale_sample_rows(want.data(), g.data(), factor.data(), batch, rows, width);
+  DeviceArray<bf16> gg(g), out(g.size());
+  DeviceArray<float> gf(factor);
+  out.poison();
+  kc::scale_sample_rows<bf16>(out.get(), gg.get(), gf.get(), batch, rows, width, stream);
+  sync();
+  auto got = out.download();
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-2 * std::abs(want[i]) + 1e-6) << i;
+  // Noise: an odd start (a sine half first) and an odd length, against kernels/gaussian_noise.
+  for (std::uint64_t begin : {0ull, 7ull, 1000001ull}) {
+    const std::size_t n = 10001;
+    auto base = fresh(n);
+    std::vector<float> cpu = base;
+    k::add_gaussian_noise(cpu.data(), n, begin, 0x1234abcdULL + begin, 0.5f);
+    DeviceArray<float> dev(base);
+    kc::add_gaussian_noise(dev.get(), n, begin, 0x1234abcdULL + begin, 0.5f, stream);
+    sync();
+    auto gpu = dev.download();
+    double worst = 0;
+    for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(static_cast<double>(gpu[i]) - cpu[i]));
+    EXPECT_LT(worst, 1e-5) << "begin " << begin;  // the same draws up to float rounding of log, sin, cos
   }
 }
 

@@ -8,6 +8,7 @@
 // Every op is timed with CUDA events on the stream it runs on.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,8 +22,10 @@
 #include "kernels/cuda/elementwise.hpp"  // defines: gelu, silu, gated residual, loss, patchify, embeddings
 #include "kernels/cuda/layernorm.hpp"    // defines: layernorm_modulate_forward/backward
 #include "kernels/cuda/matmul.hpp"       // defines: Blas, matmul_forward/backward
+#include "kernels/cuda/privacy.hpp"      // defines: per_sample_sq_norms, scale_sample_rows, add_gaussian_noise
 #include "kernels/embedding.hpp"         // defines: pos_embed_2d_sincos (computed once on the host)
 #include "model/errors.hpp"
+#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper
 
 namespace ditwin::exec {
 
@@ -86,6 +89,20 @@ struct MicroBatch {
   Dev<bf16> dx, d_ln, dqkv, datt, dproj, dfc1, dact, dfc2, dout_tok, dv_hat;
   Dev<float> dmod, dfmod, dsilu_c, dc, dt_a1, dt_h1;
   bool dc_ready = false;
+  // DP-SGD: each layer's linears' output gradients, kept from backward to their clipped ".wgrad";
+  // per-sample squared norms (in the buffers' 1/(B x micro-batches) scale), clip factors (device
+  // and host), sample weights (0 masks an empty Poisson slot), scratch for the norms' Gram
+  // matrices or per-sample gradients, and the scaled output gradients.
+  struct Kept {
+    Dev<float> mod;
+    Dev<bf16> qkv, proj, fc1, fc2;
+  };
+  std::vector<Kept> kept;
+  Dev<double> sq;
+  Dev<float> clip, scratch, scaled_f;
+  Dev<bf16> scaled_bf;
+  std::vector<float> clip_host, weight_host;
+  bool clipped = false;
 };
 
 class CudaBackend final : public Backend {
@@ -134,6 +151,19 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return "cuda"; }
+
+  // DP-SGD (book-keeping, as exec::DiT): backward keeps output gradients and leaves the weight
+  // gradients to the clipped ".wgrad" ops; per-sample norms by strided-batched cuBLASLt GEMMs.
+  void enable_privacy(double clip_norm) override {
+    if (!(clip_norm > 0)) throw std::invalid_argument("CudaBackend::enable_privacy: the clip norm must be > 0");
+    for (const auto& mb : mbs_)
+      if (mb.ready) throw std::logic_error("CudaBackend::enable_privacy: call it before the first set_batch");
+    dp_ = true;
+    clip_norm_ = clip_norm;
+  }
+  void add_gaussian_noise(float* p, std::size_t n, std::uint64_t first, std::uint64_t key, float stddev) override {
+    kc::add_gaussian_noise(p, n, first, key, stddev, compute_);
+  }
   const std::vector<ParamGroup>& groups() const override { return cpu_.groups(); }
   std::size_t parameter_count() const override { return cpu_.parameter_count(); }
   // Data parallelism only here (check_plan refuses tp, pp and cp > 1 for --backend cuda): the
@@ -159,8 +189,11 @@ class CudaBackend final : public Backend {
       throw std::invalid_argument("CudaBackend::set_batch: expected " + std::to_string(B) + " samples");
     for (int y : batch.y)
       if (classes > 0 && (y < 0 || y > classes)) throw std::invalid_argument("CudaBackend::set_batch: label out of range");
+    if (!batch.weight.empty() && (!dp_ || batch.weight.size() != static_cast<std::size_t>(B)))
+      throw std::invalid_argument("CudaBackend::set_batch: sample weights are DP-SGD's, one per sample");
     MicroBatch& a = mbs_[mb];
     if (!a.ready) allocate(a);
+    a.weight_host = batch.weight.empty() ? std::vector<float>(B, 1.0f) : batch.weight;
     copy_in(a.x0.get(), batch.x0.data(), n);
     copy_in(a.noise.get(), batch.noise.data(), n);
     copy_in(a.t.get(), batch.t.data(), B);
@@ -173,8 +206,18 @@ class CudaBackend final : public Backend {
       throw std::logic_error("CUDA DiT: op " + part + " on micro-batch " + std::to_string(mb) + " before set_batch");
     MicroBatch& a = mbs_[mb];
     const bool fwd = phase != Phase::backward;
-    if (layer >= 0) {
-      if (layer >= L) throw std::logic_error("CUDA DiT: layer out of range in op " + part);
+    auto ends_with = [&](const char* tag) {
+      const std::size_t n = std::strlen(tag);
+      return part.size() > n && part.compare(part.size() - n, n, tag) == 0;
+    };
+    if (layer >= L) throw std::logic_error("CUDA DiT: layer out of range in op " + part);
+    if (ends_with(".sample_norm")) {
+      sample_norm(part.substr(0, part.size() - 12), layer, a);
+    } else if (ends_with(".wgrad")) {
+      wgrad(part.substr(0, part.size() - 6), layer, a);
+    } else if (part == "privacy.clip") {
+      clip(a);
+    } else if (layer >= 0) {
       fwd ? layer_forward(part, layer, a) : layer_backward(part, layer, a);
     } else if (part.rfind("embed.", 0) == 0) {
       fwd ? embed_forward(part, a) : embed_backward(part, a);
@@ -295,6 +338,8 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> events_;
   std::vector<bool> recorded_;
   std::size_t ops_ = 0;
+  bool dp_ = false;
+  double clip_norm_ = 0;
 
   void record(std::size_t slot, cudaStream_t s) {
     DITWIN_CUDA_CHECK(cudaEventRecord(events_[slot], s));
@@ -361,6 +406,28 @@ class CudaBackend final : public Backend {
     a.dout_tok = Dev<bf16>(bt * pout); a.dv_hat = Dev<bf16>(b * Cout * S * S);
     a.dmod = Dev<float>(b * 6 * h); a.dfmod = Dev<float>(b * 2 * h); a.dsilu_c = Dev<float>(b * h);
     a.dc = Dev<float>(b * h); a.dt_a1 = Dev<float>(b * h); a.dt_h1 = Dev<float>(b * h);
+    if (dp_) {
+      a.kept.clear();
+      a.kept.resize(L);
+      for (auto& k : a.kept) {
+        k.mod = Dev<float>(b * 6 * h);
+        k.qkv = Dev<bf16>(bt * 3 * h); k.proj = Dev<bf16>(bt * h); k.fc1 = Dev<bf16>(bt * F); k.fc2 = Dev<bf16>(bt * h);
+      }
+      a.sq = Dev<double>(b);
+      a.clip = Dev<float>(b);
+      a.clip_host.assign(b, 1.0f);
+      // Scratch for the largest linear's norms: a chunk of samples at a time, within 32 M floats
+      // (128 MiB), but never less than one sample's need.
+      std::size_t need = 0;
+      for (const Shape& x : shapes())
+        need = std::max(need, kc::per_sample_norm_scratch(1, x.rows, x.d_in, x.d_out, ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out)));
+      std::size_t all = 0;
+      for (const Shape& x : shapes())
+        all = std::max(all, kc::per_sample_norm_scratch(B, x.rows, x.d_in, x.d_out, ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out)));
+      a.scratch = Dev<float>(std::max<std::size_t>(need, std::min<std::size_t>(all, std::size_t{32} << 20)));
+      a.scaled_bf = Dev<bf16>(bt * std::max({3 * h, h, static_cast<std::size_t>(F), static_cast<std::size_t>(pout)}));
+      a.scaled_f = Dev<float>(b * 6 * h);
+    }
     a.ready = true;
   }
 
@@ -381,6 +448,12 @@ class CudaBackend final : public Backend {
       mirrored_from_[g] = master;
     }
     return mirror_[g].get() + off;
+  }
+  // A weight gradient for backward: none under DP-SGD, whose ".wgrad" ops add the clipped ones.
+  float* wg(int g, std::size_t off, const std::string& part) const { return dp_ ? nullptr : gr(g, off, part); }
+  template <typename T>
+  void keep(Dev<T>& dst, const Dev<T>& src) {
+    DITWIN_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), src.size() * sizeof(T), cudaMemcpyDeviceToDevice, compute_));
   }
   int layer_g(int l) const { return 1 + l; }
   int head_g() const { return L + 1; }
@@ -426,19 +499,21 @@ class CudaBackend final : public Backend {
     const int g = 0;
     const cudaStream_t s = compute_;
     if (part == "embed.patch") {
-      kc::matmul_backward<bf16>(blas_, nullptr, gr(g, el_.patch_w, part), gr(g, el_.patch_b, part), a.dx.get(),
-                                a.patches.get(), w(g, el_.patch_w, part), B * T, pin, H, s);
+      if (!dp_)  // under DP-SGD a.dx is kept as is for the clipped .wgrad
+        kc::matmul_backward<bf16>(blas_, nullptr, gr(g, el_.patch_w, part), gr(g, el_.patch_b, part), a.dx.get(),
+                                  a.patches.get(), w(g, el_.patch_w, part), B * T, pin, H, s);
     } else if (part == "embed.timestep") {
       ensure_dc(a);
-      kc::matmul_backward<float>(blas_, a.dt_a1.get(), gr(g, el_.t_w2, part), gr(g, el_.t_b2, part), a.dc.get(),
+      kc::matmul_backward<float>(blas_, a.dt_a1.get(), wg(g, el_.t_w2, part), wg(g, el_.t_b2, part), a.dc.get(),
                                  a.t_a1.get(), p(g, el_.t_w2, part), B, H, H, s, /*accumulate_dinp=*/false);
       a.dt_h1.zero(s);
       kc::silu_backward<float>(a.dt_h1.get(), a.t_h1.get(), a.dt_a1.get(), a.dt_h1.size(), s);
-      kc::matmul_backward<float>(blas_, nullptr, gr(g, el_.t_w1, part), gr(g, el_.t_b1, part), a.dt_h1.get(),
-                                 a.t_freq.get(), p(g, el_.t_w1, part), B, fe, H, s);
+      if (!dp_)
+        kc::matmul_backward<float>(blas_, nullptr, gr(g, el_.t_w1, part), gr(g, el_.t_b1, part), a.dt_h1.get(),
+                                   a.t_freq.get(), p(g, el_.t_w1, part), B, fe, H, s);
     } else if (part == "embed.class" && classes > 0) {
       ensure_dc(a);
-      kc::class_embedding_backward<float>(gr(g, el_.y_table, part), a.dc.get(), a.y.get(), B, H, s);
+      if (!dp_) kc::class_embedding_backward<float>(gr(g, el_.y_table, part), a.dc.get(), a.y.get(), B, H, s);
     } else {
       unknown(part);
     }
@@ -497,14 +572,16 @@ class CudaBackend final : public Backend {
       kc::gated_residual_backward<bf16>(nullptr, a.dfc2.get(), dmod + 5 * h, a.dx.get(), t.fc2.get(), mod + 5 * h, B, T,
                                         h, 6 * h, s);
     } else if (part == "mlp.fc2") {
-      kc::matmul_backward<bf16>(blas_, a.dact.get(), gr(g, ll_.fc2_w, part), gr(g, ll_.fc2_b, part), a.dfc2.get(),
+      kc::matmul_backward<bf16>(blas_, a.dact.get(), wg(g, ll_.fc2_w, part), wg(g, ll_.fc2_b, part), a.dfc2.get(),
                                 t.act.get(), w(g, ll_.fc2_w, part), bt, F, h, s, /*accumulate_dinp=*/false);
+      if (dp_) keep(a.kept[l].fc2, a.dfc2);
     } else if (part == "mlp.act") {
       a.dfc1.zero(s);
       kc::gelu_backward<bf16>(a.dfc1.get(), t.fc1.get(), a.dact.get(), a.dfc1.size(), s);
     } else if (part == "mlp.fc1") {
-      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, ll_.fc1_w, part), gr(g, ll_.fc1_b, part), a.dfc1.get(),
+      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), wg(g, ll_.fc1_w, part), wg(g, ll_.fc1_b, part), a.dfc1.get(),
                                 t.ln2.get(), w(g, ll_.fc1_w, part), bt, h, F, s, /*accumulate_dinp=*/false);
+      if (dp_) keep(a.kept[l].fc1, a.dfc1);
     } else if (part == "norm2") {
       kc::layernorm_modulate_backward<bf16>(a.dx.get(), dmod + 3 * h, dmod + 4 * h, a.d_ln.get(), t.x_mid.get(),
                                             t.mean2.get(), t.rstd2.get(), mod + 4 * h, B, T, h, 6 * h, s);
@@ -513,21 +590,24 @@ class CudaBackend final : public Backend {
       kc::gated_residual_backward<bf16>(nullptr, a.dproj.get(), dmod + 2 * h, a.dx.get(), t.proj.get(), mod + 2 * h, B,
                                         T, h, 6 * h, s);
     } else if (part == "attn.proj") {
-      kc::matmul_backward<bf16>(blas_, a.datt.get(), gr(g, ll_.proj_w, part), gr(g, ll_.proj_b, part), a.dproj.get(),
+      kc::matmul_backward<bf16>(blas_, a.datt.get(), wg(g, ll_.proj_w, part), wg(g, ll_.proj_b, part), a.dproj.get(),
                                 t.att.get(), w(g, ll_.proj_w, part), bt, h, h, s, /*accumulate_dinp=*/false);
+      if (dp_) keep(a.kept[l].proj, a.dproj);
     } else if (part == "attn.core") {
       a.dqkv.zero(s);
       kc::attention_backward(a.dqkv.get(), a.datt.get(), t.qkv.get(), t.att.get(), t.lse.get(), attn_work_.get(), B, T, h,
                              NH, s);
     } else if (part == "attn.qkv") {
-      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, ll_.qkv_w, part), gr(g, ll_.qkv_b, part), a.dqkv.get(),
+      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), wg(g, ll_.qkv_w, part), wg(g, ll_.qkv_b, part), a.dqkv.get(),
                                 t.ln1.get(), w(g, ll_.qkv_w, part), bt, h, 3 * h, s, /*accumulate_dinp=*/false);
+      if (dp_) keep(a.kept[l].qkv, a.dqkv);
     } else if (part == "norm1") {
       kc::layernorm_modulate_backward<bf16>(a.dx.get(), dmod, dmod + h, a.d_ln.get(), a.x[l].get(), t.mean1.get(),
                                             t.rstd1.get(), mod + h, B, T, h, 6 * h, s);
     } else if (part == "adaln") {
-      kc::matmul_backward<float>(blas_, a.dsilu_c.get(), gr(g, ll_.ada_w, part), gr(g, ll_.ada_b, part), dmod,
+      kc::matmul_backward<float>(blas_, a.dsilu_c.get(), wg(g, ll_.ada_w, part), wg(g, ll_.ada_b, part), dmod,
                                  a.silu_c.get(), p(g, ll_.ada_w, part), B, h, 6 * h, s);
+      if (dp_) keep(a.kept[l].mod, a.dmod);
     } else {
       unknown(part);
     }
@@ -565,12 +645,16 @@ class CudaBackend final : public Backend {
       a.dv_hat.zero(s);
       a.dsilu_c.zero(s);
       a.dc_ready = false;
+      if (dp_) {  // a new backward: its per-sample norms start from zero
+        a.sq.zero(s);
+        a.clipped = false;
+      }
       kc::rectified_flow_loss_backward<bf16>(a.dv_hat.get(), a.v_hat.get(), a.x0.get(), a.noise.get(),
                                              1.0f / micro_batches_, B, Cout, C, S * S, s);
     } else if (part == "head.image") {
       a.dout_tok.zero(s);
       kc::unpatchify_backward<bf16>(a.dout_tok.get(), a.dv_hat.get(), B, Cout, S, P, s);
-      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), gr(g, hl_.out_w, part), gr(g, hl_.out_b, part), a.dout_tok.get(),
+      kc::matmul_backward<bf16>(blas_, a.d_ln.get(), wg(g, hl_.out_w, part), wg(g, hl_.out_b, part), a.dout_tok.get(),
                                 a.lnf.get(), w(g, hl_.out_w, part), B * T, h, pout, s, /*accumulate_dinp=*/false);
     } else if (part == "head.norm") {
       a.dx.zero(s);
@@ -578,10 +662,118 @@ class CudaBackend final : public Backend {
       kc::layernorm_modulate_backward<bf16>(a.dx.get(), a.dfmod.get(), a.dfmod.get() + h, a.d_ln.get(), a.x[L].get(),
                                             a.meanf.get(), a.rstdf.get(), a.fmod_bf.get() + h, B, T, h, 2 * h, s);
     } else if (part == "head.adaln") {
-      kc::matmul_backward<float>(blas_, a.dsilu_c.get(), gr(g, hl_.ada_w, part), gr(g, hl_.ada_b, part), a.dfmod.get(),
+      kc::matmul_backward<float>(blas_, a.dsilu_c.get(), wg(g, hl_.ada_w, part), wg(g, hl_.ada_b, part), a.dfmod.get(),
                                  a.silu_c.get(), p(g, hl_.ada_w, part), B, h, 2 * h, s);
     } else {
       unknown(part);
+    }
+  }
+
+  // --- DP-SGD (book-keeping) -------------------------------------------------------------------
+  // The linears an op holds, as exec::DiT's linears(): inputs A and kept output gradients G (bf16
+  // on the token path, fp32 on the conditioning path), rows per sample, widths, offsets.
+  struct Linear {
+    bool bf;  // bf16 operands (else fp32)
+    const void* inp;
+    const void* dout;
+    int rows, d_in, d_out;
+    std::size_t w, b;
+    int group;
+  };
+  struct Shape {
+    int rows, d_in, d_out;
+  };
+  std::vector<Shape> shapes() const {
+    const int h = H;
+    return {{1, h, 6 * h}, {T, h, 3 * h}, {T, h, h}, {T, h, F}, {T, F, h}, {T, pin, h}, {1, h, h}, {1, fe, h},
+            {1, h, 2 * h}, {T, h, pout}};
+  }
+  std::vector<Linear> linears(const std::string& part, int l, MicroBatch& a) {
+    const int h = H;
+    if (l >= 0) {
+      auto& k = a.kept.at(l);
+      LayerActs& t = a.layer[l];
+      const int g = layer_g(l);
+      if (part == "adaln") return {{false, a.silu_c.get(), k.mod.get(), 1, h, 6 * h, ll_.ada_w, ll_.ada_b, g}};
+      if (part == "attn.qkv") return {{true, t.ln1.get(), k.qkv.get(), T, h, 3 * h, ll_.qkv_w, ll_.qkv_b, g}};
+      if (part == "attn.proj") return {{true, t.att.get(), k.proj.get(), T, h, h, ll_.proj_w, ll_.proj_b, g}};
+      if (part == "mlp.fc1") return {{true, t.ln2.get(), k.fc1.get(), T, h, F, ll_.fc1_w, ll_.fc1_b, g}};
+      if (part == "mlp.fc2") return {{true, t.act.get(), k.fc2.get(), T, F, h, ll_.fc2_w, ll_.fc2_b, g}};
+      unknown(part + " (no weights)");
+    }
+    if (part == "embed.patch") return {{true, a.patches.get(), a.dx.get(), T, pin, h, el_.patch_w, el_.patch_b, 0}};
+    if (part == "embed.timestep")
+      return {{false, a.t_a1.get(), a.dc.get(), 1, h, h, el_.t_w2, el_.t_b2, 0},
+              {false, a.t_freq.get(), a.dt_h1.get(), 1, fe, h, el_.t_w1, el_.t_b1, 0}};
+    if (part == "head.adaln") return {{false, a.silu_c.get(), a.dfmod.get(), 1, h, 2 * h, hl_.ada_w, hl_.ada_b, head_g()}};
+    if (part == "head.image") return {{true, a.lnf.get(), a.dout_tok.get(), T, h, pout, hl_.out_w, hl_.out_b, head_g()}};
+    unknown(part + " (no weights)");
+  }
+  void require_dp(const std::string& part) const {
+    if (!dp_) throw std::logic_error("CUDA DiT: op " + part + " is a DP-SGD op, but privacy is not enabled");
+  }
+  void sample_norm(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    const cudaStream_t s = compute_;
+    if (part == "embed.class") {
+      if (classes == 0) return;
+      ensure_dc(a);
+      kc::per_sample_sq_sum(a.sq.get(), a.dc.get(), B, static_cast<std::size_t>(H), s);
+      return;
+    }
+    for (const Linear& x : linears(part, l, a)) {
+      const bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
+      if (x.bf)
+        kc::per_sample_sq_norms<bf16>(blas_, a.sq.get(), static_cast<const bf16*>(x.inp), static_cast<const bf16*>(x.dout), B,
+                                      x.rows, x.d_in, x.d_out, true, ghost, a.scratch.get(), a.scratch.size(), s);
+      else
+        kc::per_sample_sq_norms<float>(blas_, a.sq.get(), static_cast<const float*>(x.inp), static_cast<const float*>(x.dout),
+                                       B, x.rows, x.d_in, x.d_out, true, ghost, a.scratch.get(), a.scratch.size(), s);
+    }
+  }
+  // Clip factors on the host, as exec::DiT computes them (the norms are B doubles): its weight
+  // times min(1, C / ||g_b||), exactly 1 within C.
+  void clip(MicroBatch& a) {
+    require_dp("privacy.clip");
+    std::vector<double> sq(B);
+    DITWIN_CUDA_CHECK(cudaMemcpyAsync(sq.data(), a.sq.get(), B * sizeof(double), cudaMemcpyDeviceToHost, compute_));
+    DITWIN_CUDA_CHECK(cudaStreamSynchronize(compute_));
+    const double scale = static_cast<double>(B) * micro_batches_;  // the buffers hold g_b / (B x micro_batches)
+    for (int b = 0; b < B; ++b) {
+      const double norm = std::sqrt(sq[b]) * scale;
+      if (!std::isfinite(norm))
+        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
+      a.clip_host[b] = (norm <= clip_norm_ ? 1.0f : static_cast<float>(clip_norm_ / norm)) * a.weight_host[b];
+    }
+    copy_in(a.clip.get(), a.clip_host.data(), B);
+    a.clipped = true;
+  }
+  // G with each sample's rows scaled by its clip factor (G itself when every factor is 1).
+  template <typename T>
+  const T* clipped(MicroBatch& a, const T* g, int rows, int width, Dev<T>& scaled) {
+    if (std::all_of(a.clip_host.begin(), a.clip_host.end(), [](float c) { return c == 1.0f; })) return g;
+    kc::scale_sample_rows<T>(scaled.get(), g, a.clip.get(), B, rows, width, compute_);
+    return scaled.get();
+  }
+  void wgrad(const std::string& part, int l, MicroBatch& a) {
+    require_dp(part);
+    if (!a.clipped) throw std::logic_error("CUDA DiT: op " + part + ".wgrad runs before privacy.clip of its micro-batch");
+    const cudaStream_t s = compute_;
+    if (part == "embed.class") {
+      if (classes == 0) return;
+      kc::class_embedding_backward<float>(gr(0, el_.y_table, part), clipped<float>(a, a.dc.get(), 1, H, a.scaled_f),
+                                          a.y.get(), B, H, s);
+      return;
+    }
+    for (const Linear& x : linears(part, l, a)) {
+      if (x.bf)
+        kc::matmul_backward<bf16>(blas_, nullptr, gr(x.group, x.w, part), gr(x.group, x.b, part),
+                                  clipped<bf16>(a, static_cast<const bf16*>(x.dout), x.rows, x.d_out, a.scaled_bf),
+                                  static_cast<const bf16*>(x.inp), nullptr, B * x.rows, x.d_in, x.d_out, s);
+      else
+        kc::matmul_backward<float>(blas_, nullptr, gr(x.group, x.w, part), gr(x.group, x.b, part),
+                                   clipped<float>(a, static_cast<const float*>(x.dout), x.rows, x.d_out, a.scaled_f),
+                                   static_cast<const float*>(x.inp), nullptr, B * x.rows, x.d_in, x.d_out, s);
     }
   }
 

@@ -3,6 +3,7 @@
 // inpᵀ (ic × n), and likewise for the two backward products.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -47,6 +48,8 @@ constexpr cudaDataType_t data_type<bf16>() { return CUDA_R_16BF; }
 
 // Everything that decides the algorithm, the operands' address alignment included.
 using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+// Strided-batched products (per-sample Gram matrices and gradients): shape, types and batch.
+using BatchedKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, long long, long long, long long>;
 
 // The largest power of two (up to 256) that divides the address: cuBLASLt's heuristic assumes
 // 256-byte operands unless told otherwise, and an algorithm picked for them may refuse (or
@@ -71,9 +74,16 @@ struct Blas::Impl {
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   std::map<Key, Plan> plans;
+  std::map<BatchedKey, Plan> batched_plans;
   std::mutex mutex;
 
   ~Impl() {
+    for (auto& [k, p] : batched_plans) {
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.c);
+      cublasLtMatmulDescDestroy(p.op);
+    }
     for (auto& [k, p] : plans) {
       cublasLtMatrixLayoutDestroy(p.a);
       cublasLtMatrixLayoutDestroy(p.b);
@@ -106,8 +116,32 @@ struct Blas::Impl {
              "matmul");
   }
 
+  // batch products D_i (m x n, ldc) = op(A_i) op(B_i), A_i = A + i sa, B_i = B + i sb, D_i = D + i sd
+  // (element strides), fp32 output, beta 0.
+  void gemm_batched(bool ta, bool tb, int m, int n, int k, const void* A, cudaDataType_t at, int lda, long long sa,
+                    const void* B, cudaDataType_t bt, int ldb, long long sb, float* D, int ldc, long long sd, int batch,
+                    cudaStream_t stream) {
+    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return;
+    const BatchedKey key{ta, tb, m, n, k, lda, ldb, ldc, static_cast<int>(at), static_cast<int>(bt), batch,
+                         std::min(alignment_of(A), std::min(alignment_of(B), alignment_of(D))), sa, sb, sd};
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = batched_plans.find(key);
+    if (it == batched_plans.end()) {
+      const int a = std::get<11>(key);
+      const int align[4] = {a, a, a, 256};
+      Plan p = make_plan(ta, tb, m, n, k, at, lda, bt, ldb, CUDA_R_32F, ldc, false, align, batch, sa, sb, sd);
+      it = batched_plans.emplace(key, p).first;
+    }
+    Plan& p = it->second;
+    const float alpha = 1.f, beta = 0.f;
+    check_lt(cublasLtMatmul(handle, p.op, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo, workspace,
+                            workspace_bytes, stream),
+             "batched matmul");
+  }
+
   Plan make_plan(bool ta, bool tb, int m, int n, int k, cudaDataType_t at, int lda, cudaDataType_t bt, int ldb,
-                 cudaDataType_t dt, int ldc, bool bias, const int (&align)[4]) {
+                 cudaDataType_t dt, int ldc, bool bias, const int (&align)[4], int batch = 1, long long sa = 0,
+                 long long sb = 0, long long sd = 0) {
     Plan p;
     check_lt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "create matmul descriptor");
     const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -122,6 +156,17 @@ struct Blas::Impl {
     check_lt(cublasLtMatrixLayoutCreate(&p.a, at, ta ? k : m, ta ? m : k, lda), "A layout");
     check_lt(cublasLtMatrixLayoutCreate(&p.b, bt, tb ? n : k, tb ? k : n, ldb), "B layout");
     check_lt(cublasLtMatrixLayoutCreate(&p.c, dt, m, n, ldc), "C layout");
+    if (batch > 1) {
+      const cublasLtMatrixLayout_t layouts[3] = {p.a, p.b, p.c};
+      const long long strides[3] = {sa, sb, sd};
+      for (int i = 0; i < 3; ++i) {
+        check_lt(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)),
+                 "set batch count");
+        check_lt(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                  sizeof(strides[i])),
+                 "set batch stride");
+      }
+    }
     cublasLtMatmulPreference_t pref = nullptr;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "create preference");
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
@@ -179,6 +224,29 @@ void matmul_backward(Blas& blas, T* dinp, float* dweight, float* dbias, const T*
   if (dbias) column_sum_accumulate<T>(dbias, dout, n, oc, stream);
 }
 
+template <typename T>
+void gram_batched(Blas& blas, float* out, const T* x, int batch, int rows, int d, cudaStream_t stream) {
+  constexpr cudaDataType_t t = data_type<T>();
+  // Column-major, x_i is d x rows (ld d): out_i (rows x rows) = x_iᵀ · x_i.
+  const long long sx = static_cast<long long>(rows) * d, so = static_cast<long long>(rows) * rows;
+  blas.impl().gemm_batched(true, false, rows, rows, d, x, t, d, sx, x, t, d, sx, out, rows, so, batch, stream);
+}
+
+template <typename T>
+void outer_batched(Blas& blas, float* out, const T* g, const T* a, int batch, int rows, int d_out, int d_in,
+                   cudaStream_t stream) {
+  constexpr cudaDataType_t t = data_type<T>();
+  // Column-major: a_i is d_in x rows (ld d_in), g_i is d_out x rows (ld d_out); out_iᵀ (d_in x d_out)
+  // = a_i · g_iᵀ, which is the row-major d_out x d_in gradient g_iᵀ a_i.
+  const long long sa = static_cast<long long>(rows) * d_in, sg = static_cast<long long>(rows) * d_out,
+                  so = static_cast<long long>(d_in) * d_out;
+  blas.impl().gemm_batched(false, true, d_in, d_out, rows, a, t, d_in, sa, g, t, d_out, sg, out, d_in, so, batch, stream);
+}
+
+template void gram_batched<float>(Blas&, float*, const float*, int, int, int, cudaStream_t);
+template void gram_batched<bf16>(Blas&, float*, const bf16*, int, int, int, cudaStream_t);
+template void outer_batched<float>(Blas&, float*, const float*, const float*, int, int, int, int, cudaStream_t);
+template void outer_batched<bf16>(Blas&, float*, const bf16*, const bf16*, int, int, int, int, cudaStream_t);
 template void matmul_forward<float>(Blas&, float*, const float*, const float*, const float*, int, int, int, cudaStream_t);
 template void matmul_forward<bf16>(Blas&, bf16*, const bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
 template void matmul_backward<float>(Blas&, float*, float*, float*, const float*, const float*, const float*, int, int,

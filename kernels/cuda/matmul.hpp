@@ -35,4 +35,13 @@ template <typename T>
 void matmul_backward(Blas& blas, T* dinp, float* dweight, float* dbias, const T* dout, const T* inp, const T* weight,
                      int n, int ic, int oc, cudaStream_t stream, bool accumulate_dinp = true);
 
+// Per-sample products for DP-SGD, strided-batched over `batch` samples, fp32 out (beta 0):
+// out[i] (rows x rows) = x[i] · x[i]ᵀ for x[i] row-major rows x d (a Gram matrix);
+template <typename T>
+void gram_batched(Blas& blas, float* out, const T* x, int batch, int rows, int d, cudaStream_t stream);
+// out[i] (row-major d_out x d_in) = g[i]ᵀ · a[i] for g[i] rows x d_out, a[i] rows x d_in.
+template <typename T>
+void outer_batched(Blas& blas, float* out, const T* g, const T* a, int batch, int rows, int d_out, int d_in,
+                   cudaStream_t stream);
+
 }  // namespace ditwin::kernels::cuda
