@@ -194,10 +194,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (privacy.enabled && world_comm.rank() == 0 && !std::getenv("DITWIN_PRIVACY_NOISE_KEY"))
     std::cout << "note: DP-SGD noise and Poisson draws come from the plan's seed, which anyone with the plan can "
                  "replay; set DITWIN_PRIVACY_NOISE_KEY (64 hex digits, kept secret) for the formal guarantee\n";
-  const double sampling_rate =
-      privacy.enabled ? static_cast<double>(privacy.sampling == "poisson" ? privacy.expected_batch : plan.training.global_batch) /
-                            static_cast<double>(privacy.dataset_size)
-                      : 0;
+  const double sampling_rate = privacy.enabled ? privacy_sampling_rate(plan) : 0;
   const double noise_multiplier = privacy.enabled ? resolved_noise_multiplier(plan) : 0;
   auto epsilon_after = [&](long long steps) {  // by the plan's accountant
     double eps = privacy_spent(accountant_of(privacy), conversion_of(privacy), sampling_rate, noise_multiplier,

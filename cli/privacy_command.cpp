@@ -38,7 +38,7 @@ int run_privacy(const std::string& plan_path, const std::string& report_path, co
   const char* conv = b.conversion == EpsilonConversion::improved ? "improved (Balle et al. 2020)" : "classic (Mironov 2017)";
   std::cout << "DP-SGD budget of " << plan.name << "\n"
             << "  sampling         " << p.sampling << ", q = "
-            << (p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch) << " / " << p.dataset_size
+            << privacy_expected_batch(plan) << " / " << p.dataset_size
             << " = " << num(b.sampling_rate, 6) << "\n"
             << "  steps            " << b.steps << " (" << num(b.epochs, 4) << " epochs)\n"
             << "  noise multiplier " << num(b.noise_multiplier, 6)
@@ -99,7 +99,7 @@ int run_privacy(const std::string& plan_path, const std::string& report_path, co
                         {"epsilon_rdp", b.rdp.epsilon},
                         {"epsilon_other_conversion", b.spent_other_conversion.epsilon},
                         {"slots", b.slots},
-                        {"expected_batch", p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch},
+                        {"expected_batch", privacy_expected_batch(plan)},
                         {"overflow_probability_per_step", b.overflow_probability},
                         {"delta_with_overflow", b.delta_with_overflow},
                         {"accountant", to_string(b.accountant)},

@@ -98,8 +98,7 @@ AuditResult run_privacy_audit(const Plan& plan_in, const AuditOptions& o) {
   a.epsilon_lower_bound = audit_epsilon_lower_bound(a.canaries, a.guesses, a.correct, p.delta, 1 - o.confidence);
   a.noise_multiplier = resolved_noise_multiplier(plan);
   a.clip_norm = p.clip_norm;
-  a.sampling_rate = static_cast<double>(p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch) /
-                    static_cast<double>(p.dataset_size);
+  a.sampling_rate = privacy_sampling_rate(plan);
   Accountant acc = accountant_of(p);
   a.accountant = to_string(acc);
   a.epsilon = privacy_spent(acc, conversion_of(p), a.sampling_rate, a.noise_multiplier, static_cast<double>(a.steps), p.delta).epsilon;

@@ -103,9 +103,8 @@ class Runner {
       private_ = true;
       model_.enable_privacy(plan.training.privacy.clip_norm);
       noise_multiplier_ = resolved_noise_multiplier(plan);
-      const auto& p = plan.training.privacy;
-      expected_batch_ = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
-      sampling_rate_ = static_cast<double>(expected_batch_) / static_cast<double>(p.dataset_size);
+      expected_batch_ = privacy_expected_batch(plan);
+      sampling_rate_ = privacy_sampling_rate(plan);
       if (options.canaries) pick_canaries(*options.canaries);
       // DP needs the noise and the batch draws unknown to an adversary; the plan's seed is not a
       // secret, so a key from DITWIN_PRIVACY_NOISE_KEY is mixed into both when it is set.

@@ -194,12 +194,29 @@ void require_privacy(const Plan& plan) {
   if (!plan.training.privacy.enabled)
     throw InputError("training.privacy: this plan trains without DP-SGD (add a \"privacy\" section, or set \"enabled\": true)");
 }
-double sampling_rate(const Plan& plan) {
-  const auto& p = plan.training.privacy;
-  long long expected = p.sampling == "poisson" && p.expected_batch > 0 ? p.expected_batch : plan.training.global_batch;
-  return static_cast<double>(expected) / static_cast<double>(p.dataset_size);
-}
+double sampling_rate(const Plan& plan) { return privacy_sampling_rate(plan); }
 }  // namespace
+
+long long privacy_expected_batch(const Plan& plan) {
+  const auto& p = plan.training.privacy;
+  return p.sampling == "poisson" && p.expected_batch > 0 ? p.expected_batch : plan.training.global_batch;
+}
+double privacy_sampling_rate(const Plan& plan) {
+  return static_cast<double>(privacy_expected_batch(plan)) / static_cast<double>(plan.training.privacy.dataset_size);
+}
+
+std::vector<float> clip_factors(const std::vector<double>& sq, double scale, double clip_norm,
+                                const std::vector<float>& weights) {
+  std::vector<float> c(sq.size());
+  for (std::size_t b = 0; b < sq.size(); ++b) {
+    const double norm = std::sqrt(sq[b]) * scale;
+    if (!std::isfinite(norm))
+      throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
+    c[b] = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
+    if (!weights.empty()) c[b] *= weights.at(b);
+  }
+  return c;
+}
 
 double poisson_overflow_probability(long long examples, double q, long long slots) {
   if (slots >= examples || q <= 0) return 0;
@@ -247,7 +264,7 @@ PrivacyBudget privacy_budget(const Plan& plan) {
   b.noise_multiplier = resolved_noise_multiplier(plan);
   b.solved_for_target = p.target_epsilon > 0;
   // An epoch is the whole batches that fit the dataset, as a loader dropping the last partial one.
-  long long per_step = p.sampling == "poisson" ? p.expected_batch : plan.training.global_batch;
+  long long per_step = privacy_expected_batch(plan);
   long long steps_per_epoch = std::max<long long>(1, p.dataset_size / std::max<long long>(1, per_step));
   b.epochs = static_cast<double>(b.steps) / static_cast<double>(steps_per_epoch);
   b.accountant = accountant_of(p);

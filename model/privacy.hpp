@@ -93,6 +93,15 @@ struct PrivacyBudget {
 PrivacyBudget privacy_budget(const Plan& plan);
 // P(Binomial(examples, q) > slots): the chance a Poisson draw overflows a step's slots.
 double poisson_overflow_probability(long long examples, double q, long long slots);
+// Examples a step expects (poisson: expected_batch; shuffle: global_batch) and the sampling rate
+// q = that / dataset_size: the one rule the accountant, the executor and the audit share.
+long long privacy_expected_batch(const Plan& plan);
+double privacy_sampling_rate(const Plan& plan);
+// Clip factors of a micro-batch from its per-sample squared norms `sq` held in a buffer scale of
+// 1/scale: weight_b x min(1, C / ||g_b||), exactly 1 when the norm is within C (so an unbounded C
+// changes nothing); `weights` empty means all 1. Throws std::runtime_error on a non-finite norm.
+std::vector<float> clip_factors(const std::vector<double>& sq, double scale, double clip_norm,
+                                const std::vector<float>& weights);
 // The noise multiplier the plan trains with (solved for target_epsilon when that is set).
 double resolved_noise_multiplier(const Plan& plan);
 EpsilonConversion conversion_of(const PrivacySpec& spec);

@@ -18,24 +18,9 @@ namespace {
 
 using test::ModelStepper;
 
-// Small text-and-image models on one rank, 2 micro-batches of 2 (as tests/exec_joint_test.cpp).
+// tests/exec_step_util.hpp's small MMDiT or unified model, with DP-SGD when clip_norm > 0.
 nlohmann::json small_plan(const std::string& family, double clip_norm) {
-  nlohmann::json j = nlohmann::json::parse(R"({
-    "name": "small-joint-dp",
-    "training": {"global_batch": 4, "micro_batch": 2, "precision": "fp32",
-                 "optimizer": {"kind": "adamw", "lr": 1e-3}, "objective": {"kind": "rectified_flow"}, "seed": 7},
-    "parallelism": {"dp": 1},
-    "cluster": {"device": "cpu", "nodes": 1, "devices_per_node": 1},
-    "run": {"steps": 1}
-  })");
-  if (family == "mmdit")
-    j["model"] = {{"family", "mmdit"}, {"layers", 2}, {"hidden", 32}, {"heads", 2}, {"ffn_hidden", 64},
-                  {"image_size", 64}, {"patch", 2}, {"latent_channels", 4}, {"text_tokens", 4},
-                  {"context_dim", 8}, {"pooled_dim", 6}, {"frequency_embedding", 16}};
-  else
-    j["model"] = {{"family", "unified"}, {"layers", 2}, {"hidden", 32}, {"heads", 2}, {"ffn_hidden", 48},
-                  {"image_size", 64}, {"patch", 2}, {"latent_channels", 4}, {"text_tokens", 6},
-                  {"vocab", 11}, {"frequency_embedding", 16}};
+  nlohmann::json j = test::small_joint_plan(family);
   if (clip_norm > 0)
     j["training"]["privacy"] = {{"clip_norm", clip_norm}, {"noise_multiplier", 0.0}, {"sampling", "shuffle"},
                                 {"dataset_size", 1000}};

@@ -25,7 +25,7 @@
 #include "kernels/cuda/privacy.hpp"      // defines: per_sample_sq_norms, scale_sample_rows, add_gaussian_noise
 #include "kernels/embedding.hpp"         // defines: pos_embed_2d_sincos (computed once on the host)
 #include "model/errors.hpp"
-#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper
+#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper, clip_factors
 
 namespace ditwin::exec {
 
@@ -731,20 +731,14 @@ class CudaBackend final : public Backend {
                                        B, x.rows, x.d_in, x.d_out, true, ghost, a.scratch.get(), a.scratch.size(), s);
     }
   }
-  // Clip factors on the host, as exec::DiT computes them (the norms are B doubles): its weight
-  // times min(1, C / ||g_b||), exactly 1 within C.
+  // Clip factors on the host, by the rule exec::DiT uses (the norms are B doubles).
   void clip(MicroBatch& a) {
     require_dp("privacy.clip");
     std::vector<double> sq(B);
     DITWIN_CUDA_CHECK(cudaMemcpyAsync(sq.data(), a.sq.get(), B * sizeof(double), cudaMemcpyDeviceToHost, compute_));
     DITWIN_CUDA_CHECK(cudaStreamSynchronize(compute_));
-    const double scale = static_cast<double>(B) * micro_batches_;  // the buffers hold g_b / (B x micro_batches)
-    for (int b = 0; b < B; ++b) {
-      const double norm = std::sqrt(sq[b]) * scale;
-      if (!std::isfinite(norm))
-        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
-      a.clip_host[b] = (norm <= clip_norm_ ? 1.0f : static_cast<float>(clip_norm_ / norm)) * a.weight_host[b];
-    }
+    // The buffers hold g_b / (B x micro_batches); model/privacy.hpp has the rule.
+    a.clip_host = ditwin::clip_factors(sq, static_cast<double>(B) * micro_batches_, clip_norm_, a.weight_host);
     copy_in(a.clip.get(), a.clip_host.data(), B);
     a.clipped = true;
   }

@@ -26,7 +26,7 @@
 #include "kernels/residual.hpp"      // defines: gated_residual_forward, gated_residual_backward
 #include "kernels/silu.hpp"          // defines: silu_forward, silu_backward
 #include "model/errors.hpp"
-#include "model/privacy.hpp"          // defines: ghost_norm_is_cheaper
+#include "model/privacy.hpp"          // defines: ghost_norm_is_cheaper, clip_factors
 
 namespace ditwin::exec {
 namespace k = ditwin::kernels;
@@ -861,15 +861,8 @@ struct DiT::Impl {
   // min(1, C / ||g_b||), exactly 1 when the norm is within C so that an unbounded C changes nothing.
   void clip(MicroBatch& a, const std::string& part) {
     require_dp(part);
-    const double scale = static_cast<double>(B) * micro_batches;  // the buffers hold g_b / (B x micro_batches)
-    for (int b = 0; b < B; ++b) {
-      double norm = std::sqrt(a.sq_norm[b]) * scale;
-      if (!std::isfinite(norm))
-        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
-      float c = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
-      if (!a.batch.weight.empty()) c *= a.batch.weight[b];
-      a.clip[b] = c;
-    }
+    // The buffers hold g_b / (B x micro_batches); model/privacy.hpp has the rule.
+    a.clip = ditwin::clip_factors(a.sq_norm, static_cast<double>(B) * micro_batches, clip_norm, a.batch.weight);
     a.clipped = true;
   }
 

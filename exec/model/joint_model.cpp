@@ -24,7 +24,7 @@
 #include "kernels/rmsnorm.hpp"    // defines: rmsnorm_forward, rmsnorm_backward
 #include "kernels/silu.hpp"       // defines: silu_*, swiglu_*
 #include "model/errors.hpp"
-#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper
+#include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper, clip_factors
 
 namespace ditwin::exec {
 namespace k = ditwin::kernels;
@@ -1348,18 +1348,10 @@ struct JointModel::Impl {
                                     a.scratch.data());
     }
   }
-  // Clip factor per sample: its weight (0 for an empty Poisson slot) times min(1, C / ||g_b||).
   void clip(MicroBatch& a, const std::string& part) {
     require_dp(part);
-    const double scale = static_cast<double>(B) * micro_batches;  // the buffers hold g_b / (B x micro_batches)
-    for (int b = 0; b < B; ++b) {
-      double norm = std::sqrt(a.sq_norm[b]) * scale;
-      if (!std::isfinite(norm))
-        throw std::runtime_error("DP-SGD: sample " + std::to_string(b) + " of a micro-batch has a non-finite gradient norm");
-      float c = norm <= clip_norm ? 1.0f : static_cast<float>(clip_norm / norm);
-      if (!a.batch.weight.empty()) c *= a.batch.weight[b];
-      a.clip[b] = c;
-    }
+    // The buffers hold g_b / (B x micro_batches); model/privacy.hpp has the rule.
+    a.clip = ditwin::clip_factors(a.sq_norm, static_cast<double>(B) * micro_batches, clip_norm, a.batch.weight);
     a.clipped = true;
   }
   const float* clipped(MicroBatch& a, const float* g, int rows, int width) {

@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/privacy.hpp"
+#include "kernels/gaussian_noise_math.hpp"  // defines: normal_pair (shared with the CPU kernel)
 
 namespace ditwin::kernels::cuda {
 
@@ -88,47 +89,14 @@ __global__ void scale_rows_kernel(T* out, const T* g, const float* factor, std::
     out[i] = from_float<T>(factor[i / per] * to_float(g[i]));
 }
 
-// --- the noise: kernels/gaussian_noise.cpp's arithmetic, op for op --------------------------------
-constexpr unsigned long long golden = 0x9e3779b97f4a7c15ULL;
-
-__device__ __forceinline__ unsigned long long mix(unsigned long long z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-__device__ __forceinline__ float log_unit(float x) {
-  unsigned int bits = __float_as_uint(x);
-  int e = static_cast<int>((bits >> 23) & 0xff) - 127;
-  float m = __uint_as_float((bits & 0x007fffffu) | 0x3f800000u);
-  if (m > 1.41421356f) {
-    m *= 0.5f;
-    e += 1;
-  }
-  float s = __fdiv_rn(m - 1.0f, m + 1.0f), s2 = s * s;
-  float series = 2.0f * s * (1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11))))));
-  return series + static_cast<float>(e) * 0.69314718056f;
-}
-__device__ __forceinline__ void cos_sin_turn(float u, float& c, float& s) {
-  float x = 4.0f * u;
-  int q = static_cast<int>(x);
-  float a = (x - static_cast<float>(q)) * 1.57079632679f, a2 = a * a;
-  float ca = 1.0f + a2 * (-1.0f / 2 + a2 * (1.0f / 24 + a2 * (-1.0f / 720 + a2 * (1.0f / 40320 + a2 * (-1.0f / 3628800 + a2 * (1.0f / 479001600))))));
-  float sa = a * (1.0f + a2 * (-1.0f / 6 + a2 * (1.0f / 120 + a2 * (-1.0f / 5040 + a2 * (1.0f / 362880 + a2 * (-1.0f / 39916800 + a2 * (1.0f / 6227020800.0f)))))));
-  float c1 = (q & 1) ? -sa : ca, s1 = (q & 1) ? ca : sa;
-  c = (q & 2) ? -c1 : c1;
-  s = (q & 2) ? -s1 : s1;
-}
+// --- the noise: kernels/gaussian_noise_math.hpp's pairs, one element per thread -----------------
 __global__ void noise_kernel(float* out, std::size_t n, unsigned long long begin, unsigned long long key, float stddev) {
   for (std::size_t k = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; k < n;
        k += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const unsigned long long i = begin + k, p = i / 2;
-    const unsigned long long bits = mix(key + (p + 1) * golden);
-    const float u1 = static_cast<float>(static_cast<unsigned int>(bits >> 40) + 1u) * 5.9604644775390625e-8f;  // 2^-24
-    const float u2 = static_cast<float>(static_cast<unsigned int>((bits >> 16) & 0xffffff)) * 5.9604644775390625e-8f;
-    const float r = __fsqrt_rn(-2.0f * log_unit(u1));
+    const unsigned long long i = begin + k;
     float c, s;
-    cos_sin_turn(u2, c, s);
-    out[k] += stddev * (r * ((i & 1) ? s : c));
+    noise::normal_pair(key, i / 2, c, s);
+    out[k] += stddev * ((i & 1) ? s : c);
   }
 }
 
