@@ -133,6 +133,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   // Outputs that could not be written would lose the run's result at its end.
   require_writable_output(a.report, "--report");
   require_writable_output(a.trace, "--trace");
+  require_writable_dir(a.trace_dir, "--trace-dir");
   require_writable_output(a.parameters, "--save-parameters");
   // The training data (a dataset is opened and checked here, before mpirun starts the ranks).
   std::unique_ptr<exec::DataSource> data = exec::make_data_source(plan);
@@ -272,6 +273,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (!ok) throw InputError(a.parameters + ": write failed");
   }
   if (!a.trace.empty()) write_json_file(to_trace(r), a.trace, -1);
+  if (!a.trace_dir.empty()) write_kineto_traces(r, a.trace_dir);
   if (ft) ft->exiting();
   return 0;
 }
@@ -386,6 +388,8 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   execute->add_option("--report", ex->report, "Write the measured report (JSON, same schema as simulate)");
   execute->add_option("--trace", ex->trace, "Write the measured timeline (Chrome trace JSON, every rank and step)");
+  execute->add_option("--trace-dir", ex->trace_dir,
+                      "Write one PyTorch-profiler-style trace per rank (rank-N.json) into this folder, for Holistic Trace Analysis");
   execute->add_option("--profile", ex->profile, "Device profile, for MFU against its measured peak");
   execute->add_option("--save-parameters", ex->parameters, "Write the final parameters (raw float32, the flat layout)");
   execute->add_flag("--supervise", ex->supervise,

@@ -14,7 +14,7 @@
 namespace ditwin::cli {
 
 struct ExecuteArgs {
-  std::string plan, report, trace, profile, parameters, backend = "cpu";
+  std::string plan, report, trace, trace_dir, profile, parameters, backend = "cpu";
   long long steps = 10;
   int ranks = 0, warmup = 2, threads = 0;
   // Fault tolerance (docs/reliability.md).

@@ -142,12 +142,22 @@ int run_longrun(const ditwin::Plan& plan, const ditwin::StepReport& step, const 
   return 0;
 }
 
+struct TraceOptions {
+  std::string dir;                        // --trace-dir: one Kineto-style file per rank
+  std::string ranks = "representative";  // --trace-ranks: representative | all
+};
+
 int run_simulate(const std::string& plan_path, const std::string& report_path, const std::string& trace_path,
                  const std::string& profile_path, const std::string& mode, const RunModeOptions& run_options,
-                 double max_memory_gb) {
+                 double max_memory_gb, const TraceOptions& traces) {
   ditwin::Plan plan = ditwin::load_plan(plan_path);
   ditwin::require_writable_output(report_path, "--report");
   ditwin::require_writable_output(trace_path, "--trace");
+  if (traces.ranks != "representative" && traces.ranks != "all")
+    throw ditwin::InputError("--trace-ranks " + traces.ranks + ": must be \"representative\" or \"all\"");
+  if (mode == "run" && !traces.dir.empty())
+    throw ditwin::InputError("--trace-dir: per-rank step traces come from --mode step (a long run's trace is --trace)");
+  ditwin::require_writable_dir(traces.dir, "--trace-dir");
   if (mode != "step" && mode != "run")
     throw ditwin::InputError("--mode " + mode + ": must be \"step\" (one step) or \"run\" (a long run through failures)");
   if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");
@@ -160,7 +170,15 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
   if (mode == "run") return run_longrun(plan, report, report_path, trace_path, run_options);
   print_step_report(report);
   if (!report_path.empty()) ditwin::write_json_file(ditwin::to_json(report), report_path);
-  if (!trace_path.empty()) ditwin::write_json_file(ditwin::to_trace(report), trace_path, -1);
+  const bool all = traces.ranks == "all";
+  if (!trace_path.empty())
+    ditwin::write_json_file(ditwin::to_trace(all ? ditwin::with_every_rank(report, program) : report), trace_path, -1);
+  if (!traces.dir.empty()) {
+    ditwin::write_kineto_traces(report, traces.dir, all ? &program : nullptr);
+    std::cout << "per-rank traces (Kineto form, for Holistic Trace Analysis): "
+              << (all ? program.world() : static_cast<long long>(ditwin::trace_ranks(report).size())) << " files in "
+              << traces.dir << "\n";
+  }
   return 0;
 }
 
@@ -184,6 +202,11 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("plan", sim_plan, "Training plan (JSON)")->required();
   sim_cmd->add_option("--report", sim_report, "Write the predicted report (JSON)");
   sim_cmd->add_option("--trace", sim_trace, "Write the predicted timeline (Chrome trace JSON, opens in Perfetto)");
+  TraceOptions sim_traces;
+  sim_cmd->add_option("--trace-dir", sim_traces.dir,
+                      "Write one PyTorch-profiler-style trace per rank (rank-N.json) into this folder, for Holistic Trace Analysis");
+  sim_cmd->add_option("--trace-ranks", sim_traces.ranks,
+                      "representative (default: one simulated rank per pipeline stage) or all (every rank, a copy of its stage's)");
   sim_cmd->add_option("--profile", sim_profile, "Device profile from `ditwin calibrate` instead of the preset");
   sim_cmd->add_option("--max-memory", max_memory_gb, "GB the lowered Program may take (default 3); larger plans are refused");
   sim_cmd->add_option("--mode", sim_mode, "step: one training step; run: weeks of training through failures (ETTR)");
@@ -216,7 +239,8 @@ int main(int argc, char** argv) {
     if (int rc = run_privacy_command(); rc >= 0) return rc;
     if (int rc = run_dataset_command(); rc >= 0) return rc;
     if (int rc = run_search_command(); rc >= 0) return rc;
-    if (sim_cmd->parsed()) return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options, max_memory_gb);
+    if (sim_cmd->parsed())
+      return run_simulate(sim_plan, sim_report, sim_trace, sim_profile, sim_mode, run_options, max_memory_gb, sim_traces);
   } catch (const ditwin::InputError& e) {
     std::cerr << "ditwin: error: " << e.what() << "\n";
     return 2;

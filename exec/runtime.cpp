@@ -165,8 +165,10 @@ class Runner {
         timeline.insert(timeline.end(), {static_cast<double>(rank_), static_cast<double>(step), static_cast<double>(i),
                                          step_offset_ + start_[i], end_[i] - start_[i]});
       }
-      step_offset_ += local;
-      step_spans_.push_back(local);
+      // The trace lays every rank's steps end to end at the synchronous step time (the slowest
+      // rank's, what the report's step_times_s holds): each rank's ops then sit inside its step.
+      step_offset_ += step_time;
+      step_spans_.push_back(step_time);
       if (rank_ == 0 && options_.on_step) options_.on_step(step, loss, step_time);
       // Checkpoints between steps; the time they block training is the checkpoint stall.
       double stall_s = 0;

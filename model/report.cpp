@@ -6,6 +6,9 @@
 #include <filesystem>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
 #include <cstdio>
 #include <fstream>
 
@@ -146,6 +149,34 @@ nlohmann::json to_json(const StepReport& r) {
           {"op_summary", summary}};
 }
 
+namespace {
+
+// Perfetto keeps nanoseconds: times are rounded there once, start and end alike, so slices that
+// touch stay touching and none ends past the next one's start. Trace times are microseconds with
+// at most three decimals.
+long long to_ns(double seconds) { return std::llround(seconds * 1e9); }
+double ns_to_us(long long ns) { return static_cast<double>(ns) / 1000.0; }
+
+// A rank's lanes: one per stream, plus extra lanes where work on one stream truly overlaps (the
+// CPU executor's concurrent gradient all-reduces), each lane holding slices that never overlap.
+struct Lanes {
+  std::vector<std::vector<long long>> last_end;  // per stream, per lane: the end of its last slice
+  int place(int stream, long long start, long long end) {
+    auto& lanes = last_end[static_cast<std::size_t>(stream)];
+    for (std::size_t k = 0; k < lanes.size(); ++k)
+      if (lanes[k] <= start) {
+        lanes[k] = end;
+        return static_cast<int>(k);
+      }
+    lanes.push_back(end);
+    return static_cast<int>(lanes.size() - 1);
+  }
+};
+// tid of stream s's lane k: s + 1 for the first (the stream's own), 1000 (s + 1) + k beyond.
+int lane_tid(int stream, int lane) { return lane == 0 ? stream + 1 : 1000 * (stream + 1) + lane; }
+
+}  // namespace
+
 nlohmann::json to_trace(const StepReport& r) {
   using nlohmann::json;
   json events = json::array();
@@ -154,27 +185,185 @@ nlohmann::json to_trace(const StepReport& r) {
   if (steps.empty()) steps.push_back({0.0, r.step_time_s});
   std::map<long long, int> stage_of;
   for (const auto& op : ops) stage_of[op.rank] = op.stage;
+  // Rank r is pid r + 1 (Perfetto treats pid 0 specially), named "rank r" with the rank in args.
   for (const auto& [rank, stage] : stage_of) {
-    events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", rank}, {"tid", 0},
-                      {"args", {{"name", "rank " + std::to_string(rank) + " (stage " + std::to_string(stage) + ")"}}}});
-    events.push_back({{"ph", "M"}, {"name", "process_sort_index"}, {"pid", rank}, {"tid", 0}, {"args", {{"sort_index", rank}}}});
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", rank}, {"tid", 0}, {"args", {{"name", "step"}}}});
+    const long long pid = rank + 1;
+    events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", pid}, {"tid", 0},
+                      {"args", {{"name", "rank " + std::to_string(rank)}, {"rank", rank}, {"stage", stage}}}});
+    events.push_back({{"ph", "M"}, {"name", "process_labels"}, {"pid", pid}, {"tid", 0},
+                      {"args", {{"labels", "stage " + std::to_string(stage)}}}});
+    events.push_back({{"ph", "M"}, {"name", "process_sort_index"}, {"pid", pid}, {"tid", 0}, {"args", {{"sort_index", rank}}}});
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", 0}, {"args", {{"name", "step"}}}});
     for (int s = 0; s < stream_count; ++s)
-      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", rank}, {"tid", s + 1},
+      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", s + 1},
                         {"args", {{"name", to_string(static_cast<Stream>(s))}}}});
-    for (std::size_t k = 0; k < steps.size(); ++k)
-      events.push_back({{"ph", "X"}, {"name", "ProfilerStep#" + std::to_string(k)}, {"pid", rank}, {"tid", 0},
-                        {"ts", steps[k].first * 1e6}, {"dur", steps[k].second * 1e6}, {"cat", "step"}});
+    long long prev_end = std::numeric_limits<long long>::min();
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      long long a = std::max(to_ns(steps[k].first), prev_end), b = std::max(a, to_ns(steps[k].first + steps[k].second));
+      prev_end = b;
+      events.push_back({{"ph", "X"}, {"name", "ProfilerStep#" + std::to_string(k)}, {"pid", pid}, {"tid", 0},
+                        {"ts", ns_to_us(a)}, {"dur", ns_to_us(b - a)}, {"cat", "step"}, {"args", {{"step", k}}}});
+    }
   }
-  for (const auto& op : ops) {
-    json args = {{"flops", op.flops}, {"bytes", op.bytes}};
+  // Slices by start on each rank, each onto the first lane of its stream that is free by then.
+  std::vector<std::size_t> order(ops.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    if (ops[x].rank != ops[y].rank) return ops[x].rank < ops[y].rank;
+    return to_ns(ops[x].start_s) < to_ns(ops[y].start_s);
+  });
+  std::map<long long, Lanes> lanes;
+  std::set<std::pair<long long, int>> named;  // (pid, tid) of extra lanes already named
+  for (std::size_t i : order) {
+    const OpRecord& op = ops[i];
+    const long long pid = op.rank + 1, start = to_ns(op.start_s), end = std::max(start, to_ns(op.start_s + op.duration_s));
+    Lanes& l = lanes[op.rank];
+    if (l.last_end.empty()) l.last_end.resize(stream_count);
+    const int stream = static_cast<int>(op.stream), lane = l.place(stream, start, end), tid = lane_tid(stream, lane);
+    if (lane > 0 && named.insert({pid, tid}).second) {
+      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", tid},
+                        {"args", {{"name", std::string(to_string(op.stream)) + " (" + std::to_string(lane + 1) + ")"}}}});
+      events.push_back({{"ph", "M"}, {"name", "thread_sort_index"}, {"pid", pid}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
+    }
+    json args = {{"flops", op.flops}, {"bytes", op.bytes}, {"rank", op.rank}};
     if (op.duration_s > 0 && op.flops > 0) args["tflops_per_s"] = op.flops / op.duration_s / 1e12;
     if (op.duration_s > 0 && op.bytes > 0) args["gbytes_per_s"] = op.bytes / op.duration_s / 1e9;
-    events.push_back({{"ph", "X"}, {"name", op.name}, {"pid", op.rank}, {"tid", static_cast<int>(op.stream) + 1},
-                      {"ts", op.start_s * 1e6}, {"dur", op.duration_s * 1e6}, {"cat", to_string(op.kind)}, {"args", args}});
+    events.push_back({{"ph", "X"}, {"name", op.name}, {"pid", pid}, {"tid", tid}, {"ts", ns_to_us(start)},
+                      {"dur", ns_to_us(end - start)}, {"cat", to_string(op.kind)}, {"args", args}});
   }
   return {{"traceEvents", events}, {"displayTimeUnit", "ms"},
           {"otherData", {{"source", r.source}, {"plan", r.plan}, {"step_time_s", r.step_time_s}, {"mfu", r.mfu}}}};
+}
+
+nlohmann::json to_run_trace(const std::string& title, const std::vector<RunEvent>& timeline, const nlohmann::json& other_data) {
+  using nlohmann::json;
+  std::vector<std::string> lanes = {"train", "checkpoint", "failure", "recovery", "rollback"};
+  for (const auto& e : timeline)
+    if (std::find(lanes.begin(), lanes.end(), e.category) == lanes.end()) lanes.push_back(e.category);
+  json events = json::array();
+  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 1}, {"tid", 0}, {"args", {{"name", title}}}});
+  for (std::size_t i = 0; i < lanes.size(); ++i)
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 1}, {"tid", static_cast<int>(i)}, {"args", {{"name", lanes[i]}}}});
+  for (const auto& e : timeline) {
+    const int tid = static_cast<int>(std::find(lanes.begin(), lanes.end(), e.category) - lanes.begin());
+    const long long a = to_ns(e.start_s), b = std::max(a, to_ns(e.start_s + e.duration_s));
+    if (e.duration_s > 0)
+      events.push_back({{"ph", "X"}, {"name", e.name}, {"pid", 1}, {"tid", tid}, {"ts", ns_to_us(a)}, {"dur", ns_to_us(b - a)},
+                        {"cat", e.category}});
+    else
+      events.push_back({{"ph", "i"}, {"s", "t"}, {"name", e.name}, {"pid", 1}, {"tid", tid}, {"ts", ns_to_us(a)}, {"cat", e.category}});
+  }
+  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}, {"otherData", other_data}};
+}
+
+std::vector<long long> trace_ranks(const StepReport& r) {
+  std::set<long long> ranks;
+  for (const auto& op : r.timeline.empty() ? r.ops : r.timeline) ranks.insert(op.rank);
+  return {ranks.begin(), ranks.end()};
+}
+
+nlohmann::json to_kineto_trace(const StepReport& r, long long rank, long long as_rank) {
+  if (as_rank < 0) as_rank = rank;
+  using nlohmann::json;
+  json events = json::array();
+  const auto& all = r.timeline.empty() ? r.ops : r.timeline;
+  std::vector<std::pair<double, double>> steps = r.steps;
+  if (steps.empty()) steps.push_back({0.0, r.step_time_s});
+  // HTA rounds to whole microseconds (start up, end down): writing whole microseconds from one
+  // nanosecond grid keeps every slice's length >= 0 there and nesting intact for Perfetto.
+  auto us = [](double seconds) { return static_cast<double>(std::llround(seconds * 1e6)); };
+  const long long host = 1000000 + as_rank, gpu = as_rank + 1;  // never pid 0
+  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", host}, {"tid", 0}, {"args", {{"name", "rank " + std::to_string(as_rank) + " host"}}}});
+  events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", host}, {"tid", 1}, {"args", {{"name", "scheduler"}}}});
+  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", gpu}, {"tid", 0}, {"args", {{"name", "rank " + std::to_string(as_rank) + " device"}}}});
+  double prev_end = -1;
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    double a = std::max(us(steps[k].first), prev_end), b = std::max(a, us(steps[k].first + steps[k].second));
+    prev_end = b;
+    events.push_back({{"ph", "X"}, {"cat", "user_annotation"}, {"name", "ProfilerStep#" + std::to_string(k)}, {"pid", host},
+                      {"tid", 1}, {"ts", a}, {"dur", b - a}});
+  }
+  std::vector<const OpRecord*> ops;
+  for (const auto& op : all)
+    if (op.rank == rank) ops.push_back(&op);
+  std::stable_sort(ops.begin(), ops.end(), [](const OpRecord* x, const OpRecord* y) { return x->start_s < y->start_s; });
+  Lanes lanes;
+  lanes.last_end.resize(stream_count);
+  std::set<int> named;
+  long long correlation = 0;
+  for (const OpRecord* op : ops) {
+    const double start = us(op->start_s), end = std::max(start, us(op->start_s + op->duration_s));
+    const int stream = static_cast<int>(op->stream), lane = lanes.place(stream, std::llround(start), std::llround(end));
+    const int tid = lane_tid(stream, lane);  // >= 1: HTA gives stream 0 no iteration
+    if (named.insert(tid).second)
+      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", gpu}, {"tid", tid},
+                        {"args", {{"name", std::string("stream ") + to_string(op->stream) + (lane ? " (" + std::to_string(lane + 1) + ")" : "")}}}});
+    ++correlation;
+    // Communication kernels carry NCCL's name prefix (what HTA classifies by), then the op's name.
+    std::string name = op->name;
+    if (op->kind != OpKind::compute && op->kind != OpKind::optimizer)
+      name = std::string("ncclDevKernel_") + (op->kind == OpKind::p2p ? "SendRecv" : to_string(op->collective)) + " " + op->name;
+    events.push_back({{"ph", "X"}, {"cat", "cuda_runtime"}, {"name", "cudaLaunchKernel"}, {"pid", host}, {"tid", 1},
+                      {"ts", start}, {"dur", 0}, {"args", {{"correlation", correlation}, {"External id", correlation}}}});
+    json args = {{"stream", tid}, {"correlation", correlation}, {"External id", correlation}, {"device", as_rank},
+                 {"flops", op->flops}, {"bytes", op->bytes}};
+    events.push_back({{"ph", "X"}, {"cat", "kernel"}, {"name", name}, {"pid", gpu}, {"tid", tid}, {"ts", start},
+                      {"dur", end - start}, {"args", args}});
+  }
+  // Keys sort alphabetically, so distributedInfo comes first in the file (HTA reads the rank
+  // with a text search for the first "rank": N).
+  return {{"schemaVersion", 1},
+          {"distributedInfo", {{"backend", r.source == "measured" ? "mpi" : "nccl"}, {"rank", as_rank}, {"world_size", r.gpus}}},
+          {"traceEvents", events},
+          {"displayTimeUnit", "ms"},
+          {"otherData", {{"source", r.source}, {"plan", r.plan}}}};
+}
+
+void write_kineto_traces(const StepReport& r, const std::string& dir, const Program* every_rank) {
+  namespace fs = std::filesystem;
+  require_writable_dir(dir, "--trace-dir");
+  auto write = [&](long long rank, long long as_rank) {
+    // Indented (one space): HTA's rank search needs the space a compact dump leaves out.
+    write_json_file(to_kineto_trace(r, rank, as_rank), (fs::path(dir) / ("rank-" + std::to_string(as_rank) + ".json")).string(), 1);
+  };
+  if (!every_rank) {
+    for (long long rank : trace_ranks(r)) write(rank, rank);
+    return;
+  }
+  const auto rep = representative_of_stage(r);
+  for (long long rank = 0; rank < every_rank->world(); ++rank) write(rep.at(every_rank->stage_of(rank)), rank);
+}
+
+std::map<int, long long> representative_of_stage(const StepReport& r) {
+  std::map<int, long long> rep;
+  for (const auto& op : r.timeline.empty() ? r.ops : r.timeline) {
+    auto it = rep.find(op.stage);
+    if (it == rep.end() || op.rank < it->second) rep[op.stage] = op.rank;
+  }
+  return rep;
+}
+
+StepReport with_every_rank(const StepReport& r, const Program& program, std::size_t max_ops) {
+  if (!r.timeline.empty()) return r;  // measured: every rank is there already
+  const auto rep = representative_of_stage(r);
+  std::map<long long, std::vector<const OpRecord*>> by_rank;
+  for (const auto& op : r.ops) by_rank[op.rank].push_back(&op);
+  double total = 0;
+  for (long long rank = 0; rank < program.world(); ++rank)
+    total += static_cast<double>(by_rank[rep.at(program.stage_of(rank))].size());
+  if (total > static_cast<double>(max_ops))
+    throw InputError("--trace-ranks all: " + std::to_string(program.world()) + " ranks would make " +
+                     std::to_string(static_cast<long long>(total)) + " slices in one trace (limit " + std::to_string(max_ops) +
+                     "); write them one file per rank with --trace-dir, or leave --trace-ranks at representative");
+  StepReport out = r;
+  out.ops.clear();
+  out.ops.reserve(static_cast<std::size_t>(total));
+  for (long long rank = 0; rank < program.world(); ++rank)
+    for (const OpRecord* op : by_rank[rep.at(program.stage_of(rank))]) {
+      out.ops.push_back(*op);
+      out.ops.back().rank = rank;
+    }
+  return out;
 }
 
 void require_writable_output(const std::string& path, const std::string& option) {
@@ -190,6 +379,16 @@ void require_writable_output(const std::string& path, const std::string& option)
     throw InputError(option + " " + path + ": cannot write in " + dir.string() + " (permission denied)");
   if (fs::exists(p, ec) && ::access(p.c_str(), W_OK) != 0)
     throw InputError(option + " " + path + ": exists and is not writable");
+}
+
+void require_writable_dir(const std::string& path, const std::string& option) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec || !fs::is_directory(path, ec))
+    throw InputError(option + " " + path + ": cannot create the directory" + (ec ? " (" + ec.message() + ")" : ""));
+  if (::access(path.c_str(), W_OK | X_OK) != 0) throw InputError(option + " " + path + ": cannot write in it (permission denied)");
 }
 
 void write_json_file(const nlohmann::json& j, const std::string& path, int indent) {

@@ -66,12 +66,39 @@ constexpr std::size_t max_report_ops = 200000;
 nlohmann::json to_json(const StepReport& report);
 // Chrome Trace Event Format: pid = rank, tid = stream, X events in microseconds, M metadata,
 // one ProfilerStep#N slice per step.
+// Overlapping work on one stream (concurrent collectives) goes to extra lanes; times are whole
+// nanoseconds (at most three decimals of a microsecond); rank r is pid r + 1, named "rank r".
 nlohmann::json to_trace(const StepReport& report);
+// A long run's timeline, predicted (sim/longrun) or measured (the supervisor): one process (pid 1,
+// named `title`), a lane per category (train, checkpoint, failure, recovery, rollback; others after
+// them), slices in whole nanoseconds, zero-length events as thread-scoped instants on their lane.
+struct RunEvent {
+  std::string name, category;
+  double start_s = 0, duration_s = 0;
+};
+nlohmann::json to_run_trace(const std::string& title, const std::vector<RunEvent>& events, const nlohmann::json& other_data);
+// The ranks a report's trace holds (the simulator's representative ranks, or every measured one).
+std::vector<long long> trace_ranks(const StepReport& report);
+// One rank's timeline in the PyTorch profiler's (Kineto's) per-rank form, which Holistic Trace
+// Analysis reads: distributedInfo {rank, world_size}, ProfilerStep#N annotations and a launch per
+// op on the host thread, each op a "kernel" on its stream's lane (collectives named ncclDevKernel_*).
+// as_rank (>= 0) writes rank `rank`'s timeline under another rank number (the copies below).
+nlohmann::json to_kineto_trace(const StepReport& report, long long rank, long long as_rank = -1);
+// `--trace-dir DIR`: rank-N.json for every rank of trace_ranks(report), or with `every_rank`, for
+// every rank of that Program, each a copy of its stage's representative (DIR created if missing).
+void write_kineto_traces(const StepReport& report, const std::string& dir, const Program* every_rank = nullptr);
+// The lowest rank of each pipeline stage in the report: what the simulator's representative ranks are.
+std::map<int, long long> representative_of_stage(const StepReport& report);
+// `--trace-ranks all`: every rank of the Program with its real number, each a skewless copy of its
+// stage's representative rank. Throws InputError beyond max_ops slices (use --trace-dir then).
+StepReport with_every_rank(const StepReport& report, const Program& program, std::size_t max_ops = 20'000'000);
 void write_json_file(const nlohmann::json& j, const std::string& path, int indent = 1);
 // Refuses (InputError naming `option` and the path) an output that could not be written later:
 // its directory missing or not writable, or the path itself a directory or not writable. Called
 // before long work (training, a long-run simulation, calibration) so that its result is not lost
 // at the end. An empty path (the output not asked for) passes.
 void require_writable_output(const std::string& path, const std::string& option);
+// The same for an output folder (created when missing).
+void require_writable_dir(const std::string& path, const std::string& option);
 
 }  // namespace ditwin

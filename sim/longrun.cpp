@@ -31,6 +31,7 @@
 #include <stdexcept>
 
 #include "model/errors.hpp"
+#include "model/report.hpp"  // defines: to_run_trace
 
 XBT_LOG_NEW_DEFAULT_CATEGORY(ditwin_sim_longrun, "ditwin: long runs through failures");
 
@@ -700,25 +701,9 @@ nlohmann::json to_json(const LongRunResult& r) {
 }
 
 nlohmann::json to_trace(const LongRunResult& r) {
-  using nlohmann::json;
-  static const std::vector<std::string> lanes = {"train", "checkpoint", "failure", "recovery", "rollback"};
-  json events = json::array();
-  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"tid", 0},
-                    {"args", {{"name", "job " + r.inputs.plan + " (trial 0)"}}}});
-  for (size_t i = 0; i < lanes.size(); ++i)
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", static_cast<int>(i)},
-                      {"args", {{"name", lanes[i]}}}});
-  for (const auto& e : r.timeline) {
-    int tid = static_cast<int>(std::find(lanes.begin(), lanes.end(), e.category) - lanes.begin());
-    if (e.duration_s > 0)
-      events.push_back({{"ph", "X"}, {"name", e.name}, {"pid", 0}, {"tid", tid}, {"ts", e.start_s * 1e6},
-                        {"dur", e.duration_s * 1e6}, {"cat", e.category}});
-    else
-      events.push_back({{"ph", "i"}, {"s", "p"}, {"name", e.name}, {"pid", 0}, {"tid", tid}, {"ts", e.start_s * 1e6},
-                        {"cat", e.category}});
-  }
-  return {{"traceEvents", events}, {"displayTimeUnit", "ms"},
-          {"otherData", {{"plan", r.inputs.plan}, {"kind", "longrun"}}}};
+  std::vector<RunEvent> events;
+  for (const auto& e : r.timeline) events.push_back({e.name, e.category, e.start_s, e.duration_s});
+  return to_run_trace("job " + r.inputs.plan + " (trial 0)", events, {{"plan", r.inputs.plan}, {"kind", "longrun"}});
 }
 
 nlohmann::json optimize_checkpoint(const Plan& plan, double step_time_s, double mfu, const LongRunOptions& options,

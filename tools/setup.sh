@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package ditwin needs to build, test and run (as root). Idempotent:
-# when everything is already there it checks and returns in well under a second.
+# Installs every Debian 12 package ditwin needs to build, test and run (as root), and HTA (PyPI)
+# into .venv-hta for the trace tests. Idempotent: when everything is already there it checks and
+# returns in about a second.
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git python3 bc
+  build-essential cmake ninja-build pkg-config git python3 python3-venv bc
   libsimgrid-dev            # simulation engine (SimGrid 3.32, S4U)
   nlohmann-json3-dev        # plan, report and trace JSON
   libeigen3-dev             # CPU linear algebra
@@ -32,12 +33,22 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "setup: done" >&2
+fi
 
-echo "setup: installing ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "setup: done" >&2
+# Holistic Trace Analysis (PyPI) for the trace tests, in a virtual environment of its own (Debian's
+# Python refuses pip installs into the system), pinned to the version the tests were written for.
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-hta"
+if ! "$venv/bin/python" -c "import hta" 2>/dev/null; then
+  echo "setup: installing HolisticTraceAnalysis into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "HolisticTraceAnalysis==0.5.0" >&2
+fi

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "exec/ft/fault_tolerance.hpp"
+#include "model/report.hpp"  // defines: to_run_trace
 
 namespace ditwin::exec {
 
@@ -513,24 +514,10 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
 }
 
 nlohmann::json measured_longrun_trace(const nlohmann::json& report) {
-  using nlohmann::json;
-  static const std::vector<std::string> lanes = {"train", "checkpoint", "failure", "recovery", "rollback"};
-  json events = json::array();
-  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"tid", 0},
-                    {"args", {{"name", "job " + report.value("plan", std::string()) + " (measured)"}}}});
-  for (std::size_t i = 0; i < lanes.size(); ++i)
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", static_cast<int>(i)}, {"args", {{"name", lanes[i]}}}});
-  for (const auto& e : report.at("timeline")) {
-    std::string lane = e[1];
-    int tid = static_cast<int>(std::find(lanes.begin(), lanes.end(), lane) - lanes.begin());
-    double start = e[2], d = e[3];
-    if (d > 0)
-      events.push_back({{"ph", "X"}, {"name", e[0]}, {"pid", 0}, {"tid", tid}, {"ts", start * 1e6}, {"dur", d * 1e6}, {"cat", lane}});
-    else
-      events.push_back({{"ph", "i"}, {"s", "p"}, {"name", e[0]}, {"pid", 0}, {"tid", tid}, {"ts", start * 1e6}, {"cat", lane}});
-  }
-  return {{"traceEvents", events}, {"displayTimeUnit", "ms"},
-          {"otherData", {{"plan", report.value("plan", std::string())}, {"kind", "longrun"}, {"source", "measured"}}}};
+  std::vector<RunEvent> events;
+  for (const auto& e : report.at("timeline")) events.push_back({e[0], e[1], e[2], e[3]});
+  const std::string plan = report.value("plan", std::string());
+  return to_run_trace("job " + plan + " (measured)", events, {{"plan", plan}, {"kind", "longrun"}, {"source", "measured"}});
 }
 
 }  // namespace ditwin::exec
