@@ -76,7 +76,7 @@ Comparison compare(const Trace& predicted, const Trace& measured) {
     const Process& pp = predicted.processes[w.process];
     const Slice& ps = pp.tracks[w.track].slices[w.slice];
     const Slice& ms = measured.processes[m.process].tracks[m.track].slices[m.slice];
-    OpDiff d{predicted.name_of(ps), pp.pid, pp.tracks[w.track].tid, ps.start_s, ps.duration_s, ms.start_s, ms.duration_s};
+    OpDiff d{predicted.name_of(ps), pp.pid, pp.tracks[w.track].tid, ps.start_s, ps.duration_s, ms.start_s, ms.duration_s, pp.rank};
     auto err = static_cast<float>(d.relative_error());
     c.predicted_error[w.process][w.track][w.slice] = err;
     c.measured_error[m.process][m.track][m.slice] = err;

@@ -15,6 +15,7 @@ struct OpDiff {
   long long tid = 0;
   double predicted_start_s = 0, predicted_s = 0;
   double measured_start_s = 0, measured_s = 0;
+  long long rank = 0;  // the process's rank (what the table shows)
   double diff_s() const { return measured_s - predicted_s; }
   // (measured - predicted) / predicted; infinite when the prediction is zero and the measurement not.
   double relative_error() const;

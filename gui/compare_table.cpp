@@ -47,7 +47,7 @@ QVariant CompareTableModel::data(const QModelIndex& index, int role) const {
   if (role == sort_role) {
     switch (index.column()) {
       case op: return QString::fromStdString(d->name);
-      case rank: return d->pid;
+      case rank: return d->rank;
       case predicted: return d->predicted_s;
       case measured: return d->measured_s;
       case difference: return std::fabs(d->diff_s());
@@ -58,7 +58,7 @@ QVariant CompareTableModel::data(const QModelIndex& index, int role) const {
   if (role == Qt::DisplayRole) {
     switch (index.column()) {
       case op: return QString::fromStdString(d->name);
-      case rank: return d->pid;
+      case rank: return d->rank;
       case predicted: return format_time(d->predicted_s);
       case measured: return format_time(d->measured_s);
       case difference: return (d->diff_s() >= 0 ? "+" : "-") + format_time(std::fabs(d->diff_s()));

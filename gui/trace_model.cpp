@@ -254,7 +254,10 @@ class TraceBuilder {
     } else if (ph == "M") {
       const std::string& what = r.string("name");
       if (what == "process_name") {
-        process(r.integer("pid")).name = EventReader{r.args(), i, origin}.string("name");
+        Process& p = process(r.integer("pid"));
+        p.name = EventReader{r.args(), i, origin}.string("name");
+        const json& args = r.args();
+        if (auto rank = args.find("rank"); rank != args.end() && rank->is_number_integer()) p.rank = rank->get<long long>();
       } else if (what == "process_sort_index") {
         process(r.integer("pid")).sort_index = EventReader{r.args(), i, origin}.integer("sort_index");
       } else if (what == "thread_name") {
@@ -276,7 +279,7 @@ class TraceBuilder {
   Process& process(long long pid) {
     auto [it, fresh] = process_index_.try_emplace(pid, t_.processes.size());
     if (fresh) {
-      t_.processes.push_back(Process{pid, "rank " + std::to_string(pid), pid, {}});
+      t_.processes.push_back(Process{pid, "rank " + std::to_string(pid), pid, pid, {}});
       track_index_.emplace_back();
     }
     return t_.processes[it->second];

@@ -44,6 +44,7 @@ struct Process {
   long long pid = 0;
   std::string name;
   long long sort_index = 0;
+  long long rank = 0;  // process_name's args.rank when the trace gives it (ditwin's: pid - 1), else pid
   std::vector<Track> tracks;  // sorted by tid; only tracks holding slices
 };
 

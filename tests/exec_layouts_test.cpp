@@ -157,7 +157,7 @@ TEST(ExecLayouts, MeasuredStreamsFollowProgramOrder) {
   std::map<std::pair<long long, std::string>, std::vector<double>> seen;
   for (const auto& e : t["traceEvents"])
     if (e.value("ph", "") == "X" && e.value("cat", "") != "step")
-      seen[{e["pid"].get<long long>(), e["name"].get<std::string>()}].push_back(e["ts"].get<double>());
+      seen[{e["pid"].get<long long>() - 1, e["name"].get<std::string>()}].push_back(e["ts"].get<double>());  // pid = rank + 1
   int checked = 0;
   for (long long rank = 0; rank < program.world(); ++rank) {
     const auto& ops = program.class_of(rank).ops;

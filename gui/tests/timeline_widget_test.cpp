@@ -29,7 +29,7 @@ class TimelineWidgetTest : public QObject {
     w.set_traces(trace_of(small_step(1)));
     w.zoom_to(0, 4.1e-3);  // 0.005 ms per pixel: 1 ms is 200 px
     QImage image = render(w);
-    int compute = w.row_of(0, 1), dp = w.row_of(0, 4);
+    int compute = w.row_of(1, 1), dp = w.row_of(1, 4);
     QVERIFY(compute >= 0 && dp >= 0);
     const auto& rows = w.rows();
     // qkv 0-1 ms and mlp 1-3 ms on compute; the all-reduce 2-4 ms on dp. Check near each op's
@@ -59,7 +59,7 @@ class TimelineWidgetTest : public QObject {
     w.set_traces(trace_of(r));
     w.zoom_to(0, 1.0);
     QImage image = render(w);
-    int row = w.row_of(0, 1);
+    int row = w.row_of(1, 1);
     int y = mid_y(w, row);
     int busy = 0;
     for (int x = w.x_of(0.01); x < w.x_of(0.49); ++x) busy += pixel(image, x, y).lightness() < 200 ? 1 : 0;
@@ -80,7 +80,7 @@ class TimelineWidgetTest : public QObject {
     w.resize(TimelineWidget::label_width + 820, 300);
     w.set_traces(p, m, c);
     w.zoom_to(0, 4.1e-3);
-    int predicted = w.row_of(0, 1, false), measured_row = w.row_of(0, 1, true);
+    int predicted = w.row_of(1, 1, false), measured_row = w.row_of(1, 1, true);
     QCOMPARE(measured_row, predicted + 1);  // paired, measured right below
     QImage image = render(w);
     QColor slow = pixel(image, w.x_of(1.2e-3), w.row_top(predicted) + 3);
@@ -143,7 +143,7 @@ class TimelineWidgetTest : public QObject {
     QTest::mouseClick(&w, Qt::LeftButton, Qt::NoModifier, QPoint(20, mid_y(w, 0)));
     QCOMPARE(w.rows().size(), std::size_t(24));
     QCOMPARE(w.rows()[0].class_size, std::size_t(1));
-    QCOMPARE(w.row_of(7, 4), 23);
+    QCOMPARE(w.row_of(8, 4), 23);  // rank 7 is pid 8
     QTest::mouseClick(&w, Qt::LeftButton, Qt::NoModifier, QPoint(20, mid_y(w, 0)));
     QCOMPARE(w.rows().size(), std::size_t(3));
   }
@@ -156,7 +156,7 @@ class TimelineWidgetTest : public QObject {
     w.set_search("MLP");
     QCOMPARE(w.search_matches(), std::size_t(1));
     QImage image = render(w);
-    int compute = w.row_of(0, 1);
+    int compute = w.row_of(1, 1);
     QColor qkv = w.colour_of(w.rows()[compute], 0), mlp = w.colour_of(w.rows()[compute], 1);
     // Just inside each op's left end, mid-height: clear of the outline and of the name.
     QColor dimmed = pixel(image, w.x_of(0) + 4, mid_y(w, compute));
@@ -170,32 +170,32 @@ class TimelineWidgetTest : public QObject {
 
   void FailureInstantsShowAsMarkersAtAnyZoom() {
     const char* text = R"json({"traceEvents":[
-      {"ph":"X","name":"train","pid":0,"tid":0,"ts":0,"dur":3.6e10,"cat":"train"},
-      {"ph":"i","s":"p","name":"failure: GPU","pid":0,"tid":2,"ts":1.8e10,"cat":"failure"}],
+      {"ph":"X","name":"train","pid":1,"tid":0,"ts":0,"dur":3.6e10,"cat":"train"},
+      {"ph":"i","s":"t","name":"failure: GPU","pid":1,"tid":2,"ts":1.8e10,"cat":"failure"}],
       "otherData":{"kind":"longrun"}})json";
     TimelineWidget w;
     w.resize(TimelineWidget::label_width + 1000, 120);
     w.set_traces(std::make_shared<const Trace>(parse_trace(std::string(text), "run.json")));
     QVERIFY(w.primary()->is_run);
-    int lane = w.row_of(0, 2);
+    int lane = w.row_of(1, 2);
     QImage image = render(w);  // ten hours over 1000 px: the instant has no width of its own
     QColor marker = pixel(image, w.x_of(1.8e4), mid_y(w, lane));
     QVERIFY(marker.red() > 200 && marker.green() < 60);
     QVERIFY(pixel(image, w.x_of(1.8e4) - 6, mid_y(w, lane)).lightness() > 230);
-    QVERIFY(pixel(image, w.x_of(1.0e4), mid_y(w, w.row_of(0, 0))).green() > 150);  // train: green
+    QVERIFY(pixel(image, w.x_of(1.0e4), mid_y(w, w.row_of(1, 0))).green() > 150);  // train: green
   }
   void TooltipNamesTheOpWithItsFigures() {
     TimelineWidget w;
     w.resize(TimelineWidget::label_width + 820, 200);
     w.set_traces(trace_of(small_step(1)));
     w.zoom_to(0, 4.1e-3);
-    QString tip = w.tooltip_at(QPoint(w.x_of(0.5e-3), mid_y(w, w.row_of(0, 1))));
+    QString tip = w.tooltip_at(QPoint(w.x_of(0.5e-3), mid_y(w, w.row_of(1, 1))));
     QVERIFY2(tip.contains("L0.attn.qkv.fwd.mb0"), qPrintable(tip));
     QVERIFY2(tip.contains("duration: 1 ms"), qPrintable(tip));
     QVERIFY2(tip.contains("2 TFLOP"), qPrintable(tip));
     QVERIFY2(tip.contains("2000.0 TFLOP/s"), qPrintable(tip));  // 2e12 FLOP in 1 ms
     QVERIFY2(tip.contains("4000.0 GB/s"), qPrintable(tip));     // 4e9 B in 1 ms
-    QVERIFY(w.tooltip_at(QPoint(w.x_of(3.6e-3), mid_y(w, w.row_of(0, 1)))).isEmpty());
+    QVERIFY(w.tooltip_at(QPoint(w.x_of(3.6e-3), mid_y(w, w.row_of(1, 1)))).isEmpty());
   }
 };
 

@@ -20,7 +20,9 @@ class TraceModelTest : public QObject {
     QVERIFY(t->step_time_s && qAbs(*t->step_time_s - 4e-3) < 1e-12);
     QCOMPARE(t->processes.size(), std::size_t(1));
     const Process& p = t->processes[0];
-    QCOMPARE(p.name, std::string("rank 0 (stage 0)"));
+    QCOMPARE(p.name, std::string("rank 0"));
+    QCOMPARE(p.pid, 1LL);  // rank r is pid r + 1
+    QCOMPARE(p.rank, 0LL);
     // step (tid 0), compute (1), dp (4): tracks without slices (tp, cp, pp) are dropped.
     QCOMPARE(p.tracks.size(), std::size_t(3));
     QCOMPARE(p.tracks[1].name, std::string("compute"));
@@ -151,7 +153,8 @@ class TraceModelTest : public QObject {
     QCOMPARE(c.unmatched_measured, std::size_t(1));
     const OpDiff& top = c.diffs.front();  // largest |difference| first: rank 1's mlp (+1 ms)
     QCOMPARE(top.name, std::string("L0.mlp.fwd.mb0"));
-    QCOMPARE(top.pid, 1LL);
+    QCOMPARE(top.pid, 2LL);  // rank 1
+    QCOMPARE(top.rank, 1LL);
     QVERIFY(qAbs(top.relative_error() - 0.5) < 1e-9);
     std::size_t mlp = 1;  // compute track holds qkv, mlp, extra on the measured side too
     QVERIFY(qAbs(c.predicted_error[1][1][mlp] - 0.5f) < 1e-6);
