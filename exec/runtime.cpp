@@ -1125,12 +1125,8 @@ void check_plan(const Plan& plan, const std::string& backend) {
     throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
                      "runs every layout: --backend cpu)");
   if (plan.training.privacy.enabled) {
-    // Under TP each rank's per-sample squared norms are partial sums the lowering all-reduces over
-    // the TP group ("privacy.norms.tp_allreduce"); none of these three layouts has such a sum.
-    if (par.pp != 1)
-      throw InputError("parallelism.pp: the executor runs DP-SGD (training.privacy) with pp 1 only: under pipeline "
-                       "parallelism a sample's squared gradient norm is a sum over the stages, which the lowering "
-                       "does not reduce");
+    // Under TP and PP each rank's per-sample squared norms are partial sums the lowering all-reduces
+    // over the TP group and then the stages ("privacy.norms.tp_allreduce", ".pp_allreduce").
     if (par.cp != 1)
       throw InputError("parallelism.cp: the executor runs DP-SGD (training.privacy) with cp 1 only: under context "
                        "parallelism a sample's gradient is split over the sequence shards, and its norm is not a "

@@ -120,16 +120,26 @@ FlopCounts count_flops(const Plan& plan) {
   if (plan.training.privacy.enabled) {
     // Every weighted op the lowering gives a ".sample_norm" (model/lowering.cpp), by the cheaper
     // of ghost and materialized norms; embedding tables' norms are memory-bound (no FLOPs).
+    // Under TP each rank computes its norms over its own widths (Megatron's split: QKV, fc1 and the
+    // LM head by output columns, attn.proj and fc2 by input rows), so the ghost norm's Gram matrix
+    // of a split linear's whole side is formed on every TP rank; replicated linears count once.
     double norms = 0;
+    const double tp = plan.parallelism.tp;
     auto linear = [&](double rows, double d_in, double d_out) { norms += per_sample_norm_flops(rows, d_in, d_out, m.linear_bias); };
+    auto column = [&](double rows, double d_in, double d_out) {
+      norms += tp * per_sample_norm_flops(rows, d_in, d_out / tp, m.linear_bias);
+    };
+    auto row = [&](double rows, double d_in, double d_out) {
+      norms += tp * per_sample_norm_flops(rows, d_in / tp, d_out, m.linear_bias);
+    };
     double fc1_out = (m.gated_mlp ? 2 : 1) * ff;
     std::vector<double> streams = m.family == ModelFamily::mmdit ? std::vector<double>{img, txt} : std::vector<double>{tokens};
     for (double t : streams) {
       if (m.adaln()) linear(1, h, 6 * h);
-      linear(t, h, h + 2 * kv);
-      linear(t, h, h);
-      linear(t, h, fc1_out);
-      linear(t, ff, h);
+      column(t, h, h + 2 * kv);
+      row(t, h, h);
+      column(t, h, fc1_out);
+      row(t, ff, h);
     }
     norms *= m.layers;
     if (m.has_image()) {
@@ -144,7 +154,7 @@ FlopCounts count_flops(const Plan& plan) {
     if (m.adaln()) linear(1, h, 2 * h);
     if (m.has_text_vocab()) {
       double text = m.family == ModelFamily::unified ? txt : m.has_image() ? 0 : m.seq_len;
-      linear(text, h, m.vocab);
+      column(text, h, m.vocab);
     }
     f.privacy_norm_flops_per_sample = norms;
     f.hardware_flops_per_step += norms * batch;
@@ -265,6 +275,10 @@ MemoryReport account_memory(const Plan& plan) {
         in_flight = std::min<double>(par.pp - s, mb) * (1 + (par.pp - 1.0) / (par.pp * par.virtual_stages));
     }
     if (par.pp == 1) in_flight = 1;
+    // DP-SGD under PP: a micro-batch's activations stay until its clipped weight gradients, lag
+    // micro-batches after its backward (model/privacy.hpp).
+    const int lag = tr.privacy.enabled ? privacy_clip_lag(plan, s) : 0;
+    if (lag > 0 && par.schedule != PipelineSchedule::gpipe) in_flight = std::min<double>(in_flight + lag, mb);
     double acts = per_layer * layers_per_stage * in_flight;
     if (tr.recompute == Recompute::full) {  // plus one block's full working set while recomputing
       Plan none = plan;
@@ -288,7 +302,8 @@ MemoryReport account_memory(const Plan& plan) {
       if (s == 0 && m.has_image()) kept += m.image_tokens() * h + 2 * h;
       if (s == par.pp - 1) kept += (m.has_image() ? m.image_tokens() * m.patch * m.patch * m.out_channels() : 0) + 2 * h +
                                    (m.has_text_vocab() ? t * m.vocab / par.tp : 0);
-      st.privacy_bytes = e * kept * tr.micro_batch + 2 * 4.0 * t * t;
+      // The output gradients of the micro-batch in backward and of those awaiting their clip.
+      st.privacy_bytes = e * kept * tr.micro_batch * std::min<double>(lag + 1, mb) + 2 * 4.0 * t * t;
     }
     report.stages.push_back(st);
   }

@@ -442,7 +442,10 @@ class StageLowering {
     Op op;
     std::string group;
   };
-  std::vector<PendingWgrad> pending_wgrads_;
+  std::map<int, std::vector<PendingWgrad>> pending_wgrads_;  // by micro-batch, in backward order
+  // Pipeline parallelism: micro-batches whose norms are reduced and whose clip waits (model/privacy.hpp's
+  // privacy_clip_lag), each with the op that completes its norms.
+  std::vector<std::pair<int, Index>> awaiting_clip_;
   bool emitting_wgrads_ = false;
   std::map<std::size_t, Index> noise_of_bucket_;
 
@@ -455,6 +458,7 @@ class StageLowering {
     std::string mbs = ".mb" + std::to_string(op.microbatch);
     Op wgrad = op;
     wgrad.name = base + ".wgrad" + mbs;
+    wgrad.chunk = chunk_;  // its own chunk, though it may be emitted after a later one (pipeline lag)
     // Backward was input plus weight gradient; each half now runs on its own.
     op.flops /= 2;
     op.bytes /= 2;
@@ -483,9 +487,10 @@ class StageLowering {
     } else {  // an embedding: each sample's rows of the table
       norm.bytes = op.bytes;
     }
+    int mb = op.microbatch;
     chain(std::move(op));
     chain(std::move(norm));
-    pending_wgrads_.push_back({std::move(wgrad), group});
+    pending_wgrads_[mb].push_back({std::move(wgrad), group});
   }
 
   Op noise_op(const std::string& nm, double params, std::vector<std::string> groups) {
@@ -500,13 +505,44 @@ class StageLowering {
     return op;
   }
 
-  // After a micro-batch's whole backward: clip, then the clipped weight gradients, group by
-  // group in backward order, each group's gradients complete after its last .wgrad.
-  void clip_and_weight_gradients(int mb) {
+  // After the stage's whole backward of a micro-batch: its per-sample squared norms are partial
+  // sums over the TP ranks (split weights) and over the pipeline stages (each holds some layers),
+  // reduced in that order. Without pipeline parallelism the clip follows at once; with it, stage s
+  // clips micro-batch mb after its own backward of mb + privacy_clip_lag (model/privacy.hpp), when
+  // the earlier stages have finished mb's backward too, and the pipeline never waits for the sum.
+  void finish_sample_norms(int mb) {
     if (!private_) return;
     if (tp_ > 1)  // per-sample norms of TP-split weights are partial sums
       chain(collective("privacy.norms.tp_allreduce", Phase::backward, mb, -1, Stream::tp, Collective::all_reduce,
                        GroupKind::tp, tp_, 8.0 * b_));
+    if (par_.pp == 1) {
+      clip_and_weight_gradients(mb, none);
+      return;
+    }
+    // On the pp stream, posted as soon as this stage's norms are complete: the compute and tp
+    // streams run on meanwhile (the 8-byte-a-sample sum is latency, not bandwidth).
+    Index saved = cursor_;
+    Op sum = collective("privacy.norms.pp_allreduce", Phase::backward, mb, -1, Stream::pp, Collective::all_reduce,
+                        GroupKind::pp, par_.pp, 8.0 * b_);
+    if (cursor_ != none) sum.deps.push_back(cursor_);
+    cursor_ = none;
+    awaiting_clip_.push_back({mb, add(std::move(sum))});
+    cursor_ = saved;
+  }
+  // The clips whose lag has passed after micro-batch `done`'s backward (all when done < 0: the
+  // step's backward is over), each waiting for its norms' sum, then its weight gradients.
+  void clip_awaiting(int done) {
+    const int lag = privacy_clip_lag(plan_, stage_);
+    while (!awaiting_clip_.empty() && (done < 0 || awaiting_clip_.front().first + lag <= done)) {
+      auto [mb, sum] = awaiting_clip_.front();
+      awaiting_clip_.erase(awaiting_clip_.begin());
+      clip_and_weight_gradients(mb, sum);
+    }
+  }
+
+  // Clip, then the clipped weight gradients, group by group in backward order, each group's
+  // gradients complete after its last .wgrad. `after`: the op that completes the norms (or none).
+  void clip_and_weight_gradients(int mb, Index after) {
     Op clip;
     clip.name = "privacy.clip.mb" + std::to_string(mb);
     clip.kind = OpKind::compute;
@@ -514,13 +550,17 @@ class StageLowering {
     clip.phase = Phase::backward;
     clip.microbatch = mb;
     clip.bytes = 12.0 * b_;
+    clip.chunk = 0;
+    if (after != none) clip.deps.push_back(after);
     chain(std::move(clip));
     bool last_mb = mb == static_cast<int>(plan_.micro_batches()) - 1;
     emitting_wgrads_ = true;
-    for (std::size_t i = 0; i < pending_wgrads_.size(); ++i) {
-      chain(std::move(pending_wgrads_[i].op));
-      const std::string& group = pending_wgrads_[i].group;
-      if (i + 1 < pending_wgrads_.size() && pending_wgrads_[i + 1].group == group) continue;
+    std::vector<PendingWgrad> pending = std::move(pending_wgrads_[mb]);
+    pending_wgrads_.erase(mb);
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      chain(std::move(pending[i].op));
+      const std::string& group = pending[i].group;
+      if (i + 1 < pending.size() && pending[i + 1].group == group) continue;
       double params = group == "embed" ? params_.embedding / tp_ : group == "head" ? head_params() : layer_params();
       grads_done(group, mb, params);
       if (!last_mb || (par_.zero == 3 && dp_group_ > 1)) continue;  // ZeRO-3 noise goes per group
@@ -531,7 +571,6 @@ class StageLowering {
                              bucket_plan_[k].first));
     }
     emitting_wgrads_ = false;
-    pending_wgrads_.clear();
   }
 
   // ZeRO-3 / FSDP: gather a parameter group before use; with overlap, the gather of one group
@@ -785,7 +824,7 @@ class StageLowering {
       if (model_chunk == last_chunk) head(mb, p);
       for (int l = end_layer - 1; l >= first_layer; --l) run_layer(l, mb, p);
       if (model_chunk == 0) embed(mb, p);
-      clip_and_weight_gradients(mb);  // DP-SGD runs with pp 1: this is the micro-batch's whole backward
+      if (chunk == 0) finish_sample_norms(mb);  // the stage's last chunk of the micro-batch's backward
     }
     bool sends = p == Phase::forward ? model_chunk < last_chunk : model_chunk > 0;
     if (sends) {
@@ -796,6 +835,10 @@ class StageLowering {
       add(std::move(op));
     }
     previous_pass_end_ = cursor_;
+    if (p == Phase::backward && chunk == 0 && !awaiting_clip_.empty()) {  // DP-SGD under PP: after the send
+      chunk_ = -1;
+      clip_awaiting(mb);
+    }
     flush_reduce_scatters();
     chunk_ = -1;
   }
@@ -842,6 +885,8 @@ class StageLowering {
       for (int k = total - warmup; k < total; ++k) order.push_back(bwd_of(k));
     }
     for (const auto& w : order) pass(w.chunk, w.mb, w.forward ? Phase::forward : Phase::backward);
+    clip_awaiting(-1);
+    flush_reduce_scatters();
   }
 
   void gradient_sync_and_optimizer() {

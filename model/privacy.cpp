@@ -245,6 +245,11 @@ double poisson_overflow_probability(long long examples, double q, long long slot
   return std::exp(total);
 }
 
+int privacy_clip_lag(const Plan& plan, int stage) {
+  if (plan.parallelism.pp <= 1) return 0;
+  return std::max(0, std::min(stage, plan.parallelism.pp - 1));
+}
+
 double resolved_noise_multiplier(const Plan& plan) {
   require_privacy(plan);
   const auto& p = plan.training.privacy;

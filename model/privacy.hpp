@@ -102,6 +102,14 @@ double privacy_sampling_rate(const Plan& plan);
 // changes nothing); `weights` empty means all 1. Throws std::runtime_error on a non-finite norm.
 std::vector<float> clip_factors(const std::vector<double>& sq, double scale, double clip_norm,
                                 const std::vector<float>& weights);
+// DP-SGD under pipeline parallelism: a sample's squared gradient norm is a sum over the stages,
+// all-reduced over the PP group once a stage has finished the micro-batch's backward. Stage s clips
+// micro-batch mb (and forms its clipped weight gradients) after its own backward of micro-batch
+// mb + lag, lag = s: in GPipe and 1F1B, stage 0 finishes mb's backward no later than stage s
+// finishes that of mb + s, so the sum is there and the pipeline never waits for it. The price is
+// memory: stage s keeps s more micro-batches' activations and output gradients (model/accounting).
+// 0 without pipeline parallelism; micro-batches left at the end of the step are clipped then.
+int privacy_clip_lag(const Plan& plan, int stage);
 // The noise multiplier the plan trains with (solved for target_epsilon when that is set).
 double resolved_noise_multiplier(const Plan& plan);
 EpsilonConversion conversion_of(const PrivacySpec& spec);

@@ -1,7 +1,7 @@
 // DP-SGD end to end through `ditwin execute` under mpirun: with no noise and an unbounded clip norm
 // it is plain data-parallel training bit for bit; the noise enters the reduced gradient exactly
-// once whatever the rank count; tensor parallelism clips and noises as one rank does, and
-// the layouts DP-SGD cannot run are refused; the tiny DP scenario learns and reports the epsilon it
+// once whatever the rank count; tensor and pipeline parallelism clip and noise as one rank does,
+// and the layouts DP-SGD cannot run are refused; the tiny DP scenario learns and reports the epsilon it
 // spent.
 #include <gtest/gtest.h>
 
@@ -128,13 +128,22 @@ TEST(ExecPrivacyRuntime, ZeroThreeClipsAndNoisesAsZeroZeroDoes) {
   for (std::size_t s = 0; s < a.losses.size(); ++s) EXPECT_NEAR(a.losses[s], b.losses[s], 1e-6 * std::abs(a.losses[s]));
 }
 
-// tiny-cpu-dp (Poisson sampling, noise on) with clipping that bites, laid out as dp x tp.
-nlohmann::json tiny_dp_layout(int dp, int tp) {
+// tiny-cpu-dp (Poisson sampling, noise on) with clipping that bites, laid out as dp x tp x pp.
+nlohmann::json tiny_dp_layout(int dp, int tp, int pp = 1) {
   auto j = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu-dp.json"));
   j["training"]["privacy"]["clip_norm"] = 0.05;
-  j["parallelism"] = {{"dp", dp}, {"tp", tp}, {"zero", 0}, {"bucket_mb", 0.25}};
-  j["cluster"]["devices_per_node"] = dp * tp;
+  j["parallelism"] = {{"dp", dp}, {"tp", tp}, {"pp", pp}, {"zero", 0}, {"bucket_mb", 0.25}};
+  j["cluster"]["devices_per_node"] = dp * tp * pp;
   return j;
+}
+
+// Parameters and losses of `b` against the one-rank run `one`.
+void expect_same_training(const Outcome& one, const Outcome& b, const std::string& tag) {
+  ASSERT_EQ(one.parameters.size(), b.parameters.size()) << tag;
+  EXPECT_LT(ditwin::test::relative_l2(b.parameters, one.parameters), 1e-5) << tag;
+  ASSERT_EQ(one.losses.size(), b.losses.size()) << tag;
+  for (std::size_t s = 0; s < one.losses.size(); ++s)
+    EXPECT_NEAR(one.losses[s], b.losses[s], 1e-6 * std::abs(one.losses[s])) << tag << " step " << s;
 }
 
 TEST(ExecPrivacyRuntime, TensorParallelClipsAndNoisesAsOneRankDoes) {
@@ -146,26 +155,35 @@ TEST(ExecPrivacyRuntime, TensorParallelClipsAndNoisesAsOneRankDoes) {
   ASSERT_EQ(one.losses.size(), 3u);
   for (int dp : {1, 2}) {
     std::string tag = "dp" + std::to_string(dp) + "_tp2";
-    Outcome b = execute(write(tiny_dp_layout(dp, 2), tag), 2 * dp, 3);
-    ASSERT_EQ(one.parameters.size(), b.parameters.size()) << tag;
-    EXPECT_LT(ditwin::test::relative_l2(b.parameters, one.parameters), 1e-5) << tag;
-    ASSERT_EQ(one.losses.size(), b.losses.size()) << tag;
-    for (std::size_t s = 0; s < one.losses.size(); ++s)
-      EXPECT_NEAR(one.losses[s], b.losses[s], 1e-6 * std::abs(one.losses[s])) << tag << " step " << s;
+    expect_same_training(one, execute(write(tiny_dp_layout(dp, 2), tag), 2 * dp, 3), tag);
   }
 }
 
-TEST(ExecPrivacyRuntime, RefusesPipelineContextAndSequenceParallelLayouts) {
-  // pp and cp are refused by the plan's validation, sequence parallelism by the executor: each
-  // before mpirun starts, exit 2, naming the key.
-  auto pp = tiny_dp_layout(1, 1), cp = pp, sp = tiny_dp_layout(1, 2);
-  pp["parallelism"]["pp"] = 2;
-  pp["cluster"]["devices_per_node"] = 2;
+TEST(ExecPrivacyRuntime, PipelineParallelClipsAndNoisesAsOneRankDoes) {
+  // Each stage's per-sample squared norms are partial sums over its layers, all-reduced over the
+  // stages (after the TP sum) before the clip, which stage s runs s micro-batches later: every
+  // schedule, with DP and with TP, reaches the one-rank parameters after three AdamW steps.
+  Outcome one = execute(write(tiny_dp_layout(1, 1), "dp1_pp1"), 1, 3);
+  ASSERT_FALSE(one.parameters.empty());
+  auto gpipe = tiny_dp_layout(1, 1, 2), interleaved = gpipe;
+  gpipe["parallelism"]["schedule"] = "gpipe";
+  interleaved["parallelism"]["schedule"] = "interleaved";
+  interleaved["parallelism"]["virtual_stages"] = 2;
+  for (const auto& [plan, tag, ranks] : {std::tuple{tiny_dp_layout(1, 1, 2), "pp2", 2}, std::tuple{gpipe, "pp2_gpipe", 2},
+                                         std::tuple{interleaved, "pp2_interleaved", 2},
+                                         std::tuple{tiny_dp_layout(2, 1, 2), "dp2_pp2", 4},
+                                         std::tuple{tiny_dp_layout(1, 2, 2), "tp2_pp2", 4}})
+    expect_same_training(one, execute(write(plan, tag), ranks, 3), tag);
+}
+
+TEST(ExecPrivacyRuntime, RefusesContextAndSequenceParallelLayouts) {
+  // cp is refused by the plan's validation, sequence parallelism by the executor: each before
+  // mpirun starts, exit 2, naming the key.
+  auto cp = tiny_dp_layout(1, 1), sp = tiny_dp_layout(1, 2);
   cp["parallelism"]["cp"] = 2;
   cp["cluster"]["devices_per_node"] = 2;
   sp["parallelism"]["sequence_parallel"] = true;
-  for (const auto& [plan, name, key] : {std::tuple{pp, "dp_pp2", "training.privacy.enabled: DP-SGD with pipeline"},
-                                        std::tuple{cp, "dp_cp2", "training.privacy.enabled: DP-SGD with context"},
+  for (const auto& [plan, name, key] : {std::tuple{cp, "dp_cp2", "training.privacy.enabled: DP-SGD with context"},
                                         std::tuple{sp, "dp_tp2_sp", "parallelism.sequence_parallel: "}}) {
     std::string path = write(plan, name), log = ::testing::TempDir() + "/" + name + ".log";
     int rc = std::system((ditwin_bin + " execute " + path + " --steps 1 --ranks 2 > " + log + " 2>&1 < /dev/null").c_str());

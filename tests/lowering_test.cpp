@@ -7,6 +7,7 @@
 #include <set>
 
 #include "model/accounting.hpp"
+#include "model/privacy.hpp"
 #include "model/program.hpp"
 #include "tests/test_util.hpp"
 
@@ -60,6 +61,15 @@ std::vector<Case> cases() {
   c.push_back({"dp-sgd-unified-zero1-accum",
                make({{"preset", "Unified-7B"}, {"layers", 4}}, {{"dp", 2}, {"zero", 1}},
                     {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 2)});
+  c.push_back({"dp-sgd-dit-tp2-pp4-interleaved",
+               make({{"preset", "DiT-L/2"}, {"layers", 8}}, {{"dp", 2}, {"tp", 2}, {"pp", 4}, {"schedule", "interleaved"}, {"virtual_stages", 2}},
+                    {{"global_batch", 16}, {"micro_batch", 1}, {"privacy", dp_sgd}}, 16)});
+  c.push_back({"dp-sgd-mmdit-tp2",
+               make({{"preset", "MMDiT-2B"}, {"image_size", 256}, {"layers", 4}}, {{"dp", 2}, {"tp", 2}},
+                    {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 4)});
+  c.push_back({"dp-sgd-unified-tp2-pp2",
+               make({{"preset", "Unified-7B"}, {"layers", 4}}, {{"dp", 1}, {"tp", 2}, {"pp", 2}},
+                    {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 4)});
   c.push_back({"dp-sgd-gpt-zero2-recompute",
                make({{"preset", "Megatron-1.7B"}, {"layers", 4}}, {{"dp", 4}, {"zero", 2}},
                     {{"global_batch", 16}, {"micro_batch", 2}, {"recompute", "selective"}, {"privacy", dp_sgd}}, 4)});
@@ -264,4 +274,44 @@ TEST(LoweringShape, DpSgdClipsBeforeWeightGradientsAndNoisesEachBucketOnce) {
   EXPECT_GT(flops.privacy_norm_flops_per_sample, 0);
   EXPECT_GT(ditwin::account_memory(plan).stages[0].privacy_bytes, 0);
   EXPECT_EQ(ditwin::account_memory(plain_plan).stages[0].privacy_bytes, 0);
+}
+
+TEST(LoweringShape, DpSgdUnderPipelineSumsNormsOverStagesAndClipsLaggedByTheStage) {
+  auto j = ditwin::read_json_file(ditwin::test::scenario("tiny-cpu-dp.json"));
+  j["parallelism"] = {{"dp", 1}, {"pp", 2}};
+  j["cluster"]["devices_per_node"] = 2;
+  auto plan = ditwin::parse_plan(j);
+  auto program = ditwin::lower(plan);
+  const long long m = plan.micro_batches();
+  ASSERT_GT(m, 2);
+  for (int s = 0; s < 2; ++s) {
+    const auto& ops = program.classes[s].ops;
+    std::map<std::string, size_t> at;
+    for (size_t i = 0; i < ops.size(); ++i) at[ops[i].name] = i;
+    EXPECT_EQ(ditwin::privacy_clip_lag(plan, s), s);
+    for (long long mb = 0; mb < m; ++mb) {
+      std::string tag = ".mb" + std::to_string(mb);
+      ASSERT_TRUE(at.count("privacy.norms.pp_allreduce.bwd" + tag)) << "stage " << s << tag;
+      const auto& sum = ops[at["privacy.norms.pp_allreduce.bwd" + tag]];
+      EXPECT_EQ(sum.group, ditwin::GroupKind::pp);
+      EXPECT_EQ(sum.group_size, 2);
+      EXPECT_EQ(sum.stream, ditwin::Stream::pp);  // posted when ready: the compute stream runs on
+      const auto& clip = ops[at.at("privacy.clip" + tag)];
+      EXPECT_NE(std::find(clip.deps.begin(), clip.deps.end(), at["privacy.norms.pp_allreduce.bwd" + tag]), clip.deps.end())
+          << "stage " << s << tag << ": the clip waits for the stages' sum";
+      // Stage s clips micro-batch mb after its own backward of mb + s (the last ones at the end).
+      long long later = std::min(mb + s, m - 1);
+      EXPECT_GT(at["privacy.clip" + tag], at["privacy.norms.pp_allreduce.bwd.mb" + std::to_string(later)]) << "stage " << s << tag;
+      if (mb + s + 1 < m)
+        EXPECT_LT(at["privacy.clip" + tag], at["privacy.norms.pp_allreduce.bwd.mb" + std::to_string(mb + s + 1)])
+            << "stage " << s << tag << ": clipped no later than needed";
+    }
+  }
+  // Stage 1 keeps one micro-batch more of activations and output gradients than without the lag.
+  auto mem = ditwin::account_memory(plan);
+  auto plain = plan;
+  plain.training.privacy.enabled = false;
+  auto plain_mem = ditwin::account_memory(plain);
+  EXPECT_DOUBLE_EQ(mem.stages[0].activations_bytes, plain_mem.stages[0].activations_bytes);
+  EXPECT_GT(mem.stages[1].activations_bytes, plain_mem.stages[1].activations_bytes);
 }

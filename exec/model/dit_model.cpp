@@ -670,7 +670,8 @@ struct DiT::Impl {
       io.recv_count = buf.size();
       return io;
     }
-    if (part == "privacy.norms.tp_allreduce") {  // DP-SGD: the per-sample squared norms' TP partial sums
+    if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.pp_allreduce") {
+      // DP-SGD: the per-sample squared norms' partial sums over the TP ranks or the stages
       require_dp(op.name);
       Buffer& buf = stage_buffer(op, a.sq_norm.size());  // the communicator sums floats
       std::copy(a.sq_norm.begin(), a.sq_norm.end(), buf.begin());
@@ -770,7 +771,7 @@ struct DiT::Impl {
       }
     } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
       if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), B, tp, Ts, H);
-    } else if (part == "privacy.norms.tp_allreduce") {
+    } else if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.pp_allreduce") {
       std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());
     } else if (part == "attn.cp_kv") {
       LayerActs& s = a.layer[op.layer];
@@ -960,6 +961,10 @@ void DiT::set_batch(int mb, Batch batch) {
   if (!a.ready) d.allocate(a);
   a.batch = std::move(batch);
   a.loss_done = false;
+  if (d.dp) {  // a new step's per-sample norms (under PP only the last stage runs "loss" backward)
+    std::fill(a.sq_norm.begin(), a.sq_norm.end(), 0.0);
+    a.clipped = false;
+  }
 }
 
 void DiT::run(const std::string& part, int layer, Phase phase, int mb) {
