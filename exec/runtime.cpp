@@ -1125,12 +1125,9 @@ void check_plan(const Plan& plan, const std::string& backend) {
     throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
                      "runs every layout: --backend cpu)");
   if (plan.training.privacy.enabled) {
-    // Under TP and PP each rank's per-sample squared norms are partial sums the lowering all-reduces
-    // over the TP group and then the stages ("privacy.norms.tp_allreduce", ".pp_allreduce").
-    if (par.cp != 1)
-      throw InputError("parallelism.cp: the executor runs DP-SGD (training.privacy) with cp 1 only: under context "
-                       "parallelism a sample's gradient is split over the sequence shards, and its norm is not a "
-                       "sum of the shards' norms");
+    // Under TP, CP and PP each rank's per-sample squared norms are partial sums the lowering
+    // all-reduces over the TP group, the CP group (after gathering each op's rows: a sample's norm
+    // is not a sum of its token shards' norms) and the stages ("privacy.norms.*_allreduce").
     if (par.tp > 1 && par.sequence_parallel)
       throw InputError("parallelism.sequence_parallel: the executor runs DP-SGD (training.privacy) under tensor "
                        "parallelism without it (the replicated parameters' per-sample gradients are then partial "

@@ -303,7 +303,9 @@ MemoryReport account_memory(const Plan& plan) {
       if (s == par.pp - 1) kept += (m.has_image() ? m.image_tokens() * m.patch * m.patch * m.out_channels() : 0) + 2 * h +
                                    (m.has_text_vocab() ? t * m.vocab / par.tp : 0);
       // The output gradients of the micro-batch in backward and of those awaiting their clip.
-      st.privacy_bytes = e * kept * tr.micro_batch * std::min<double>(lag + 1, mb) + 2 * 4.0 * t * t;
+      st.privacy_bytes = e * kept * tr.micro_batch * std::min<double>(lag + 1, mb) + 2 * 4.0 * (t * par.cp) * (t * par.cp);
+      // Under CP an op's rows gathered from every CP rank (the widest: fc1's input and output).
+      if (par.cp > 1) st.privacy_bytes += e * tr.micro_batch * t * par.cp * (h + fc1_out / par.tp);
     }
     report.stages.push_back(st);
   }

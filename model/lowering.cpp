@@ -1,6 +1,7 @@
 // Lowers a plan to the Program: for each pipeline stage, the ops of one training step in
 // the order the schedule runs them, with their data dependencies, FLOPs and bytes.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -466,22 +467,37 @@ class StageLowering {
     wgrad.bytes /= 2;
     Op norm = op;
     norm.name = base + ".sample_norm" + mbs;
+    // Under CP a sample's rows are split over the CP ranks: its norm needs them all, so they are
+    // all-gathered first (a per-sample linear's or table's partial G likewise), and each CP rank
+    // computes the norms of the samples it owns, b / cp of them (exec/model/cp_sample_norms.hpp).
+    Op gather;
+    double samples = b_;
+    if (cp_ > 1) {
+      double rows = op.compute == ComputeClass::gemm ? static_cast<double>(op.m) / b_ : 1;
+      double sent = op.compute != ComputeClass::gemm ? m_.hidden
+                    : rows <= 1                      ? static_cast<double>(op.n)
+                                                     : rows * static_cast<double>(op.k + op.n);
+      gather = collective(base + ".norm_gather", Phase::backward, op.microbatch, op.layer, Stream::cp,
+                          Collective::all_gather, GroupKind::cp, cp_, e_ * b_ * sent * cp_);
+      samples = b_ / cp_;
+    }
     if (op.compute == ComputeClass::gemm) {
       double rows = static_cast<double>(op.m) / b_, d_in = static_cast<double>(op.k), d_out = static_cast<double>(op.n);
-      norm.flops = b_ * per_sample_norm_flops(rows, d_in, d_out, m_.linear_bias);
-      norm.bytes = e_ * b_ * rows * (d_in + d_out);
+      if (cp_ > 1 && rows > 1) rows *= cp_;  // the sample's whole rows
+      norm.flops = samples * per_sample_norm_flops(rows, d_in, d_out, m_.linear_bias);
+      norm.bytes = e_ * samples * rows * (d_in + d_out);
       if (rows <= 1) {
         norm.compute = ComputeClass::elementwise;
         norm.m = norm.n = norm.k = 0;
       } else if (ghost_norm_is_cheaper(rows, d_in, d_out)) {  // Gram matrices: rows x rows, inner d
         norm.m = norm.n = static_cast<std::int64_t>(rows);
         norm.k = static_cast<std::int64_t>(0.5 * (d_in + d_out));
-        norm.batch = b_;
+        norm.batch = static_cast<std::int64_t>(std::ceil(samples));
       } else {  // the sample's d_out x d_in gradient over its rows
         norm.m = static_cast<std::int64_t>(d_out);
         norm.n = static_cast<std::int64_t>(d_in);
         norm.k = static_cast<std::int64_t>(rows);
-        norm.batch = b_;
+        norm.batch = static_cast<std::int64_t>(std::ceil(samples));
       }
       wgrad.bytes += 2 * e_ * static_cast<double>(op.m) * d_out;  // scaling G's rows by the clip factors
     } else {  // an embedding: each sample's rows of the table
@@ -489,6 +505,7 @@ class StageLowering {
     }
     int mb = op.microbatch;
     chain(std::move(op));
+    if (cp_ > 1) chain(std::move(gather));
     chain(std::move(norm));
     pending_wgrads_[mb].push_back({std::move(wgrad), group});
   }
@@ -506,8 +523,8 @@ class StageLowering {
   }
 
   // After the stage's whole backward of a micro-batch: its per-sample squared norms are partial
-  // sums over the TP ranks (split weights) and over the pipeline stages (each holds some layers),
-  // reduced in that order. Without pipeline parallelism the clip follows at once; with it, stage s
+  // sums over the TP ranks (split weights), the CP ranks (each owns some samples) and the pipeline
+  // stages (each holds some layers), reduced in that order. Without pipeline parallelism the clip follows at once; with it, stage s
   // clips micro-batch mb after its own backward of mb + privacy_clip_lag (model/privacy.hpp), when
   // the earlier stages have finished mb's backward too, and the pipeline never waits for the sum.
   void finish_sample_norms(int mb) {
@@ -515,6 +532,9 @@ class StageLowering {
     if (tp_ > 1)  // per-sample norms of TP-split weights are partial sums
       chain(collective("privacy.norms.tp_allreduce", Phase::backward, mb, -1, Stream::tp, Collective::all_reduce,
                        GroupKind::tp, tp_, 8.0 * b_));
+    if (cp_ > 1)  // each CP rank holds the norms of the samples it owns
+      chain(collective("privacy.norms.cp_allreduce", Phase::backward, mb, -1, Stream::cp, Collective::all_reduce,
+                       GroupKind::cp, cp_, 8.0 * b_));
     if (par_.pp == 1) {
       clip_and_weight_gradients(mb, none);
       return;

@@ -589,8 +589,6 @@ void validate_plan(Plan& p) {
                                      ") to be a multiple of pp (" + str(par.pp) + ")");
   if (t.precision == Precision::fp8 && p.cluster.device.peak_flops_fp8 <= 0 && !p.cluster.device.measured)
     fail("training.precision", "fp8 is not supported by " + p.cluster.device.name);
-  if (t.privacy.enabled && par.cp > 1)
-    fail("training.privacy.enabled", "DP-SGD with context parallelism is not supported (a sample's ghost norm needs all its tokens on one rank)");
   if (p.model.family != ModelFamily::mmdit && p.model.context_dim > 0)
     fail("model.context_dim", "only mmdit models take a text context");
   if (p.model.family != ModelFamily::mmdit && p.model.pooled_dim > 0)

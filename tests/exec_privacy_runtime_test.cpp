@@ -1,7 +1,7 @@
 // DP-SGD end to end through `ditwin execute` under mpirun: with no noise and an unbounded clip norm
 // it is plain data-parallel training bit for bit; the noise enters the reduced gradient exactly
 // once whatever the rank count; tensor and pipeline parallelism clip and noise as one rank does,
-// and the layouts DP-SGD cannot run are refused; the tiny DP scenario learns and reports the epsilon it
+// context parallelism too, and the layout DP-SGD cannot run is refused; the tiny DP scenario learns and reports the epsilon it
 // spent.
 #include <gtest/gtest.h>
 
@@ -176,15 +176,29 @@ TEST(ExecPrivacyRuntime, PipelineParallelClipsAndNoisesAsOneRankDoes) {
     expect_same_training(one, execute(write(plan, tag), ranks, 3), tag);
 }
 
-TEST(ExecPrivacyRuntime, RefusesContextAndSequenceParallelLayouts) {
-  // cp is refused by the plan's validation, sequence parallelism by the executor: each before
-  // mpirun starts, exit 2, naming the key.
-  auto cp = tiny_dp_layout(1, 1), sp = tiny_dp_layout(1, 2);
-  cp["parallelism"]["cp"] = 2;
-  cp["cluster"]["devices_per_node"] = 2;
+TEST(ExecPrivacyRuntime, ContextParallelClipsAndNoisesAsOneRankDoes) {
+  // A sample's tokens are split over the CP ranks: each weighted op's rows are all-gathered, each
+  // CP rank computes the whole norms of the samples it owns, and those are all-reduced before the
+  // clip; so cp 2, alone and with TP, DP or PP, reaches the one-rank parameters.
+  Outcome one = execute(write(tiny_dp_layout(1, 1), "dp1_cp1"), 1, 3);
+  ASSERT_FALSE(one.parameters.empty());
+  auto with_cp = [](nlohmann::json j, int ranks) {
+    j["parallelism"]["cp"] = 2;
+    j["cluster"]["devices_per_node"] = ranks;
+    return j;
+  };
+  for (const auto& [plan, tag, ranks] : {std::tuple{with_cp(tiny_dp_layout(1, 1), 2), "cp2", 2},
+                                         std::tuple{with_cp(tiny_dp_layout(1, 2), 4), "tp2_cp2", 4},
+                                         std::tuple{with_cp(tiny_dp_layout(2, 1), 4), "dp2_cp2", 4},
+                                         std::tuple{with_cp(tiny_dp_layout(1, 1, 2), 4), "cp2_pp2", 4}})
+    expect_same_training(one, execute(write(plan, tag), ranks, 3), tag);
+}
+
+TEST(ExecPrivacyRuntime, RefusesSequenceParallelLayouts) {
+  // Sequence parallelism is refused by the executor before mpirun starts, exit 2, naming the key.
+  auto sp = tiny_dp_layout(1, 2);
   sp["parallelism"]["sequence_parallel"] = true;
-  for (const auto& [plan, name, key] : {std::tuple{cp, "dp_cp2", "training.privacy.enabled: DP-SGD with context"},
-                                        std::tuple{sp, "dp_tp2_sp", "parallelism.sequence_parallel: "}}) {
+  for (const auto& [plan, name, key] : {std::tuple{sp, "dp_tp2_sp", "parallelism.sequence_parallel: "}}) {
     std::string path = write(plan, name), log = ::testing::TempDir() + "/" + name + ".log";
     int rc = std::system((ditwin_bin + " execute " + path + " --steps 1 --ranks 2 > " + log + " 2>&1 < /dev/null").c_str());
     ASSERT_TRUE(WIFEXITED(rc)) << name;

@@ -70,6 +70,10 @@ std::vector<Case> cases() {
   c.push_back({"dp-sgd-unified-tp2-pp2",
                make({{"preset", "Unified-7B"}, {"layers", 4}}, {{"dp", 1}, {"tp", 2}, {"pp", 2}},
                     {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 4)});
+  // (A GPT: a DiT's per-sample adaLN runs on every CP rank, which the accounting counts once.)
+  c.push_back({"dp-sgd-gpt-cp2-tp2-zero3",
+               make({{"preset", "Megatron-1.7B"}, {"layers", 4}}, {{"dp", 2}, {"tp", 2}, {"cp", 2}, {"zero", 3}},
+                    {{"global_batch", 8}, {"micro_batch", 2}, {"privacy", dp_sgd}}, 8)});
   c.push_back({"dp-sgd-gpt-zero2-recompute",
                make({{"preset", "Megatron-1.7B"}, {"layers", 4}}, {{"dp", 4}, {"zero", 2}},
                     {{"global_batch", 16}, {"micro_batch", 2}, {"recompute", "selective"}, {"privacy", dp_sgd}}, 4)});

@@ -22,6 +22,7 @@
 #include "kernels/layernorm.hpp"     // defines: layernorm_modulate_forward, layernorm_modulate_backward
 #include "kernels/loss.hpp"          // defines: rectified_flow_input, rectified_flow_loss_forward/backward
 #include "kernels/matmul.hpp"        // defines: matmul_forward, matmul_backward
+#include "exec/model/cp_sample_norms.hpp"  // defines: NormLinear, cp_norm_pack, cp_owned_sq_norms
 #include "kernels/per_sample_norm.hpp"  // defines: linear_per_sample_sq_norms, scale_sample_rows
 #include "kernels/residual.hpp"      // defines: gated_residual_forward, gated_residual_backward
 #include "kernels/silu.hpp"          // defines: silu_forward, silu_backward
@@ -86,6 +87,7 @@ struct MicroBatch {
   std::vector<float> clip;
   bool clipped = false;
   Buffer scratch, scaled;
+  std::map<std::string, Buffer> cp_gathered;  // under CP: an op's gathered norm inputs, by gather_key
 };
 
 }  // namespace
@@ -670,7 +672,21 @@ struct DiT::Impl {
       io.recv_count = buf.size();
       return io;
     }
-    if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.pp_allreduce") {
+    if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
+      // DP-SGD under CP: this rank's rows of the op's A and G (or its partial G), gathered.
+      require_dp(op.name);
+      auto lin = norm_linears(part.substr(0, part.size() - 12), op.layer, a);
+      const std::size_t n = cp_norm_pack_size(lin, B);
+      Buffer& buf = stage_buffer(op, n * (cp + 1));
+      cp_norm_pack(buf.data(), lin, B);
+      io.send = buf.data();
+      io.send_count = n;
+      io.recv = buf.data() + n;
+      io.recv_count = n * cp;
+      return io;
+    }
+    if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
+        part == "privacy.norms.pp_allreduce") {
       // DP-SGD: the per-sample squared norms' partial sums over the TP ranks or the stages
       require_dp(op.name);
       Buffer& buf = stage_buffer(op, a.sq_norm.size());  // the communicator sums floats
@@ -771,7 +787,11 @@ struct DiT::Impl {
       }
     } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
       if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), B, tp, Ts, H);
-    } else if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.pp_allreduce") {
+    } else if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
+      const std::size_t n = it->second.size() / (cp + 1);
+      a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))].assign(it->second.begin() + n, it->second.end());
+    } else if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
+               part == "privacy.norms.pp_allreduce") {
       std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());
     } else if (part == "attn.cp_kv") {
       LayerActs& s = a.layer[op.layer];
@@ -819,14 +839,38 @@ struct DiT::Impl {
       if (part == "mlp.fc2") return {{s.act.data(), s.g_fc2.data(), Tl, Fl, h, ll.fc2_w, ll.fc2_b, g, row}};
       unknown(part + " (no weights)");
     }
-    if (part == "embed.patch") return {{a.patches.data(), a.dx.data(), T, pin, h, el.patch_w, el.patch_b, embed_g()}};
+    // The embedder's and the final layer's token rows: this rank's shard under CP (Ts of them).
+    if (part == "embed.patch")
+      return {{token_shard ? a.patches_local.data() : a.patches.data(), a.dx.data(), Ts, pin, h, el.patch_w, el.patch_b,
+               embed_g()}};
     if (part == "embed.timestep")
       return {{a.t_a1.data(), a.dc.data(), 1, h, h, el.t_w2, el.t_b2, embed_g()},
               {a.t_freq.data(), a.dt_h1.data(), 1, fe, h, el.t_w1, el.t_b1, embed_g()}};
     if (part == "head.adaln") return {{a.silu_c.data(), a.dfmod.data(), 1, h, 2 * h, hl_.ada_w, hl_.ada_b, head_g()}};
-    if (part == "head.image") return {{a.lnf.data(), a.dout_tok.data(), T, h, pout, hl_.out_w, hl_.out_b, head_g()}};
+    if (part == "head.image") return {{a.lnf.data(), a.dout_tok.data(), Ts, h, pout, hl_.out_w, hl_.out_b, head_g()}};
     unknown(part + " (no weights)");
   }
+
+  // The linears (or the class table) whose per-sample norms this rank adds for an op, in the form
+  // exec/model/cp_sample_norms.hpp gathers and reduces under CP: the TP rule as sample_norm's.
+  std::vector<NormLinear> norm_linears(const std::string& part, int l, MicroBatch& a) {
+    const bool first = tpi == 0;
+    std::vector<NormLinear> out;
+    if (part == "embed.class") {
+      if (first && classes > 0) {
+        ensure_dc(a);
+        out.push_back({nullptr, a.dc.data(), 1, 0, H, false, false});
+      }
+      return out;
+    }
+    const bool per_sample = part == "adaln" || part == "embed.timestep" || part == "head.adaln";
+    for (const Linear& x : linears(part, l, a)) {
+      if (x.split == TpSplit::none && !first) continue;
+      out.push_back({x.inp, x.dout, x.rows, x.d_in, x.d_out, x.split == TpSplit::column || first, !per_sample});
+    }
+    return out;
+  }
+  static std::string gather_key(int l, const std::string& base) { return std::to_string(l).append("/").append(base); }
 
   void require_dp(const std::string& part) const {
     if (!dp) throw std::logic_error("DiT: op " + part + " is a DP-SGD op, but privacy is not enabled on this model");
@@ -834,6 +878,14 @@ struct DiT::Impl {
 
   void sample_norm(const std::string& part, int l, MicroBatch& a) {
     require_dp(part);
+    if (cp > 1) {  // the whole samples this CP rank owns, from the op's gathered rows
+      auto it = a.cp_gathered.find(gather_key(l, part));
+      if (it == a.cp_gathered.end())
+        throw std::logic_error("DiT: " + part + ".sample_norm under context parallelism before its .norm_gather");
+      cp_owned_sq_norms(a.sq_norm.data(), it->second.data(), norm_linears(part, l, a), B, cp, cpi);
+      a.cp_gathered.erase(it);
+      return;
+    }
     const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
     if (part == "embed.class") {
       if (!first) return;
