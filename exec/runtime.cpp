@@ -289,7 +289,7 @@ class Runner {
       r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
                                {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
     result.parameters = full_parameters();
-    if (!canary_at_.empty()) {  // each rank scored and drew only what it owns: sum the shares
+    if (audit_) {  // each rank scored and drew only what it owns: sum the shares
       std::vector<double> mine = canary_score_;
       mine.push_back(static_cast<double>(canary_draws_));
       std::vector<double> all = comm_.gather_to_root(mine);
@@ -647,29 +647,45 @@ class Runner {
   }
 
   // --- one-run privacy audit (ExecOptions::canaries) ---------------------------------------
-  std::vector<std::size_t> canary_at_;   // the flat coordinate of each canary
+  // A canary is a coordinate of the one-rank model's flat parameters (the same in every layout).
+  // Each rank holding it adds its gradient where the rank adds that element's noise (so a
+  // parameter every TP rank holds whole gets it on each, as its noise); the one owner (TP rank 0
+  // for those) counts its draws and scores it.
+  struct LocalCanary {
+    std::size_t canary, local;  // which canary, at which element of this rank's flat array
+    bool owner;
+  };
+  std::vector<LocalCanary> canary_at_;   // this rank's canaries, by local element
   std::vector<char> canary_in_;
   std::uint64_t canary_key_ = 0;
   std::vector<double> canary_score_;     // this rank's share: the coordinates it owns
   long long canary_draws_ = 0;
 
   void pick_canaries(const Canaries& c) {
-    if (model_.global_parameter_count() != total_)
-      throw InputError("privacy audit: canaries run under data parallelism only (tp, pp and cp must be 1)");
-    if (c.included.size() > total_ / 2)
+    const std::size_t whole = model_.global_parameter_count();
+    if (c.included.size() > whole / 2)
       throw InputError("privacy audit: " + std::to_string(c.included.size()) + " canaries for a model of " +
-                       std::to_string(total_) + " parameters; use at most half as many canaries as parameters");
+                       std::to_string(whole) + " parameters; use at most half as many canaries as parameters");
     canary_in_ = c.included;
     canary_key_ = c.key;
     canary_score_.assign(c.included.size(), 0.0);
     // Distinct coordinates, uniform over the parameters (rejection: at most half are taken).
     Rng rng({c.key, 0x636f6f7264ULL});  // "coord"
-    std::set<std::size_t> taken;
-    while (canary_at_.size() < c.included.size()) {
-      std::size_t j = static_cast<std::size_t>(rng.next() % total_);
-      if (taken.insert(j).second) canary_at_.push_back(j);
+    std::map<std::size_t, std::size_t> canary_of;  // one-rank coordinate -> canary
+    while (canary_of.size() < c.included.size()) {
+      std::size_t j = static_cast<std::size_t>(rng.next() % whole);
+      canary_of.emplace(j, canary_of.size());
     }
+    const auto& global = model_.global_index();
+    const auto& replicated = model_.tp_replicated();
+    const bool tp_first = place_.tp == 0;
+    for (std::size_t k = 0; k < total_; ++k) {
+      auto it = canary_of.find(global[k]);
+      if (it != canary_of.end()) canary_at_.push_back({it->second, k, tp_first || !replicated[k]});
+    }
+    audit_ = true;
   }
+  bool audit_ = false;
   // Whether included canary i joins step `step` (probability q, the same on every rank).
   bool canary_drawn(std::size_t i, long long step) const {
     return canary_in_[i] && Rng({canary_key_, static_cast<std::uint64_t>(step), i, 0x64726177ULL}).uniform() < sampling_rate_;
@@ -677,24 +693,24 @@ class Runner {
   // Each drawn canary's gradient, clip_norm on its coordinate, into the slice [begin, begin + n)
   // of the flat gradient held at `grads`, in the buffers' scale (sum / (micro_batch x micro-batches)).
   void add_canaries(float* grads, std::size_t begin, std::size_t n, long long step, double scale) {
-    for (std::size_t i = 0; i < canary_at_.size(); ++i) {
-      std::size_t j = canary_at_[i];
-      if (j < begin || j >= begin + n || !canary_drawn(i, step)) continue;
+    for (const auto& c : canary_at_) {
+      std::size_t j = c.local;
+      if (j < begin || j >= begin + n || !canary_drawn(c.canary, step)) continue;
       float value = 0;
       model_.download(&value, grads + (j - begin), 1);
       value += static_cast<float>(plan_.training.privacy.clip_norm / scale);
       model_.upload(grads + (j - begin), &value, 1);
-      ++canary_draws_;
+      if (c.owner) ++canary_draws_;
     }
   }
   // The released gradient at each canary's coordinate, read by the rank that updates it.
   void score_canaries(const float* grads, std::size_t begin, std::size_t n) {
-    for (std::size_t i = 0; i < canary_at_.size(); ++i) {
-      std::size_t j = canary_at_[i];
-      if (j < begin || j >= begin + n) continue;
+    for (const auto& c : canary_at_) {
+      std::size_t j = c.local;
+      if (j < begin || j >= begin + n || !c.owner) continue;
       float value = 0;
       model_.download(&value, grads + (j - begin), 1);
-      canary_score_[i] += value;
+      canary_score_[c.canary] += value;
     }
   }
 
@@ -706,7 +722,7 @@ class Runner {
   // buffer of this epoch; the slice is the shard its reduce-scatter gives this rank.
   void add_noise(std::size_t i, long long step) {
     const Op& op = ops_[i];
-    if (noise_multiplier_ == 0 && canary_at_.empty()) return;
+    if (noise_multiplier_ == 0 && !audit_) return;
     Range r = range_of(op.param_groups);
     std::vector<int> counts = split(r.size, dpc_->size());
     const int me = dpc_->rank();
@@ -717,7 +733,7 @@ class Runner {
     std::uint64_t key = Rng({plan_.training.seed, static_cast<std::uint64_t>(step), 0x6e6f697365ULL, secret_}).next();  // "noise"
     float* grads = grads_.data() + begin;
     if (zero_ == 3) grads = gathered_grads_.at(epoch_of_.at(i)).data() + (begin - r.begin);
-    if (!canary_at_.empty()) add_canaries(grads, begin, static_cast<std::size_t>(counts[me]), step, scale);
+    if (audit_) add_canaries(grads, begin, static_cast<std::size_t>(counts[me]), step, scale);
     if (noise_multiplier_ > 0) add_noise_by_global_index(grads, begin, static_cast<std::size_t>(counts[me]), key, stddev);
   }
   // Local elements [begin, begin + n) draw the noise of their one-rank (global) indices: under TP
@@ -1034,7 +1050,7 @@ class Runner {
     if (private_ && expected_batch_ != plan_.training.global_batch)
       scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
     const auto& opt = plan_.training.optimizer;
-    if (!canary_at_.empty()) {  // the reduced, noisy gradient: what DP-SGD releases
+    if (audit_) {  // the reduced, noisy gradient: what DP-SGD releases
       if (zero_ == 0 && dpc_->rank() == 0) score_canaries(grads_.data(), 0, total_);
       if (zero_ != 0)
         for (auto& [key, s] : shards_) score_canaries(s.grad.data(), s.whole.begin + s.mine_begin, static_cast<std::size_t>(s.mine));
