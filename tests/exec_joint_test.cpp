@@ -144,7 +144,7 @@ TEST(ExecJoint, LossFallsOnSyntheticCaptionsAndLatents) {
   }
 }
 
-TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderTpAndBatchesWithoutText) {
+TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderSequenceOrPipelineParallelismAndBatchesWithoutText) {
   const Plan plan = parse_plan(small_plan("mmdit"));
   exec::ModelShard cp;
   cp.cp = 3;
@@ -159,7 +159,12 @@ TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderTpAndBatchesWithoutText) {
   auto model = exec::make_model(plan);
   exec::ModelShard tp2;
   tp2.tp = 2;
-  EXPECT_THROW(exec::make_model(plan, tp2)->enable_privacy(1.0), InputError);  // DP-SGD: data parallelism only
+  EXPECT_NO_THROW(exec::make_model(plan, tp2)->enable_privacy(1.0));  // DP-SGD runs under TP
+  tp2.sequence_parallel = true;
+  EXPECT_THROW(exec::make_model(plan, tp2)->enable_privacy(1.0), InputError);  // but not with SP
+  exec::ModelShard pp2;
+  pp2.pp = 2;
+  EXPECT_THROW(exec::make_model(plan, pp2)->enable_privacy(1.0), InputError);  // nor under PP
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 1);
   exec::Batch b = data->batch(0, 0, 0, 2);
   b.context.pop_back();

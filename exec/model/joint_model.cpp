@@ -818,7 +818,7 @@ struct JointModel::Impl {
       } else {
         std::copy(a.dx[s].begin(), a.dx[s].end(), dbranch.begin());
       }
-      if (tp > 1) bias_grad(gr(g, so(s, bias), op), dbranch);
+      if (tp > 1 && !dp) bias_grad(gr(g, so(s, bias), op), dbranch);  // DP-SGD: the clipped ".wgrad" adds it
     };
     if (part == "mlp.residual") {
       if (mm) zero(a.dmod[s]);  // the layer's backward starts here
@@ -1086,6 +1086,15 @@ struct JointModel::Impl {
       io.send_count = io.recv_count = buf.size();
       return io;
     }
+    if (part == "privacy.norms.tp_allreduce") {  // DP-SGD: the per-sample squared norms' TP partial sums
+      require_dp(op.name);
+      MicroBatch& a = micro(op.microbatch, op.name);
+      Buf& buf = staging[&op];
+      buf.assign(a.sq_norm.begin(), a.sq_norm.end());  // the communicator sums floats
+      io.send = io.recv = buf.data();
+      io.send_count = io.recv_count = buf.size();
+      return io;
+    }
     if ((part == "loss.tp_allreduce" || part == "head.lm.tp_allreduce") && !mm) {
       MicroBatch& a = micro(op.microbatch, op.name);
       Buf& buf = part[0] == 'l' ? a.ce_stats : a.d_txt_in;
@@ -1209,6 +1218,12 @@ struct JointModel::Impl {
       staging.erase(it);
       return;
     }
+    if (part == "privacy.norms.tp_allreduce") {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());
+      staging.erase(it);
+      return;
+    }
     if (part == "embed.tp_allreduce") {
       scatter_rows(micro(op.microbatch, op.name).x[0][0].data(), it->second.data(), B, Tq, 0, txt_n, H);
       staging.erase(it);
@@ -1243,6 +1258,12 @@ struct JointModel::Impl {
   // RMSNorm gains have no ops of their own in the Program: their norm backward adds the per-sample
   // squared norms (so before the clip) and keeps each sample's gain gradient; the layer's (or the
   // head's) first ".wgrad" adds their clipped sum.
+  // Under TP (without sequence parallelism) each rank's squared norms are partial sums, which
+  // privacy.norms.tp_allreduce completes before the clip: the split parts (column-parallel weights
+  // and biases, row-parallel weights, the unified model's vocabulary rows of the token table and
+  // LM head) on every rank; the parameters every TP rank holds whole (embedders, adaLN, RMSNorm
+  // gains, row-parallel biases, the image head), whose per-sample gradients every TP rank forms
+  // alike, on TP rank 0 only. Every rank still adds the clipped gradients of all it holds.
   static std::string layer_key(int l, const std::string& part) { return std::string("L").append(std::to_string(l)).append(".").append(part); }
   void keep(MicroBatch& a, const std::string& key, const float* g, std::size_t n) {
     Buf& k = a.kept[key];
@@ -1263,6 +1284,7 @@ struct JointModel::Impl {
         const float sr = rstd[r];
         for (int c = 0; c < H; ++c) g[c] += dy[r * H + c] * x[r * H + c] * sr;
       }
+      if (tpi != 0) continue;  // replicated: counted on TP rank 0 only
       double sq = 0;
       for (int c = 0; c < H; ++c) sq += static_cast<double>(g[c]) * g[c];
       a.sq_norm[b] += sq;
@@ -1278,12 +1300,16 @@ struct JointModel::Impl {
   void require_dp(const std::string& part) const {
     if (!dp) throw std::logic_error("JointModel: op " + part + " is a DP-SGD op, but privacy is not enabled on this model");
   }
+  // How TP holds a linear: whole on every rank; column-parallel (weight rows and bias split: the
+  // LM head's vocabulary rows too); row-parallel (weight columns split, bias whole).
+  enum class TpSplit { none, column, row };
   struct Linear {
     const float* inp;
     std::string key;        // of the kept output gradient
-    int rows, d_in, d_out;  // rows per sample
+    int rows, d_in, d_out;  // rows per sample, this rank's widths
     std::size_t w, b;       // offsets in the group (b: none without a bias)
     int group;
+    TpSplit split = TpSplit::none;
   };
   // The linears an op holds (an MLP embedder holds two), `part` as the op names it ("img.attn.qkv").
   std::vector<Linear> linears(const std::string& part, int l, MicroBatch& a) {
@@ -1295,11 +1321,12 @@ struct JointModel::Impl {
       StreamActs& t = a.layer[l].s[s];
       const std::string key = layer_key(l, part);
       const int r = grows[s];
+      const auto column = TpSplit::column, row = TpSplit::row;
       if (local == "adaln" && mm) return {{a.silu_c.data(), key, 1, h, 6 * h, so(s, sl.ada_w), so(s, sl.ada_b), g}};
-      if (local == "attn.qkv") return {{t.ln1.data(), key, r, h, 3 * w, so(s, sl.qkv_w), so(s, sl.qkv_b), g}};
-      if (local == "attn.proj") return {{t.att.data(), key, r, w, h, so(s, sl.proj_w), so(s, sl.proj_b), g}};
-      if (local == "mlp.fc1") return {{t.ln2.data(), key, r, h, F1l, so(s, sl.fc1_w), so(s, sl.fc1_b), g}};
-      if (local == "mlp.fc2") return {{t.act.data(), key, r, Fl, h, so(s, sl.fc2_w), so(s, sl.fc2_b), g}};
+      if (local == "attn.qkv") return {{t.ln1.data(), key, r, h, 3 * w, so(s, sl.qkv_w), so(s, sl.qkv_b), g, column}};
+      if (local == "attn.proj") return {{t.att.data(), key, r, w, h, so(s, sl.proj_w), so(s, sl.proj_b), g, row}};
+      if (local == "mlp.fc1") return {{t.ln2.data(), key, r, h, F1l, so(s, sl.fc1_w), so(s, sl.fc1_b), g, column}};
+      if (local == "mlp.fc2") return {{t.act.data(), key, r, Fl, h, so(s, sl.fc2_w), so(s, sl.fc2_b), g, row}};
       unknown(part + " (no weights)");
     }
     if (part == "embed.patch") return {{patch_rows(a), part, img_n, pin, h, el.patch_w, el.patch_b, gi("embed")}};
@@ -1312,7 +1339,7 @@ struct JointModel::Impl {
     if (part == "embed.context" && mm) return {{context_rows(a), part, txt_n, Dc, h, el.ctx_w, el.ctx_b, gi("embed")}};
     if (part == "head.adaln" && mm) return {{a.silu_c.data(), part, 1, h, 2 * h, hd.ada_w, hd.ada_b, gi("head")}};
     if (part == "head.image") return {{mm ? a.lnf.data() : a.img_in.data(), part, img_n, h, pout, hd.out_w, hd.out_b, gi("head")}};
-    if (part == "head.lm" && !mm) return {{a.txt_in.data(), part, txt_n, h, Vl, hd.lm_w, none, gi("head")}};
+    if (part == "head.lm" && !mm) return {{a.txt_in.data(), part, txt_n, h, Vl, hd.lm_w, none, gi("head"), TpSplit::column}};
     unknown(part + " (no weights)");
   }
   // unified: the token table rows sample b touched, each the sum of its positions' gradients.
@@ -1332,7 +1359,8 @@ struct JointModel::Impl {
   }
   void sample_norm(const std::string& part, int l, MicroBatch& a) {
     require_dp(part);
-    if (part == "embed.tokens" && !mm) {
+    const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
+    if (part == "embed.tokens" && !mm) {  // this rank's vocabulary rows: split, on every rank
       for (int b = 0; b < B; ++b)
         token_rows(a, b, [&](int, const std::vector<double>& acc) {
           for (double v : acc) a.sq_norm[b] += v * v;
@@ -1341,10 +1369,12 @@ struct JointModel::Impl {
     }
     for (const Linear& x : linears(part, l, a)) {
       if (x.rows == 0) continue;
+      if (x.split == TpSplit::none && !first) continue;
+      const bool bias = x.b != none && (x.split == TpSplit::column || first);
       bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
       std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
       if (a.scratch.size() < need) a.scratch.resize(need);
-      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, kept(a, x.key), B, x.rows, x.d_in, x.d_out, x.b != none, ghost,
+      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, kept(a, x.key), B, x.rows, x.d_in, x.d_out, bias, ghost,
                                     a.scratch.data());
     }
   }
@@ -1557,9 +1587,10 @@ void JointModel::comm_end(const Op& op) { impl_->comm_end(op); }
 void JointModel::enable_privacy(double clip_norm) {
   Impl& d = *impl_;
   if (!(clip_norm > 0)) throw std::invalid_argument("JointModel::enable_privacy: the clip norm must be > 0");
-  if (d.tp > 1 || d.cp > 1 || d.pp > 1)
+  if (d.cp > 1 || d.pp > 1 || d.sp)
     throw InputError("training.privacy: the " + std::string(to_string(d.m.family)) +
-                     " executor runs DP-SGD under data parallelism only (tp, pp and cp must be 1)");
+                     " executor runs DP-SGD under data and tensor parallelism only (pp and cp must be 1, "
+                     "sequence_parallel false)");
   for (const auto& mb : d.mbs)
     if (mb.ready) throw std::logic_error("JointModel::enable_privacy: call it before the first set_batch");
   d.dp = true;

@@ -12,7 +12,7 @@
 // shard of the Program's place (exec::ModelShard): TP splits every stream Megatron's way (the
 // unified model's token table and LM head by vocabulary), CP slices the tokens, PP holds the
 // stage's chunks, SP (MMDiT) shards each stream's residual stream over TP; the unified model's
-// sequence parallelism and DP-SGD are refused.
+// sequence parallelism is refused. DP-SGD runs under DP and TP (without SP), not PP or CP.
 #pragma once
 #include <memory>
 #include <string>
@@ -50,8 +50,10 @@ class JointModel final : public Model {
   double image_loss(int mb) const;
   TensorComm comm_begin(const Op& op) override;
   void comm_end(const Op& op) override;
-  // DP-SGD (under data parallelism): backward keeps output gradients; ".sample_norm",
-  // "privacy.clip" and ".wgrad" ops clip each example's gradient (all its tokens) to clip_norm.
+  // DP-SGD (under data and tensor parallelism; throws InputError under PP, CP or sequence
+  // parallelism): backward keeps output gradients; ".sample_norm", "privacy.clip" and ".wgrad" ops
+  // clip each example's gradient (all its tokens) to clip_norm. Under TP each rank's squared norms
+  // are partial sums that "privacy.norms.tp_allreduce" completes before the clip.
   void enable_privacy(double clip_norm) override;
   // The last clip factors of micro-batch mb (for tests).
   std::vector<float> clip_factors(int mb) const;
