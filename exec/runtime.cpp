@@ -1134,9 +1134,6 @@ void check_plan(const Plan& plan, const std::string& backend) {
   if (family == ModelFamily::unified && par.sequence_parallel && par.tp > 1)
     throw InputError("parallelism.sequence_parallel: " + who + " runs the unified model's tensor parallelism without it "
                      "(its vocabulary-parallel LM head reads every text row); set it to false");
-  if (family != ModelFamily::dit && plan.training.privacy.enabled && (par.pp != 1 || par.cp != 1))
-    throw InputError("training.privacy: " + who + " runs DP-SGD on " + fam +
-                     " models under data and tensor parallelism only (pp and cp must be 1)");
   if (backend == "cuda" && (par.tp != 1 || par.pp != 1 || par.cp != 1))
     throw InputError("parallelism: " + who + " runs data parallelism only (tp, pp and cp must be 1; the CPU executor "
                      "runs every layout: --backend cpu)");

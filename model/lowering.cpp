@@ -474,7 +474,9 @@ class StageLowering {
     double samples = b_;
     if (cp_ > 1) {
       double rows = op.compute == ComputeClass::gemm ? static_cast<double>(op.m) / b_ : 1;
-      double sent = op.compute != ComputeClass::gemm ? m_.hidden
+      // A table's G: the class row of a sample, or the embedding rows of its text tokens here.
+      double table = (op.name.rfind("embed.tokens.", 0) == 0 ? m_.text_tokens / static_cast<double>(cp_) : 1) * m_.hidden;
+      double sent = op.compute != ComputeClass::gemm ? table
                     : rows <= 1                      ? static_cast<double>(op.n)
                                                      : rows * static_cast<double>(op.k + op.n);
       gather = collective(base + ".norm_gather", Phase::backward, op.microbatch, op.layer, Stream::cp,
@@ -532,9 +534,18 @@ class StageLowering {
     if (tp_ > 1)  // per-sample norms of TP-split weights are partial sums
       chain(collective("privacy.norms.tp_allreduce", Phase::backward, mb, -1, Stream::tp, Collective::all_reduce,
                        GroupKind::tp, tp_, 8.0 * b_));
-    if (cp_ > 1)  // each CP rank holds the norms of the samples it owns
+    if (cp_ > 1) {  // each CP rank holds the norms of the samples it owns
+      // The unified model's RMSNorm gains (two a layer, one in the head) have no ops of their
+      // own: their per-sample gradients, partial over the CP ranks, are summed here too.
+      double gains = 0;
+      if (m_.family == ModelFamily::unified)
+        for (int c = 0; c < par_.virtual_stages; ++c) {
+          int mc = c * par_.pp + stage_;
+          gains += 2.0 * (chunk_first_[mc + 1] - chunk_first_[mc]) + (mc == par_.pp * par_.virtual_stages - 1 ? 1 : 0);
+        }
       chain(collective("privacy.norms.cp_allreduce", Phase::backward, mb, -1, Stream::cp, Collective::all_reduce,
-                       GroupKind::cp, cp_, 8.0 * b_));
+                       GroupKind::cp, cp_, 8.0 * b_ + 4.0 * b_ * m_.hidden * gains));
+    }
     if (par_.pp == 1) {
       clip_and_weight_gradients(mb, none);
       return;

@@ -144,7 +144,7 @@ TEST(ExecJoint, LossFallsOnSyntheticCaptionsAndLatents) {
   }
 }
 
-TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderSequenceOrPipelineParallelismAndBatchesWithoutText) {
+TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderSequenceParallelismAndBatchesWithoutText) {
   const Plan plan = parse_plan(small_plan("mmdit"));
   exec::ModelShard cp;
   cp.cp = 3;
@@ -164,7 +164,10 @@ TEST(ExecJoint, RefusesLayoutsItCannotRunPrivacyUnderSequenceOrPipelineParalleli
   EXPECT_THROW(exec::make_model(plan, tp2)->enable_privacy(1.0), InputError);  // but not with SP
   exec::ModelShard pp2;
   pp2.pp = 2;
-  EXPECT_THROW(exec::make_model(plan, pp2)->enable_privacy(1.0), InputError);  // nor under PP
+  EXPECT_NO_THROW(exec::make_model(plan, pp2)->enable_privacy(1.0));  // PP and CP run it too
+  exec::ModelShard cp2;
+  cp2.cp = 2;
+  EXPECT_NO_THROW(exec::make_model(plan, cp2)->enable_privacy(1.0));
   auto data = exec::make_synthetic_latents(plan.model, plan.training.objective, 1);
   exec::Batch b = data->batch(0, 0, 0, 2);
   b.context.pop_back();

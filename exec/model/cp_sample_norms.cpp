@@ -10,9 +10,22 @@
 namespace ditwin::exec {
 namespace {
 
+int packed_rows(const NormLinear& x) { return x.pad_rows > 0 ? x.pad_rows : x.rows; }
+
 std::size_t part_size(const NormLinear& x, int batch) {
-  const std::size_t per_sample = x.tokens ? static_cast<std::size_t>(x.rows) * (x.d_in + x.d_out) : x.d_out;
+  const std::size_t per_sample = x.tokens ? static_cast<std::size_t>(packed_rows(x)) * (x.d_in + x.d_out) : x.d_out;
   return per_sample * batch;
+}
+
+// `batch` samples of `rows` rows of `width` into blocks of `packed` rows, zero-filled.
+float* pack_rows(float* out, const float* in, int batch, int rows, int packed, int width) {
+  const std::size_t w = width;
+  for (int b = 0; b < batch; ++b) {
+    if (rows > 0) std::memcpy(out, in + static_cast<std::size_t>(b) * rows * w, sizeof(float) * rows * w);
+    std::fill(out + static_cast<std::size_t>(rows) * w, out + static_cast<std::size_t>(packed) * w, 0.0f);
+    out += static_cast<std::size_t>(packed) * w;
+  }
+  return out;
 }
 
 }  // namespace
@@ -25,15 +38,13 @@ std::size_t cp_norm_pack_size(const std::vector<NormLinear>& linears, int batch)
 
 void cp_norm_pack(float* out, const std::vector<NormLinear>& linears, int batch) {
   for (const auto& x : linears) {
-    const std::size_t b = batch;
     if (x.tokens) {
-      std::memcpy(out, x.inp, sizeof(float) * b * x.rows * x.d_in);
-      out += b * x.rows * x.d_in;
-      std::memcpy(out, x.dout, sizeof(float) * b * x.rows * x.d_out);
-      out += b * x.rows * x.d_out;
+      out = pack_rows(out, x.inp, batch, x.rows, packed_rows(x), x.d_in);
+      out = pack_rows(out, x.dout, batch, x.rows, packed_rows(x), x.d_out);
     } else {
-      std::memcpy(out, x.dout, sizeof(float) * b * x.d_out);
-      out += b * x.d_out;
+      const std::size_t n = static_cast<std::size_t>(batch) * x.d_out;
+      std::memcpy(out, x.dout, sizeof(float) * n);
+      out += n;
     }
   }
 }
@@ -45,10 +56,10 @@ void cp_owned_sq_norms(double* sq, const float* gathered, const std::vector<Norm
   std::vector<float> a, g;  // one sample's whole rows (token-sharded) or summed G (per-sample)
   std::size_t offset = 0;   // of this linear within a rank's part
   for (const auto& x : linears) {
-    const std::size_t rows = x.rows, din = x.d_in, dout = x.d_out;
+    const std::size_t rows = packed_rows(x), din = x.d_in, dout = x.d_out;
     for (int b = cp_index; b < batch; b += cp) {
       if (x.tokens) {
-        const int whole = x.rows * cp;
+        const int whole = packed_rows(x) * cp;
         a.resize(static_cast<std::size_t>(whole) * din);
         g.resize(static_cast<std::size_t>(whole) * dout);
         for (int c = 0; c < cp; ++c) {  // rank c's rows of sample b (row order does not change the norm)

@@ -23,6 +23,10 @@ struct NormLinear {
   int d_in = 0, d_out = 0;
   bool bias = false;
   bool tokens = false;  // token-sharded (rows gathered) or per-sample (G summed over the CP ranks)
+  // Token-sharded rows per sample as packed, when a linear's rows differ between the CP ranks (the
+  // unified model's text and image rows of a slice of [text; image]): rows beyond `rows` are zero,
+  // which adds nothing to a norm. 0: `rows`.
+  int pad_rows = 0;
 };
 
 // Floats this rank sends for `linears` (the all-gather's part; the gathered buffer is cp times it).

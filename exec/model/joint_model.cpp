@@ -24,6 +24,7 @@
 #include "kernels/rmsnorm.hpp"    // defines: rmsnorm_forward, rmsnorm_backward
 #include "kernels/silu.hpp"       // defines: silu_*, swiglu_*
 #include "model/errors.hpp"
+#include "exec/model/cp_sample_norms.hpp"  // defines: NormLinear, cp_norm_pack, cp_owned_sq_norms
 #include "model/privacy.hpp"  // defines: ghost_norm_is_cheaper, clip_factors
 
 namespace ditwin::exec {
@@ -81,6 +82,7 @@ struct MicroBatch {
   bool clipped = false;
   std::vector<char> gains_added;  // per layer, and the head at [L]
   Buf scratch, scaled;
+  std::map<std::string, Buf> cp_gathered;  // under CP: an op's gathered norm inputs, by gather_key
 };
 
 }  // namespace
@@ -1086,11 +1088,39 @@ struct JointModel::Impl {
       io.send_count = io.recv_count = buf.size();
       return io;
     }
-    if (part == "privacy.norms.tp_allreduce") {  // DP-SGD: the per-sample squared norms' TP partial sums
+    if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
+      // DP-SGD under CP: this rank's rows of the op's A and G (or its partial G), gathered.
+      require_dp(op.name);
+      MicroBatch& a = micro(op.microbatch, op.name);
+      const std::string base = part.substr(0, part.size() - 12);
+      Buf& buf = staging[&op];
+      std::size_t n = 0;
+      if (base == "embed.tokens") {
+        n = static_cast<std::size_t>(B) * Tq * H;
+        buf.assign(n * (cp + 1), 0.0f);
+        std::copy(kept(a, base), kept(a, base) + n, buf.begin());
+      } else {
+        auto lin = norm_linears(base, op.layer, a);
+        n = cp_norm_pack_size(lin, B);
+        buf.assign(n * (cp + 1), 0.0f);
+        cp_norm_pack(buf.data(), lin, B);
+      }
+      io.send = buf.data();
+      io.send_count = n;
+      io.recv = buf.data() + n;
+      io.recv_count = n * cp;
+      return io;
+    }
+    if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
+        part == "privacy.norms.pp_allreduce") {
+      // DP-SGD: the per-sample squared norms' partial sums over the TP ranks, the CP ranks or the
+      // stages; over CP also the RMSNorm gains' per-sample gradients (unified), whose norms follow.
       require_dp(op.name);
       MicroBatch& a = micro(op.microbatch, op.name);
       Buf& buf = staging[&op];
       buf.assign(a.sq_norm.begin(), a.sq_norm.end());  // the communicator sums floats
+      if (part == "privacy.norms.cp_allreduce")
+        for (const auto& [key, g] : a.gains) buf.insert(buf.end(), g.begin(), g.end());
       io.send = io.recv = buf.data();
       io.send_count = io.recv_count = buf.size();
       return io;
@@ -1218,9 +1248,26 @@ struct JointModel::Impl {
       staging.erase(it);
       return;
     }
-    if (part == "privacy.norms.tp_allreduce") {
+    if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
       MicroBatch& a = micro(op.microbatch, op.name);
-      std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());
+      const std::size_t n = it->second.size() / (cp + 1);
+      a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))].assign(it->second.begin() + n, it->second.end());
+      staging.erase(it);
+      return;
+    }
+    if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
+        part == "privacy.norms.pp_allreduce") {
+      MicroBatch& a = micro(op.microbatch, op.name);
+      std::copy(it->second.begin(), it->second.begin() + B, a.sq_norm.begin());
+      if (part == "privacy.norms.cp_allreduce") {  // the summed gains: every rank adds their norms alike
+        const float* g = it->second.data() + B;
+        for (std::size_t k = 0; k < a.gains.size(); ++k)
+          for (int b = 0; b < B; ++b) {
+            double sq = 0;
+            for (int c = 0; c < H; ++c, ++g) sq += static_cast<double>(*g) * *g;
+            a.sq_norm[b] += sq;
+          }
+      }
       staging.erase(it);
       return;
     }
@@ -1284,7 +1331,9 @@ struct JointModel::Impl {
         const float sr = rstd[r];
         for (int c = 0; c < H; ++c) g[c] += dy[r * H + c] * x[r * H + c] * sr;
       }
-      if (tpi != 0) continue;  // replicated: counted on TP rank 0 only
+      // Replicated: counted on TP rank 0 only. Under CP a sample's gain gradient is a sum over the
+      // CP ranks' tokens: its norm waits for privacy.norms.cp_allreduce, which sums the gains.
+      if (tpi != 0 || cp > 1) continue;
       double sq = 0;
       for (int c = 0; c < H; ++c) sq += static_cast<double>(g[c]) * g[c];
       a.sq_norm[b] += sq;
@@ -1357,8 +1406,60 @@ struct JointModel::Impl {
     }
     for (auto& [tok, acc] : rows) row(tok, acc);
   }
+  // DP-SGD under CP (exec/model/cp_sample_norms.hpp): the linears of an op as its ".norm_gather"
+  // packs them, by sample_norm's TP rule; the unified model's patch, image-head and LM-head rows
+  // differ between the CP ranks (a slice of [text; image]) and are padded with zeros to Tq.
+  std::vector<NormLinear> norm_linears(const std::string& part, int l, MicroBatch& a) {
+    const bool first = tpi == 0;
+    auto ends = [&](const char* tail) {
+      const std::size_t n = std::char_traits<char>::length(tail);
+      return part.size() >= n && part.compare(part.size() - n, n, tail) == 0;
+    };
+    const bool per_sample = ends("adaln") || part == "embed.timestep" || part == "embed.pooled";
+    const bool uneven = !mm && (part == "embed.patch" || part == "head.image" || part == "head.lm");
+    std::vector<NormLinear> out;
+    for (const Linear& x : linears(part, l, a)) {
+      if (x.split == TpSplit::none && !first) continue;
+      NormLinear n{x.inp, kept(a, x.key), x.rows, x.d_in, x.d_out, x.b != none && (x.split == TpSplit::column || first),
+                   !per_sample};
+      if (uneven) n.pad_rows = Tq;
+      out.push_back(n);
+    }
+    return out;
+  }
+  static std::string gather_key(int l, const std::string& base) { return std::to_string(l).append("/").append(base); }
+  // unified under CP: the token-table rows the samples this rank owns touched, from every CP
+  // rank's embedding gradient rows (B x Tq each, text rows first: rank c holds tokens c Tq ..).
+  void cp_owned_token_norms(MicroBatch& a, const float* gathered) {
+    const std::size_t part = static_cast<std::size_t>(B) * Tq * H;
+    for (int b = cpi; b < B; b += cp) {
+      std::map<int, std::vector<double>> rows;
+      for (int c = 0; c < cp; ++c) {
+        const int q = c * Tq, n = std::max(0, std::min(Tq, Tt - q));
+        for (int j = 0; j < n; ++j) {
+          const int tok = a.batch.tokens[static_cast<std::size_t>(b) * Tt + q + j] - v0;
+          if (tok < 0 || tok >= Vl) continue;
+          auto& acc = rows[tok];
+          acc.resize(H, 0.0);
+          const float* dj = gathered + c * part + (static_cast<std::size_t>(b) * Tq + j) * H;
+          for (int k = 0; k < H; ++k) acc[k] += dj[k];
+        }
+      }
+      for (const auto& [tok, acc] : rows)
+        for (double v : acc) a.sq_norm[b] += v * v;
+    }
+  }
   void sample_norm(const std::string& part, int l, MicroBatch& a) {
     require_dp(part);
+    if (cp > 1) {  // the whole samples this CP rank owns, from the op's gathered rows
+      auto it = a.cp_gathered.find(gather_key(l, part));
+      if (it == a.cp_gathered.end())
+        throw std::logic_error("JointModel: " + part + ".sample_norm under context parallelism before its .norm_gather");
+      if (part == "embed.tokens") cp_owned_token_norms(a, it->second.data());
+      else cp_owned_sq_norms(a.sq_norm.data(), it->second.data(), norm_linears(part, l, a), B, cp, cpi);
+      a.cp_gathered.erase(it);
+      return;
+    }
     const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
     if (part == "embed.tokens" && !mm) {  // this rank's vocabulary rows: split, on every rank
       for (int b = 0; b < B; ++b)
@@ -1526,6 +1627,12 @@ void JointModel::set_batch(int mb, Batch batch) {
             g + 1 < d.Tt ? a.batch.tokens[static_cast<std::size_t>(s) * d.Tt + g + 1] : -1;
       }
   a.loss_done = false;
+  if (d.dp) {  // a new step's norms (under PP only the last stage runs the "loss" backward)
+    a.sq_norm.assign(d.B, 0.0);
+    a.clip.assign(d.B, 1.0f);
+    a.clipped = false;
+    a.gains_added.assign(d.L + 1, 0);
+  }
 }
 
 void JointModel::run(const std::string& part, int layer, Phase phase, int mb) {
@@ -1587,10 +1694,9 @@ void JointModel::comm_end(const Op& op) { impl_->comm_end(op); }
 void JointModel::enable_privacy(double clip_norm) {
   Impl& d = *impl_;
   if (!(clip_norm > 0)) throw std::invalid_argument("JointModel::enable_privacy: the clip norm must be > 0");
-  if (d.cp > 1 || d.pp > 1 || d.sp)
+  if (d.sp)
     throw InputError("training.privacy: the " + std::string(to_string(d.m.family)) +
-                     " executor runs DP-SGD under data and tensor parallelism only (pp and cp must be 1, "
-                     "sequence_parallel false)");
+                     " executor runs DP-SGD without sequence parallelism (set parallelism.sequence_parallel false)");
   for (const auto& mb : d.mbs)
     if (mb.ready) throw std::logic_error("JointModel::enable_privacy: call it before the first set_batch");
   d.dp = true;
