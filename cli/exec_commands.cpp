@@ -429,6 +429,10 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   compare->add_option("predicted", (*cmp)[0], "Report or trace of the prediction")->required();
   compare->add_option("measured", (*cmp)[1], "Report or trace of the measurement")->required();
   compare->add_option("--report", (*cmp)[2], "Write the comparison (JSON)");
+  auto cmp_step = std::make_shared<long long>(-1);
+  compare->add_option("--step", *cmp_step,
+                      "A measured trace's step to compare (ProfilerStep#N; default: the median steady-state step)")
+      ->check(CLI::NonNegativeNumber);
 
   std::vector<std::string> args(argv + 1, argv + argc);
   return [=]() -> int {
@@ -446,7 +450,8 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
         if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);
         return 0;
       }
-      auto c = compare_runs(read_run_times((*cmp)[0]), read_run_times((*cmp)[1]));
+      auto c = compare_runs(read_run_times((*cmp)[0]), read_run_times((*cmp)[1], *cmp_step));
+      if (*cmp_step >= 0 && c["measured"].contains("step")) c["measured"]["step_chosen"] = true;
       std::cout << format_comparison(c);
       if (!(*cmp)[2].empty()) write_json_file(c, (*cmp)[2], 2);
       return 0;

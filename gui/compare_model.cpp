@@ -1,35 +1,20 @@
-// Op matching between a predicted and a measured trace.
+// Op matching between a predicted and a measured trace, by model/compare's rules.
 #include "gui/compare_model.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <unordered_map>
 
 namespace ditwin::gui {
 
-double OpDiff::relative_error() const {
-  if (predicted_s > 0) return diff_s() / predicted_s;
-  return measured_s > 0 ? std::numeric_limits<double>::infinity() : 0.0;
+double OpDiff::error() const {
+  if (measured_s > 0) return predicted_s / measured_s - 1;
+  return predicted_s > 0 ? std::numeric_limits<double>::infinity() : 0.0;
 }
 
 namespace {
 
-struct Where {
-  std::size_t process, track, slice;
-};
-
-// "pid \x1f name \x1f occurrence": the n-th op of that name on that rank, whatever its stream.
-std::string key_of(long long pid, const std::string& name, int occurrence) {
-  std::string k = std::to_string(pid);
-  k += '\x1f';
-  k += name;
-  k += '\x1f';
-  k += std::to_string(occurrence);
-  return k;
-}
-
-std::vector<std::vector<std::vector<float>>> unmatched_errors(const Trace& t) {
+std::vector<std::vector<std::vector<float>>> uncompared(const Trace& t) {
   std::vector<std::vector<std::vector<float>>> e(t.processes.size());
   for (std::size_t p = 0; p < t.processes.size(); ++p) {
     e[p].resize(t.processes[p].tracks.size());
@@ -41,52 +26,68 @@ std::vector<std::vector<std::vector<float>>> unmatched_errors(const Trace& t) {
 
 }  // namespace
 
-Comparison compare(const Trace& predicted, const Trace& measured) {
-  Comparison c;
-  c.predicted_error = unmatched_errors(predicted);
-  c.measured_error = unmatched_errors(measured);
-
-  // Occurrences are counted in start order across a rank's streams.
-  auto index = [](const Trace& t) {
-    std::unordered_map<std::string, Where> out;
-    for (std::size_t p = 0; p < t.processes.size(); ++p) {
-      std::vector<Where> all;
-      for (std::size_t k = 0; k < t.processes[p].tracks.size(); ++k)
-        for (std::size_t s = 0; s < t.processes[p].tracks[k].slices.size(); ++s) all.push_back({p, k, s});
-      auto start = [&](const Where& w) { return t.processes[w.process].tracks[w.track].slices[w.slice].start_s; };
-      std::stable_sort(all.begin(), all.end(), [&](const Where& a, const Where& b) { return start(a) < start(b); });
-      std::unordered_map<std::int32_t, int> seen;
-      for (const auto& w : all) {
-        const Slice& s = t.processes[p].tracks[w.track].slices[w.slice];
-        out.emplace(key_of(t.processes[p].pid, t.name_of(s), seen[s.name]++), w);
+void trace_ops(const Trace& t, std::vector<TraceOp>& ops, std::vector<TraceStep>& steps, std::vector<SliceRef>& where) {
+  for (std::size_t p = 0; p < t.processes.size(); ++p) {
+    const Process& pr = t.processes[p];
+    for (std::size_t k = 0; k < pr.tracks.size(); ++k)
+      for (std::size_t s = 0; s < pr.tracks[k].slices.size(); ++s) {
+        const Slice& sl = pr.tracks[k].slices[s];
+        if (sl.instant) continue;
+        const std::string& name = t.name_of(sl);
+        if (name.rfind("ProfilerStep#", 0) == 0) {
+          char* end = nullptr;
+          long long n = std::strtoll(name.c_str() + 13, &end, 10);
+          if (end && *end == '\0') {
+            steps.push_back({pr.rank, n, sl.start_s, sl.duration_s});
+            continue;
+          }
+        }
+        ops.push_back({pr.rank, name, sl.start_s, sl.duration_s, where.size()});
+        where.push_back({p, k, s});
       }
-    }
-    return out;
-  };
-  auto pred = index(predicted);
-  auto meas = index(measured);
+  }
+}
 
-  for (const auto& [key, w] : pred) {
-    auto it = meas.find(key);
-    if (it == meas.end()) {
-      ++c.unmatched_predicted;
-      continue;
-    }
-    const Where& m = it->second;
-    const Process& pp = predicted.processes[w.process];
-    const Slice& ps = pp.tracks[w.track].slices[w.slice];
-    const Slice& ms = measured.processes[m.process].tracks[m.track].slices[m.slice];
-    OpDiff d{predicted.name_of(ps), pp.pid, pp.tracks[w.track].tid, ps.start_s, ps.duration_s, ms.start_s, ms.duration_s, pp.rank};
-    auto err = static_cast<float>(d.relative_error());
-    c.predicted_error[w.process][w.track][w.slice] = err;
-    c.measured_error[m.process][m.track][m.slice] = err;
+Comparison compare(const Trace& predicted, const Trace& measured, long long measured_step) {
+  Comparison c;
+  c.predicted_error = uncompared(predicted);
+  c.measured_error = uncompared(measured);
+  std::vector<TraceOp> pops, mops;
+  std::vector<TraceStep> psteps, msteps;
+  std::vector<SliceRef> pwhere, mwhere;
+  trace_ops(predicted, pops, psteps, pwhere);
+  trace_ops(measured, mops, msteps, mwhere);
+  // A long run's trace has no steps: both are then compared whole.
+  if (psteps.empty() != msteps.empty()) {
+    if (psteps.empty()) msteps.clear();
+    else psteps.clear();
+  }
+  if (!msteps.empty()) {
+    long long lowest = msteps.front().rank;
+    for (const auto& s : msteps) lowest = std::min(lowest, s.rank);
+    for (const auto& s : msteps)
+      if (s.rank == lowest) c.measured_steps.push_back(s);
+    std::sort(c.measured_steps.begin(), c.measured_steps.end(), [](const TraceStep& a, const TraceStep& b) { return a.step < b.step; });
+    c.default_measured_step = default_step(msteps);
+  }
+  StepMatch m = match_step(pops, psteps, -1, mops, msteps, measured_step);
+  c.predicted_step = m.predicted_step;
+  c.measured_step = m.measured_step;
+  c.predicted_step_s = m.predicted_step_s;
+  c.measured_step_s = m.measured_step_s;
+  c.unmatched_predicted = m.only_predicted;
+  c.unmatched_measured = m.only_measured;
+  for (const OpPair& pair : m.pairs) {
+    const SliceRef& a = pwhere[pair.predicted_tag];
+    const SliceRef& b = mwhere[pair.measured_tag];
+    const Process& pp = predicted.processes[a.process];
+    OpDiff d{pair.name, pp.pid, pp.tracks[a.track].tid, pair.predicted_start_s, pair.predicted_s,
+             pair.measured_start_s, pair.measured_s, pair.rank};
+    const auto err = static_cast<float>(pair.error());
+    c.predicted_error[a.process][a.track][a.slice] = err;
+    c.measured_error[b.process][b.track][b.slice] = err;
     c.diffs.push_back(std::move(d));
   }
-  c.unmatched_measured = meas.size() - c.diffs.size();
-  std::sort(c.diffs.begin(), c.diffs.end(), [](const OpDiff& a, const OpDiff& b) {
-    double x = std::fabs(a.diff_s()), y = std::fabs(b.diff_s());
-    return x > y || (x == y && (a.pid < b.pid || (a.pid == b.pid && a.name < b.name)));
-  });
   return c;
 }
 

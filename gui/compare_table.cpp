@@ -43,7 +43,7 @@ QVariant CompareTableModel::headerData(int section, Qt::Orientation o, int role)
 QVariant CompareTableModel::data(const QModelIndex& index, int role) const {
   const OpDiff* d = diff_at(index.row());
   if (!d) return {};
-  double e = d->relative_error();
+  double e = d->error();
   if (role == sort_role) {
     switch (index.column()) {
       case op: return QString::fromStdString(d->name);

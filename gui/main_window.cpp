@@ -2,11 +2,13 @@
 #include "gui/main_window.hpp"
 
 #include <QAction>
+#include <QComboBox>
 #include <QFileDialog>
 #include <QHeaderView>
 #include <QLabel>
 #include <QLineEdit>
 #include <QMessageBox>
+#include <QSignalBlocker>
 #include <QSortFilterProxyModel>
 #include <QSplitter>
 #include <QStatusBar>
@@ -80,7 +82,52 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     matches_->setText(text.trimmed().isEmpty() ? QString() : QString("  %1 ops").arg(timeline_->search_matches()));
   });
   connect(timeline_, &TimelineWidget::view_changed, this, &MainWindow::update_status);
+  bar->addSeparator();
+  // Compare view: which measured step the prediction is compared against.
+  bar->addSeparator();
+  step_picker_ = new QComboBox;
+  step_picker_->setToolTip("the measured step the prediction is compared against (default: the median steady-state step)");
+  step_picker_->setSizeAdjustPolicy(QComboBox::AdjustToContents);
+  step_picker_->setVisible(false);
+  step_picker_action_ = bar->addWidget(step_picker_);
+  step_picker_action_->setVisible(false);
+  connect(step_picker_, QOverload<int>::of(&QComboBox::activated), this, [this](int i) {
+    QString err = compare_step(step_picker_->itemData(i).toLongLong());
+    if (!err.isEmpty()) show_error(err);
+  });
   update_panel();
+}
+
+QString MainWindow::compare_step(long long step) {
+  if (!primary_ || !measured_) return "open a predicted and a measured trace to compare";
+  std::shared_ptr<const Comparison> c;
+  try {
+    c = std::make_shared<const Comparison>(compare(*primary_, *measured_, step));
+  } catch (const std::exception& e) {
+    return QString::fromStdString(e.what());
+  }
+  comparison_ = c;
+  timeline_->set_traces(primary_, measured_, comparison_);
+  table_model_->set_comparison(comparison_);
+  fill_step_picker();
+  update_panel();
+  update_status();
+  return {};
+}
+
+void MainWindow::fill_step_picker() {
+  const bool steps = comparison_ && !comparison_->measured_steps.empty();
+  step_picker_action_->setVisible(steps);
+  step_picker_->setVisible(steps);
+  QSignalBlocker quiet(step_picker_);
+  step_picker_->clear();
+  if (!steps) return;
+  for (const auto& st : comparison_->measured_steps) {
+    QString label = QString("step %1  %2").arg(st.step).arg(format_time(st.duration_s));
+    if (st.step == comparison_->default_measured_step) label += "  (median)";
+    step_picker_->addItem(label, QVariant::fromValue(st.step));
+    if (st.step == comparison_->measured_step) step_picker_->setCurrentIndex(step_picker_->count() - 1);
+  }
 }
 
 QString MainWindow::open_traces(const QStringList& paths) {
@@ -104,6 +151,7 @@ QString MainWindow::open_traces(const QStringList& paths) {
   table_model_->set_comparison(comparison_);
   table_->setVisible(comparison_ != nullptr);
   table_->sortByColumn(CompareTableModel::difference, Qt::DescendingOrder);
+  fill_step_picker();
   setWindowTitle("ditwin-gui: " + paths.join(" vs "));
   update_panel();
   update_status();
@@ -281,9 +329,12 @@ void MainWindow::update_panel() {
     const auto& d = comparison_->diffs;
     std::vector<double> errors;
     for (const auto& x : d)
-      if (std::isfinite(x.relative_error())) errors.push_back(std::fabs(x.relative_error()));
+      if (std::isfinite(x.error())) errors.push_back(std::fabs(x.error()));
     std::sort(errors.begin(), errors.end());
     h += "<h3>comparison</h3><table width=100%>";
+    if (comparison_->measured_step >= 0)
+      h += row("measured step", QString("%1%2").arg(comparison_->measured_step)
+                                    .arg(comparison_->measured_step == comparison_->default_measured_step ? " (median steady-state)" : ""));
     h += row("ops matched", QString::number(d.size()));
     h += row("only predicted / only measured", QString("%1 / %2").arg(comparison_->unmatched_predicted).arg(comparison_->unmatched_measured));
     if (!errors.empty()) {
@@ -291,8 +342,9 @@ void MainWindow::update_panel() {
       auto within = std::upper_bound(errors.begin(), errors.end(), 0.10) - errors.begin();
       h += row("ops within 10%", pct(static_cast<double>(within) / static_cast<double>(errors.size())));
     }
-    if (primary_->step_time_s && measured_->step_time_s && *primary_->step_time_s > 0)
-      h += row("step time error", pct((*measured_->step_time_s - *primary_->step_time_s) / *primary_->step_time_s));
+    // As `ditwin compare`: predicted / measured - 1, the compared steps' lengths.
+    if (comparison_->measured_step_s > 0 && comparison_->measured_step >= 0)
+      h += row("step time error", pct(comparison_->predicted_step_s / comparison_->measured_step_s - 1));
     h += "</table>";
   }
   panel_->setHtml(h);

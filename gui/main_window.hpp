@@ -11,6 +11,8 @@
 #include "gui/compare_model.hpp"
 #include "gui/trace_model.hpp"
 
+class QAction;
+class QComboBox;
 class QLabel;
 class QLineEdit;
 class QSortFilterProxyModel;
@@ -43,6 +45,12 @@ class MainWindow : public QMainWindow {
   QTableView* diff_table() const { return table_; }
   QLineEdit* search_box() const { return search_; }
   QTextBrowser* metrics_panel() const { return panel_; }
+  // The compare view's step picker: the measured trace's steps; the comparison follows it.
+  QComboBox* step_picker() const { return step_picker_; }
+  // Compares against measured step `step` (-1: the median steady-state one). Returns an empty
+  // string on success, else the message (the comparison shown stays).
+  QString compare_step(long long step);
+  const Comparison* comparison() const { return comparison_.get(); }
 
  private:
   void open_dialog(bool pair);
@@ -60,6 +68,9 @@ class MainWindow : public QMainWindow {
   QSortFilterProxyModel* table_proxy_ = nullptr;
   QLineEdit* search_ = nullptr;
   QLabel* matches_ = nullptr;
+  QComboBox* step_picker_ = nullptr;
+  QAction* step_picker_action_ = nullptr;
+  void fill_step_picker();
 };
 
 }  // namespace ditwin::gui

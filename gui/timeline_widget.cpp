@@ -257,7 +257,8 @@ QColor TimelineWidget::error_colour(double e) {
   const QColor good(102, 189, 99), warm(254, 224, 139), bad(215, 48, 39), cool(145, 191, 219), fast(69, 117, 180);
   double a = std::fabs(e);
   if (a <= 0.05) return good;
-  if (e > 0) return a <= 0.25 ? mix(good, warm, (a - 0.05) / 0.20) : mix(warm, bad, (a - 0.25) / 0.25);
+  // e = predicted / measured - 1 (model/compare): negative when the run was slower than predicted.
+  if (e < 0) return a <= 0.25 ? mix(good, warm, (a - 0.05) / 0.20) : mix(warm, bad, (a - 0.25) / 0.25);
   return a <= 0.25 ? mix(good, cool, (a - 0.05) / 0.20) : mix(cool, fast, (a - 0.25) / 0.25);
 }
 
@@ -401,7 +402,7 @@ void TimelineWidget::paint_ruler(QPainter& p, int width) const {
   if (comparison_) {
     QRect bar(8, 4, label_width - 16, 10);
     for (int x = 0; x < bar.width(); ++x)
-      p.fillRect(QRect(bar.x() + x, bar.y(), 1, bar.height()), error_colour(-0.6 + 1.2 * x / (bar.width() - 1)));
+      p.fillRect(QRect(bar.x() + x, bar.y(), 1, bar.height()), error_colour(0.6 - 1.2 * x / (bar.width() - 1)));
     QFont small = p.font();
     small.setPointSizeF(small.pointSizeF() * 0.85);
     QFont keep = p.font();
@@ -513,7 +514,7 @@ QString TimelineWidget::tooltip_at(QPoint pos) const {
   if (comparison_) {
     float e = (row.measured ? comparison_->measured_error : comparison_->predicted_error)[hit->process][hit->track][hit->slice];
     html += std::isnan(e) ? QString("<br>no counterpart in the other trace")
-                          : QString("<br>measured vs predicted: %1%2%").arg(e >= 0 ? "+" : "").arg(100.0 * e, 0, 'f', 1);
+                          : QString("<br>error (predicted / measured - 1): %1%2%").arg(e >= 0 ? "+" : "").arg(100.0 * e, 0, 'f', 1);
   }
   return html;
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -30,7 +31,7 @@ std::string family_of(const std::string& name) {
 
 }  // namespace
 
-RunTimes read_run_times(const std::string& path) {
+RunTimes read_run_times(const std::string& path, long long step) {
   nlohmann::json j = read_json_file(path);
   RunTimes t;
   t.path = path;
@@ -58,23 +59,24 @@ RunTimes read_run_times(const std::string& path) {
       const auto& other = j.value("otherData", nlohmann::json::object());
       t.source = other.value("source", "unknown");
       t.plan = other.value("plan", "");
-      long long lowest = -1;
-      for (const auto& e : j["traceEvents"])
-        if (e.value("ph", "") == "X") lowest = lowest < 0 ? e.at("pid").get<long long>() : std::min(lowest, e.at("pid").get<long long>());
-      std::vector<double> steps;
-      std::map<std::string, std::vector<double>> per_name;
-      for (const auto& e : j["traceEvents"]) {
-        if (e.value("ph", "") != "X" || e.at("pid").get<long long>() != lowest) continue;
-        std::string name = e.at("name").get<std::string>();
-        double dur = e.at("dur").get<double>() * 1e-6;
-        if (!std::isfinite(dur) || dur < 0)
-          throw InputError(path + ": event " + name + " has dur " + e["dur"].dump() + " (must be a non-negative number)");
-        if (name.rfind("ProfilerStep#", 0) == 0) steps.push_back(dur);
-        else per_name[name].push_back(dur);
-      }
+      std::vector<TraceOp> ops;
+      std::vector<TraceStep> steps;
+      read_trace_ops(j, path, ops, steps);
       if (steps.empty()) throw InputError(path + ": the trace has no ProfilerStep# slices");
-      t.step_time_s = median(steps);
-      for (auto& [name, d] : per_name) t.op_seconds[name] = median(d);
+      // One step of the lowest rank, matched against itself: the same selection as the GUI's.
+      StepMatch self = match_step(ops, steps, step, ops, steps, step);
+      t.step_time_s = self.measured_step_s;
+      t.step = self.measured_step;
+      long long lowest = steps.front().rank;
+      for (const auto& s : steps) lowest = std::min(lowest, s.rank);
+      std::map<std::string, int> seen;
+      std::vector<OpPair> pairs = self.pairs;
+      std::sort(pairs.begin(), pairs.end(), [](const OpPair& a, const OpPair& b) { return a.measured_start_s < b.measured_start_s; });
+      for (const auto& p : pairs) {
+        if (p.rank != lowest) continue;
+        int n = seen[p.name]++;
+        t.op_seconds[n == 0 ? p.name : p.name + " #" + std::to_string(n + 1)] = p.measured_s;
+      }
       return t;
     }
   } catch (const nlohmann::json::exception& e) {
@@ -83,12 +85,166 @@ RunTimes read_run_times(const std::string& path) {
   throw InputError(path + ": neither a ditwin report (\"schema\": \"ditwin.step_report/1\") nor a trace (\"traceEvents\")");
 }
 
+void read_trace_ops(const nlohmann::json& j, const std::string& path, std::vector<TraceOp>& ops, std::vector<TraceStep>& steps) {
+  try {
+    const auto& events = j.at("traceEvents");
+    std::map<long long, long long> rank_of;  // pid -> process_name's args.rank
+    for (const auto& e : events)
+      if (e.value("ph", "") == "M" && e.value("name", "") == "process_name" && e.contains("args") && e["args"].contains("rank"))
+        rank_of[e.at("pid").get<long long>()] = e["args"]["rank"].get<long long>();
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const auto& e = events[i];
+      if (e.value("ph", "") != "X") continue;
+      const long long pid = e.at("pid").get<long long>();
+      auto r = rank_of.find(pid);
+      const long long rank = r == rank_of.end() ? pid : r->second;
+      std::string name = e.at("name").get<std::string>();
+      double ts = e.at("ts").get<double>() * 1e-6, dur = e.at("dur").get<double>() * 1e-6;
+      if (!std::isfinite(dur) || dur < 0 || !std::isfinite(ts))
+        throw InputError(path + ": traceEvents[" + std::to_string(i) + "] (" + name + ") has ts " + e["ts"].dump() + ", dur " +
+                         e["dur"].dump() + " (must be finite, dur non-negative)");
+      if (name.rfind("ProfilerStep#", 0) == 0) {
+        long long n = 0;
+        try {
+          n = std::stoll(name.substr(13));
+        } catch (const std::exception&) {
+          throw InputError(path + ": traceEvents[" + std::to_string(i) + "]: step slice \"" + name + "\" has no step number");
+        }
+        steps.push_back({rank, n, ts, dur});
+      } else {
+        ops.push_back({rank, std::move(name), ts, dur, static_cast<std::uint64_t>(i)});
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": not a trace (" + e.what() + ")");
+  }
+}
+
+long long default_step(const std::vector<TraceStep>& steps) {
+  if (steps.empty()) return -1;
+  long long lowest = steps.front().rank;
+  for (const auto& s : steps) lowest = std::min(lowest, s.rank);
+  std::vector<const TraceStep*> mine;
+  for (const auto& s : steps)
+    if (s.rank == lowest) mine.push_back(&s);
+  std::sort(mine.begin(), mine.end(), [](const TraceStep* a, const TraceStep* b) { return a->step < b->step; });
+  if (mine.size() > 1) mine.erase(mine.begin());  // the warm-up
+  std::stable_sort(mine.begin(), mine.end(), [](const TraceStep* a, const TraceStep* b) { return a->duration_s < b->duration_s; });
+  return mine[(mine.size() - 1) / 2]->step;  // the lower median: a step that ran
+}
+
+std::string matching_name(const std::string& name) {
+  for (const char* tail : {" (attempt ", " (straggler)"}) {
+    auto at = name.rfind(tail);
+    if (at != std::string::npos && !name.empty() && name.back() == ')') return name.substr(0, at);
+  }
+  return name;
+}
+
+double OpPair::error() const {
+  if (measured_s > 0) return predicted_s / measured_s - 1;
+  return predicted_s > 0 ? std::numeric_limits<double>::infinity() : 0.0;
+}
+
+namespace {
+
+// The ops of `step` per rank (indices into ops, start order) and the lowest rank's step length.
+struct Selected {
+  std::map<long long, std::vector<std::size_t>> by_rank;
+  std::map<long long, double> step_start;
+  double step_s = 0;
+  long long step = -1;
+};
+Selected select_step(const std::vector<TraceOp>& ops, const std::vector<TraceStep>& steps, long long step, const char* which) {
+  Selected out;
+  if (steps.empty()) {  // a long run: the whole trace
+    for (std::size_t i = 0; i < ops.size(); ++i) out.by_rank[ops[i].rank].push_back(i);
+    double end = 0;
+    for (const auto& o : ops) end = std::max(end, o.start_s + o.duration_s);
+    out.step_s = end;
+  } else {
+    out.step = step < 0 ? default_step(steps) : step;
+    std::map<long long, std::pair<double, double>> window;
+    long long lowest = -1, first = -1, last = -1;
+    for (const auto& s : steps) {
+      first = first < 0 ? s.step : std::min(first, s.step);
+      last = std::max(last, s.step);
+      if (s.step != out.step) continue;
+      window[s.rank] = {s.start_s, s.start_s + s.duration_s};
+      if (lowest < 0 || s.rank < lowest) {
+        lowest = s.rank;
+        out.step_s = s.duration_s;
+      }
+    }
+    if (window.empty())
+      throw InputError(std::string("the ") + which + " trace has no step " + std::to_string(out.step) + " (its steps are " +
+                       std::to_string(first) + ".." + std::to_string(last) + ")");
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      auto w = window.find(ops[i].rank);
+      if (w == window.end() || ops[i].start_s < w->second.first || ops[i].start_s >= w->second.second) continue;
+      out.by_rank[ops[i].rank].push_back(i);
+    }
+    for (const auto& [rank, w] : window) out.step_start[rank] = w.first;
+  }
+  for (auto& [rank, list] : out.by_rank)
+    std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) { return ops[a].start_s < ops[b].start_s; });
+  return out;
+}
+
+}  // namespace
+
+StepMatch match_step(const std::vector<TraceOp>& pops, const std::vector<TraceStep>& psteps, long long pstep,
+                     const std::vector<TraceOp>& mops, const std::vector<TraceStep>& msteps, long long mstep) {
+  StepMatch m;
+  Selected p = select_step(pops, psteps, pstep, "predicted"), q = select_step(mops, msteps, mstep, "measured");
+  m.predicted_step = p.step;
+  m.measured_step = q.step;
+  m.predicted_step_s = p.step_s;
+  m.measured_step_s = q.step_s;
+  std::size_t measured_total = 0;
+  for (const auto& [rank, list] : q.by_rank) measured_total += list.size();
+  for (const auto& [rank, plist] : p.by_rank) {
+    auto qit = q.by_rank.find(rank);
+    std::map<std::pair<std::string, int>, std::size_t> theirs;
+    if (qit != q.by_rank.end()) {
+      std::map<std::string, int> seen;
+      for (std::size_t i : qit->second) {
+        std::string n = matching_name(mops[i].name);
+        int k = seen[n]++;
+        theirs.emplace(std::make_pair(std::move(n), k), i);
+      }
+    }
+    const double p0 = p.step_start.count(rank) ? p.step_start.at(rank) : 0;
+    const double q0 = q.step_start.count(rank) ? q.step_start.at(rank) : 0;
+    std::map<std::string, int> seen;
+    for (std::size_t i : plist) {
+      std::string n = matching_name(pops[i].name);
+      int k = seen[n]++;
+      auto it = theirs.find({n, k});
+      if (it == theirs.end()) {
+        ++m.only_predicted;
+        continue;
+      }
+      const TraceOp& a = pops[i];
+      const TraceOp& b = mops[it->second];
+      m.pairs.push_back({rank, n, a.start_s - p0, a.duration_s, b.start_s - q0, b.duration_s, a.tag, b.tag});
+    }
+  }
+  m.only_measured = measured_total - m.pairs.size();
+  std::stable_sort(m.pairs.begin(), m.pairs.end(), [](const OpPair& a, const OpPair& b) {
+    return std::fabs(a.predicted_s - a.measured_s) > std::fabs(b.predicted_s - b.measured_s);
+  });
+  return m;
+}
+
 nlohmann::json compare_runs(const RunTimes& p, const RunTimes& m, int top) {
   using nlohmann::json;
   if (!(m.step_time_s > 0)) throw InputError(m.path + ": measured step time is not positive");
   json out;
   out["predicted"] = {{"path", p.path}, {"source", p.source}, {"plan", p.plan}, {"step_time_s", p.step_time_s}};
   out["measured"] = {{"path", m.path}, {"source", m.source}, {"plan", m.plan}, {"step_time_s", m.step_time_s}};
+  if (p.step >= 0) out["predicted"]["step"] = p.step;
+  if (m.step >= 0) out["measured"]["step"] = m.step;
   out["step_time_error"] = p.step_time_s / m.step_time_s - 1;
   if (!p.plan.empty() && !m.plan.empty() && p.plan != m.plan)
     out["warning"] = "the two runs are of different plans (" + p.plan + " vs " + m.plan + ")";
@@ -219,6 +375,9 @@ std::string format_comparison(const nlohmann::json& c) {
                 1e3 * c["predicted"]["step_time_s"].get<double>(), 1e3 * c["measured"]["step_time_s"].get<double>(),
                 100 * c["step_time_error"].get<double>());
   os << line;
+  if (c["measured"].contains("step"))
+    os << "            (the measured trace's step " << c["measured"]["step"].get<long long>()
+       << (c["measured"].contains("step_chosen") ? "" : ": the median steady-state step; --step N picks another") << ")\n";
   if (c.contains("warning")) os << "warning: " << c["warning"].get<std::string>() << "\n";
   if (c.contains("stages")) {
     os << "pipeline stages: idle share of the step (bubble + exposed communication)\n";

@@ -65,6 +65,65 @@ TEST(Compare, NegativeDurationsAreRefusedNamingTheOp) {
   EXPECT_THROW(ditwin::read_run_times(write("negtrace", trace)), ditwin::InputError);
 }
 
+// A measured trace of three steps on one rank: the op "L0.fwd.mb0" takes 9, 4 and 5 ms.
+json three_step_trace() {
+  json ev = json::array();
+  ev.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 1}, {"tid", 0}, {"args", {{"name", "rank 0"}, {"rank", 0}}}});
+  const double spans_us[] = {10000, 5000, 6000}, op_us[] = {9000, 4000, 5000};
+  double at = 0;
+  for (int k = 0; k < 3; ++k) {
+    ev.push_back({{"ph", "X"}, {"name", "ProfilerStep#" + std::to_string(k)}, {"pid", 1}, {"tid", 0}, {"ts", at}, {"dur", spans_us[k]}});
+    ev.push_back({{"ph", "X"}, {"name", "L0.fwd.mb0"}, {"pid", 1}, {"tid", 1}, {"ts", at}, {"dur", op_us[k]}});
+    at += spans_us[k];
+  }
+  return {{"traceEvents", ev}, {"otherData", {{"source", "measured"}, {"plan", "p"}}}};
+}
+
+TEST(Compare, ATraceGivesTheMedianSteadyStepNotAMixOfSteps) {
+  // Steps 1 and 2 are steady (step 0 is the warm-up): the lower median of their lengths, step 1,
+  // gives both the step time and the op's time; --step picks another.
+  std::string path = write("steps", three_step_trace());
+  auto t = ditwin::read_run_times(path);
+  EXPECT_EQ(t.step, 1);
+  EXPECT_NEAR(t.step_time_s, 5e-3, 1e-12);
+  EXPECT_NEAR(t.op_seconds.at("L0.fwd.mb0"), 4e-3, 1e-12);
+  auto two = ditwin::read_run_times(path, 2);
+  EXPECT_NEAR(two.step_time_s, 6e-3, 1e-12);
+  EXPECT_NEAR(two.op_seconds.at("L0.fwd.mb0"), 5e-3, 1e-12);
+  EXPECT_THROW(ditwin::read_run_times(path, 3), ditwin::InputError);
+  // The comparison's sign: predicted / measured - 1, for the step and for the op.
+  json predicted = {{"traceEvents", {{{"ph", "X"}, {"name", "ProfilerStep#0"}, {"pid", 1}, {"tid", 0}, {"ts", 0}, {"dur", 4000}},
+                                     {{"ph", "X"}, {"name", "L0.fwd.mb0"}, {"pid", 1}, {"tid", 1}, {"ts", 0}, {"dur", 3000}}}}};
+  auto c = ditwin::compare_runs(ditwin::read_run_times(write("pred", predicted)), t);
+  EXPECT_NEAR(c["step_time_error"].get<double>(), 4.0 / 5.0 - 1, 1e-12);
+  EXPECT_NEAR(c["ops"][0]["error"].get<double>(), 3.0 / 4.0 - 1, 1e-12);
+  EXPECT_EQ(c["measured"]["step"].get<long long>(), 1);
+}
+
+TEST(Compare, StepMatchingPairsOccurrencesAndLongRunAttempts) {
+  using ditwin::TraceOp;
+  using ditwin::TraceStep;
+  EXPECT_EQ(ditwin::matching_name("train (attempt 3)"), "train");
+  EXPECT_EQ(ditwin::matching_name("train (straggler)"), "train");
+  EXPECT_EQ(ditwin::matching_name("L0.attn.qkv.fwd.mb0"), "L0.attn.qkv.fwd.mb0");
+  EXPECT_EQ(ditwin::default_step({}), -1);
+  // Two ops of one name on a rank pair in start order; an op outside the step is not compared.
+  std::vector<TraceOp> p = {{0, "a", 0.0, 1.0, 0}, {0, "a", 2.0, 1.0, 1}}, m = {{0, "a", 10.5, 2.0, 0}, {0, "a", 13.0, 1.0, 1}, {0, "b", 20.0, 1.0, 2}};
+  std::vector<TraceStep> ps = {{0, 0, 0.0, 4.0}}, ms = {{0, 3, 10.0, 5.0}, {0, 4, 15.0, 6.0}};
+  auto match = ditwin::match_step(p, ps, -1, m, ms, 3);
+  ASSERT_EQ(match.pairs.size(), 2u);
+  EXPECT_EQ(match.only_measured, 0u);  // "b" lies in step 4
+  EXPECT_EQ(match.pairs[0].measured_tag, 0u);  // the largest difference first: 1 s vs 2 s
+  EXPECT_NEAR(match.pairs[0].measured_start_s, 0.5, 1e-12);
+  EXPECT_NEAR(match.pairs[0].error(), -0.5, 1e-12);
+  EXPECT_NEAR(match.pairs[1].error(), 0.0, 1e-12);
+  // A long run (no steps): the predicted segments meet the measured attempts in order.
+  std::vector<TraceOp> pr = {{0, "train", 0, 3, 0}, {0, "train", 4, 2, 1}}, mr = {{0, "train (attempt 1)", 0, 3.3, 0}, {0, "train (attempt 2)", 4.5, 2, 1}};
+  auto run = ditwin::match_step(pr, {}, -1, mr, {}, -1);
+  ASSERT_EQ(run.pairs.size(), 2u);
+  EXPECT_EQ(run.only_predicted + run.only_measured, 0u);
+}
+
 }  // namespace
 
 // MFU above 100% means the peak is wrong, never the step: the report says so instead of passing

@@ -1,6 +1,7 @@
 // The window: a malformed trace shows an error and never crashes; a pair opens the compare view
 // with its table sorted by the largest difference; a report fills the side panel.
 #include <QtTest>
+#include <QComboBox>
 #include <QLineEdit>
 #include <QMessageBox>
 #include <QSortFilterProxyModel>
@@ -71,15 +72,44 @@ class MainWindowTest : public QObject {
     QVERIFY(QTest::qWaitForWindowExposed(&w));
     QVERIFY(w.diff_table()->isVisible());
     auto* model = w.diff_table()->model();
-    QCOMPARE(model->rowCount(), 8);
+    QCOMPARE(model->rowCount(), 6);  // 3 ops on 2 ranks: the step slices are the steps compared
     QCOMPARE(model->index(0, 0).data().toString(), QString("grads.bucket0.allreduce"));
     QCOMPARE(model->index(0, 1).data().toLongLong(), 1LL);
-    QCOMPARE(model->index(0, 5).data().toString(), QString("+100.0%"));
+    QCOMPARE(model->index(0, 5).data().toString(), QString("-50.0%"));  // predicted / measured - 1
     // Sort by error, ascending: an exact match (0%) comes first.
     w.diff_table()->sortByColumn(5, Qt::AscendingOrder);
     QCOMPARE(model->index(0, 5).data().toString(), QString("+0.0%"));
     QVERIFY(w.metrics_panel()->toPlainText().contains("ops matched"));
     QVERIFY(w.metrics_panel()->toPlainText().contains("measured"));
+  }
+  void StepPickerComparesTheChosenMeasuredStep() {
+    QTemporaryDir dir;
+    StepReport measured = small_step(1, "measured");
+    const double spans[] = {9e-3, 4e-3, 5e-3};
+    double at = 0;
+    for (int k = 0; k < 3; ++k) {
+      for (OpRecord o : small_step(1, "measured").ops) {
+        if (k == 2 && o.name == "L0.mlp.fwd.mb0") o.duration_s = 3e-3;
+        o.start_s += at;
+        measured.timeline.push_back(o);
+      }
+      measured.steps.push_back({at, spans[k]});
+      at += spans[k];
+    }
+    std::string a = write(dir, "p.json", to_trace(small_step(1)).dump());
+    std::string b = write(dir, "m.json", to_trace(measured).dump());
+    MainWindow w;
+    QCOMPARE(w.open_traces({QString::fromStdString(a), QString::fromStdString(b)}), QString());
+    QCOMPARE(w.step_picker()->count(), 3);
+    QCOMPARE(w.step_picker()->currentData().toLongLong(), 1LL);  // the median steady-state step
+    QVERIFY(w.step_picker()->currentText().contains("median"));
+    QCOMPARE(w.comparison()->measured_step, 1LL);
+    QCOMPARE(w.compare_step(2), QString());
+    QCOMPARE(w.comparison()->measured_step, 2LL);
+    QCOMPARE(w.step_picker()->currentData().toLongLong(), 2LL);
+    QVERIFY2(w.metrics_panel()->toPlainText().contains("measured step"), qPrintable(w.metrics_panel()->toPlainText()));
+    QVERIFY(w.compare_step(9).contains("no step 9"));
+    QCOMPARE(w.comparison()->measured_step, 2LL);  // a refused step keeps the comparison shown
   }
   void ReportFillsTheSidePanel() {
     QTemporaryDir dir;

@@ -141,26 +141,80 @@ class TraceModelTest : public QObject {
     StepReport predicted = small_step(2);
     StepReport measured = small_step(2, "measured");
     for (auto& o : measured.ops) {
-      if (o.name == "L0.mlp.fwd.mb0" && o.rank == 1) o.duration_s *= 1.5;  // 50% slower than predicted
+      if (o.name == "L0.mlp.fwd.mb0" && o.rank == 1) o.duration_s *= 1.5;  // 50% longer than predicted
       if (o.name == "grads.bucket0.allreduce") o.duration_s *= 0.8;
     }
-    measured.ops.push_back(op("extra.op", 0, Stream::compute, OpKind::compute, 5e-3, 1e-4));
+    measured.ops.push_back(op("extra.op", 0, Stream::compute, OpKind::compute, 3.5e-3, 1e-4));
     auto p = trace_of(predicted);
     auto m = trace_of(measured);
     Comparison c = compare(*p, *m);
-    QCOMPARE(c.diffs.size(), std::size_t(8));  // 3 ops + the step slice, on each of 2 ranks
+    QCOMPARE(c.diffs.size(), std::size_t(6));  // 3 ops on each of 2 ranks (the step slices are steps)
     QCOMPARE(c.unmatched_predicted, std::size_t(0));
     QCOMPARE(c.unmatched_measured, std::size_t(1));
-    const OpDiff& top = c.diffs.front();  // largest |difference| first: rank 1's mlp (+1 ms)
+    QCOMPARE(c.measured_step, 0LL);
+    const OpDiff& top = c.diffs.front();  // largest |difference| first: rank 1's mlp (1 ms)
     QCOMPARE(top.name, std::string("L0.mlp.fwd.mb0"));
     QCOMPARE(top.pid, 2LL);  // rank 1
     QCOMPARE(top.rank, 1LL);
-    QVERIFY(qAbs(top.relative_error() - 0.5) < 1e-9);
+    // As ditwin compare: predicted / measured - 1, negative when the run was slower.
+    QVERIFY(qAbs(top.error() - (1 / 1.5 - 1)) < 1e-9);
+    QVERIFY(qAbs(top.diff_s() + 1e-3) < 1e-12);
     std::size_t mlp = 1;  // compute track holds qkv, mlp, extra on the measured side too
-    QVERIFY(qAbs(c.predicted_error[1][1][mlp] - 0.5f) < 1e-6);
-    QVERIFY(qAbs(c.measured_error[1][1][mlp] - 0.5f) < 1e-6);
+    QVERIFY(qAbs(c.predicted_error[1][1][mlp] - static_cast<float>(1 / 1.5 - 1)) < 1e-6);
+    QVERIFY(qAbs(c.measured_error[1][1][mlp] - static_cast<float>(1 / 1.5 - 1)) < 1e-6);
     QVERIFY(std::isnan(c.measured_error[0][1][2]));  // extra.op has no prediction
-    QVERIFY(qAbs(c.predicted_error[0][2][0] + 0.2f) < 1e-6);  // the all-reduce, 20% faster
+    QVERIFY(qAbs(c.predicted_error[0][2][0] - 0.25f) < 1e-6);  // the all-reduce ran 20% faster
+  }
+  void ComparesTheMedianSteadyStepOrTheChosenOne() {
+    // A measured run of three steps: 0 (warm-up, slow), 1 (4 ms) and 2 (5 ms, the mlp slower).
+    StepReport measured = small_step(1, "measured");
+    measured.timeline.clear();
+    const double spans[] = {9e-3, 4e-3, 5e-3};
+    double at = 0;
+    for (int k = 0; k < 3; ++k) {
+      for (OpRecord o : small_step(1, "measured").ops) {
+        if (k == 0) o.duration_s *= 2;
+        if (k == 2 && o.name == "L0.mlp.fwd.mb0") o.duration_s = 3e-3;
+        o.start_s += at;
+        measured.timeline.push_back(o);
+      }
+      measured.steps.push_back({at, spans[k]});
+      at += spans[k];
+    }
+    auto p = trace_of(small_step(1));
+    auto m = trace_of(measured);
+    Comparison c = compare(*p, *m);
+    QCOMPARE(c.measured_steps.size(), std::size_t(3));
+    QCOMPARE(c.default_measured_step, 1LL);  // of the steady steps 1 and 2 (4 and 5 ms): the lower median
+    QCOMPARE(c.measured_step, 1LL);
+    QCOMPARE(c.diffs.size(), std::size_t(3));  // one step's ops, not all three steps'
+    for (const auto& d : c.diffs) QVERIFY2(qAbs(d.error()) < 1e-9, d.name.c_str());  // step 1 ran as predicted
+    QVERIFY(qAbs(c.measured_step_s - 4e-3) < 1e-12);
+    Comparison two = compare(*p, *m, 2);
+    QCOMPARE(two.measured_step, 2LL);
+    QCOMPARE(two.diffs.front().name, std::string("L0.mlp.fwd.mb0"));
+    QVERIFY(qAbs(two.diffs.front().error() - (2.0 / 3.0 - 1)) < 1e-9);
+    QVERIFY(qAbs(two.measured_step_s - 5e-3) < 1e-12);
+    bool refused = false;
+    try {
+      compare(*p, *m, 7);
+    } catch (const std::exception& e) {
+      refused = std::string(e.what()).find("no step 7") != std::string::npos;
+    }
+    QVERIFY(refused);
+  }
+  void MatchesARunsAttemptsToThePredictedSegments() {
+    const char* predicted = R"json({"traceEvents":[
+      {"ph":"X","name":"train","pid":1,"tid":0,"ts":0,"dur":3.0e9,"cat":"train"},
+      {"ph":"X","name":"train","pid":1,"tid":0,"ts":3.5e9,"dur":2.0e9,"cat":"train"}],"otherData":{"kind":"longrun"}})json";
+    const char* measured = R"json({"traceEvents":[
+      {"ph":"X","name":"train (attempt 1)","pid":1,"tid":0,"ts":0,"dur":3.3e9,"cat":"train"},
+      {"ph":"X","name":"train (attempt 2)","pid":1,"tid":0,"ts":3.9e9,"dur":2.0e9,"cat":"train"}],"otherData":{"kind":"longrun"}})json";
+    Comparison c = compare(parse_trace(std::string(predicted), "p.json"), parse_trace(std::string(measured), "m.json"));
+    QCOMPARE(c.diffs.size(), std::size_t(2));
+    QCOMPARE(c.unmatched_predicted + c.unmatched_measured, std::size_t(0));
+    QCOMPARE(c.diffs.front().name, std::string("train"));
+    QVERIFY(qAbs(c.diffs.front().error() - (3.0 / 3.3 - 1)) < 1e-9);
   }
 };
 
