@@ -100,6 +100,7 @@ int run_supervised(const ExecuteArgs& a) {
   if (a.fresh)
     for (const auto& e : fs::directory_iterator(dir))
       if (e.path().filename().string().rfind("step-", 0) == 0) fs::remove_all(e.path());
+  if (a.fresh) fs::remove(fs::path(dir) / "numerical.json");  // numerical faults: the detours of the run deleted
   std::string run_dir = (fs::path(dir) / "supervisor").string();
 
   exec::SupervisorConfig config;
@@ -181,7 +182,8 @@ int run_supervised(const ExecuteArgs& a) {
               << " s wall, start-up " << fixed(report["startup_s"].get<double>(), 2) << " s not counted)\n"
               << "  lost (s)         rollback " << fixed(l["rollback"].get<double>(), 3) << ", detection "
               << fixed(l["detection"].get<double>(), 3) << ", restart " << fixed(l["restart"].get<double>(), 3)
-              << ", checkpoint stall " << fixed(l["checkpoint_stall"].get<double>(), 3) << "\n";
+              << ", checkpoint stall " << fixed(l["checkpoint_stall"].get<double>(), 3)
+              << ", numerical " << fixed(l.value("numerical", 0.0), 3) << "\n";
   }
   if (!a.report.empty()) write_json_file(report, a.report, 2);
   if (!a.trace.empty() && report.contains("timeline")) write_json_file(exec::measured_longrun_trace(report), a.trace, -1);

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -118,6 +120,7 @@ class Runner {
 
   ExecResult run() {
     ExecResult result;
+    losses_so_far_ = &result.losses;  // numerical faults: the spike guard's window
     std::vector<std::vector<double>> starts(ops_.size()), durations(ops_.size());
     std::vector<double> timeline;  // (step, op, start, duration) of every op, for the trace
     FaultTolerance* ft = options_.ft;
@@ -126,6 +129,7 @@ class Runner {
     if (!options_.checkpoint.dir.empty()) {
       store = std::make_unique<CheckpointStore>(options_.checkpoint.dir,
                                                 options_.checkpoint.codec ? *options_.checkpoint.codec : identity_codec());
+      if (options_.checkpoint.resume) load_numerical_state();  // before resume: the data position depends on it
       if (options_.checkpoint.resume) resume(*store, result);
       checkpointer = std::make_unique<Checkpointer>(*store, comm_, checkpointer_options(*store));
     }
@@ -143,8 +147,10 @@ class Runner {
       if (ft) ft->before_step(step);
       // The batch is ready before the step starts, as a prefetching data loader has it; the
       // Program has no data op, so its cost stays out of the step as it does in the prediction.
-      set_batches(step);
+      set_batches(data_step(step));  // numerical faults: a rollback skips a window of data
       auto t0 = Clock::now();
+      verdict_ = Verdict::ok;
+      guarded_ = false;
       run_step(step, t0);
       model_.synchronize();  // a GPU's step ends when its streams drain, not when the host has enqueued it
       double local = seconds(Clock::now() - t0);
@@ -154,7 +160,8 @@ class Runner {
       if (loss_rank_)
         for (int mb = 0; mb < micro_batches_; ++mb) loss += model_.loss(mb);
       loss = comm_.all_reduce_sum(loss / micro_batches_) / program_.dp;
-      if (!std::isfinite(loss)) throw std::runtime_error("step " + std::to_string(step) + ": the loss is " + std::to_string(loss));
+      if (guarded_) loss = guard_loss_;  // the loss the step guard judged (an injected NaN or spike included)
+      if (!std::isfinite(loss) && verdict_ == Verdict::ok) throw std::runtime_error("step " + std::to_string(step) + ": the loss is " + std::to_string(loss));
       result.losses.push_back(loss);
       result.step_times_s.push_back(step_time);
       for (std::size_t i = 0; i < ops_.size(); ++i) {
@@ -170,6 +177,14 @@ class Runner {
       step_offset_ += step_time;
       step_spans_.push_back(step_time);
       if (rank_ == 0 && options_.on_step) options_.on_step(step, loss, step_time);
+      // --- numerical faults: the guard's verdict, reached alike on every rank ---
+      if (verdict_ != Verdict::ok) {
+        record_numerical(step, loss, step_time);
+        if (verdict_ == Verdict::rollback) {
+          step = rollback(step, store.get(), checkpointer.get(), result) - 1;  // the loop's ++ resumes there
+          continue;
+        }
+      }
       // Checkpoints between steps; the time they block training is the checkpoint stall.
       double stall_s = 0;
       if (checkpointer) {
@@ -185,8 +200,9 @@ class Runner {
           auto t0 = Clock::now();
           ShardState state = export_state(done);  // the snapshot to host memory
           nlohmann::json extra = {{"losses", result.losses}, {"adamw_step", done}, {"zero", zero_}, {"dp", ranks_},
-                                  {"data", {{"next_step", done}, {"samples_seen", samples_before(done)},
+                                  {"data", {{"next_step", done}, {"samples_seen", samples_before(data_step(done))},
                                             {"source", data_.describe()}}},
+                                  {"numerical", numerical_state()},
                                   {"rng", {{"kind", "counter-based SplitMix64"}, {"seed", plan_.training.seed},
                                            {"state", "none beyond (seed, step): restoring the step restores every stream"}}}};
           double snapshot_s = seconds(Clock::now() - t0);
@@ -201,7 +217,8 @@ class Runner {
       if (ft) {
         ft->beat(step + 1);
         if (rank_ == 0)
-          ft->event({{"event", "step"}, {"step", step + 1}, {"loss", loss}, {"step_s", step_time}, {"stall_s", stall_s}});
+          ft->event({{"event", "step"}, {"step", step + 1}, {"loss", loss}, {"step_s", step_time}, {"stall_s", stall_s},
+                     {"skipped", verdict_ == Verdict::skip}});
       }
       checkpoint_stall_s_ += stall_s;
     }
@@ -283,8 +300,9 @@ class Runner {
                             {"poisson_examples_dropped", poisson_dropped_},
                             {"secret_noise_key", has_secret_}};
     }
-    r.extra["data"] = {{"source", data_.describe()}, {"first_sample", samples_before(start_step_)},
-                       {"samples_seen", samples_before(options_.steps)}};
+    r.extra["data"] = {{"source", data_.describe()}, {"first_sample", samples_before(data_step(start_step_))},
+                       {"samples_seen", samples_before(data_step(options_.steps))}};
+    r.extra["numerical"] = numerical_state();
     if (!options_.checkpoint.dir.empty())
       r.extra["checkpoint"] = {{"dir", options_.checkpoint.dir}, {"mode", options_.checkpoint.mode},
                                {"resumed_from_step", start_step_}, {"stall_s", checkpoint_stall_s_}};
@@ -476,7 +494,10 @@ class Runner {
     const auto& saved = c.manifest.value("data", nlohmann::json::object());
     if (saved.contains("samples_seen") && saved["samples_seen"].is_number_integer())
       data_samples_ = saved["samples_seen"].get<long long>();
-    for (const auto& l : c.manifest.value("losses", nlohmann::json::array())) result.losses.push_back(l.get<double>());
+    // A step the guard caught with a NaN loss is saved as null.
+    for (const auto& l : c.manifest.value("losses", nlohmann::json::array()))
+      result.losses.push_back(l.is_number() ? l.get<double>() : std::numeric_limits<double>::quiet_NaN());
+    data_step_ = data_step(c.step);
     if (rank_ == 0)
       std::cout << "resumed from the checkpoint of step " << c.step << " (" << store.step_dir(c.step) << ", written by "
                 << c.ranks << " rank(s)" << (c.ranks != ranks_ ? ", resharded" : "") << "); the data continues at sample "
@@ -1049,7 +1070,9 @@ class Runner {
     // DP-SGD with Poisson sampling averages over the expected batch, not over the slots.
     if (private_ && expected_batch_ != plan_.training.global_batch)
       scale *= static_cast<float>(plan_.training.global_batch) / static_cast<float>(expected_batch_);
-    const auto& opt = plan_.training.optimizer;
+    if (!guard(step - 1, scale)) return;  // numerical faults: this update is dropped (skip) or undone (rollback)
+    OptimizerSpec opt = plan_.training.optimizer;
+    opt.lr *= lr_factor_at(step - 1);
     if (audit_) {  // the reduced, noisy gradient: what DP-SGD releases
       if (zero_ == 0 && dpc_->rank() == 0) score_canaries(grads_.data(), 0, total_);
       if (zero_ != 0)
@@ -1068,6 +1091,219 @@ class Runner {
     }
     model_.parameters_changed();
   }
+
+  // --- numerical faults (issue 18 part 2; docs/reliability.md, "Numerical faults") ---------------
+  // The guard runs inside the optimizer op, before any update: every rank's mean loss and its
+  // owned part of the squared gradient norm are summed over the world, each rank judges them, and
+  // the verdicts are max-reduced, so all ranks drop (or roll back) the same step.
+  enum class Verdict { ok = 0, skip = 1, rollback = 2 };
+  Verdict verdict_ = Verdict::ok;
+  bool guarded_ = false;
+  double guard_loss_ = 0, guard_grad_norm_ = 0;
+  std::string guard_what_;
+  int rollbacks_ = 0;
+  struct Detour {
+    long long from = 0, skip = 0, lr_steps = 0;  // from this step on: data `skip` steps ahead; lr x factor for lr_steps
+    double lr_factor = 1;
+  };
+  std::vector<Detour> detours_;      // every rollback's, in order (also in DIR/numerical.json)
+  std::set<long long> flagged_;      // steps the guard caught: their losses stay out of the spike window
+  std::vector<nlohmann::json> numerical_events_;
+
+  long long data_step(long long s) const {
+    for (const auto& d : detours_)
+      if (s >= d.from) s += d.skip;
+    return s;
+  }
+  double lr_factor_at(long long s) const {
+    double f = 1;
+    for (const auto& d : detours_)
+      if (s >= d.from && s < d.from + d.lr_steps) f *= d.lr_factor;
+    return f;
+  }
+  nlohmann::json numerical_state() const {
+    nlohmann::json d = nlohmann::json::array();
+    for (const auto& x : detours_)
+      d.push_back({{"from_step", x.from}, {"skip_data_steps", x.skip}, {"lr_factor", x.lr_factor}, {"lr_steps", x.lr_steps}});
+    return {{"policy", plan_.reliability.numerical.policy}, {"detours", d}, {"flagged_steps", flagged_},
+            {"events", numerical_events_}};
+  }
+  std::string numerical_file() const {
+    return options_.checkpoint.dir.empty() ? "" : options_.checkpoint.dir + "/numerical.json";
+  }
+  // DIR/numerical.json: the run's detours, so that an attempt restarted after a kill (or a run that
+  // should skip a window from the start, as the tests' reference) keeps the same data order.
+  void load_numerical_state() {
+    std::string path = numerical_file();
+    std::error_code ec;
+    if (path.empty() || !std::filesystem::exists(path, ec)) return;
+    nlohmann::json j = read_json_file(path);
+    try {
+      detours_.clear();
+      for (const auto& d : j.at("detours"))
+        detours_.push_back({d.at("from_step").get<long long>(), d.value("skip_data_steps", 0LL), d.value("lr_steps", 0LL),
+                            d.value("lr_factor", 1.0)});
+      for (const auto& s : j.value("flagged_steps", nlohmann::json::array())) flagged_.insert(s.get<long long>());
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(path + ": not a numerical-state file (" + e.what() + ")");
+    }
+  }
+  void save_numerical_state() {
+    std::string path = numerical_file();
+    if (path.empty() || rank_ != 0) return;
+    nlohmann::json j = numerical_state();
+    j.erase("events");
+    {
+      std::ofstream out(path + ".tmp");
+      out << j.dump(1) << "\n";
+      if (!out) throw std::runtime_error("cannot write " + path + ".tmp");
+    }
+    std::filesystem::rename(path + ".tmp", path);
+  }
+
+  // Returns true when the update may go ahead. `scale` is what the gradients are multiplied by
+  // before the update (the norm reported is of the averaged gradient).
+  bool guard(long long step, float scale) {
+    const auto& num = plan_.reliability.numerical;
+    double local_loss = 0;
+    if (loss_rank_)
+      for (int mb = 0; mb < micro_batches_; ++mb) local_loss += model_.loss(mb);
+    local_loss /= micro_batches_;
+    FaultTolerance::NumericalInjection inj;
+    if (options_.ft) inj = options_.ft->numerical_at(step);
+    // The gradients this rank applies (ZeRO: its shards; DDP: the replicated array, counted once per
+    // DP x CP group; TP-replicated parameters count once per TP rank).
+    std::vector<std::pair<float*, std::size_t>> parts;
+    if (zero_ == 0) parts.push_back({grads_.data(), total_});
+    else
+      for (auto& [key, s] : shards_) parts.push_back({s.grad.data(), static_cast<std::size_t>(s.mine)});
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (auto& [p, n] : parts) {
+      if (inj.nan) model_.scale(p, nan, n);
+      if (inj.factor != 1) model_.scale(p, static_cast<float>(inj.factor), n);
+    }
+    if (inj.nan) local_loss = std::numeric_limits<double>::quiet_NaN();
+    local_loss *= inj.factor;
+    double sq = 0;
+    if (zero_ != 0 || dpc_->rank() == 0) {
+      std::vector<float> host;
+      for (auto& [p, n] : parts) {
+        host.resize(n);
+        model_.download(host.data(), p, n);
+        for (float g : host) sq += static_cast<double>(g) * g;
+      }
+    }
+    guard_loss_ = comm_.all_reduce_sum(local_loss) / program_.dp;
+    guard_grad_norm_ = std::sqrt(comm_.all_reduce_sum(sq)) * scale;
+    guarded_ = true;
+    // This rank's judgement, then everyone's: the worst verdict wins on every rank.
+    std::string what;
+    if (!std::isfinite(guard_loss_)) what = "non-finite loss";
+    else if (!std::isfinite(guard_grad_norm_)) what = "non-finite gradient norm";
+    else if (num.spike_sigma > 0) {
+      std::vector<double> w = spike_window(step);
+      if (static_cast<int>(w.size()) >= num.window) {
+        double mean = std::accumulate(w.begin(), w.end(), 0.0) / static_cast<double>(w.size()), var = 0;
+        for (double x : w) var += (x - mean) * (x - mean);
+        double sd = std::sqrt(var / static_cast<double>(w.size() - 1));
+        if (guard_loss_ > mean + num.spike_sigma * sd)
+          what = "loss spike (" + std::to_string(guard_loss_) + " > mean " + std::to_string(mean) + " + " +
+                 std::to_string(num.spike_sigma) + " x sd " + std::to_string(sd) + " of the last " + std::to_string(w.size()) + ")";
+      }
+    }
+    double mine = what.empty() ? 0 : (num.policy == "rollback" ? 2 : 1);
+    double all = comm_.all_reduce_max(mine);
+    verdict_ = static_cast<Verdict>(static_cast<int>(all));
+    guard_what_ = what.empty() && verdict_ != Verdict::ok ? "caught on another rank" : what;
+    return verdict_ == Verdict::ok;
+  }
+  // The losses the spike guard compares with: the last `window` accepted ones before `step`.
+  std::vector<double> spike_window(long long step) const {
+    std::vector<double> w;
+    const auto& losses = losses_so_far_ ? *losses_so_far_ : std::vector<double>{};
+    for (long long s = std::min<long long>(step, static_cast<long long>(losses.size())) - 1;
+         s >= 0 && static_cast<int>(w.size()) < plan_.reliability.numerical.window; --s)
+      if (!flagged_.count(s) && std::isfinite(losses[static_cast<std::size_t>(s)])) w.push_back(losses[static_cast<std::size_t>(s)]);
+    return w;
+  }
+  const std::vector<double>* losses_so_far_ = nullptr;
+
+  void record_numerical(long long step, double loss, double step_time) {
+    const auto& num = plan_.reliability.numerical;
+    flagged_.insert(step);
+    nlohmann::json e = {{"event", "numerical"}, {"category", "numerical"}, {"step", step + 1}, {"bad_step", step},
+                        {"what", guard_what_}, {"policy", num.policy},
+                        {"loss", std::isfinite(loss) ? nlohmann::json(loss) : nlohmann::json(std::to_string(loss))},
+                        {"grad_norm", std::isfinite(guard_grad_norm_) ? nlohmann::json(guard_grad_norm_)
+                                                                      : nlohmann::json(std::to_string(guard_grad_norm_))},
+                        {"step_s", step_time}};
+    numerical_events_.push_back(e);
+    if (rank_ == 0) {
+      std::cout << "numerical fault at step " << step << ": " << guard_what_ << " (loss " << loss << ", gradient norm "
+                << guard_grad_norm_ << "); " << (verdict_ == Verdict::skip ? "update skipped" : "rolling back") << "\n"
+                << std::flush;
+      if (options_.ft) options_.ft->event(e);
+    }
+    if (verdict_ == Verdict::skip) save_numerical_state();
+  }
+
+  // Back to the newest checkpoint at or before `step` (the initial state when there is none),
+  // with the data from `step` on moved skip_data_window steps ahead. Returns the step to resume at.
+  long long rollback(long long step, CheckpointStore* store, Checkpointer* checkpointer, ExecResult& result) {
+    const auto& num = plan_.reliability.numerical;
+    FaultTolerance* ft = options_.ft;
+    if (ft && rank_ == 0)  // the bad step's time: computed, then thrown away
+      ft->event({{"event", "step"}, {"step", step + 1}, {"loss", nullptr}, {"step_s", step_spans_.back()}, {"stall_s", 0.0},
+                 {"rolled_back", true}});
+    if (++rollbacks_ > num.max_rollbacks)
+      throw std::runtime_error("step " + std::to_string(step) + ": numerical fault (" + guard_what_ + ") after " +
+                               std::to_string(num.max_rollbacks) + " rollback(s) (reliability.numerical.max_rollbacks)");
+    auto t0 = Clock::now();
+    if (checkpointer) checkpoint_stall_s_ += checkpointer->finish();  // an async write in flight lands first
+    LoadedCheckpoint c;
+    bool found = store && load_latest(*store, comm_, identity(), c, [&](long long s, const std::string& why) {
+      if (rank_ == 0) std::cerr << "ditwin: checkpoint of step " << s << " refused: " << why << "\n";
+    }, step + 1);
+    result.losses.clear();
+    if (found) {
+      import_state(c);
+      for (const auto& l : c.manifest.value("losses", nlohmann::json::array()))
+        result.losses.push_back(l.is_number() ? l.get<double>() : std::numeric_limits<double>::quiet_NaN());
+    } else {  // the initial state: the seed's parameters, optimizer state zero
+      std::vector<float> init(total_);
+      model_.init_parameters(init.data(), plan_.training.seed);
+      c.params.assign(model_.global_parameter_count(), 0.0f);
+      const auto& global = model_.global_index();
+      for (std::size_t k = 0; k < total_; ++k) c.params[global[k]] = init[k];
+      import_state(c);
+      c.step = 0;
+    }
+    // The data position of the state restored, before the new detour moves what follows.
+    long long to = found ? c.step : 0;
+    data_step_ = data_step(to);
+    data_samples_ = data_step_ * plan_.training.global_batch;
+    if (found) {
+      const auto& saved = c.manifest.value("data", nlohmann::json::object());
+      if (saved.contains("samples_seen") && saved["samples_seen"].is_number_integer())
+        data_samples_ = saved["samples_seen"].get<long long>();
+    }
+    detours_.push_back({step, num.skip_data_window, num.lr_factor != 1 ? num.lr_steps : 0, num.lr_factor});
+    save_numerical_state();
+    double load_s = seconds(Clock::now() - t0);
+    nlohmann::json e = {{"event", "numerical_rollback"}, {"category", "numerical"}, {"bad_step", step}, {"to_step", to},
+                        {"load_s", load_s}, {"skip_data_steps", num.skip_data_window}, {"lr_factor", num.lr_factor},
+                        {"lr_steps", num.lr_steps}, {"from_checkpoint", found}};
+    numerical_events_.push_back(e);
+    if (rank_ == 0) {
+      std::cout << "rolled back to " << (found ? "the checkpoint of step " + std::to_string(to) : std::string("the initial state"))
+                << " in " << load_s << " s; the data of steps " << step << ".." << step + num.skip_data_window - 1
+                << " is skipped" << (num.lr_factor != 1 ? ", lr x " + std::to_string(num.lr_factor) + " for " + std::to_string(num.lr_steps) + " steps" : std::string()) << "\n" << std::flush;
+      if (ft) ft->event(e);
+    }
+    if (ft) ft->beat(to);
+    return to;
+  }
+  // --- end numerical faults ---------------------------------------------------------------------
 
   // The whole model in the one-rank flat layout, on rank 0 (empty elsewhere): every rank's
   // current parameters (ZeRO shards gathered first), each element from the rank that writes it.

@@ -388,7 +388,7 @@ ClusterSpec parse_cluster(JsonReader r) {
   return c;
 }
 
-const std::vector<std::string> inject_kinds = {"kill", "hang", "kill_during_checkpoint", "corrupt_shard"};
+const std::vector<std::string> inject_kinds = {"kill", "hang", "kill_during_checkpoint", "corrupt_shard", "nan", "spike"};
 
 // A random injection time: uniform in [0, within_s), from the seed alone (SplitMix64), so the
 // executor and the simulator agree on it.
@@ -408,6 +408,8 @@ void check_inject(const InjectSpec& in, bool has_step, bool has_time, Fail fail)
   if (at_checkpoint && !has_step) fail("step", in.kind + " needs the step of the checkpoint it hits");
   if (at_checkpoint && in.step < 1) fail("step", in.kind + " hits the checkpoint taken after that many steps: must be >= 1");
   if (!(in.fraction > 0 && in.fraction < 1)) fail("fraction", "must be in (0, 1)");
+  if (in.numerical() && !has_step) fail("step", in.kind + " needs the step whose loss it hits (step=S)");
+  if (in.kind == "spike" && !(in.factor > 0 && std::isfinite(in.factor))) fail("factor", "must be a finite number > 0");
 }
 
 InjectSpec parse_inject_object(JsonReader& c) {
@@ -425,10 +427,43 @@ InjectSpec parse_inject_object(JsonReader& c) {
     in.at_s = random_time(static_cast<std::uint64_t>(seed), positive_number(c, "within_s", 1));
   }
   in.fraction = c.number("fraction", 0.5);
+  if (in.kind == "spike") {  // every rank's loss: no rank; the factor is required
+    if (c.has("rank")) c.fail("rank", "spike scales every rank's loss and gradients: give no rank");
+    if (!c.has("factor")) c.fail("factor", "is required (spike:step=S,factor=F)");
+    in.factor = c.number("factor");
+  }
   check_inject(in, has_step, in.at_s >= 0, [&](const std::string& key, const std::string& rule) { c.fail(key, rule); });
   c.finish();
   return in;
 }
+
+// --- numerical faults (issue 18 part 2) ---
+NumericalSpec parse_numerical(JsonReader n) {
+  NumericalSpec s;
+  s.policy = n.choice("policy", {"skip", "rollback"}, "skip");
+  s.spike_sigma = non_negative(n, "spike_sigma", 6);
+  long long window = n.integer("window", 20);
+  if (window < 2 || window > 100000) n.fail("window", "must be in [2, 100000] (losses the spike guard looks back over)");
+  s.window = static_cast<int>(window);
+  bool rollback = s.policy == "rollback";
+  for (const char* key : {"skip_data_window", "lr_factor", "lr_steps", "max_rollbacks"})
+    if (!rollback && n.has(key)) n.fail(key, "applies to \"policy\": \"rollback\" only (this plan's policy is skip)");
+  s.skip_data_window = n.integer("skip_data_window", 1);
+  if (s.skip_data_window < 0 || s.skip_data_window > 1000000000) n.fail("skip_data_window", "must be in [0, 1e9] (steps of data)");
+  s.lr_factor = n.number("lr_factor", 1);
+  if (!(s.lr_factor > 0 && s.lr_factor <= 1)) n.fail("lr_factor", "must be in (0, 1]");
+  s.lr_steps = n.integer("lr_steps", 0);
+  if (s.lr_steps < 0 || s.lr_steps > 1000000000) n.fail("lr_steps", "must be in [0, 1e9]");
+  if (s.lr_factor != 1 && s.lr_steps == 0) n.fail("lr_steps", "must be >= 1 with lr_factor " + std::to_string(s.lr_factor) + " (the steps it lasts)");
+  long long maxr = n.integer("max_rollbacks", 3);
+  if (maxr < 1 || maxr > 1000) n.fail("max_rollbacks", "must be in [1, 1000]");
+  s.max_rollbacks = static_cast<int>(maxr);
+  s.rate_per_day = non_negative(n, "rate_per_day", 0);
+  if (s.rate_per_day > 1e6) n.fail("rate_per_day", "must be <= 1e6");
+  n.finish();
+  return s;
+}
+// --- end numerical faults ---
 
 ReliabilitySpec parse_reliability(JsonReader r) {
   ReliabilitySpec s;
@@ -509,6 +544,7 @@ ReliabilitySpec parse_reliability(JsonReader r) {
     s.restart.backoff_max_s = non_negative(p, "backoff_max_s", 60);
     p.finish();
   }
+  if (r.has("numerical")) s.numerical = parse_numerical(r.object("numerical"));
   if (r.has("inject")) {
     const auto& list = r.raw("inject");
     if (!list.is_array()) r.fail("inject", "must be an array of objects");
@@ -652,6 +688,10 @@ double RestartPolicySpec::backoff_before(int restart) const {
 
 std::string InjectSpec::describe() const {
   std::ostringstream os;
+  if (kind == "spike") {
+    os << kind << ":step=" << step << ",factor=" << factor;
+    return os.str();
+  }
   os << kind << ":rank=" << rank;
   if (step >= 0) os << ",step=" << step;
   if (at_s >= 0) os << ",at_s=" << at_s;
@@ -671,6 +711,14 @@ void check_injections(const Plan& plan, const std::vector<InjectSpec>& inject, l
     if (in.step >= steps)
       throw InputError(where(i) + ": step " + std::to_string(in.step) + " is never reached in a run of " +
                        std::to_string(steps) + " steps");
+    if (in.kind == "spike") {  // a spike the guard cannot see would only be a bad update
+      const auto& num = plan.reliability.numerical;
+      if (num.spike_sigma <= 0)
+        throw InputError(where(i) + ": the spike guard is off (reliability.numerical.spike_sigma is 0)");
+      if (in.step < num.window)
+        throw InputError(where(i) + ": the spike guard needs " + std::to_string(num.window) +
+                         " losses first (reliability.numerical.window): inject at step >= " + std::to_string(num.window));
+    }
     if (in.kind == "kill_during_checkpoint" || in.kind == "corrupt_shard") {
       if (ck.interval_steps < 1)
         throw InputError(where(i) + ": needs checkpoints every N steps (reliability.checkpoint.interval_steps)");

@@ -147,12 +147,14 @@ struct RestartPolicySpec {
 
 // One injected fault (reliability.inject, or `ditwin execute --inject`). Each fires once per run.
 struct InjectSpec {
-  std::string kind;    // kill | hang | kill_during_checkpoint | corrupt_shard
+  std::string kind;    // kill | hang | kill_during_checkpoint | corrupt_shard | nan | spike
   int rank = 0;
   long long step = -1;  // >= 0: at the start of this step (0-based: after `step` steps); for the
                         // checkpoint kinds, the checkpoint taken after `step` steps
   double at_s = -1;     // >= 0 (kill, hang): this long after the training of an attempt starts
   double fraction = 0.5;  // kill_during_checkpoint: how far through its shard file the rank dies
+  double factor = 1;      // spike: the loss and gradients of that step are scaled by this (every rank)
+  bool numerical() const { return kind == "nan" || kind == "spike"; }  // caught by the step guard, not a crash
   std::string describe() const;  // "kill:rank=1,step=7", the CLI form
 };
 // Parses the CLI form "KIND:key=value,..." (keys rank, step, at_s, seed + within_s, fraction);
@@ -167,6 +169,22 @@ struct FailureCategorySpec {
   std::string detection = "heartbeat";  // heartbeat (process dies) | timeout (collective hangs)
   bool node_lost = true;                // the node must be replaced before the job restarts
 };
+
+// --- numerical faults (issue 18 part 2) ---------------------------------------------------------
+// The step guard (reliability.numerical, docs/plan.md and docs/reliability.md): a non-finite loss or
+// gradient norm, or a loss above mean + spike_sigma x stddev of the last `window` accepted losses,
+// is caught on every rank alike and handled by `policy`.
+struct NumericalSpec {
+  std::string policy = "skip";  // skip: drop the step's update | rollback: last good checkpoint, skip the data window
+  double spike_sigma = 6;       // 0 = no spike guard
+  int window = 20;              // accepted losses the spike guard needs (and looks back over)
+  long long skip_data_window = 1;  // rollback: steps of data skipped from the bad step on
+  double lr_factor = 1;         // rollback: the learning rate is multiplied by this ...
+  long long lr_steps = 0;       // ... for this many steps from the bad step on
+  int max_rollbacks = 3;        // per attempt; one more is an error (the supervisor restarts)
+  double rate_per_day = 0;      // the simulator: numerical faults per day of training (per job)
+};
+// --- end numerical faults ------------------------------------------------------------------------
 
 struct ReliabilitySpec {
   std::string failures = "none";  // preset: none | llama3 | meta-rsc
@@ -184,6 +202,7 @@ struct ReliabilitySpec {
   double straggler_fraction = 0.0, straggler_slowdown = 1.0;
   RestartPolicySpec restart;
   std::vector<InjectSpec> inject;
+  NumericalSpec numerical;  // issue 18 part 2
   double exit_detection_s = 0.5;  // a process that exits (node alive) is noticed by its launcher
 };
 

@@ -51,6 +51,7 @@ const char* to_string(Cause c) {
     case Cause::checkpoint_stall: return "checkpoint_stall";
     case Cause::stragglers: return "stragglers";
     case Cause::planned_maintenance: return "planned_maintenance";
+    case Cause::numerical: return "numerical";
     case Cause::count: break;
   }
   return "?";
@@ -94,6 +95,8 @@ LongRunInputs longrun_inputs(const Plan& plan, double step_time_s, double mfu) {
   in.interval_s = std::max(1.0, std::ceil(interval / step_time_s - 1e-9)) * step_time_s;
   if (rel.checkpoint.interval_steps > 0) in.interval_s = static_cast<double>(rel.checkpoint.interval_steps) * step_time_s;
   in.restart = rel.restart;
+  in.numerical_policy = rel.numerical.policy;  // numerical faults
+  in.numerical_per_s = rel.numerical.rate_per_day / 86400;
   if (plan.run.duration_s > 0) {
     in.duration_s = plan.run.duration_s;
   } else {
@@ -134,6 +137,21 @@ std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, con
       long long done = s + 1;
       bool checkpoint = done % every == 0 && done < steps;
       if (checkpoint) cycle_end += in.stall_s;
+      // Numerical faults are caught at the end of the step's backward, before its update (and before
+      // the checkpoint after it). A skip costs the step and changes nothing else; a rollback ends the
+      // walk like a failure and restarts it from the newest durable checkpoint, in process.
+      for (std::size_t i = 0; i < inject.size(); ++i) {
+        const auto& f = inject[i];
+        if (fired[i] || !f.numerical() || f.step != s || (fire_t >= 0 && fire_t <= step_end)) continue;
+        if (in.numerical_policy == "rollback") {
+          consider(static_cast<int>(i), step_end);
+        } else {
+          fired[i] = true;
+          // after the checkpoint that follows the step, which the executor still takes: the
+          // player's checkpoint cycle then stays on the executor's steps
+          out.push_back({cycle_end, "injected " + f.describe(), false, 0.0, true});
+        }
+      }
       for (std::size_t i = 0; i < inject.size(); ++i) {
         const auto& f = inject[i];
         if (fired[i]) continue;
@@ -151,18 +169,24 @@ std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, con
     fired[which] = true;
     const auto& f = inject[which];
     bool hang = f.kind == "hang";
-    out.push_back({fire_t, "injected " + f.describe(), hang, hang ? in.heartbeat_s : exit_detection_s});
+    if (f.numerical()) out.push_back({fire_t, "injected " + f.describe(), false, 0.0, true});
+    else out.push_back({fire_t, "injected " + f.describe(), hang, hang ? in.heartbeat_s : exit_detection_s});
     resume = 0;
     for (const auto& c : checkpoints)
       if (c.at <= fire_t) resume = std::max(resume, c.step);
     checkpoints.erase(std::remove_if(checkpoints.begin(), checkpoints.end(), [&](const Durable& c) { return c.step > resume; }),
                       checkpoints.end());
-    int restart = static_cast<int>(out.size());
+    if (f.numerical()) {  // in process: the host is "down" for off_s in the player, then the load
+      t = fire_t + 1e-3 + in.load_s;
+      continue;
+    }
+    int restart = static_cast<int>(std::count_if(out.begin(), out.end(), [](const Scheduled& e) { return !e.numerical; }));
     t = fire_t + out.back().detect_s + in.restart.backoff_before(restart) + in.process_start_s + in.comm_init_s + in.load_s;
   }
   in.failures.categories.clear();
   in.failures.planned_per_node_s = 0;
   in.failures.source = "injected (deterministic)";
+  in.numerical_per_s = 0;  // the injected ones replace the sampled ones
   for (const auto& e : out) in.failures.categories.push_back({e.name, 0.0, e.hang, false});
   in.scheduled = out;
   return out;
@@ -193,6 +217,7 @@ struct Event {
   bool slow_after = false;  // the allocation that resumes after it has a straggler
   bool lead = true;         // false: falls while the host is already down for the event before
   double detect_s = -1;     // >= 0 (deterministic mode): this detection delay instead of the category's
+  bool numerical = false;   // a numerical fault (category -2 when sampled)
 };
 
 struct TrialDraw {
@@ -215,6 +240,7 @@ TrialDraw draw_trial(const LongRunInputs& in, std::uint64_t seed, int trial) {
       e.t = in.scheduled[i].t_s;
       e.category = static_cast<int>(i);
       e.detect_s = in.scheduled[i].detect_s;
+      e.numerical = in.scheduled[i].numerical;
       d.events.push_back(e);
     }
     double lead_t = -1e300;
@@ -250,6 +276,18 @@ TrialDraw draw_trial(const LongRunInputs& in, std::uint64_t seed, int trial) {
       if (t >= horizon) break;
       d.events.push_back({t, -1, false});
     }
+  if (in.numerical_per_s > 0) {  // numerical faults: their own stream, so other draws do not move
+    Rng nrng{mix64(mix64(seed + 0x3C6EF372FE94F82BULL) ^ mix64(static_cast<std::uint64_t>(trial) + 0xA54FF53A5F1D36F1ULL))};
+    for (double t = 0;;) {
+      t += -std::log(nrng.uniform()) / in.numerical_per_s;
+      if (t >= horizon) break;
+      Event e;
+      e.t = t;
+      e.category = -2;
+      e.numerical = true;
+      d.events.push_back(e);
+    }
+  }
   std::sort(d.events.begin(), d.events.end(), [](const Event& a, const Event& b) { return a.t < b.t; });
   // Events within one down time of the event that took the host down are one interruption.
   double lead_t = -1e300;
@@ -376,7 +414,7 @@ private:
   }
 
   // Splits e seconds of a training segment into kept work, rollback, stalls and straggler time.
-  void close_segment(double e, Close how) {
+  void close_segment(double e, Close how, Cause lost_as = Cause::rollback) {
     double c = cycle(), w = stall();
     double k = std::floor(e / c + 1e-12);
     double r = std::max(0.0, e - k * c);
@@ -387,7 +425,7 @@ private:
       double durable = (k > 0 && k * c + in_.persist_s <= e) ? k : std::max(0.0, k - 1);
       kept = durable * in_.interval_s;
     }
-    account(Cause::rollback, work - kept);
+    account(lost_as, work - kept);
     account(Cause::checkpoint_stall, stalled);
     account(Cause::stragglers, kept * (1 - 1 / slow_));
     result().productive_s += kept / slow_;
@@ -409,7 +447,8 @@ private:
       throw std::logic_error("longrun: actor restarted without a pending event at t=" + std::to_string(rel_now));
     const Event& ev = draw.events[next_event_];
     double t_abs = base(current_) + ev.t;
-    bool planned = ev.category < 0;
+    if (recover_numerical(draw, now, t_abs)) return;
+    bool planned = ev.category == -1;
     if (in_work_) {
       close_segment(t_abs - seg_start_, planned ? Close::planned : Close::killed);
       in_work_ = false;
@@ -425,7 +464,9 @@ private:
     for (bool first = true; next_event_ < draw.events.size() && (first || !draw.events[next_event_].lead);
          ++next_event_, first = false) {
       const Event& e = draw.events[next_event_];
-      if (e.category < 0) {
+      if (e.numerical) {  // folded into the failure beside it: its recovery rolls back anyway
+        mark("numerical fault", "failure", base(current_) + e.t, 0);
+      } else if (e.category < 0) {
         result().planned++;
         mark("planned maintenance", "failure", base(current_) + e.t, 0);
       } else {
@@ -468,6 +509,44 @@ private:
     phases_.push_back({Cause::comm_init, in_.comm_init_s, "communicator init"});
     phases_.push_back({Cause::checkpoint_load, in_.load_s, "checkpoint load"});
     for (auto& p : phases_) p.duration_s = std::max(0.0, p.duration_s);
+  }
+
+  // --- numerical faults (issue 18 part 2) ---
+  // An interruption made of numerical faults only: the processes live on. Skip: the step's work is
+  // lost, the run goes on from where it was. Rollback: the work since the last durable checkpoint is
+  // lost (as in a failure) and the checkpoint is loaded, in process. The host's down time (off_s)
+  // counts as numerical. A fault that falls outside training (a recovery phase) is not one: the
+  // guard only sees steps; the phase goes on. Returns false when a failure is part of it.
+  bool recover_numerical(const TrialDraw& draw, double now, double t_abs) {
+    std::size_t end = next_event_;
+    for (bool first = true; end < draw.events.size() && (first || !draw.events[end].lead); ++end, first = false)
+      if (!draw.events[end].numerical) return false;
+    account(Cause::numerical, now - t_abs);
+    if (!in_work_) {
+      if (!phases_.empty()) {  // the phase resumes for what it had left
+        double d = t_abs - phase_start_;
+        account(phase_.cause, d);
+        phases_.front().duration_s = std::max(0.0, phases_.front().duration_s - d);
+      }
+      next_event_ = end;
+      return true;
+    }
+    in_work_ = false;
+    for (std::size_t i = next_event_; i < end; ++i) {
+      result().numerical++;
+      mark("numerical fault", "failure", base(current_) + draw.events[i].t, 0);
+    }
+    if (in_.numerical_policy == "rollback") {
+      close_segment(t_abs - seg_start_, Close::killed, Cause::numerical);
+      phases_.push_back({Cause::numerical, in_.load_s, "numerical: checkpoint load"});
+    } else {
+      close_segment(t_abs - seg_start_, Close::planned);
+      double d = std::min(in_.step_time_s * static_cast<double>(end - next_event_), result().productive_s);
+      result().productive_s -= d;  // the steps ran; their updates were dropped
+      account(Cause::numerical, d);
+    }
+    next_event_ = end;
+    return true;
   }
 
   const LongRunInputs& in_;
@@ -524,7 +603,7 @@ nlohmann::json play_in_this_process(const LongRunInputs& in, const std::vector<i
   auto& rows = out["trials"] = nlohmann::json::array();
   for (size_t i = 0; i < ids.size(); ++i) {
     const auto& r = player.results_[i];
-    rows.push_back({ids[i], r.wall_s, r.productive_s, r.lost_s, r.failures, r.planned, r.finished});
+    rows.push_back({ids[i], r.wall_s, r.productive_s, r.lost_s, r.failures, r.planned, r.finished, r.numerical});
   }
   auto& ev = out["timeline"] = nlohmann::json::array();
   for (const auto& e : player.events_) ev.push_back({e.name, e.category, e.start_s, e.duration_s});
@@ -573,6 +652,7 @@ LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& op
       r.failures = row[4];
       r.planned = row[5];
       r.finished = row[6];
+      if (row.size() > 7) r.numerical = row[7];
       result.trials[row[0].get<int>()] = r;
     }
     for (const auto& e : out["timeline"]) result.timeline.push_back({e[0], e[1], e[2], e[3]});
@@ -646,7 +726,7 @@ nlohmann::json to_json(const LongRunResult& r) {
   std::vector<std::pair<std::string, double>> groups = {
       {"rollback", lost(Cause::rollback)}, {"restart", restart_s}, {"detection", lost(Cause::detection)},
       {"checkpoint_stall", lost(Cause::checkpoint_stall)}, {"stragglers", lost(Cause::stragglers)},
-      {"planned_maintenance", lost(Cause::planned_maintenance)}};
+      {"planned_maintenance", lost(Cause::planned_maintenance)}, {"numerical", lost(Cause::numerical)}};
   for (const auto& [k, v] : groups) {
     lost_h[k] = v / 3600;
     lost_frac[k] = mean_wall > 0 ? v / mean_wall : 0;
@@ -657,7 +737,8 @@ nlohmann::json to_json(const LongRunResult& r) {
   for (const auto& t : r.trials) unfinished += t.finished ? 0 : 1;
   json scheduled = json::array();
   for (const auto& f : in.scheduled)
-    scheduled.push_back({{"at_s", f.t_s}, {"name", f.name}, {"hang", f.hang}, {"detect_s", f.detect_s}});
+    scheduled.push_back({{"at_s", f.t_s}, {"name", f.name}, {"hang", f.hang}, {"detect_s", f.detect_s},
+                         {"category", f.numerical ? "numerical" : "failure"}});
   double mtbf = in.failures.unexpected_per_node_s() * in.nodes;
   mtbf = mtbf > 0 ? 1 / mtbf : 0;
   json analytic = {{"job_mtbf_h", mtbf / 3600}};
@@ -697,6 +778,10 @@ nlohmann::json to_json(const LongRunResult& r) {
           {"wall_s", mean_wall},
           {"productive_s", mean_wall - std::accumulate(mean_lost.begin(), mean_lost.end(), 0.0)},
           {"scheduled_failures", scheduled},
+          {"numerical", {{"policy", in.numerical_policy}, {"rate_per_day", in.numerical_per_s * 86400},
+                         {"faults_per_trial", std::accumulate(r.trials.begin(), r.trials.end(), 0.0,
+                                                              [](double a, const TrialResult& t) { return a + t.numerical; }) /
+                                                  static_cast<double>(std::max<std::size_t>(1, r.trials.size()))}}},
           {"simgrid_activities", r.simgrid_events}};
 }
 

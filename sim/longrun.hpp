@@ -44,8 +44,14 @@ struct LongRunInputs {
     std::string name;
     bool hang = false;
     double detect_s = 0;  // from the failure until the job knows
+    bool numerical = false;  // a numerical fault: caught by the step guard, handled in process (no restart)
   };
   std::vector<Scheduled> scheduled;
+  // Numerical faults (reliability.numerical, issue 18 part 2): sampled at a job-level rate, each costs
+  // its policy's price: skip = the step's work; rollback = the work since the last durable
+  // checkpoint + a checkpoint load (the skipped data window costs no time: its steps are not run).
+  std::string numerical_policy = "skip";
+  double numerical_per_s = 0;
 };
 
 // `step_time_s` and `mfu` come from sim::simulate_step on the same plan. An "optimal" interval is
@@ -64,7 +70,9 @@ std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, con
 
 enum class Cause {
   detection, reschedule, spare_swap, process_start, comm_init, checkpoint_load,
-  rollback, checkpoint_stall, stragglers, planned_maintenance, count
+  rollback, checkpoint_stall, stragglers, planned_maintenance,
+  numerical,  // issue 18 part 2: numerical faults, at their policy's cost
+  count
 };
 const char* to_string(Cause c);
 constexpr int cause_count = static_cast<int>(Cause::count);
@@ -74,6 +82,7 @@ struct TrialResult {
   double productive_s = 0;  // nominal training time kept (what an ideal run takes for the same work)
   std::array<double, cause_count> lost_s{};  // productive_s + sum(lost_s) == wall_s
   int failures = 0, planned = 0;
+  int numerical = 0;        // numerical faults caught (not interruptions: the processes live on)
   bool finished = true;     // a step-count run reached its steps before the simulation cap
   double ettr() const { return wall_s > 0 ? productive_s / wall_s : 0; }
 };

@@ -223,6 +223,55 @@ TEST(FtCheckpoint, PlanIdentityCoversModelAndTrainingOnly) {
   EXPECT_NE(plan_identity(changed), id);
 }
 
+// --- numerical faults (issue 18 part 2) ---
+TEST(FtNumerical, PlanKeysAndInjectionsAreRefusedNamingTheKey) {
+  auto base = read_json_file(test::scenario("tiny-cpu.json"));
+  auto refusal = [&](const nlohmann::json& numerical) {
+    auto j = base;
+    j["reliability"]["numerical"] = numerical;
+    try {
+      parse_plan(j);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(refusal({{"policy", "rollback"}, {"skip_data_window", 4}, {"lr_factor", 0.5}, {"lr_steps", 10}}), "");
+  EXPECT_NE(refusal({{"policy", "retry"}}).find("reliability.numerical.policy"), std::string::npos);
+  EXPECT_NE(refusal({{"spike_sigma", -1}}).find("reliability.numerical.spike_sigma"), std::string::npos);
+  EXPECT_NE(refusal({{"window", 1}}).find("reliability.numerical.window"), std::string::npos);
+  EXPECT_NE(refusal({{"skip_data_window", 2}}).find("reliability.numerical.skip_data_window: applies to \"policy\": \"rollback\""),
+            std::string::npos);
+  EXPECT_NE(refusal({{"policy", "rollback"}, {"lr_factor", 2}}).find("reliability.numerical.lr_factor"), std::string::npos);
+  EXPECT_NE(refusal({{"policy", "rollback"}, {"lr_factor", 0.5}}).find("reliability.numerical.lr_steps"), std::string::npos);
+  EXPECT_NE(refusal({{"rate_per_day", -2}}).find("reliability.numerical.rate_per_day"), std::string::npos);
+  EXPECT_NE(refusal({{"polcy", "skip"}}).find("polcy"), std::string::npos);
+  Plan plan = parse_plan(base);
+  EXPECT_EQ(plan.reliability.numerical.policy, "skip");  // the default guard
+  InjectSpec n = parse_inject("nan:rank=1,step=5", "--inject");
+  EXPECT_EQ(n.kind, "nan");
+  EXPECT_TRUE(n.numerical());
+  InjectSpec sp = parse_inject("spike:step=30,factor=50", "--inject");
+  EXPECT_EQ(sp.factor, 50);
+  EXPECT_EQ(sp.describe(), "spike:step=30,factor=50");
+  auto error = [&](const std::string& text, long long steps = 40) {
+    try {
+      std::vector<InjectSpec> in{parse_inject(text, "--inject")};
+      check_injections(plan, in, steps, [&](std::size_t) { return "--inject " + text; });
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error("nan:rank=0,at_s=1").find("needs the step"), std::string::npos);
+  EXPECT_NE(error("nan:rank=2,step=3").find("rank 2 is not a rank"), std::string::npos);
+  EXPECT_NE(error("spike:step=3").find("factor"), std::string::npos);
+  EXPECT_NE(error("spike:step=30,factor=0").find("factor"), std::string::npos);
+  EXPECT_NE(error("spike:rank=1,step=30,factor=5").find("give no rank"), std::string::npos);
+  EXPECT_NE(error("spike:step=3,factor=5").find("reliability.numerical.window"), std::string::npos);
+  EXPECT_EQ(error("spike:step=30,factor=5"), "");
+}
+
 TEST(FtInject, CliFormParsesAndBadFormsNameTheProblem) {
   InjectSpec k = parse_inject("kill:rank=1,step=7", "--inject");
   EXPECT_EQ(k.kind, "kill");

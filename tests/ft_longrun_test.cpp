@@ -71,4 +71,67 @@ TEST(FtLongRun, FaultsFireOnceAndACheckpointKillRollsBackToTheOneBefore) {
   EXPECT_NEAR(r.trials[0].productive_s, 6.0, 1e-6);
 }
 
+// --- numerical faults (issue 18 part 2) ---
+// A NaN at step 3 (0-based) of the 6-step run above. Skip: caught after the checkpoint that follows
+// the step (the executor still takes it), the step's work lost, nothing else moves. Rollback: caught
+// at the step's end (3 + 0.5 + 1 = 4.5 s), back to the checkpoint of step 2, in process (no
+// detection, no process start): steps 2-3 are computed again.
+TEST(FtLongRun, InjectedNanIsScheduledAndCostedByItsPolicy) {
+  constexpr double off_s = 1e-3;  // the player's down time per event, counted as numerical
+  const int num = static_cast<int>(sim::Cause::numerical);
+  {
+    auto in = small_run();
+    auto schedule = sim::schedule_injections(in, {inject("nan:rank=0,step=3")}, 6, 0.1);
+    ASSERT_EQ(schedule.size(), 1u);
+    EXPECT_TRUE(schedule[0].numerical);
+    EXPECT_DOUBLE_EQ(schedule[0].t_s, 5.0);  // steps 0-3, the checkpoints after steps 1 and 3
+    sim::LongRunOptions o;
+    o.trials = 1;
+    auto r = sim::simulate_longrun(in, o);
+    const auto& t = r.trials.at(0);
+    EXPECT_NEAR(t.wall_s, 7.0 + off_s, 1e-6);  // 6 steps + 2 checkpoints, as without the fault
+    EXPECT_NEAR(t.productive_s, 5.0, 1e-6);
+    EXPECT_NEAR(t.lost_s[num], 1.0 + off_s, 1e-6);
+    EXPECT_EQ(t.failures, 0);
+    EXPECT_EQ(t.numerical, 1);
+    auto j = sim::to_json(r);
+    EXPECT_NEAR(j["lost_hours_by_cause"]["numerical"].get<double>() * 3600, 1.0 + off_s, 1e-6);
+    EXPECT_EQ(j["scheduled_failures"][0]["category"], "numerical");
+  }
+  {
+    auto in = small_run();
+    in.numerical_policy = "rollback";
+    in.load_s = 0.25;
+    auto schedule = sim::schedule_injections(in, {inject("nan:rank=0,step=3"), inject("kill:rank=1,step=5")}, 6, 0.1);
+    ASSERT_EQ(schedule.size(), 2u);
+    EXPECT_DOUBLE_EQ(schedule[0].t_s, 4.5);
+    // Back at step 2 at 4.5 + 0.001 + 0.25: steps 2-4 and the checkpoint after step 3, then the kill at step 5.
+    EXPECT_NEAR(schedule[1].t_s, 4.751 + 3.5, 1e-9);
+    EXPECT_FALSE(schedule[1].numerical);
+    sim::LongRunOptions o;
+    o.trials = 1;
+    auto r = sim::simulate_longrun(in, o);
+    const auto& t = r.trials.at(0);
+    // numerical: steps 2-3 again (2 s), the load, the down time; the kill's restart is not numerical.
+    EXPECT_NEAR(t.lost_s[num], 2.0 + 0.25 + off_s, 1e-6);
+    EXPECT_EQ(t.numerical, 1);
+    EXPECT_EQ(t.failures, 1);
+    EXPECT_NEAR(t.productive_s, 6.0, 1e-6);
+  }
+  {  // sampled: a rate per day, on its own random stream (the other draws do not move)
+    auto in = small_run();
+    in.work_s = 86400;
+    in.interval_s = 3600;
+    in.numerical_per_s = 4.0 / 86400;
+    sim::LongRunOptions o;
+    o.trials = 200;
+    auto r = sim::simulate_longrun(in, o);
+    double faults = 0, lost = 0;
+    for (const auto& t : r.trials) faults += t.numerical, lost += t.lost_s[num];
+    EXPECT_NEAR(faults / 200, 4.0, 0.5);               // Poisson(4) over about a day
+    EXPECT_NEAR(lost / faults, 1.0 + off_s, 1e-6);     // skip: one 1-second step each
+  }
+}
+
 }  // namespace
+

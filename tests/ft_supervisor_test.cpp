@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -379,6 +380,92 @@ namespace {
 
 // Two supervised jobs on one checkpoint directory once resumed from and pruned each other's
 // checkpoints; killing a supervisor with SIGKILL left mpirun and its ranks training to the end.
+// --- numerical faults (issue 18 part 2) ---
+std::string write_numerical_plan(const std::string& name, const nlohmann::json& numerical) {
+  std::string path = write_plan(name);
+  auto j = ditwin::read_json_file(path);
+  j["reliability"]["numerical"] = numerical;
+  std::ofstream(path) << j.dump();
+  return path;
+}
+
+// The rank-0 events of kinds the guard's policy shows, in order ("step" with its flags).
+std::vector<std::string> numerical_sequence(const nlohmann::json& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) {
+    std::string k = e.value("event", "");
+    if (k == "injected" && e.value("kind", "") == "nan") out.push_back("injected nan");
+    if (k == "restart") out.push_back("restart");
+    if (e.value("rank", -1) != 0) continue;
+    if (k == "numerical") out.push_back("numerical " + e.value("policy", "") + " at " + std::to_string(e.value("bad_step", -1)));
+    if (k == "numerical_rollback") out.push_back("rollback to " + std::to_string(e.value("to_step", -1)));
+    if (k == "step") {
+      std::string tag = e.value("skipped", false) ? " skipped" : e.value("rolled_back", false) ? " thrown away" : "";
+      out.push_back("step " + std::to_string(e.value("step", -1)) + tag);
+    }
+  }
+  return out;
+}
+
+double last_loss(const nlohmann::json& events) {
+  double loss = NAN;
+  for (const auto& e : events)
+    if (e.value("event", "") == "step" && e.value("rank", -1) == 0 && e["loss"].is_number()) loss = e["loss"].get<double>();
+  return loss;
+}
+
+TEST(FtNumerical, NanAtStep5IsSkippedOnEveryRankAndTheRunEndsFinite) {
+  Outcome r = supervised(write_numerical_plan("nan-skip", {{"policy", "skip"}}), "nan-skip", "--fresh --inject nan:rank=1,step=5", 8);
+  ASSERT_EQ(r.rc, 0) << r.log;
+  auto seq = numerical_sequence(r.report["events"]);
+  std::vector<std::string> want = {"step 1", "step 2", "step 3", "step 4", "step 5", "injected nan", "numerical skip at 5",
+                                   "step 6 skipped", "step 7", "step 8"};
+  EXPECT_EQ(seq, want);
+  EXPECT_TRUE(std::isfinite(last_loss(r.report["events"])));
+  EXPECT_EQ(r.report["numerical_faults"].size(), 1u);
+  EXPECT_EQ(r.report["interruptions"], 0);
+  double lost = r.report["lost_seconds_by_cause"]["numerical"].get<double>();
+  EXPECT_GT(lost, 0);
+  double sum = r.report["productive_s"].get<double>();
+  for (const auto& [k, v] : r.report["lost_seconds_by_cause"].items()) sum += v.get<double>();
+  EXPECT_NEAR(sum, r.report["wall_s"].get<double>(), 1e-6);
+}
+
+// Rollback with a data window of 2 and half the learning rate for 2 steps, then a kill after the
+// rollback: the weights equal those of a run that skips the same window (and lowers the same
+// learning rate) from the start (its checkpoint directory holds only numerical.json, the run's
+// detours) — the bad step's data never reaches them, and the restarted attempt keeps the detour.
+TEST(FtNumerical, NanAtStep5RollsBackAndEqualsARunThatSkippedTheWindowFromTheStart) {
+  nlohmann::json numerical = {{"policy", "rollback"}, {"skip_data_window", 2}, {"lr_factor", 0.5}, {"lr_steps", 2}};
+  std::string plan = write_numerical_plan("nan-rollback", numerical);
+  Outcome r = supervised(plan, "nan-rollback", "--fresh --inject nan:rank=0,step=5 --inject kill:rank=1,step=6", 8);
+  ASSERT_EQ(r.rc, 0) << r.log;
+  auto seq = numerical_sequence(r.report["events"]);
+  std::vector<std::string> want = {"step 1", "step 2", "step 3", "step 4", "step 5", "injected nan",
+                                   "numerical rollback at 5", "step 6 thrown away", "rollback to 4", "step 5", "step 6",
+                                   "restart", "step 7", "step 8"};
+  EXPECT_EQ(seq, want);
+  EXPECT_TRUE(std::isfinite(last_loss(r.report["events"])));
+  EXPECT_GT(r.report["lost_seconds_by_cause"]["numerical"].get<double>(), 0);
+  std::string ck = ::testing::TempDir() + "/ft_run_nan-rollback.ck";
+  auto detours = ditwin::read_json_file(ck + "/numerical.json")["detours"];
+  ASSERT_EQ(detours.size(), 1u);
+  EXPECT_EQ(detours[0]["from_step"], 5);
+  EXPECT_EQ(detours[0]["skip_data_steps"], 2);
+
+  std::string ref = ::testing::TempDir() + "/ft_run_nan-reference.dir";
+  fs::remove_all(ref);
+  fs::create_directories(ref);
+  fs::copy_file(ck + "/numerical.json", ref + "/numerical.json");
+  Outcome skipped = execute(plan, "nan-reference", "--checkpoint-dir " + ref, 8);
+  ASSERT_EQ(skipped.rc, 0) << skipped.log;
+  ASSERT_FALSE(r.parameters.empty());
+  EXPECT_EQ(r.parameters, skipped.parameters);  // bitwise
+  Outcome plain = execute(plan, "nan-plain", "", 8);  // the window matters: without it, other weights
+  ASSERT_EQ(plain.rc, 0) << plain.log;
+  EXPECT_NE(r.parameters, plain.parameters);
+}
+
 TEST(FtSupervisorLifetime, OneJobPerCheckpointDirectoryAndNoOrphans) {
   std::string plan = write_plan("lifetime");
   std::string ck = ::testing::TempDir() + "/ft_lifetime.ck";

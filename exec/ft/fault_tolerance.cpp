@@ -160,4 +160,33 @@ void FaultTolerance::after_checkpoint_write(long long step, const std::string& s
   }
 }
 
+// --- numerical faults (issue 18 part 2) ---
+FaultTolerance::NumericalInjection FaultTolerance::numerical_at(long long step) {
+  NumericalInjection out;
+  for (int i = 0; i < static_cast<int>(options_.inject.size()); ++i) {
+    const auto& in = options_.inject[i];
+    if (in.step != step) continue;
+    if (in.kind == "nan" && armed(i, "nan")) {
+      out.nan = true;
+      record(i, "rank " + std::to_string(rank_) + "'s loss and gradients set to NaN at step " + std::to_string(step));
+    } else if (in.kind == "spike") {
+      bool fresh;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        fresh = !options_.fired.count(i);
+      }
+      if (!fresh) continue;
+      out.factor *= in.factor;
+      if (rank_ == 0) {  // every rank scales; one records it
+        record(i, "loss and gradients scaled by " + std::to_string(in.factor) + " at step " + std::to_string(step));
+      } else {
+        std::lock_guard<std::mutex> lock(mutex_);
+        options_.fired.insert(i);
+      }
+    }
+  }
+  return out;
+}
+// --- end numerical faults ---
+
 }  // namespace ditwin::exec

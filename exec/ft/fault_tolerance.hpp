@@ -59,6 +59,14 @@ class FaultTolerance {
   void during_checkpoint_write(std::size_t written, std::size_t total, long long step);
   // This rank's shard of that checkpoint is in place (corrupt_shard flips a byte of it).
   void after_checkpoint_write(long long step, const std::string& shard_path);
+  // Numerical faults (issue 18 part 2), asked by the step guard before the optimizer of `step`
+  // (0-based): nan makes this rank's loss and gradients NaN, spike scales every rank's by its
+  // factor. Each fires once per run, like the others (recorded before it takes effect).
+  struct NumericalInjection {
+    bool nan = false;
+    double factor = 1;
+  };
+  NumericalInjection numerical_at(long long step);
 
  private:
   FtOptions options_;

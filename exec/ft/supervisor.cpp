@@ -369,7 +369,10 @@ struct Attempt {
   double launch = NAN, mpi_ready = NAN, train_start = NAN, end = NAN;
   double fail = NAN, detect = NAN, raw_fail = NAN;
   long long start_step = 0;
-  struct Step { long long step; double t, stall; };
+  // kind (numerical faults): 0 a step, 1 a step whose update the guard skipped, 2 a step the guard
+  // threw away, 3 the in-process rollback after it (step = the step it went back to).
+  struct Step { long long step; double t, stall; int kind = 0; };
+  std::vector<nlohmann::json> numerical;
   std::vector<Step> steps;
   double drain_t = NAN, drain_stall = 0;
   bool failed = false;
@@ -391,7 +394,11 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
     if (k == "launch") at.launch = t;
     else if (k == "mpi_ready" && root) at.mpi_ready = t;
     else if (k == "train_start" && root) at.train_start = t, at.start_step = e.value("step", 0LL);
-    else if (k == "step" && root) at.steps.push_back({e.at("step").get<long long>(), t, e.value("stall_s", 0.0)});
+    else if (k == "step" && root)
+      at.steps.push_back({e.at("step").get<long long>(), t, e.value("stall_s", 0.0),
+                          e.value("rolled_back", false) ? 2 : e.value("skipped", false) ? 1 : 0});
+    else if (k == "numerical_rollback" && root) at.steps.push_back({e.at("to_step").get<long long>(), t, 0.0, 3});
+    else if (k == "numerical" && root) at.numerical.push_back(e);
     else if (k == "checkpoint_drain" && root) at.drain_t = t, at.drain_stall = e.value("stall_s", 0.0);
     else if (k == "failure") {
       at.failed = true;
@@ -406,12 +413,15 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   double t0 = attempts.begin()->second.train_start;
   double startup_s = t0 - attempts.begin()->second.launch;
   std::map<std::string, double> lost = {{"rollback", 0}, {"detection", 0}, {"checkpoint_stall", 0},
-                                        {"reschedule", 0}, {"process_start", 0}, {"checkpoint_load", 0}};
+                                        {"reschedule", 0}, {"process_start", 0}, {"checkpoint_load", 0},
+                                        {"numerical", 0}};
+  json numerical_faults = json::array();
   json timeline = json::array(), failures = json::array();
   auto mark = [&](const std::string& name, const std::string& lane, double start, double d) {
     timeline.push_back({name, lane, start - t0, std::max(0.0, d)});
   };
-  struct Work { int attempt; double seconds; };
+  // numerical: thrown away by a numerical rollback; skipped: its update was dropped.
+  struct Work { int attempt; double seconds; bool numerical = false, skipped = false; };
   std::map<long long, std::vector<Work>> work;  // per step index, every time it was computed
   double partial_s = 0, end_t = t0, prev_detect = NAN;
   for (auto& [a, at] : attempts) {
@@ -431,7 +441,19 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
       double prev = at.train_start;
       for (const auto& s : at.steps) {
         double interval = s.t - prev;
-        work[s.step].push_back({a, interval - s.stall});
+        if (s.kind == 3) {  // numerical rollback: restore + load; the steps after s.step were for nothing
+          lost["numerical"] += interval;
+          mark("numerical rollback (restore)", "recovery", prev, interval);
+          for (auto& [idx, list] : work)
+            if (idx > s.step)
+              for (auto& w : list)
+                if (w.attempt == a) w.numerical = true;
+          prev = s.t;
+          continue;
+        }
+        work[s.step].push_back({a, interval - s.stall, false, s.kind == 1});
+        if (s.kind == 2) mark("numerical fault (step thrown away)", "failure", prev, interval - s.stall);
+        if (s.kind == 1) mark("numerical fault (update skipped)", "failure", prev, interval - s.stall);
         lost["checkpoint_stall"] += s.stall;
         if (s.stall > 0) mark("checkpoint", "checkpoint", s.t - s.stall, s.stall);
         prev = s.t;
@@ -452,6 +474,11 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
       mark("train (attempt " + std::to_string(a) + ")", "train", at.train_start, end - at.train_start);
       end_t = end;
     }
+    for (const auto& e : at.numerical)
+      numerical_faults.push_back({{"attempt", a}, {"category", "numerical"}, {"at_s", e.at("t").get<double>() - t0},
+                                  {"step", e.value("bad_step", -1LL)}, {"what", e.value("what", "")},
+                                  {"policy", e.value("policy", "")}, {"loss", e.value("loss", json())},
+                                  {"grad_norm", e.value("grad_norm", json())}});
     if (at.failed) {
       double detect = std::max(at.detect, at.fail);
       lost["detection"] += detect - at.fail;
@@ -470,8 +497,9 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   double productive = 0, rolled = partial_s;
   long long last_step = 0;
   for (const auto& [step, list] : work) {
-    productive += list.back().seconds;
-    for (std::size_t i = 0; i + 1 < list.size(); ++i) rolled += list[i].seconds;
+    if (list.back().skipped || list.back().numerical) lost["numerical"] += list.back().seconds;
+    else productive += list.back().seconds;
+    for (std::size_t i = 0; i + 1 < list.size(); ++i) (list[i].numerical ? lost["numerical"] : rolled) += list[i].seconds;
     last_step = std::max(last_step, step);
   }
   lost["rollback"] = rolled;
@@ -482,11 +510,12 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   }
   double wall = end_t - t0;
   double restart = lost["reschedule"] + lost["process_start"] + lost["checkpoint_load"];
-  double accounted = productive + lost["rollback"] + lost["detection"] + lost["checkpoint_stall"] + restart;
+  double accounted = productive + lost["rollback"] + lost["detection"] + lost["checkpoint_stall"] + restart + lost["numerical"];
   double ettr = wall > 0 ? productive / wall : 0;
   json ettr_j = {{"mean", ettr}, {"p5", ettr}, {"p50", ettr}, {"p95", ettr}, {"stddev", 0.0}, {"ci95", {ettr, ettr}}};
   json by_cause_s = {{"rollback", lost["rollback"]}, {"restart", restart}, {"detection", lost["detection"]},
-                     {"checkpoint_stall", lost["checkpoint_stall"]}, {"stragglers", 0.0}, {"planned_maintenance", 0.0}};
+                     {"checkpoint_stall", lost["checkpoint_stall"]}, {"stragglers", 0.0}, {"planned_maintenance", 0.0},
+                     {"numerical", lost["numerical"]}};
   json by_cause_h = json::object(), by_cause_frac = json::object();
   for (const auto& [k, v] : by_cause_s.items()) {
     by_cause_h[k] = v.get<double>() / 3600;
@@ -505,6 +534,7 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
           {"attempts", attempts.size()},
           {"interruptions", failures.size()},
           {"failures", failures},
+          {"numerical_faults", numerical_faults},
           {"lost_seconds_by_cause", by_cause_s},
           {"lost_hours_by_cause", by_cause_h},
           {"lost_fraction_by_cause", by_cause_frac},
