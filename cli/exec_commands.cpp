@@ -8,6 +8,7 @@
 #include <csignal>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -117,8 +118,39 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
+// ---- Multi-stage plans (plan key `stages`): one stage per process world ----
+
+// The checkpoint directory of stage `index` (0-based) under the campaign's directory.
+std::string stage_checkpoint_dir(const std::string& base, std::size_t index) {
+  return base + "/stage-" + std::to_string(index + 1);
+}
+
+long long stage_first_step(const Plan& campaign, std::size_t index) {
+  long long first = 0;
+  for (std::size_t i = 0; i < index; ++i) first += campaign.stages[i].run.steps;
+  return first;
+}
+
+const Plan& selected_stage(const Plan& campaign, int stage) {
+  if (campaign.stages.empty()) throw InputError("--stage: the plan has no stages");
+  if (stage < 1 || stage > static_cast<int>(campaign.stages.size()))
+    throw InputError("--stage " + std::to_string(stage) + ": the plan has stages 1 to " + std::to_string(campaign.stages.size()));
+  return campaign.stages[stage - 1];
+}
+
+// --- end of multi-stage helpers ---
+
 int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   if (a.supervise && !a.ft_run_dir.empty()) throw InputError("--supervise: not inside a supervised run");
+  if (a.stage == 0) {  // a plan with stages runs stage after stage (run_execute_campaign)
+    Plan campaign = load_plan(a.plan);
+    if (!campaign.stages.empty()) {
+      if (inside_mpi())
+        throw InputError(a.plan + ": a plan with stages starts its own mpirun for each stage; run it without an outer "
+                         "mpirun, or pick one stage with --stage N");
+      return run_execute_campaign(a, campaign);
+    }
+  }
   if (a.supervise) return run_supervised(a);
   if (a.fresh) throw InputError("--fresh: only with --supervise (without it, --no-resume starts over and overwrites)");
   if (!a.ft_run_dir.empty() && inside_mpi()) {
@@ -129,6 +161,8 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     if (::getppid() == 1) return 3;  // the parent is already gone
   }
   Plan plan = load_plan(a.plan);
+  const Plan campaign = a.stage > 0 ? plan : Plan{};  // --stage N: this process runs stage N alone
+  if (a.stage > 0) plan = selected_stage(campaign, a.stage);
   exec::check_plan(plan, a.backend);  // refuse once, here, not once per rank after mpirun started
   // Outputs that could not be written would lose the run's result at its end.
   require_writable_output(a.report, "--report");
@@ -183,7 +217,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
   kernels::set_num_threads(a.threads > 0 ? a.threads : std::max(1, static_cast<int>(cores) / local_ranks()));
   Program program = lower(plan);
   exec::ExecOptions options;
-  options.steps = a.steps;
+  options.steps = a.stage > 0 && !a.steps_given ? stage_first_step(campaign, a.stage - 1) + plan.run.steps : a.steps;
   options.warmup_steps = a.warmup;
   options.collective_timeout_s = plan.reliability.nccl_timeout_s;
   if (!a.profile.empty()) options.peak_flops = cost::load_profile(a.profile).peak_flops(plan.training.precision);
@@ -204,7 +238,7 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     return std::isinf(eps) ? std::string("inf") : fixed(eps, 4);
   };
   options.on_step = [&](long long step, double loss, double seconds) {
-    std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(a.steps) + "  loss " + fixed(loss, 5) +
+    std::string line = "step " + std::to_string(step + 1) + "/" + std::to_string(options.steps) + "  loss " + fixed(loss, 5) +
                        "  " + fixed(seconds * 1e3, 2) + " ms  " +
                        human_count(plan.training.global_batch / seconds) + " samples/s";
     if (accountant) line += "  epsilon " + epsilon_after(step + 1);
@@ -222,7 +256,23 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     ck.resume = !a.no_resume;
     const nlohmann::json source = data->describe();
     ck.plan_identity = exec::plan_identity(read_json_file(a.plan), source.value("index_sha256", ""));
+    if (a.stage > 0) {  // a stage: its own directory and identity; it hands over its last step
+      const std::size_t k = static_cast<std::size_t>(a.stage - 1);
+      ck.dir = stage_checkpoint_dir(checkpoint_dir, k);
+      ck.plan_identity = exec::plan_identity(plan.stage_document, source.value("index_sha256", ""));
+      ck.save_final = true;
+      if (k > 0) {
+        const Plan& previous = campaign.stages[k - 1];
+        ck.previous_stage.dir = stage_checkpoint_dir(checkpoint_dir, k - 1);
+        ck.previous_stage.plan_identity = exec::plan_identity(previous.stage_document, source.value("index_sha256", ""));
+        ck.previous_stage.optimizer = previous.training.optimizer.kind;
+        ck.previous_stage.step = stage_first_step(campaign, k);
+      }
+    }
   }
+  if (a.stage > 1 && checkpoint_dir.empty())
+    throw InputError("--stage " + std::to_string(a.stage) + ": starts from the previous stage's checkpoint; give "
+                     "--checkpoint-dir or reliability.checkpoint.dir");
   // Encrypted or authenticated checkpoints: the key from --checkpoint-key / --checkpoint-auth-key or
   // the environment, never the plan.
   std::unique_ptr<exec::ShardCodec> codec = exec::checkpoint_codec(a.checkpoint_key, a.checkpoint_auth_key);
@@ -374,6 +424,66 @@ int run_calibrate(const CalibrateArgs& a) {
 
 }  // namespace
 
+// ---- Multi-stage plans: the campaign driver ----
+int run_execute_campaign(const ExecuteArgs& a, const Plan& campaign) {
+  if (a.supervise) throw InputError("--supervise: not yet for a plan with stages; run it without, and rerun to resume");
+  if (!a.inject.empty()) throw InputError("--inject: put a stage's faults in stages[i].reliability.inject");
+  if (a.steps_given) throw InputError("--steps: a plan with stages runs each stage's run.steps (or pick one with --stage N)");
+  if (!a.trace.empty() || !a.trace_dir.empty())
+    throw InputError("--trace: one stage at a time (--stage N); a campaign has no single timeline");
+  const std::string base = a.checkpoint_dir.empty() ? campaign.reliability.checkpoint.dir : a.checkpoint_dir;
+  if (base.empty())
+    throw InputError(a.plan + ": a plan with stages hands its weights from stage to stage through checkpoints; give "
+                     "--checkpoint-dir or reliability.checkpoint.dir");
+  require_writable_output(a.report, "--report");
+  require_writable_output(a.parameters, "--save-parameters");
+  const long long world = campaign.parallelism.world();
+  if (a.ranks > 0 && a.ranks != world)
+    throw InputError("--ranks " + std::to_string(a.ranks) + ": the plan runs on " + std::to_string(world) + " ranks");
+  const std::size_t n = campaign.stages.size();
+  nlohmann::json reports = nlohmann::json::array();
+  for (std::size_t k = 0; k < n; ++k) {
+    const Plan& s = campaign.stages[k];
+    const long long first = stage_first_step(campaign, k), last = first + s.run.steps;
+    const std::string dir = stage_checkpoint_dir(base, k);
+    std::string head = "stage " + std::to_string(k + 1) + "/" + std::to_string(n) + " \"" + s.stage_name + "\"";
+    auto done = exec::CheckpointStore(dir).committed();
+    if (!a.no_resume && std::find(done.begin(), done.end(), last) != done.end()) {
+      std::cout << head << ": complete (checkpoint of step " << last << " in " << dir << "), skipped\n" << std::flush;
+      continue;
+    }
+    std::cout << head << ": steps " << first << " -> " << last << ", " << describe_layout(s)
+              << (k > 0 && layout_changes(campaign.stages[k - 1], s) ? " (resharded from the previous stage)" : "")
+              << "\n" << std::flush;
+    std::vector<std::string> args = {"execute", a.plan, "--stage", std::to_string(k + 1), "--backend", a.backend,
+                                     "--warmup", std::to_string(a.warmup), "--checkpoint-dir", base};
+    if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
+    if (!a.profile.empty()) args.insert(args.end(), {"--profile", a.profile});
+    if (!a.checkpoint_key.empty()) args.insert(args.end(), {"--checkpoint-key", a.checkpoint_key});
+    if (!a.checkpoint_auth_key.empty()) args.insert(args.end(), {"--checkpoint-auth-key", a.checkpoint_auth_key});
+    if (a.no_resume) args.push_back("--no-resume");
+    const std::string report = a.report.empty() ? "" : a.report + ".stage-" + std::to_string(k + 1);
+    if (!report.empty()) args.insert(args.end(), {"--report", report});
+    if (!a.parameters.empty() && k + 1 == n) args.insert(args.end(), {"--save-parameters", a.parameters});
+    int rc = relaunch(static_cast<int>(world), args);
+    if (rc != 0) {
+      std::cerr << "ditwin: " << head << " failed (status " << rc << "); run the same command again to resume it from "
+                << dir << "\n";
+      return rc;
+    }
+    if (!report.empty()) {
+      nlohmann::json r = read_json_file(report);
+      r["stage"] = {{"index", k}, {"name", s.stage_name}, {"first_step", first}, {"last_step", last}};
+      reports.push_back(std::move(r));
+      std::remove(report.c_str());
+    }
+  }
+  std::cout << "campaign " << campaign.name << ": " << n << " stages done; checkpoints in " << base << "\n";
+  if (!a.report.empty())
+    write_json_file({{"schema", "ditwin.campaign_execution/1"}, {"plan", campaign.name}, {"stages", reports}}, a.report);
+  return 0;
+}
+
 std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   auto ex = std::make_shared<ExecuteArgs>();
   auto* execute = app.add_subcommand("execute", "Train the plan for real on this machine (CPU or GPU, data parallel), timed op by op");
@@ -411,6 +521,10 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
                       "Inject a fault, once per run: kill|hang:rank=R,step=S (or at_s=T, or seed=N,within_s=T), "
                       "kill_during_checkpoint:rank=R,step=S[,fraction=F], corrupt_shard:rank=R,step=S; repeatable")
       ->allow_extra_args(false);
+  execute->add_option("--stage", ex->stage,
+                      "A plan with stages: run only stage N (1-based), from stage N-1's final checkpoint; without it "
+                      "every stage runs in turn, resuming where the checkpoint directory left off")
+      ->check(CLI::PositiveNumber);
   execute->add_option("--ft-run-dir", ex->ft_run_dir, "Internal: the supervisor's run directory")->group("");
   execute->add_option("--ft-attempt", ex->ft_attempt, "Internal: the supervisor's attempt number")->group("");
   execute->add_option("--ft-fired", ex->ft_fired, "Internal: injections that already fired")->group("");
@@ -436,7 +550,10 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
 
   std::vector<std::string> args(argv + 1, argv + argc);
   return [=]() -> int {
-    if (execute->parsed()) return run_execute(*ex, args);
+    if (execute->parsed()) {
+      ex->steps_given = execute->get_option("--steps")->count() > 0;
+      return run_execute(*ex, args);
+    }
     if (calibrate->parsed()) return run_calibrate(*ca);
     if (compare->parsed()) {
       require_writable_output((*cmp)[2], "--report");

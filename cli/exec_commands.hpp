@@ -23,7 +23,14 @@ struct ExecuteArgs {
   std::vector<std::string> inject;  // CLI form, after the plan's reliability.inject
   std::string ft_run_dir, ft_fired;  // set by the supervisor for the ranks it launches
   int ft_attempt = 0;
+  // Multi-stage plans: --stage N runs stage N (1-based) alone; without it every stage runs in turn.
+  int stage = 0;
+  bool steps_given = false;  // --steps was on the command line
 };
+
+// `execute` on a plan with stages: each stage under mpirun in turn, from the previous stage's final
+// checkpoint, skipping stages already complete in the checkpoint directory (cli/exec_commands.cpp).
+int run_execute_campaign(const ExecuteArgs& a, const Plan& campaign);
 
 // `mpirun -np ranks … <this program> args` and the environment its ranks need.
 std::vector<std::string> mpirun_argv(int ranks, const std::vector<std::string>& args);

@@ -14,6 +14,7 @@
 #include "cost_models/profile.hpp"
 #include "sim/longrun.hpp"
 #include "sim/step_sim.hpp"
+#include "cli/campaign.hpp"
 #include "cli/dataset_command.hpp"
 #include "cli/exec_commands.hpp"
 #include "cli/privacy_command.hpp"
@@ -33,6 +34,7 @@ int run_plan(const std::string& plan_path, const std::string& report_path, doubl
   ditwin::Program program = ditwin::lower(plan, memory_budget(max_memory_gb));
   nlohmann::json summary = ditwin::plan_summary(plan, program);
   std::cout << ditwin::format_plan_summary(summary);
+  if (!plan.stages.empty()) summary["stages"] = ditwin::cli::print_stage_summaries(plan, memory_budget(max_memory_gb));
   if (!report_path.empty()) ditwin::write_json_file(summary, report_path, 2);
   return 0;
 }
@@ -163,6 +165,27 @@ int run_simulate(const std::string& plan_path, const std::string& report_path, c
   if (mode == "step" && !run_options.optimize.empty()) throw ditwin::InputError("--optimize: needs --mode run");
   if (mode == "step" && (!run_options.inject.empty() || run_options.steps > 0))
     throw ditwin::InputError(run_options.inject.empty() ? "--steps: needs --mode run" : "--inject: needs --mode run");
+  if (!plan.stages.empty()) {  // a multi-stage campaign (cli/campaign.cpp)
+    if (!trace_path.empty() || !traces.dir.empty())
+      throw ditwin::InputError("--trace: a plan with stages has no single timeline; simulate one stage's plan for it");
+    if (!run_options.optimize.empty() || !run_options.inject.empty() || run_options.steps > 0)
+      throw ditwin::InputError("--optimize, --inject and --steps: for one-stage plans; a campaign plays each stage's run.steps");
+    if (mode == "run")
+      return ditwin::cli::run_campaign_simulation(plan, profile_path, report_path, run_options.trials, run_options.seed,
+                                                  memory_budget(max_memory_gb));
+    nlohmann::json stages = nlohmann::json::array();
+    for (std::size_t i = 0; i < plan.stages.size(); ++i) {
+      const auto& s = plan.stages[i];
+      std::cout << "stage " << i + 1 << "/" << plan.stages.size() << " \"" << s.stage_name << "\": ";
+      auto p = profile_path.empty() ? ditwin::cost::profile_for(s.cluster) : ditwin::cost::load_profile(profile_path);
+      ditwin::Program prog = ditwin::lower(s, memory_budget(max_memory_gb));
+      ditwin::StepReport r = ditwin::sim::simulate_step(s, prog, p);
+      print_step_report(r);
+      stages.push_back(ditwin::to_json(r));
+    }
+    if (!report_path.empty()) ditwin::write_json_file({{"plan", plan.name}, {"stages", stages}}, report_path);
+    return 0;
+  }
   ditwin::cost::DeviceProfile profile =
       profile_path.empty() ? ditwin::cost::profile_for(plan.cluster) : ditwin::cost::load_profile(profile_path);
   ditwin::Program program = ditwin::lower(plan, memory_budget(max_memory_gb));

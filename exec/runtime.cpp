@@ -131,6 +131,7 @@ class Runner {
                                                 options_.checkpoint.codec ? *options_.checkpoint.codec : identity_codec());
       if (options_.checkpoint.resume) load_numerical_state();  // before resume: the data position depends on it
       if (options_.checkpoint.resume) resume(*store, result);
+      if (start_step_ == 0 && !options_.checkpoint.previous_stage.dir.empty()) start_from_previous_stage();
       checkpointer = std::make_unique<Checkpointer>(*store, comm_, checkpointer_options(*store));
     }
     if (start_step_ >= options_.steps)
@@ -196,6 +197,7 @@ class Runner {
           if (options_.checkpoint.interval_steps > 0) due = done % options_.checkpoint.interval_steps == 0;
           else due = comm_.all_reduce_max(seconds(Clock::now() - since_checkpoint) >= options_.checkpoint.interval_s ? 1 : 0) > 0;
         }
+        if (done == options_.steps && options_.checkpoint.save_final) due = true;  // a stage's hand-over
         if (due) {
           auto t0 = Clock::now();
           ShardState state = export_state(done);  // the snapshot to host memory
@@ -253,6 +255,7 @@ class Runner {
       rec.duration_s = stage_medians[k + 3];
       rec.flops = op.flops;
       rec.bytes = op.bytes;
+      rec.deps = dep_names(program_.class_of(who), op);  // the trace's args.deps
       r.ops.push_back(rec);
     }
     std::sort(r.ops.begin(), r.ops.end(), [](const OpRecord& a, const OpRecord& b) { return a.start_s < b.start_s; });
@@ -272,6 +275,7 @@ class Runner {
       rec.duration_s = all[k + 4];
       rec.flops = op.flops;
       rec.bytes = op.bytes;
+      rec.deps = dep_names(program_.class_of(rec.rank), op);  // the trace's args.deps
       r.timeline.push_back(std::move(rec));
     }
     double offset = 0;
@@ -504,6 +508,34 @@ class Runner {
                 << data_samples_ << "\n" << std::flush;
     if (ft && rank_ == 0)
       ft->event({{"event", "loaded"}, {"step", c.step}, {"load_s", load_s}, {"refused", refused}, {"written_by_ranks", c.ranks}});
+  }
+  // Multi-stage campaigns: the previous stage's final checkpoint, whatever layout wrote it, becomes
+  // this stage's start (weights and optimizer states; the step and the data position continue).
+  void start_from_previous_stage() {
+    const auto& prev = options_.checkpoint.previous_stage;
+    CheckpointStore store(prev.dir, options_.checkpoint.codec ? *options_.checkpoint.codec : identity_codec());
+    CheckpointIdentity id = identity();
+    id.plan_identity = prev.plan_identity;
+    id.optimizer = prev.optimizer;
+    std::string why_not;
+    LoadedCheckpoint c;
+    bool found = load_latest(store, comm_, id, c, [&](long long step, const std::string& why) {
+      why_not += "; step " + std::to_string(step) + ": " + why;
+    }, prev.step + 1);
+    if (!found || c.step != prev.step)
+      throw InputError("the previous stage's final checkpoint (step " + std::to_string(prev.step) + " in " + prev.dir +
+                       ") is missing or unusable" + (found ? "; the newest is step " + std::to_string(c.step) : "") +
+                       why_not + ": run the previous stage to its end first");
+    import_state(c);
+    start_step_ = data_step_ = c.step;
+    data_samples_ = c.manifest.value("data", nlohmann::json::object()).value("samples_seen", c.step * plan_.training.global_batch);
+    if (rank_ == 0)
+      std::cout << "starting from the previous stage's checkpoint of step " << c.step << " (" << store.step_dir(c.step)
+                << ", written by " << c.ranks << " rank(s)"
+                << "), resharded to this stage's layout; the data continues at sample " << data_samples_ << "\n"
+                << std::flush;
+    if (options_.ft && rank_ == 0)
+      options_.ft->event({{"event", "stage_start"}, {"step", c.step}, {"from", prev.dir}, {"written_by_ranks", c.ranks}});
   }
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
   static double median(std::vector<double> v) {

@@ -42,6 +42,14 @@ struct ExecOptions {
     bool resume = true;
     std::string plan_identity;
     const ShardCodec* codec = nullptr;  // identity when null
+    // Multi-stage campaigns (plan key `stages`): a stage that finds no checkpoint of its own starts
+    // from the previous stage's final one (step `step` in `dir`, written under that stage's plan
+    // identity and optimizer), resharded to this layout, and writes one after its last step.
+    struct PreviousStage {
+      std::string dir, plan_identity, optimizer;
+      long long step = 0;
+    } previous_stage;
+    bool save_final = false;
   } checkpoint;
   FaultTolerance* ft = nullptr;  // supervised runs: heartbeats, events, injected faults
   double collective_timeout_s = 0;  // a communication not done after this throws (0 = never)

@@ -661,7 +661,7 @@ Plan parse_plan(const nlohmann::json& document) {
   JsonReader root(document, "");
   // Unknown top-level keys first: a misspelt section would otherwise look like a missing one.
   for (const char* key : {"name", "description", "model", "training", "parallelism", "cluster",
-                          "reliability", "run"})
+                          "reliability", "run", "stages"})
     root.accept(key);
   root.finish();
   Plan p;
@@ -678,6 +678,7 @@ Plan parse_plan(const nlohmann::json& document) {
   p.reliability = parse_reliability(root.object("reliability"));
   p.run = parse_run(root.object("run"));
   validate_plan(p);
+  if (root.has("stages")) p.stages = resolve_stages(document, p);  // multi-stage campaigns (model/stages.cpp)
   return p;
 }
 

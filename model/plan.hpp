@@ -222,6 +222,13 @@ struct Plan {
   RunSpec run;
   std::vector<std::string> warnings;  // legal but probably unintended choices
 
+  // Multi-stage campaigns (plan key `stages`, docs/plan.md): each stage is the base plan with the
+  // stage's object merged over it (RFC 7386), parsed and validated as a whole plan. Empty for a
+  // one-stage plan and inside a stage. Every consumer (plan, simulate, execute) reads these.
+  std::vector<Plan> stages;
+  std::string stage_name;             // a stage: its `name`, else "stage N" (1-based)
+  nlohmann::json stage_document;      // a stage: the merged plan document it was parsed from
+
   long long micro_batches() const;  // per step, per pipeline (gradient accumulation steps)
   long long tokens_per_step() const;
 };
@@ -238,6 +245,15 @@ void validate_plan(Plan& plan);
 
 // Parses and validates; throws InputError naming the JSON path and the rule on the first problem.
 Plan parse_plan(const nlohmann::json& document);
+
+// Multi-stage campaigns: the stages of `document` (its `stages` array) resolved over `base`, the
+// plan parsed from the rest of it. Errors name `stages[i].<path>` (model/stages.cpp).
+std::vector<Plan> resolve_stages(const nlohmann::json& document, const Plan& base);
+// Whether two stages shard the training state differently (dp, tp, pp, cp, ZeRO stage, virtual
+// stages): moving from one to the other is a resharding checkpoint save and load.
+bool layout_changes(const Plan& from, const Plan& to);
+// "dp 256 x tp 1 x pp 1 x cp 1, zero 1"
+std::string describe_layout(const Plan& plan);
 // Reads a file (errors name the file and, for bad JSON, the byte offset).
 nlohmann::json read_json_file(const std::string& path);
 Plan load_plan(const std::string& path);

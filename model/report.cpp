@@ -228,6 +228,7 @@ nlohmann::json to_trace(const StepReport& r) {
     json args = {{"flops", op.flops}, {"bytes", op.bytes}, {"rank", op.rank}};
     if (op.duration_s > 0 && op.flops > 0) args["tflops_per_s"] = op.flops / op.duration_s / 1e12;
     if (op.duration_s > 0 && op.bytes > 0) args["gbytes_per_s"] = op.bytes / op.duration_s / 1e9;
+    if (!op.deps.empty()) args["deps"] = op.deps;  // names, same rank: the viewer's dependency arrows
     events.push_back({{"ph", "X"}, {"name", op.name}, {"pid", pid}, {"tid", tid}, {"ts", ns_to_us(start)},
                       {"dur", ns_to_us(end - start)}, {"cat", to_string(op.kind)}, {"args", args}});
   }
@@ -254,6 +255,13 @@ nlohmann::json to_run_trace(const std::string& title, const std::vector<RunEvent
       events.push_back({{"ph", "i"}, {"s", "t"}, {"name", e.name}, {"pid", 1}, {"tid", tid}, {"ts", ns_to_us(a)}, {"cat", e.category}});
   }
   return {{"traceEvents", events}, {"displayTimeUnit", "ms"}, {"otherData", other_data}};
+}
+
+std::vector<std::string> dep_names(const RankClass& cls, const Op& op) {
+  std::vector<std::string> out;
+  out.reserve(op.deps.size());
+  for (std::uint32_t d : op.deps) out.push_back(cls.ops.at(d).name);
+  return out;
 }
 
 std::vector<long long> trace_ranks(const StepReport& r) {

@@ -25,7 +25,13 @@ struct OpRecord {
   double duration_s = 0;
   double flops = 0;
   double bytes = 0;
+  // Names of the ops this one waits for on the same rank (the Program's Op::deps), for the
+  // trace's args.deps and the GUI's dependency arrows. Empty when unknown.
+  std::vector<std::string> deps;
 };
+
+// The names of `op`'s dependencies in its rank class, for OpRecord::deps.
+std::vector<std::string> dep_names(const RankClass& cls, const Op& op);
 
 // Where a rank's step time went; the parts add up to the step time.
 struct StepBreakdown {

@@ -489,6 +489,7 @@ StepReport simulate_step(const Plan& plan, const Program& program, const cost::D
     rec.duration_s = t.duration_s;
     rec.flops = op.flops;
     rec.bytes = op.bytes;
+    rec.deps = dep_names(program.classes[t.stage], op);
     report.step_time_s = std::max(report.step_time_s, rec.start_s + rec.duration_s);
     report.ops.push_back(std::move(rec));
   }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "cost_models/profile.hpp"
 #include "model/errors.hpp"
@@ -48,6 +49,44 @@ TEST(Trace, PredictedTracesKeepTheNestingRuleAndNameEveryLane) {
       auto k = test::trace_rules(to_kineto_trace(r, rank));
       EXPECT_TRUE(k.ok()) << scenario << " rank " << rank << ": " << k.describe();
     }
+  }
+}
+
+TEST(Trace, OpArgsNameTheirProgramDependenciesOnTheSameRank) {
+  Plan plan = on_h100("tiny-cpu-pp2.json");
+  Program program = lower(plan);
+  StepReport r = sim::simulate_step(plan, program, cost::profile_for(plan.cluster));
+  nlohmann::json t = to_trace(r);
+  // (pid, name) -> end of that op, in microseconds: every dependency is an op of the same rank
+  // that ends before (or as) its dependent starts.
+  std::map<std::pair<long long, std::string>, double> end_of;
+  for (const auto& e : t["traceEvents"])
+    if (e["ph"] == "X") end_of[{e["pid"].get<long long>(), e["name"].get<std::string>()}] = e["ts"].get<double>() + e["dur"].get<double>();
+  std::size_t with_deps = 0, without = 0;
+  for (const auto& e : t["traceEvents"]) {
+    if (e["ph"] != "X" || e["cat"] == "step") continue;
+    const auto& args = e["args"];
+    if (!args.contains("deps")) {
+      ++without;
+      continue;
+    }
+    ++with_deps;
+    ASSERT_TRUE(args["deps"].is_array() && !args["deps"].empty()) << e.dump();  // written only when there are some
+    for (const auto& d : args["deps"]) {
+      auto it = end_of.find({e["pid"].get<long long>(), d.get<std::string>()});
+      ASSERT_NE(it, end_of.end()) << e.dump();
+      EXPECT_LE(it->second, e["ts"].get<double>() + 1e-3) << d << " -> " << e["name"];
+    }
+  }
+  EXPECT_GT(with_deps, without);
+  // The Program's own dependencies, by name, on the first op that has some.
+  const RankClass& c0 = program.classes[0];
+  for (const Op& op : c0.ops) {
+    if (op.deps.empty()) continue;
+    auto names = dep_names(c0, op);
+    ASSERT_EQ(names.size(), op.deps.size());
+    EXPECT_EQ(names.front(), c0.ops[op.deps.front()].name);
+    break;
   }
 }
 
