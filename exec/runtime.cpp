@@ -260,7 +260,6 @@ class Runner {
     }
     std::sort(r.ops.begin(), r.ops.end(), [](const OpRecord& a, const OpRecord& b) { return a.start_s < b.start_s; });
     fill_metrics(r, plan_, options_.peak_flops);
-    r.breakdown = breakdown_of(r.ops, r.step_time_s);
     // Every rank's timeline, for the trace.
     std::vector<double> all = comm_.gather_to_root(timeline);
     for (std::size_t k = 0; k + 5 <= all.size(); k += 5) {
@@ -283,6 +282,7 @@ class Runner {
       r.steps.push_back({offset, span});
       offset += span;
     }
+    measured_breakdown(r);  // of the median steady-state step, as a prediction's; spread and skew beside it
     r.extra.update(nlohmann::json{{"executor", model_.name()}, {"ranks", ranks_}, {"steps", options_.steps}, {"warmup_steps", warmup()},
                {"losses", result.losses}, {"step_times_s", result.step_times_s}, {"zero", zero_}});
     if (private_) {

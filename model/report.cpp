@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "model/accounting.hpp"
+#include "model/compare.hpp"  // defines: default_step, TraceStep
 #include "model/errors.hpp"
 
 namespace ditwin {
@@ -100,6 +101,61 @@ StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s)
   return b;
 }
 
+void measured_breakdown(StepReport& r) {
+  if (r.timeline.empty() || r.steps.empty()) {
+    r.breakdown = breakdown_of(r.ops, r.step_time_s);
+    return;
+  }
+  std::vector<TraceStep> steps;
+  for (std::size_t k = 0; k < r.steps.size(); ++k)
+    steps.push_back({0, static_cast<long long>(k), r.steps[k].first, r.steps[k].second});
+  const long long chosen = default_step(steps);
+  const auto [start, span] = r.steps[static_cast<std::size_t>(chosen)];
+  std::vector<OpRecord> in_step;
+  std::map<long long, double> busy;
+  for (const auto& op : r.timeline) {
+    if (op.start_s < start || op.start_s >= start + span) continue;
+    OpRecord o = op;
+    o.start_s -= start;
+    if (o.stream == Stream::compute) busy[o.rank] += o.duration_s;
+    in_step.push_back(std::move(o));
+  }
+  r.breakdown = breakdown_of(in_step, span);
+  StepVariability v;
+  v.step = chosen;
+  std::vector<double> steady;
+  for (std::size_t k = r.steps.size() > 1 ? 1 : 0; k < r.steps.size(); ++k) steady.push_back(r.steps[k].second);
+  v.steady_steps = static_cast<long long>(steady.size());
+  std::sort(steady.begin(), steady.end());
+  v.min_s = steady.front();
+  v.max_s = steady.back();
+  v.median_s = steady.size() % 2 ? steady[steady.size() / 2] : 0.5 * (steady[steady.size() / 2 - 1] + steady[steady.size() / 2]);
+  for (double s : steady) v.mean_s += s / static_cast<double>(steady.size());
+  for (double s : steady) v.stddev_s += (s - v.mean_s) * (s - v.mean_s) / static_cast<double>(steady.size());
+  v.stddev_s = std::sqrt(v.stddev_s);
+  if (!busy.empty()) {
+    auto [lo, hi] = std::minmax_element(busy.begin(), busy.end(), [](auto& a, auto& b) { return a.second < b.second; });
+    v.fastest_rank = lo->first;
+    v.rank_busy_min_s = lo->second;
+    v.slowest_rank = hi->first;
+    v.rank_busy_max_s = hi->second;
+  }
+  r.variability = v;
+}
+
+namespace {
+nlohmann::json variability_json(const StepReport& r) {
+  if (!r.variability) return nullptr;
+  const StepVariability& v = *r.variability;
+  return {{"breakdown_step", v.step},
+          {"steady_steps", v.steady_steps},
+          {"step_time_s", {{"median", v.median_s}, {"mean", v.mean_s}, {"stddev", v.stddev_s}, {"min", v.min_s}, {"max", v.max_s}}},
+          {"rank_compute_busy_s", {{"min", v.rank_busy_min_s}, {"max", v.rank_busy_max_s}, {"fastest_rank", v.fastest_rank},
+                                   {"slowest_rank", v.slowest_rank}}},
+          {"rank_skew_s", v.rank_busy_max_s - v.rank_busy_min_s}};
+}
+}  // namespace
+
 nlohmann::json to_json(const StepReport& r) {
   using nlohmann::json;
   json ops = json::array();
@@ -127,7 +183,7 @@ nlohmann::json to_json(const StepReport& r) {
   json exposed = r.breakdown.exposed_comm_s;
   double exposed_total = 0;
   for (const auto& [k, v] : r.breakdown.exposed_comm_s) exposed_total += v;
-  return {{"schema", "ditwin.step_report/1"},
+  json out = {{"schema", "ditwin.step_report/1"},
           {"source", r.source},
           {"plan", r.plan},
           {"device", r.device},
@@ -147,6 +203,8 @@ nlohmann::json to_json(const StepReport& r) {
           {"ops_listed", full},
           {"ops", ops},
           {"op_summary", summary}};
+  if (r.variability) out["variability"] = variability_json(r);  // measured runs
+  return out;
 }
 
 namespace {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,17 @@ struct StepBreakdown {
   double bubble_s = 0;                      // nothing running: waiting on other pipeline stages
 };
 
+// A measured run's steps vary and its ranks differ within a step: both are reported beside the
+// breakdown, never folded into it (measured_breakdown).
+struct StepVariability {
+  long long step = -1;         // the step the breakdown is of: the median steady-state one
+  long long steady_steps = 0;  // steps after the warm-up
+  double median_s = 0, mean_s = 0, stddev_s = 0, min_s = 0, max_s = 0;  // their lengths
+  // Within that step: the least and most compute-stream busy time of a rank, and whose.
+  double rank_busy_min_s = 0, rank_busy_max_s = 0;
+  long long fastest_rank = 0, slowest_rank = 0;
+};
+
 struct StepReport {
   std::string source;  // "predicted" or "measured"
   std::string plan;
@@ -59,6 +71,7 @@ struct StepReport {
   // Empty for predictions, whose trace is drawn from `ops` as one step.
   std::vector<OpRecord> timeline;
   std::vector<std::pair<double, double>> steps;  // start, duration (seconds)
+  std::optional<StepVariability> variability;    // measured runs (measured_breakdown)
 };
 
 // Fills throughput, TFLOP/s, MFU/HFU (PaLM's definitions: model FLOPs without recompute over
@@ -66,6 +79,12 @@ struct StepReport {
 void fill_metrics(StepReport& report, const Plan& plan, double peak_flops_per_gpu);
 // Splits the slowest rank's step into compute, optimizer, exposed communication and bubble.
 StepBreakdown breakdown_of(const std::vector<OpRecord>& ops, double step_time_s);
+// A measured run's breakdown by the same definitions: breakdown_of on the ops of one real step on
+// every rank (model/compare's default_step: the median steady-state step, the one `ditwin compare`
+// and the GUI compare), not on per-op medians, which leave gaps that are variance, not idle time.
+// The steps' spread and the ranks' busy times in that step go to `variability`. Needs `timeline`
+// and `steps`; with fewer, keeps breakdown_of(ops).
+void measured_breakdown(StepReport& report);
 
 // Reports list every op up to this many; beyond, `op_summary` totals them per op family and stage.
 constexpr std::size_t max_report_ops = 200000;

@@ -124,6 +124,54 @@ TEST(Compare, StepMatchingPairsOccurrencesAndLongRunAttempts) {
   EXPECT_EQ(run.only_predicted + run.only_measured, 0u);
 }
 
+TEST(Report, AMeasuredBreakdownIsOfOneRealStepWithSpreadAndSkewBeside) {
+  // Two ranks, three steps; in step k each rank computes a then b back to back, then all-reduces
+  // until the step ends. The ops move between steps (medians of starts and durations taken across
+  // steps can leave gaps that are variance); the breakdown of the median steady step has none,
+  // and the steps' spread and the ranks' skew are reported beside it.
+  ditwin::StepReport r;
+  r.source = "measured";
+  const double a[] = {9e-3, 2e-3, 4e-3}, b[] = {3e-3, 5e-3, 2e-3}, spans[] = {20e-3, 10e-3, 12e-3};
+  double at = 0;
+  for (int k = 0; k < 3; ++k) {
+    for (long long rank : {0LL, 1LL}) {
+      const double slow = rank == 1 ? 1e-3 : 0;  // rank 1 computes 1 ms longer
+      auto rec = [&](const std::string& name, ditwin::Stream stream, double start, double d) {
+        ditwin::OpRecord o;
+        o.name = name;
+        o.rank = rank;
+        o.stream = stream;
+        o.kind = stream == ditwin::Stream::compute ? ditwin::OpKind::compute : ditwin::OpKind::collective;
+        o.start_s = at + start;
+        o.duration_s = d;
+        r.timeline.push_back(o);
+      };
+      rec("a", ditwin::Stream::compute, 0, a[k] + slow);
+      rec("b", ditwin::Stream::compute, a[k] + slow, b[k]);
+      rec("allreduce", ditwin::Stream::dp, a[k] + slow + b[k], spans[k] - a[k] - slow - b[k]);
+    }
+    r.steps.push_back({at, spans[k]});
+    at += spans[k];
+  }
+  r.step_time_s = 11e-3;
+  ditwin::measured_breakdown(r);
+  ASSERT_TRUE(r.variability.has_value());
+  const auto& v = *r.variability;
+  EXPECT_EQ(v.step, 1);  // steady steps 1 and 2 (10 and 12 ms): the lower median
+  EXPECT_EQ(v.steady_steps, 2);
+  EXPECT_NEAR(v.median_s, 11e-3, 1e-12);
+  EXPECT_NEAR(v.stddev_s, 1e-3, 1e-12);
+  EXPECT_NEAR(r.breakdown.compute_s, 8e-3, 1e-12);  // the slowest rank (1): 3 + 5 ms
+  EXPECT_NEAR(r.breakdown.exposed_comm_s.at("dp"), 2e-3, 1e-12);
+  EXPECT_NEAR(r.breakdown.bubble_s, 0, 1e-12);
+  EXPECT_EQ(r.breakdown.rank, 1);
+  EXPECT_NEAR(v.rank_busy_max_s - v.rank_busy_min_s, 1e-3, 1e-12);
+  EXPECT_EQ(v.slowest_rank, 1);
+  auto j = ditwin::to_json(r);
+  EXPECT_NEAR(j["variability"]["rank_skew_s"].get<double>(), 1e-3, 1e-12);
+  EXPECT_EQ(j["variability"]["breakdown_step"].get<long long>(), 1);
+}
+
 }  // namespace
 
 // MFU above 100% means the peak is wrong, never the step: the report says so instead of passing
