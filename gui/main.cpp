@@ -2,6 +2,7 @@
 // window to a PNG without a display and exits.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QElapsedTimer>
 #include <QImage>
 #include <QLineEdit>
 #include <QTimer>
@@ -47,7 +48,10 @@ int main(int argc, char** argv) {
   QCommandLineOption search("search", "highlight ops whose name contains TEXT", "TEXT");
   QCommandLineOption range("range", "show the times FROM:TO, in milliseconds", "FROM:TO");
   QCommandLineOption expand("expand", "expand every folded rank class");
-  parser.addOptions({screenshot, size, report, report2, search, range, expand});
+  QCommandLineOption select("select", "select the first op whose name contains TEXT (details, dependency arrows)", "TEXT");
+  QCommandLineOption measure("measure", "measure the times FROM:TO, in milliseconds", "FROM:TO");
+  QCommandLineOption timings("timings", "print the time to load the traces and to paint the window (stderr)");
+  parser.addOptions({screenshot, size, report, report2, search, range, expand, select, measure, timings});
   parser.process(app);
 
   ditwin::gui::MainWindow window;
@@ -71,8 +75,11 @@ int main(int argc, char** argv) {
       return fail("--size: expected WIDTHxHEIGHT between 400x300 and 8000x8000, got " + parser.value(size));
   }
   window.resize(window_size);
+  QElapsedTimer clock;
+  clock.start();
   if (!traces.empty()) {
     QString error = window.open_traces(traces);
+    if (parser.isSet(timings)) std::fprintf(stderr, "ditwin-gui: load %.0f ms\n", static_cast<double>(clock.nsecsElapsed()) / 1e6);
     if (!error.isEmpty()) {
       if (int rc = report_error(error); rc) return rc;
     }
@@ -94,9 +101,26 @@ int main(int argc, char** argv) {
     if (!ok_a || !ok_b || !(b > a)) return fail("--range: expected FROM:TO in milliseconds with FROM < TO, got " + parser.value(range));
     window.timeline()->zoom_to(a * 1e-3, b * 1e-3);
   }
+  if (parser.isSet(select) && !window.timeline()->select_first(parser.value(select)))
+    if (int rc = report_error("--select: no op's name contains " + parser.value(select)); rc) return rc;
+  if (parser.isSet(measure)) {
+    QStringList r = parser.value(measure).split(':');
+    bool ok_a = false, ok_b = false;
+    double a = r.size() == 2 ? r[0].toDouble(&ok_a) : 0, b = r.size() == 2 ? r[1].toDouble(&ok_b) : 0;
+    if (!ok_a || !ok_b || !(b > a)) return fail("--measure: expected FROM:TO in milliseconds with FROM < TO, got " + parser.value(measure));
+    window.timeline()->set_measure(a * 1e-3, b * 1e-3);
+  }
   if (shot) {
     QApplication::processEvents();
+    clock.restart();
     QImage image = window.grab().toImage();
+    if (parser.isSet(timings)) {
+      double window_ms = static_cast<double>(clock.nsecsElapsed()) / 1e6;
+      clock.restart();
+      (void)window.timeline()->grab();
+      std::fprintf(stderr, "ditwin-gui: paint %.0f ms (window), %.1f ms (timeline alone, again)\n", window_ms,
+                   static_cast<double>(clock.nsecsElapsed()) / 1e6);
+    }
     QString out = parser.value(screenshot);
     if (!image.save(out, "PNG")) return fail(out + ": cannot write the PNG");
     std::printf("%s: %dx%d\n", out.toLocal8Bit().constData(), image.width(), image.height());

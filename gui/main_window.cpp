@@ -2,6 +2,8 @@
 #include "gui/main_window.hpp"
 
 #include <QAction>
+#include <QDockWidget>
+#include <QKeyEvent>
 #include <QComboBox>
 #include <QFileDialog>
 #include <QHeaderView>
@@ -21,6 +23,7 @@
 #include <map>
 
 #include "gui/compare_table.hpp"
+#include "gui/overview_widget.hpp"
 #include "gui/timeline_widget.hpp"
 
 namespace ditwin::gui {
@@ -77,6 +80,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   bar->addWidget(search_);
   matches_ = new QLabel;
   bar->addWidget(matches_);
+  setup_viewer_tools(bar, left);  // next/previous match, the overview strip, the details pane
   connect(search_, &QLineEdit::textChanged, this, [this](const QString& text) {
     timeline_->set_search(text);
     matches_->setText(text.trimmed().isEmpty() ? QString() : QString("  %1 ops").arg(timeline_->search_matches()));
@@ -357,6 +361,60 @@ void MainWindow::update_status() {
                                .arg(primary_->slice_count + (measured_ ? measured_->slice_count : 0))
                                .arg(timeline_->rows().size())
                                .arg(format_time(m.start_s()), format_time(m.end_s()), format_time(m.span_s())));
+}
+
+// --- viewer tools: the details pane, next/previous match, the overview strip (issue 17) ---
+
+void MainWindow::setup_viewer_tools(QToolBar* bar, QSplitter* left) {
+  // Next / previous match: buttons, F3 / Shift+F3 anywhere, Enter / Shift+Enter in the search box.
+  QAction* previous = bar->addAction(QString::fromUtf8("\u25c0 Prev"), this, [this] { timeline_->step_match(false); });
+  previous->setShortcut(QKeySequence(Qt::SHIFT | Qt::Key_F3));
+  previous->setToolTip("previous match in time order (Shift+F3; Shift+Enter in the search box)");
+  QAction* next = bar->addAction(QString::fromUtf8("Next \u25b6"), this, [this] { timeline_->step_match(true); });
+  next->setShortcut(QKeySequence(Qt::Key_F3));
+  next->setToolTip("next match in time order (F3; Enter in the search box)");
+  search_->installEventFilter(this);
+
+  overview_ = new OverviewWidget;
+  left->insertWidget(0, overview_);
+  left->setCollapsible(0, false);
+  connect(overview_, &OverviewWidget::process_clicked, timeline_, &TimelineWidget::reveal_process);
+  connect(timeline_, &TimelineWidget::traces_changed, this, &MainWindow::viewer_tools_opened);
+  connect(timeline_, &TimelineWidget::view_changed, this, [this] {
+    auto [first, last] = timeline_->visible_processes();
+    overview_->set_visible_processes(first, last);
+  });
+
+  details_ = new QTextBrowser;
+  details_->setMinimumWidth(240);
+  details_dock_ = new QDockWidget("Details", this);
+  details_dock_->setObjectName("details");
+  details_dock_->setWidget(details_);
+  details_dock_->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable);
+  addDockWidget(Qt::RightDockWidgetArea, details_dock_);
+  connect(timeline_, &TimelineWidget::selection_changed, this, &MainWindow::update_details);
+  update_details();
+}
+
+void MainWindow::viewer_tools_opened() { overview_->set_trace(timeline_->primary_shared()); }
+
+void MainWindow::update_details() {
+  QString h = timeline_->details_html();
+  if (h.isEmpty())
+    h = "<p><i>Click an op for its details and its dependencies (arrows); Ctrl+drag to measure a time range; "
+        "Esc clears both.</i></p>";
+  details_->setHtml(h);
+}
+
+bool MainWindow::eventFilter(QObject* watched, QEvent* event) {
+  if (watched == search_ && event->type() == QEvent::KeyPress) {
+    auto* key = static_cast<QKeyEvent*>(event);
+    if (key->key() == Qt::Key_Return || key->key() == Qt::Key_Enter) {
+      timeline_->step_match(!(key->modifiers() & Qt::ShiftModifier));
+      return true;
+    }
+  }
+  return QMainWindow::eventFilter(watched, event);
 }
 
 }  // namespace ditwin::gui

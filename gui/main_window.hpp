@@ -13,16 +13,19 @@
 
 class QAction;
 class QComboBox;
+class QDockWidget;
 class QLabel;
 class QLineEdit;
 class QSortFilterProxyModel;
 class QSplitter;
 class QTableView;
 class QTextBrowser;
+class QToolBar;
 
 namespace ditwin::gui {
 
 class CompareTableModel;
+class OverviewWidget;
 class TimelineWidget;
 
 class MainWindow : public QMainWindow {
@@ -52,11 +55,22 @@ class MainWindow : public QMainWindow {
   QString compare_step(long long step);
   const Comparison* comparison() const { return comparison_.get(); }
 
+  // --- viewer tools: details pane, next/previous match, overview (issue 17) ---
+  QTextBrowser* details_panel() const { return details_; }
+  OverviewWidget* overview() const { return overview_; }
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;  // Enter / Shift+Enter in the search box
+
  private:
   void open_dialog(bool pair);
   void update_panel();
   void update_status();
   void zoom_to_diff(const QModelIndex& index);
+  // Viewer tools: built once by the constructor, refreshed when traces open.
+  void setup_viewer_tools(QToolBar* bar, QSplitter* left);
+  void viewer_tools_opened();
+  void update_details();
 
   std::shared_ptr<const Trace> primary_, measured_;
   std::shared_ptr<const Comparison> comparison_;
@@ -71,6 +85,10 @@ class MainWindow : public QMainWindow {
   QComboBox* step_picker_ = nullptr;
   QAction* step_picker_action_ = nullptr;
   void fill_step_picker();
+  // Viewer tools.
+  QDockWidget* details_dock_ = nullptr;
+  QTextBrowser* details_ = nullptr;
+  OverviewWidget* overview_ = nullptr;
 };
 
 }  // namespace ditwin::gui

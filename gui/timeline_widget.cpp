@@ -6,11 +6,14 @@
 #include <QKeyEvent>
 #include <QMouseEvent>
 #include <QPainter>
+#include <QPolygonF>
 #include <QToolTip>
 #include <QWheelEvent>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <tuple>
 #include <unordered_map>
 
 namespace ditwin::gui {
@@ -101,9 +104,14 @@ void TimelineWidget::set_traces(std::shared_ptr<const Trace> primary, std::share
   comparison_ = measured_ ? std::move(comparison) : nullptr;
   expanded_.assign((primary_ ? primary_->classes.size() : 0) + (measured_ ? measured_->classes.size() : 0), false);
   scroll_y_ = 0;
+  selected_.reset();  // indices into the old traces
+  arrows_.clear();
+  measure_.reset();
   rebuild_rows();
   set_search(search_);
   fit();
+  emit traces_changed();
+  emit selection_changed();
 }
 
 double TimelineWidget::data_start() const {
@@ -139,7 +147,7 @@ void TimelineWidget::zoom_to(double t0_s, double t1_s) {
 void TimelineWidget::zoom_by(double factor) { set_mapping(mapping_.zoomed(factor, time_width() / 2)); }
 
 void TimelineWidget::set_scroll_y(int y) {
-  int content = static_cast<int>(rows_.size()) * row_height;
+  int content = content_height();
   int view = std::max(0, height() - ruler_height);
   scroll_y_ = std::clamp(y, 0, std::max(0, content - view));
   changed();
@@ -186,6 +194,7 @@ void TimelineWidget::set_all_expanded(bool e) {
 
 void TimelineWidget::rebuild_rows() {
   rows_.clear();
+  row_y_.assign(1, 0);
   if (!primary_) return;
   const Trace& pt = *primary_;
   std::unordered_map<long long, std::size_t> measured_of_pid;
@@ -226,9 +235,8 @@ void TimelineWidget::rebuild_rows() {
         if (!used[j]) rows_.push_back(Row{true, other->second, j, c, size, false});
     }
   }
-  if (!measured_) return;
   // Measured ranks with no predicted counterpart, folded by their own classes.
-  for (std::size_t c = 0; c < measured_->classes.size(); ++c) {
+  for (std::size_t c = 0; measured_ && c < measured_->classes.size(); ++c) {
     std::size_t global = pt.classes.size() + c;
     const auto& members = measured_->classes[c].members;
     std::size_t shown = expanded_[global] ? members.size() : 1;
@@ -236,6 +244,20 @@ void TimelineWidget::rebuild_rows() {
     for (std::size_t m = 0; m < shown; ++m)
       if (!measured_shown[members[m]]) add_process(true, members[m], global, size);
   }
+  // A lane is as high as its track's sub-rows.
+  row_y_.assign(rows_.size() + 1, 0);
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    rows_[r].depth = track_of(rows_[r]).depth;
+    row_y_[r + 1] = row_y_[r] + rows_[r].depth * row_height;
+  }
+}
+
+int TimelineWidget::row_at_y(int y) const {
+  if (rows_.empty() || y < ruler_height) return -1;
+  int content = y - ruler_height + scroll_y_;
+  auto it = std::upper_bound(row_y_.begin(), row_y_.end(), content);
+  int r = static_cast<int>(it - row_y_.begin()) - 1;
+  return r >= 0 && r < static_cast<int>(rows_.size()) ? r : -1;
 }
 
 int TimelineWidget::row_of(long long pid, long long tid, bool measured) const {
@@ -274,13 +296,51 @@ QColor TimelineWidget::colour_of(const Row& row, std::size_t slice) const {
   return QColor(c.lighter(100 + static_cast<int>(fnv(t.name_of(s)) % 3) * 12).rgb());
 }
 
-void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) const {
+namespace {
+
+// Binary search over positions [lo, hi): the first for which `f` holds (f false, then true).
+template <class F>
+std::size_t first_true(std::size_t lo, std::size_t hi, F f) {
+  while (lo < hi) {
+    std::size_t mid = lo + (hi - lo) / 2;
+    if (f(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+// The slices one sub-row shows, as positions 0..size(): all of a track's when it has one
+// sub-row, else one sub-row's. Both are sorted by start with a running max of ends.
+struct AllSlices {
+  const Track& tr;
+  std::size_t size() const { return tr.slices.size(); }
+  std::size_t index(std::size_t k) const { return k; }
+  double start(std::size_t k) const { return tr.slices[k].start_s; }
+  double max_end(std::size_t k) const { return tr.max_end_s[k]; }
+  std::pair<std::size_t, std::size_t> visible(double t0, double t1) const { return tr.visible(t0, t1); }
+};
+struct SubRowSlices {
+  const Track& tr;
+  std::size_t row;
+  std::size_t size() const { return tr.sub_rows[row].size(); }
+  std::size_t index(std::size_t k) const { return tr.sub_rows[row][k]; }
+  double start(std::size_t k) const { return tr.slices[index(k)].start_s; }
+  double max_end(std::size_t k) const { return tr.sub_max_end_s[row][k]; }
+  std::pair<std::size_t, std::size_t> visible(double t0, double t1) const {
+    std::size_t first = first_true(0, size(), [&](std::size_t k) { return max_end(k) >= t0; });
+    std::size_t last = first_true(first, size(), [&](std::size_t k) { return start(k) > t1; });
+    return {first, last};
+  }
+};
+
+}  // namespace
+
+template <class Seq>
+void TimelineWidget::paint_slices(QPainter& p, const Row& row, const Seq& seq, int top, int h, double width) const {
   const Track& tr = track_of(row);
   const Trace& t = trace_of(row);
-  const double width = right - label_width;
-  auto [first, last] = tr.visible(mapping_.t_of(-1), mapping_.t_of(width + 1));
+  auto [first, last] = seq.visible(mapping_.t_of(-1), mapping_.t_of(width + 1));
   const bool searching = !search_.isEmpty();
-  const int top = y + 2, h = row_height - 4;
   const QFontMetrics fm(p.font());
 
   // A run of merged sub-pixel slices, in pixel columns [run_x0, run_x1].
@@ -291,7 +351,8 @@ void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) co
     p.fillRect(QRect(label_width + run_x0, top, run_x1 - run_x0 + 1, h), run_colour);
     run_x0 = -1;
   };
-  for (std::size_t i = first; i < last; ++i) {
+  for (std::size_t k = first; k < last; ++k) {
+    const std::size_t i = seq.index(k);
     const Slice& s = tr.slices[i];
     double x0 = mapping_.x_of(s.start_s), x1 = mapping_.x_of(s.end_s());
     if (x1 < 0 || x0 > width) continue;
@@ -312,7 +373,8 @@ void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) co
         p.setPen(QPen(QColor(20, 20, 20), 2));
         p.drawRect(r.adjusted(1, 1, -1, -1));
       }
-      if (r.width() > 50) {
+      if (r.width() > 24) {
+        // Elided with "…" when it does not fit; the tooltip and the details pane have it whole.
         p.setPen(c.lightness() > 150 || !hit ? QColor(20, 20, 20) : QColor(255, 255, 255));
         QRectF text = r.adjusted(6, 0, -2, 0);  // clear of the search outline
         p.drawText(text, Qt::AlignVCenter | Qt::AlignLeft,
@@ -335,13 +397,39 @@ void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) co
     // The last of them may reach past the column: it is then taken next, as usual; if an earlier
     // one reaches further (an enclosing slice), they are walked one by one.
     double next = mapping_.t_of(run_x1 + 1);
-    auto j = static_cast<std::size_t>(
-        std::lower_bound(tr.slices.begin() + static_cast<std::ptrdiff_t>(i) + 1, tr.slices.begin() + static_cast<std::ptrdiff_t>(last),
-                         next, [](const Slice& sl, double v) { return sl.start_s < v; }) - tr.slices.begin());
-    if (j > i + 1 && tr.max_end_s[j - 1] <= next) i = j - 1;
-    else if (j > i + 2 && tr.max_end_s[j - 2] <= next) i = j - 2;
+    std::size_t j = first_true(k + 1, last, [&](std::size_t q) { return seq.start(q) >= next; });
+    if (j > k + 1 && seq.max_end(j - 1) <= next) k = j - 1;
+    else if (j > k + 2 && seq.max_end(j - 2) <= next) k = j - 2;
   }
   flush();
+}
+
+void TimelineWidget::paint_row(QPainter& p, const Row& row, int y, int right) const {
+  const Track& tr = track_of(row);
+  const double width = right - label_width;
+  if (tr.depth <= 1) {
+    paint_slices(p, row, AllSlices{tr}, y + 2, row_height - 4, width);
+    return;
+  }
+  for (int k = 0; k < tr.depth; ++k)
+    paint_slices(p, row, SubRowSlices{tr, static_cast<std::size_t>(k)}, y + k * row_height + 2, row_height - 4, width);
+}
+
+QString TimelineWidget::stream_label(const Row& row) const {
+  QString stream = QString::fromStdString(track_of(row).name);
+  if (measured_) stream = (row.measured ? "measured " : "predicted ") + stream;
+  return stream;
+}
+
+QString TimelineWidget::rank_label(const Row& row) const {
+  const Process& proc = trace_of(row).processes[row.process];
+  QString name = QString::fromStdString(proc.name);
+  const auto& classes = row.measured && row.rank_class >= primary_->classes.size() ? measured_->classes : primary_->classes;
+  std::size_t local = row.rank_class >= primary_->classes.size() ? row.rank_class - primary_->classes.size() : row.rank_class;
+  bool foldable = local < classes.size() && classes[local].members.size() > 1;
+  if (foldable) name = QString(is_expanded(row.rank_class) ? "- " : "+ ") + name;
+  if (row.class_size > 1) name += QString::fromUtf8(" \u00d7") + QString::number(row.class_size);
+  return name;
 }
 
 void TimelineWidget::paint_labels(QPainter& p, int first, int last, int height) const {
@@ -351,26 +439,21 @@ void TimelineWidget::paint_labels(QPainter& p, int first, int last, int height) 
   const QFont normal = p.font();
   for (int r = first; r < last; ++r) {
     const Row& row = rows_[static_cast<std::size_t>(r)];
-    const Trace& t = trace_of(row);
     int y = row_top(r);
     QRect box(6, y, label_width - 12, row_height);
-    QString stream = QString::fromStdString(track_of(row).name);
-    if (measured_) stream = (row.measured ? "measured " : "predicted ") + stream;
+    // The stream keeps at most half the box; the rank label gets the rest. Both are elided
+    // with "…" when too long (the tooltip over the label has them whole).
     p.setFont(normal);
+    QString stream = p.fontMetrics().elidedText(stream_label(row), Qt::ElideRight, box.width() / 2);
+    int stream_width = p.fontMetrics().horizontalAdvance(stream);
     p.setPen(QColor(90, 90, 90));
     p.drawText(box, Qt::AlignVCenter | Qt::AlignRight, stream);
     if (row.first_of_process) {
-      const Process& proc = t.processes[row.process];
-      QString name = QString::fromStdString(proc.name);
-      const auto& classes = row.measured && row.rank_class >= primary_->classes.size() ? measured_->classes : primary_->classes;
-      std::size_t local = row.rank_class >= primary_->classes.size() ? row.rank_class - primary_->classes.size() : row.rank_class;
-      bool foldable = local < classes.size() && classes[local].members.size() > 1;
-      if (foldable) name = QString(is_expanded(row.rank_class) ? "- " : "+ ") + name;
-      if (row.class_size > 1) name += QString::fromUtf8(" \u00d7") + QString::number(row.class_size);
       p.setFont(bold);
       p.setPen(QColor(20, 20, 20));
-      p.drawText(box.adjusted(0, 0, -p.fontMetrics().horizontalAdvance(stream) - 6, 0), Qt::AlignVCenter | Qt::AlignLeft,
-                 p.fontMetrics().elidedText(name, Qt::ElideRight, box.width() - 70));
+      int room = std::max(0, box.width() - stream_width - 8);
+      p.drawText(QRect(box.x(), box.y(), room, box.height()), Qt::AlignVCenter | Qt::AlignLeft,
+                 p.fontMetrics().elidedText(rank_label(row), Qt::ElideRight, room));
     }
   }
   p.setFont(normal);
@@ -431,8 +514,13 @@ void TimelineWidget::paint(QPainter& p, QSize size) const {
     p.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter, "Open a trace (File > Open) to see its timeline");
     return;
   }
-  int first = std::max(0, scroll_y_ / row_height);
-  int last = std::min(static_cast<int>(rows_.size()), (scroll_y_ + size.height() - ruler_height) / row_height + 1);
+  int first = 0, last = 0;
+  if (!rows_.empty()) {
+    first = std::max(0, static_cast<int>(std::upper_bound(row_y_.begin(), row_y_.end(), scroll_y_) - row_y_.begin()) - 1);
+    int bottom = scroll_y_ + size.height() - ruler_height;
+    last = std::min(static_cast<int>(rows_.size()),
+                    static_cast<int>(std::lower_bound(row_y_.begin(), row_y_.end(), bottom) - row_y_.begin()));
+  }
   p.save();
   p.setClipRect(QRect(label_width, ruler_height, size.width() - label_width, size.height() - ruler_height));
   // Stripes per rank, a tint on measured lanes, then the time grid, then the slices.
@@ -442,12 +530,14 @@ void TimelineWidget::paint(QPainter& p, QSize size) const {
     if (row.first_of_process && r > 0) ++stripe_index;
     if (r < first) continue;
     QColor c = row.measured ? measured_stripe : (stripe_index % 2 ? stripe : background);
-    p.fillRect(QRect(label_width, row_top(r), size.width() - label_width, row_height), c);
+    p.fillRect(QRect(label_width, row_top(r), size.width() - label_width, row_pixels(r)), c);
   }
   for (int r = first; r < last; ++r) paint_row(p, rows_[static_cast<std::size_t>(r)], row_top(r), size.width());
+  paint_selection(p, size);
   p.restore();
   paint_labels(p, first, last, size.height());
   paint_ruler(p, size.width());
+  paint_measure(p, size);
   if (drag_ == Drag::box) {
     QRect band = QRect(drag_from_, drag_to_).normalized();
     band.setTop(ruler_height);
@@ -470,31 +560,43 @@ void TimelineWidget::resizeEvent(QResizeEvent*) {
 
 std::optional<TimelineWidget::Hit> TimelineWidget::hit_at(QPoint pos) const {
   if (!primary_ || pos.x() < label_width || pos.y() < ruler_height) return std::nullopt;
-  int r = (pos.y() - ruler_height + scroll_y_) / row_height;
-  if (r < 0 || r >= static_cast<int>(rows_.size())) return std::nullopt;
+  int r = row_at_y(pos.y());
+  if (r < 0) return std::nullopt;
   const Row& row = rows_[static_cast<std::size_t>(r)];
   const Track& tr = track_of(row);
+  const int sub = std::clamp((pos.y() - row_top(r)) / row_height, 0, tr.depth - 1);
   double t = mapping_.t_of(pos.x() - label_width + 0.5);
   double tolerance = 2 * mapping_.seconds_per_px();
-  auto [first, last] = tr.visible(t - tolerance, t + tolerance);
   std::optional<std::size_t> best;
   double best_score = INFINITY;
-  for (std::size_t i = first; i < last; ++i) {
-    const Slice& s = tr.slices[i];
-    if (s.end_s() < t - tolerance) continue;
-    // Inside beats near; among those inside, the shortest (innermost) wins.
-    double outside = s.start_s > t ? s.start_s - t : t > s.end_s() ? t - s.end_s() : 0;
-    double score = outside > 0 ? 1e30 + outside : s.duration_s;
-    if (score < best_score) {
-      best_score = score;
-      best = i;
+  auto search = [&](const auto& seq) {
+    auto [first, last] = seq.visible(t - tolerance, t + tolerance);
+    for (std::size_t k = first; k < last; ++k) {
+      const std::size_t i = seq.index(k);
+      const Slice& s = tr.slices[i];
+      if (s.end_s() < t - tolerance) continue;
+      // Inside beats near; among those inside, the shortest (innermost) wins.
+      double outside = s.start_s > t ? s.start_s - t : t > s.end_s() ? t - s.end_s() : 0;
+      double score = outside > 0 ? 1e30 + outside : s.duration_s;
+      if (score < best_score) {
+        best_score = score;
+        best = i;
+      }
     }
-  }
+  };
+  if (tr.depth <= 1) search(AllSlices{tr});
+  else search(SubRowSlices{tr, static_cast<std::size_t>(sub)});
   if (!best) return std::nullopt;
   return Hit{r, row.measured, row.process, row.track, *best};
 }
 
 QString TimelineWidget::tooltip_at(QPoint pos) const {
+  if (primary_ && pos.x() < label_width && pos.y() >= ruler_height) {  // a lane's label, whole
+    int r = row_at_y(pos.y());
+    if (r < 0) return {};
+    const Row& row = rows_[static_cast<std::size_t>(r)];
+    return "<b>" + rank_label(row).toHtmlEscaped() + "</b> &middot; " + stream_label(row).toHtmlEscaped();
+  }
   auto hit = hit_at(pos);
   if (!hit) return {};
   const Row& row = rows_[static_cast<std::size_t>(hit->row)];
@@ -534,14 +636,16 @@ void TimelineWidget::wheelEvent(QWheelEvent* e) {
 void TimelineWidget::mousePressEvent(QMouseEvent* e) {
   QPoint pos = e->position().toPoint();
   if (e->button() == Qt::LeftButton && pos.x() < label_width && pos.y() >= ruler_height) {
-    int r = (pos.y() - ruler_height + scroll_y_) / row_height;
-    if (r >= 0 && r < static_cast<int>(rows_.size())) {
+    int r = row_at_y(pos.y());
+    if (r >= 0) {
       std::size_t c = rows_[static_cast<std::size_t>(r)].rank_class;
       set_expanded(c, !is_expanded(c));
     }
     return;
   }
-  if (e->button() == Qt::RightButton || (e->button() == Qt::LeftButton && (e->modifiers() & Qt::ShiftModifier))) {
+  if (e->button() == Qt::LeftButton && (e->modifiers() & Qt::ControlModifier) && pos.x() >= label_width) {
+    drag_ = Drag::measure;  // Ctrl+drag: measure a time range
+  } else if (e->button() == Qt::RightButton || (e->button() == Qt::LeftButton && (e->modifiers() & Qt::ShiftModifier))) {
     drag_ = Drag::box;
   } else if (e->button() == Qt::LeftButton) {
     drag_ = Drag::pan;
@@ -562,6 +666,10 @@ void TimelineWidget::mouseMoveEvent(QMouseEvent* e) {
   } else if (drag_ == Drag::box) {
     drag_to_ = pos;
     update();
+  } else if (drag_ == Drag::measure) {
+    drag_to_ = pos;
+    if (std::abs(drag_to_.x() - drag_from_.x()) >= 2)
+      set_measure(mapping_.t_of(drag_from_.x() - label_width), mapping_.t_of(drag_to_.x() - label_width));
   }
 }
 
@@ -573,6 +681,19 @@ void TimelineWidget::mouseReleaseEvent(QMouseEvent* e) {
     drag_ = Drag::none;
     if (b - a >= 3) zoom_to(mapping_.t_of(a), mapping_.t_of(b));
     else update();
+  } else if (drag_ == Drag::measure) {
+    drag_to_ = e->position().toPoint();
+    if (std::abs(drag_to_.x() - drag_from_.x()) >= 2)
+      set_measure(mapping_.t_of(drag_from_.x() - label_width), mapping_.t_of(drag_to_.x() - label_width));
+    else
+      clear_measure();
+  } else if (drag_ == Drag::pan) {
+    // A press and release in place is a click: it selects the slice under it (or clears).
+    QPoint to = e->position().toPoint();
+    if ((to - drag_from_).manhattanLength() < 3) {
+      auto hit = hit_at(to);
+      select(hit ? std::optional<SliceRef>(SliceRef{hit->measured, hit->process, hit->track, hit->slice}) : std::nullopt);
+    }
   }
   drag_ = Drag::none;
   unsetCursor();
@@ -594,6 +715,14 @@ void TimelineWidget::keyPressEvent(QKeyEvent* e) {
     case Qt::Key_Down: set_scroll_y(scroll_y_ + row_height); break;
     case Qt::Key_PageUp: set_scroll_y(scroll_y_ - (height() - ruler_height)); break;
     case Qt::Key_PageDown: set_scroll_y(scroll_y_ + (height() - ruler_height)); break;
+    case Qt::Key_Escape:  // clears the selection and the measured range
+      if (!selected_ && !measure_) {
+        QWidget::keyPressEvent(e);
+        return;
+      }
+      measure_.reset();
+      select(std::nullopt);
+      break;
     default: QWidget::keyPressEvent(e); return;
   }
   e->accept();
@@ -612,6 +741,378 @@ bool TimelineWidget::event(QEvent* e) {
     return true;
   }
   return QWidget::event(e);
+}
+
+// --- selection, dependency arrows, measured range, stepping through matches ---
+
+namespace {
+
+const QColor selection_colour(255, 176, 0);
+const QColor dependency_colour(25, 25, 140);   // arrows from what the selection waits for
+const QColor dependent_colour(190, 30, 140);   // arrows to what waits for the selection
+const QColor measure_colour(0, 150, 136);
+
+QString html_row(const QString& k, const QString& v) {
+  return "<tr><td>" + k + "</td><td>" + v + "</td></tr>";
+}
+
+// One arg as the details pane shows it: units on the figures ditwin writes.
+QString arg_text(const std::string& key, const nlohmann::json& v) {
+  if (v.is_number()) {
+    double d = v.get<double>();
+    if (key == "flops") return number_with_unit(d, "FLOP");
+    if (key == "bytes") return number_with_unit(d, "B");
+    if (key == "tflops_per_s") return QString::number(d, 'f', 1) + " TFLOP/s";
+    if (key == "gbytes_per_s") return QString::number(d, 'f', 1) + " GB/s";
+    return v.is_number_integer() ? QString::number(v.get<long long>()) : QString::number(d, 'g', 6);
+  }
+  if (v.is_string()) return QString::fromStdString(v.get<std::string>()).toHtmlEscaped();
+  return QString::fromStdString(v.dump()).toHtmlEscaped();
+}
+
+}  // namespace
+
+const Slice& TimelineWidget::slice_of(const SliceRef& s) const {
+  return trace_of(s).processes[s.process].tracks[s.track].slices[s.slice];
+}
+
+int TimelineWidget::row_of_slice(const SliceRef& s) const {
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    const Row& row = rows_[r];
+    if (row.measured == s.measured && row.process == s.process && row.track == s.track) return static_cast<int>(r);
+  }
+  return -1;
+}
+
+QRectF TimelineWidget::slice_rect(const SliceRef& s) const {
+  int r = row_of_slice(s);
+  if (r < 0) return {};
+  const Slice& sl = slice_of(s);
+  int sub = track_of(rows_[static_cast<std::size_t>(r)]).sub_row_of(s.slice);
+  double x0 = label_width + mapping_.x_of(sl.start_s), x1 = label_width + mapping_.x_of(sl.end_s());
+  if (x1 - x0 < 3) {  // thin slices and instants still get a visible outline
+    double mid = (x0 + x1) / 2;
+    x0 = mid - 1.5;
+    x1 = mid + 1.5;
+  }
+  return QRectF(x0, row_top(r) + sub * row_height + 2, x1 - x0, row_height - 4);
+}
+
+void TimelineWidget::select(std::optional<SliceRef> s) {
+  if (s && (!primary_ || (s->measured && !measured_))) s.reset();
+  selected_ = s;
+  compute_arrows();
+  update();
+  emit selection_changed();
+}
+
+void TimelineWidget::compute_arrows() {
+  arrows_.clear();
+  if (!selected_) return;
+  const SliceRef sel_ref = *selected_;
+  const Trace& t = trace_of(sel_ref);
+  const Process& proc = t.processes[sel_ref.process];
+  const Slice& sel = slice_of(sel_ref);
+  const std::string& sel_name = t.name_of(sel);
+  constexpr double eps = 1e-10;
+  // What the selection waits for: args.deps, by name, on the same rank.
+  std::vector<std::int32_t> dep_ids;
+  const auto& args = t.args_of(sel);
+  if (auto d = args.find("deps"); d != args.end() && d->is_array())
+    for (const auto& n : *d)
+      if (n.is_string())
+        if (auto id = t.find_name(n.get<std::string>())) dep_ids.push_back(*id);
+  // Which args objects name the selection among their deps (shared by many slices).
+  std::vector<char> names_selection(t.args.size(), 0);
+  for (std::size_t a = 0; a < t.args.size(); ++a)
+    if (auto d = t.args[a].find("deps"); d != t.args[a].end() && d->is_array())
+      for (const auto& n : *d)
+        if (n.is_string() && n.get_ref<const std::string&>() == sel_name) names_selection[a] = 1;
+  // Of several occurrences (a measured trace's steps), the dependency that ends last before the
+  // selection starts and the dependent that starts first after it ends.
+  struct Best {
+    SliceRef ref;
+    double score = INFINITY;
+  };
+  std::map<std::int32_t, Best> deps, dependents;
+  for (std::size_t k = 0; k < proc.tracks.size(); ++k) {
+    const auto& slices = proc.tracks[k].slices;
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+      const Slice& s = slices[i];
+      SliceRef ref{sel_ref.measured, sel_ref.process, k, i};
+      if (ref == sel_ref) continue;
+      if (std::find(dep_ids.begin(), dep_ids.end(), s.name) != dep_ids.end()) {
+        double score = s.end_s() <= sel.start_s + eps ? sel.start_s - s.end_s() : 1e30 + std::fabs(s.start_s - sel.start_s);
+        Best& b = deps[s.name];
+        if (score < b.score) b = {ref, score};
+      }
+      if (s.args >= 0 && names_selection[static_cast<std::size_t>(s.args)]) {
+        double score = s.start_s >= sel.end_s() - eps ? s.start_s - sel.end_s() : 1e30 + std::fabs(s.start_s - sel.start_s);
+        Best& b = dependents[s.name];
+        if (score < b.score) b = {ref, score};
+      }
+    }
+  }
+  for (std::int32_t id : dep_ids)
+    if (auto it = deps.find(id); it != deps.end()) arrows_.push_back({it->second.ref, sel_ref, false});
+  std::vector<Arrow> after;
+  for (const auto& [id, b] : dependents) after.push_back({sel_ref, b.ref, true});
+  std::sort(after.begin(), after.end(), [&](const Arrow& a, const Arrow& b) { return slice_of(a.to).start_s < slice_of(b.to).start_s; });
+  arrows_.insert(arrows_.end(), after.begin(), after.end());
+}
+
+void TimelineWidget::paint_selection(QPainter& p, QSize) const {
+  if (!selected_) return;
+  p.save();
+  p.setRenderHint(QPainter::Antialiasing, true);
+  for (const Arrow& a : arrows_) {
+    QRectF from = slice_rect(a.from), to = slice_rect(a.to);
+    if (from.isNull() || to.isNull()) continue;
+    QPointF p0(label_width + mapping_.x_of(slice_of(a.from).end_s()), from.center().y());
+    QPointF p1(label_width + mapping_.x_of(slice_of(a.to).start_s), to.center().y());
+    QColor c = a.dependent ? dependent_colour : dependency_colour;
+    p.setPen(QPen(c, 1.5));
+    p.drawLine(p0, p1);
+    // The head at the waiting op's start.
+    QLineF line(p1, p0);
+    if (line.length() < 1) continue;
+    QLineF unit = line.unitVector();
+    QPointF d(unit.dx() * 7, unit.dy() * 7), n(-unit.dy() * 3.5, unit.dx() * 3.5);
+    QPolygonF head({p1, p1 + d + n, p1 + d - n});
+    p.setBrush(c);
+    p.drawPolygon(head);
+  }
+  p.setRenderHint(QPainter::Antialiasing, false);
+  QRectF r = slice_rect(*selected_);
+  if (!r.isNull()) {
+    p.setBrush(Qt::NoBrush);
+    p.setPen(QPen(QColor(20, 20, 20), 1));
+    p.drawRect(r.adjusted(-3, -3, 3, 3));
+    p.setPen(QPen(selection_colour, 2));
+    p.drawRect(r.adjusted(-1, -1, 1, 1));
+  }
+  p.restore();
+}
+
+void TimelineWidget::set_measure(double t0_s, double t1_s) {
+  if (t1_s < t0_s) std::swap(t0_s, t1_s);
+  measure_ = std::make_pair(t0_s, t1_s);
+  update();
+  emit selection_changed();
+}
+
+void TimelineWidget::clear_measure() {
+  if (!measure_) return;
+  measure_.reset();
+  update();
+  emit selection_changed();
+}
+
+void TimelineWidget::paint_measure(QPainter& p, QSize size) const {
+  if (!measure_) return;
+  int x0 = std::max(label_width, x_of(measure_->first)), x1 = std::min(size.width(), x_of(measure_->second));
+  if (x1 < label_width || x0 > size.width()) return;
+  QColor band = measure_colour;
+  band.setAlpha(40);
+  p.fillRect(QRect(x0, ruler_height, std::max(1, x1 - x0), size.height() - ruler_height), band);
+  p.setPen(QPen(measure_colour, 1));
+  p.drawLine(x0, 0, x0, size.height());
+  p.drawLine(x1, 0, x1, size.height());
+  // On the ruler: start, end and length, centred on the range (kept on screen).
+  QString text = format_time(measure_->first) + QString::fromUtf8(" \u2013 ") + format_time(measure_->second) + "  (" +
+                 format_time(measure_->second - measure_->first) + ")";
+  int w = p.fontMetrics().horizontalAdvance(text) + 12;
+  int cx = std::clamp((x0 + x1) / 2 - w / 2, label_width, std::max(label_width, size.width() - w));
+  QRect box(cx, 3, w, ruler_height - 6);
+  p.fillRect(box, measure_colour);
+  p.setPen(Qt::white);
+  p.drawText(box, Qt::AlignCenter, text);
+}
+
+bool TimelineWidget::step_match(bool forward) {
+  if (!primary_ || search_.isEmpty() || search_matches_ == 0) return false;
+  using Key = std::tuple<double, int, std::size_t>;  // start, row, slice
+  std::optional<Key> current;
+  if (selected_) {
+    int r = row_of_slice(*selected_);
+    if (r >= 0) current = Key{slice_of(*selected_).start_s, r, selected_->slice};
+  }
+  std::optional<Key> best, wrap;
+  std::optional<SliceRef> best_ref, wrap_ref;
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    const Row& row = rows_[r];
+    const Trace& t = trace_of(row);
+    const auto& slices = track_of(row).slices;
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+      if (!name_matches(t, slices[i])) continue;
+      Key k{slices[i].start_s, static_cast<int>(r), i};
+      SliceRef ref{row.measured, row.process, row.track, i};
+      if (forward) {
+        if ((!current || k > *current) && (!best || k < *best)) best = k, best_ref = ref;
+        if (!wrap || k < *wrap) wrap = k, wrap_ref = ref;
+      } else {
+        if ((!current || k < *current) && (!best || k > *best)) best = k, best_ref = ref;
+        if (!wrap || k > *wrap) wrap = k, wrap_ref = ref;
+      }
+    }
+  }
+  if (!best_ref) best_ref = wrap_ref;
+  if (!best_ref) return false;
+  select(best_ref);
+  reveal(*best_ref);
+  return true;
+}
+
+bool TimelineWidget::select_first(const QString& text) {
+  if (!primary_ || text.trimmed().isEmpty()) return false;
+  std::optional<std::pair<double, int>> best;
+  std::optional<SliceRef> best_ref;
+  auto names_hit = [&](const Trace* t) {  // per name: contains `text`
+    std::vector<char> hit(t ? t->names.size() : 0, 0);
+    for (std::size_t n = 0; n < hit.size(); ++n) hit[n] = QString::fromStdString(t->names[n]).contains(text.trimmed(), Qt::CaseInsensitive);
+    return hit;
+  };
+  const std::vector<char> primary_hit = names_hit(primary_.get()), measured_hit = names_hit(measured_.get());
+  for (std::size_t r = 0; r < rows_.size(); ++r) {
+    const Row& row = rows_[r];
+    const auto& slices = track_of(row).slices;
+    const auto& hit = row.measured ? measured_hit : primary_hit;
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+      if (!hit[static_cast<std::size_t>(slices[i].name)]) continue;
+      std::pair<double, int> k{slices[i].start_s, static_cast<int>(r)};
+      if (!best || k < *best) best = k, best_ref = SliceRef{row.measured, row.process, row.track, i};
+      break;  // slices are sorted by start: the first match is this lane's earliest
+    }
+  }
+  if (!best_ref) return false;
+  select(best_ref);
+  reveal(*best_ref);
+  return true;
+}
+
+void TimelineWidget::reveal(const SliceRef& s) {
+  int r = row_of_slice(s);
+  if (r < 0) return;
+  const Slice& sl = slice_of(s);
+  double span = mapping_.span_s();
+  if (sl.duration_s > 0.8 * span) {
+    double pad = 0.25 * sl.duration_s;
+    set_mapping(TimeMapping(sl.start_s - pad, sl.end_s() + pad, time_width()));
+  } else {
+    double mid = sl.start_s + sl.duration_s / 2;
+    set_mapping(TimeMapping(mid - span / 2, mid + span / 2, time_width()));
+  }
+  int sub = track_of(rows_[static_cast<std::size_t>(r)]).sub_row_of(s.slice);
+  set_scroll_y(row_y_[static_cast<std::size_t>(r)] + sub * row_height - (height() - ruler_height) / 2 + row_height / 2);
+}
+
+void TimelineWidget::reveal_process(std::size_t process) {
+  if (!primary_ || process >= primary_->processes.size()) return;
+  for (std::size_t c = 0; c < primary_->classes.size(); ++c) {
+    const auto& m = primary_->classes[c].members;
+    if (std::find(m.begin(), m.end(), process) == m.end()) continue;
+    if (process != primary_->classes[c].representative() && !is_expanded(c)) set_expanded(c, true);
+    break;
+  }
+  for (std::size_t r = 0; r < rows_.size(); ++r)
+    if (!rows_[r].measured && rows_[r].process == process) {
+      set_scroll_y(row_y_[r]);
+      return;
+    }
+}
+
+std::pair<std::size_t, std::size_t> TimelineWidget::visible_processes() const {
+  if (!primary_ || rows_.empty()) return {0, 0};
+  int first = row_at_y(ruler_height);
+  int last = row_at_y(std::max(ruler_height, height() - 1));
+  if (first < 0) return {0, 0};
+  if (last < 0) last = static_cast<int>(rows_.size()) - 1;
+  std::size_t lo = SIZE_MAX, hi = 0;
+  for (int r = first; r <= last; ++r) {
+    const Row& row = rows_[static_cast<std::size_t>(r)];
+    if (row.measured || row.rank_class >= primary_->classes.size()) continue;
+    // A folded row stands for every rank of its class.
+    const auto& members = primary_->classes[row.rank_class].members;
+    bool folded = row.class_size > 1;
+    lo = std::min(lo, folded ? members.front() : row.process);
+    hi = std::max(hi, folded ? members.back() : row.process);
+  }
+  if (lo == SIZE_MAX) return {0, 0};
+  return {lo, hi};
+}
+
+QString TimelineWidget::details_html() const {
+  QString h;
+  if (selected_) {
+    const SliceRef& ref = *selected_;
+    const Trace& t = trace_of(ref);
+    const Process& proc = t.processes[ref.process];
+    const Track& tr = proc.tracks[ref.track];
+    const Slice& s = tr.slices[ref.slice];
+    h += "<h3>" + QString::fromStdString(t.name_of(s)).toHtmlEscaped() + "</h3><table>";
+    QString rank = QString::number(proc.rank);
+    if (proc.name != "rank " + std::to_string(proc.rank)) rank += " (" + QString::fromStdString(proc.name).toHtmlEscaped() + ")";
+    h += html_row("rank", rank);
+    int r = row_of_slice(ref);
+    if (r >= 0 && rows_[static_cast<std::size_t>(r)].class_size > 1)
+      h += html_row("", QString("one of %1 identical ranks").arg(rows_[static_cast<std::size_t>(r)].class_size));
+    h += html_row("stream", QString::fromStdString(tr.name).toHtmlEscaped());
+    if (measured_) h += html_row("trace", ref.measured ? "measured" : "predicted");
+    if (!t.category_of(s).empty()) h += html_row("category", QString::fromStdString(t.category_of(s)).toHtmlEscaped());
+    h += html_row("start", format_time(s.start_s));
+    h += html_row("duration", format_time(s.duration_s));
+    h += html_row("end", format_time(s.end_s()));
+    const auto& args = t.args_of(s);
+    for (auto it = args.begin(); it != args.end(); ++it)
+      if (it.key() != "deps") h += html_row(QString::fromStdString(it.key()).toHtmlEscaped(), arg_text(it.key(), it.value()));
+    if (!args.contains("tflops_per_s") && s.duration_s > 0 && s.flops > 0) h += html_row("achieved", arg_text("tflops_per_s", s.flops / s.duration_s / 1e12));
+    if (!args.contains("gbytes_per_s") && s.duration_s > 0 && s.bytes > 0) h += html_row("achieved", arg_text("gbytes_per_s", s.bytes / s.duration_s / 1e9));
+    if (comparison_) {
+      // The matched pair holding this slice (same rank, name and duration on this side).
+      const OpDiff* pair = nullptr;
+      for (const auto& d : comparison_->diffs)
+        if (d.pid == proc.pid && d.name == t.name_of(s) && (ref.measured ? d.measured_s : d.predicted_s) == s.duration_s) {
+          pair = &d;
+          break;
+        }
+      if (!pair) {
+        h += html_row("compare", "not compared (no counterpart in the compared step)");
+      } else {
+        h += html_row("predicted", format_time(pair->predicted_s));
+        h += html_row("measured", format_time(pair->measured_s));
+        if (pair->measured_s > 0)  // as ditwin compare reports it: negative when the run was slower
+          h += html_row("predicted / measured - 1", QString("%1%2%").arg(pair->predicted_s >= pair->measured_s ? "+" : "")
+                                                         .arg(100.0 * (pair->predicted_s / pair->measured_s - 1), 0, 'f', 1));
+      }
+    }
+    h += "</table>";
+    if (auto d = args.find("deps"); d != args.end() && d->is_array() && !d->empty()) {
+      h += "<p><b>depends on</b> (arrows in blue)</p><ul>";
+      for (const auto& n : *d) {
+        QString name = QString::fromStdString(n.is_string() ? n.get<std::string>() : n.dump()).toHtmlEscaped();
+        bool shown = std::any_of(arrows_.begin(), arrows_.end(), [&](const Arrow& a) {
+          return !a.dependent && n.is_string() && t.name_of(slice_of(a.from)) == n.get<std::string>();
+        });
+        h += "<li>" + name + (shown ? "" : " <i>(not in this trace)</i>") + "</li>";
+      }
+      h += "</ul>";
+    }
+    bool any_dependent = std::any_of(arrows_.begin(), arrows_.end(), [](const Arrow& a) { return a.dependent; });
+    if (any_dependent) {
+      h += "<p><b>needed by</b> (arrows in magenta)</p><ul>";
+      for (const Arrow& a : arrows_)
+        if (a.dependent) h += "<li>" + QString::fromStdString(t.name_of(slice_of(a.to))).toHtmlEscaped() + "</li>";
+      h += "</ul>";
+    }
+  }
+  if (measure_) {
+    h += "<h3>time range</h3><table>";
+    h += html_row("start", format_time(measure_->first));
+    h += html_row("end", format_time(measure_->second));
+    h += html_row("length", format_time(measure_->second - measure_->first));
+    h += "</table>";
+  }
+  return h;
 }
 
 }  // namespace ditwin::gui

@@ -33,6 +33,90 @@ std::int32_t Trace::intern_category(const std::string& c) {
   return it->second;
 }
 
+namespace {
+// Hash of an args object without its "rank" key (copies of one op on many ranks hash alike).
+std::size_t args_hash(const json& a) {
+  std::size_t h = 1469598103934665603ULL;
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (it.key() == "rank") continue;
+    h = (h ^ std::hash<std::string>{}(it.key())) * 1099511628211ULL;
+    h = (h ^ std::hash<json>{}(it.value())) * 1099511628211ULL;
+  }
+  return h;
+}
+bool same_args(const json& stored, const json& a) {  // `stored` has no "rank"
+  std::size_t n = 0;
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (it.key() == "rank") continue;
+    ++n;
+    auto s = stored.find(it.key());
+    if (s == stored.end() || *s != it.value()) return false;
+  }
+  return n == stored.size();
+}
+}  // namespace
+
+std::int32_t Trace::intern_args(const json& a) {
+  if (!a.is_object() || a.empty() || (a.size() == 1 && a.contains("rank"))) return -1;
+  std::size_t h = args_hash(a);
+  auto [lo, hi] = args_index_.equal_range(h);
+  for (auto it = lo; it != hi; ++it)
+    if (same_args(args[static_cast<std::size_t>(it->second)], a)) return it->second;
+  json stored = a;
+  stored.erase("rank");
+  args.push_back(std::move(stored));
+  auto id = static_cast<std::int32_t>(args.size() - 1);
+  args_index_.emplace(h, id);
+  return id;
+}
+
+const json& Trace::args_of(const Slice& s) const {
+  static const json none = json::object();
+  return s.args >= 0 && static_cast<std::size_t>(s.args) < args.size() ? args[static_cast<std::size_t>(s.args)] : none;
+}
+
+std::optional<std::int32_t> Trace::find_name(const std::string& n) const {
+  auto it = name_index_.find(n);
+  if (it != name_index_.end()) return it->second;
+  // A Trace built by hand may fill `names` directly.
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (names[i] == n) return static_cast<std::int32_t>(i);
+  return std::nullopt;
+}
+
+void Track::assign_sub_rows() {
+  depth = 1;
+  sub_row.clear();
+  sub_rows.clear();
+  sub_max_end_s.clear();
+  // Below a trace's resolution (1 ns): ends and starts that touch after the microsecond
+  // conversion may differ by a rounding error, which is no overlap.
+  constexpr double touch_s = 1e-10;
+  std::vector<double> free_at;  // per sub-row: when its last slice ends
+  std::vector<std::uint16_t> rows(slices.size());
+  for (std::size_t i = 0; i < slices.size(); ++i) {
+    const Slice& s = slices[i];
+    std::size_t k = 0;
+    while (k < free_at.size() && free_at[k] > s.start_s + touch_s) ++k;
+    if (k == free_at.size()) {
+      if (free_at.size() < static_cast<std::size_t>(max_depth)) free_at.push_back(-INFINITY);
+      else k = free_at.size() - 1;
+    }
+    free_at[k] = std::max(free_at[k], s.end_s());
+    rows[i] = static_cast<std::uint16_t>(k);
+  }
+  if (free_at.size() <= 1) return;
+  depth = static_cast<int>(free_at.size());
+  sub_row = std::move(rows);
+  sub_rows.resize(free_at.size());
+  sub_max_end_s.resize(free_at.size());
+  for (std::size_t i = 0; i < slices.size(); ++i) {
+    auto& ends = sub_max_end_s[sub_row[i]];
+    sub_rows[sub_row[i]].push_back(static_cast<std::uint32_t>(i));
+    ends.push_back(ends.empty() ? slices[i].end_s() : std::max(ends.back(), slices[i].end_s()));
+  }
+}
+
 std::optional<std::size_t> Trace::process_of(long long pid) const {
   for (std::size_t i = 0; i < processes.size(); ++i)
     if (processes[i].pid == pid) return i;
@@ -105,6 +189,7 @@ void Trace::finalize() {
       t.max_end_s.resize(t.slices.size());
       double m = -INFINITY;
       for (std::size_t i = 0; i < t.slices.size(); ++i) t.max_end_s[i] = m = std::max(m, t.slices[i].end_s());
+      t.assign_sub_rows();
       slice_count += t.slices.size();
       double lo = t.slices.front().start_s, hi = t.max_end_s.back();
       start_s = any ? std::min(start_s, lo) : lo;
@@ -250,6 +335,7 @@ class TraceBuilder {
       const json& args = r.args();
       s.flops = optional_number(args, "flops");
       s.bytes = optional_number(args, "bytes");
+      s.args = t_.intern_args(args);
       track(pid, tid).slices.push_back(s);
     } else if (ph == "M") {
       const std::string& what = r.string("name");

@@ -28,6 +28,7 @@ struct Slice {
   std::int32_t name = 0;      // index into Trace::names
   std::int32_t category = 0;  // index into Trace::categories
   bool instant = false;       // a "ph": "i" event (a failure in a run trace): drawn as a marker
+  std::int32_t args = -1;     // index into Trace::args (the event's args less "rank"); -1: none
   double end_s() const { return start_s + duration_s; }
 };
 
@@ -38,6 +39,17 @@ struct Track {
   std::vector<double> max_end_s;  // max_end_s[i]: latest end among slices[0..i]; nondecreasing
   // Index range [first, last) of the slices that may overlap [t0, t1]: binary searches, no scan.
   std::pair<std::size_t, std::size_t> visible(double t0_s, double t1_s) const;
+
+  // Slices that overlap in time are stacked in sub-rows, each on the first sub-row free at its
+  // start (greedy, in start order); the lane is `depth` sub-rows high. With depth 1 (ditwin's own
+  // traces: the writer puts concurrent work on extra tids) the two vectors below stay empty.
+  static constexpr int max_depth = 64;  // beyond it the rest share the last sub-row
+  int depth = 1;
+  std::vector<std::uint16_t> sub_row;               // per slice
+  std::vector<std::vector<std::uint32_t>> sub_rows;  // per sub-row: its slices' indices, by start
+  std::vector<std::vector<double>> sub_max_end_s;    // per sub-row: running max of their ends
+  int sub_row_of(std::size_t slice) const { return sub_row.empty() ? 0 : sub_row[slice]; }
+  void assign_sub_rows();  // finalize() calls it
 };
 
 struct Process {
@@ -61,6 +73,7 @@ struct Trace {
   nlohmann::json other_data = nlohmann::json::object();
   std::optional<double> step_time_s, mfu, ettr;
   std::vector<std::string> names, categories;
+  std::vector<nlohmann::json> args;  // distinct args objects (less "rank"), shared by the slices
   std::vector<Process> processes;  // sorted by (sort_index, pid)
   std::vector<RankClass> classes;  // in the order of their representatives
   double start_s = 0, end_s = 0;
@@ -71,6 +84,11 @@ struct Trace {
   const std::string& category_of(const Slice& s) const { return categories[static_cast<std::size_t>(s.category)]; }
   std::int32_t intern_name(const std::string& n);
   std::int32_t intern_category(const std::string& c);
+  // Stores an event's args once per distinct value ("rank" left out: the process says it), so
+  // the copies of one op across thousands of ranks share one object. -1 for none.
+  std::int32_t intern_args(const nlohmann::json& args);
+  const nlohmann::json& args_of(const Slice& s) const;  // an empty object when none
+  std::optional<std::int32_t> find_name(const std::string& n) const;
   // Sorts tracks and slices, drops empty tracks, computes the time range and folds rank classes.
   // Parsing calls it; code that builds a Trace by hand (tests, benchmarks) calls it once too.
   void finalize();
@@ -78,6 +96,7 @@ struct Trace {
 
  private:
   std::unordered_map<std::string, std::int32_t> name_index_, category_index_;
+  std::unordered_multimap<std::size_t, std::int32_t> args_index_;  // hash -> index into args
 };
 
 // Categories that mark a long-run trace (sim/longrun.cpp writes train, checkpoint, failure,

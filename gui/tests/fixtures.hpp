@@ -26,7 +26,8 @@ inline OpRecord op(const std::string& name, long long rank, Stream stream, OpKin
   return o;
 }
 
-// One step on `ranks` identical ranks: qkv 0-1 ms, mlp 1-3 ms on compute; allreduce 2-4 ms on dp.
+// One step on `ranks` identical ranks: qkv 0-1 ms, mlp 1-3 ms on compute; allreduce 2-4 ms on dp;
+// mlp depends on qkv, the all-reduce on mlp.
 inline StepReport small_step(int ranks = 1, const std::string& source = "predicted", double scale = 1.0) {
   StepReport r;
   r.source = source;
@@ -36,7 +37,9 @@ inline StepReport small_step(int ranks = 1, const std::string& source = "predict
   for (int k = 0; k < ranks; ++k) {
     r.ops.push_back(op("L0.attn.qkv.fwd.mb0", k, Stream::compute, OpKind::compute, 0, 1e-3 * scale, 2e12, 4e9));
     r.ops.push_back(op("L0.mlp.fwd.mb0", k, Stream::compute, OpKind::compute, 1e-3 * scale, 2e-3 * scale, 6e12, 1e9));
+    r.ops.back().deps = {"L0.attn.qkv.fwd.mb0"};
     r.ops.push_back(op("grads.bucket0.allreduce", k, Stream::dp, OpKind::collective, 2e-3 * scale, 2e-3 * scale, 0, 8e9));
+    r.ops.back().deps = {"L0.mlp.fwd.mb0"};
   }
   return r;
 }

@@ -1,6 +1,7 @@
 // The timeline rendered offscreen: pixel colours at the times of known ops, sub-pixel merging,
 // compare colours, and zoom / pan / box zoom / fold driven by QTest events.
 #include <QtTest>
+#include <QSignalSpy>
 #include <QWheelEvent>
 
 #include "gui/tests/fixtures.hpp"
@@ -185,6 +186,204 @@ class TimelineWidgetTest : public QObject {
     QVERIFY(pixel(image, w.x_of(1.8e4) - 6, mid_y(w, lane)).lightness() > 230);
     QVERIFY(pixel(image, w.x_of(1.0e4), mid_y(w, w.row_of(1, 0))).green() > 150);  // train: green
   }
+  // --- selection, dependencies, sub-rows, labels, next/previous, measuring (issue 17) ---
+
+  void ClickSelectsASliceOutlinesItAndTheDetailsListItsArgs() {
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 820, 200);
+    w.set_traces(trace_of(small_step(1)));
+    w.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&w));
+    w.zoom_to(0, 4.1e-3);
+    int compute = w.row_of(1, 1);
+    QSignalSpy changed(&w, &TimelineWidget::selection_changed);
+    QTest::mouseClick(&w, Qt::LeftButton, Qt::NoModifier, QPoint(w.x_of(2e-3), mid_y(w, compute)));
+    QVERIFY(w.selected().has_value());
+    QCOMPARE(changed.count(), 1);
+    QCOMPARE(w.trace_of(*w.selected()).name_of(w.slice_of(*w.selected())), std::string("L0.mlp.fwd.mb0"));
+    QString d = w.details_html();
+    for (const char* want : {"L0.mlp.fwd.mb0", "<td>rank</td><td>0</td>", "<td>stream</td><td>compute</td>",
+                             "<td>category</td><td>compute</td>", "<td>start</td><td>1 ms</td>", "<td>duration</td><td>2 ms</td>",
+                             "<td>flops</td><td>6 TFLOP</td>", "<td>bytes</td><td>1 GB</td>",
+                             "<td>tflops_per_s</td><td>3000.0 TFLOP/s</td>", "<td>gbytes_per_s</td><td>500.0 GB/s</td>",
+                             "depends on", "L0.attn.qkv.fwd.mb0", "needed by", "grads.bucket0.allreduce"})
+      QVERIFY2(d.contains(want), qPrintable(QString(want) + " not in " + d));
+    // The outline: selection colour just outside the slice's top edge (1 ms is 200 px).
+    QImage image = render(w);
+    QColor outline = pixel(image, w.x_of(2e-3), w.row_top(compute) + 1);
+    QVERIFY2(outline.red() > 230 && outline.green() > 150 && outline.blue() < 60, qPrintable(outline.name()));
+    // A click on nothing clears it, and so does Esc.
+    QTest::mouseClick(&w, Qt::LeftButton, Qt::NoModifier, QPoint(w.x_of(3.6e-3), mid_y(w, compute)));
+    QVERIFY(!w.selected());
+    QTest::mouseClick(&w, Qt::LeftButton, Qt::NoModifier, QPoint(w.x_of(0.5e-3), mid_y(w, compute)));
+    QVERIFY(w.selected());
+    QTest::keyClick(&w, Qt::Key_Escape);
+    QVERIFY(!w.selected());
+    QVERIFY(w.details_html().isEmpty());
+  }
+
+  void DetailsOfAComparedOpGiveBothDurationsAsDitwinCompareDoes() {
+    StepReport measured = small_step(1, "measured");
+    for (auto& o : measured.ops)
+      if (o.name == "L0.mlp.fwd.mb0") o.duration_s *= 1.6;  // 3.2 ms measured against 2 ms predicted
+    auto p = trace_of(small_step(1));
+    auto m = trace_of(measured);
+    auto c = std::make_shared<const Comparison>(compare(*p, *m));
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 820, 300);
+    w.set_traces(p, m, c);
+    int row = w.row_of(1, 1, true);
+    const auto& r = w.rows()[static_cast<std::size_t>(row)];
+    w.select(TimelineWidget::SliceRef{true, r.process, r.track, 1});
+    QString d = w.details_html();
+    for (const char* want : {"<td>trace</td><td>measured</td>", "<td>predicted</td><td>2 ms</td>", "<td>measured</td><td>3.2 ms</td>",
+                             "<td>predicted / measured - 1</td><td>-37.5%</td>"})
+      QVERIFY2(d.contains(want), qPrintable(QString(want) + " not in " + d));
+  }
+
+  void ArrowsRunFromEachDependencyToTheSelectedOpAndOnToItsDependents() {
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 820, 200);
+    w.set_traces(trace_of(small_step(2)));  // two identical ranks: arrows stay on the rank selected
+    w.set_expanded(0, true);
+    w.zoom_to(0, 4.1e-3);
+    const Trace& t = *w.primary();
+    auto p2 = *t.process_of(2);  // rank 1
+    const auto& tracks = t.processes[p2].tracks;
+    std::size_t compute = 0;
+    while (tracks[compute].tid != 1) ++compute;
+    w.select(TimelineWidget::SliceRef{false, p2, compute, 1});  // mlp
+    const auto& arrows = w.arrows();
+    QCOMPARE(arrows.size(), std::size_t(2));
+    QVERIFY(!arrows[0].dependent);
+    QCOMPARE(t.name_of(w.slice_of(arrows[0].from)), std::string("L0.attn.qkv.fwd.mb0"));
+    QCOMPARE(arrows[0].from.process, p2);
+    QVERIFY(arrows[0].to == *w.selected());
+    QVERIFY(arrows[1].dependent);
+    QVERIFY(arrows[1].from == *w.selected());
+    QCOMPARE(t.name_of(w.slice_of(arrows[1].to)), std::string("grads.bucket0.allreduce"));
+    QCOMPARE(arrows[1].to.process, p2);
+    // Drawn: the dependent arrow runs from mlp's end (3 ms, compute lane) to the all-reduce's
+    // start (2 ms, dp lane); its head sits at the all-reduce's start.
+    QImage image = render(w);
+    int dp = w.row_of(2, 4);
+    QColor head = pixel(image, w.x_of(2e-3) + 3, mid_y(w, dp) - 1);
+    QVERIFY2(head.red() > 120 && head.green() < 110 && head.blue() > 100, qPrintable(head.name()));  // magenta
+    // Without deps in the trace there are no arrows.
+    w.set_traces(std::make_shared<const Trace>(parse_trace(std::string(
+        R"({"traceEvents":[{"ph":"X","name":"a","pid":1,"tid":1,"ts":0,"dur":5},{"ph":"X","name":"b","pid":1,"tid":1,"ts":5,"dur":5}]})"), "t")));
+    w.select(TimelineWidget::SliceRef{false, 0, 0, 1});
+    QVERIFY(w.arrows().empty());
+  }
+
+  void OverlappingSlicesAreStackedInSubRowsFirstFreeAtTheirStart() {
+    // a 0-10, b 2-5 (inside a), c 6-12 (overlaps a: b's sub-row is free again), d 11-13 (a is
+    // over), e 13-14 (touches d: same sub-row). In microseconds.
+    const char* text = R"({"traceEvents":[
+      {"ph":"X","name":"a","pid":1,"tid":7,"ts":0,"dur":10},{"ph":"X","name":"b","pid":1,"tid":7,"ts":2,"dur":3},
+      {"ph":"X","name":"c","pid":1,"tid":7,"ts":6,"dur":6},{"ph":"X","name":"d","pid":1,"tid":7,"ts":11,"dur":2},
+      {"ph":"X","name":"e","pid":1,"tid":7,"ts":13,"dur":1},{"ph":"X","name":"x","pid":1,"tid":8,"ts":0,"dur":14}]})";
+    auto trace = std::make_shared<const Trace>(parse_trace(std::string(text), "overlap.json"));
+    const Track& tr = trace->processes[0].tracks[0];
+    QCOMPARE(tr.depth, 2);
+    std::vector<int> rows;
+    for (std::size_t i = 0; i < tr.slices.size(); ++i) rows.push_back(tr.sub_row_of(i));
+    QCOMPARE(rows, (std::vector<int>{0, 1, 1, 0, 0}));
+    QCOMPARE(trace->processes[0].tracks[1].depth, 1);
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 700, 200);
+    w.set_traces(trace);
+    w.zoom_to(0, 14e-6);  // 50 px per microsecond
+    QCOMPARE(w.row_pixels(0), 2 * TimelineWidget::row_height);  // the lane grows
+    QCOMPARE(w.row_top(1), w.row_top(0) + 2 * TimelineWidget::row_height);
+    QImage image = render(w);
+    auto at = [&](double us, int sub) { return pixel(image, w.x_of(us * 1e-6) + 3, w.row_top(0) + sub * TimelineWidget::row_height + 4); };
+    const auto& row = w.rows()[0];
+    QCOMPARE(at(2, 0), w.colour_of(row, 0));  // a, under b
+    QCOMPARE(at(2, 1), w.colour_of(row, 1));  // b
+    QCOMPARE(at(10, 1), w.colour_of(row, 2));  // c, beside a
+    QCOMPARE(at(11, 0), w.colour_of(row, 3));  // d
+    QVERIFY(at(0.5, 1).lightness() > 230);     // sub-row 1 empty before b
+    // A click in the second sub-row picks what is drawn there.
+    auto hit = w.hit_at(QPoint(w.x_of(3e-6), w.row_top(0) + TimelineWidget::row_height + 8));
+    QVERIFY(hit);
+    QCOMPARE(hit->slice, std::size_t(1));
+    hit = w.hit_at(QPoint(w.x_of(3e-6), w.row_top(0) + 8));
+    QVERIFY(hit);
+    QCOMPARE(hit->slice, std::size_t(0));
+  }
+
+  void LaneLabelsAreElidedAndTheTooltipHasThemWhole() {
+    StepReport r = small_step(4);
+    auto j = to_trace(r);
+    for (auto& e : j["traceEvents"])  // a long process name, as hand-made traces have
+      if (e["ph"] == "M" && e["name"] == "process_name") e["args"]["name"] = "rank " + std::to_string(e["pid"].get<int>() - 1) + " (stage 0, data parallel replica of a long name)";
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 600, 200);
+    w.set_traces(std::make_shared<const Trace>(parse_trace(j, "long.json")));
+    QString full = w.rank_label(w.rows()[0]);
+    QVERIFY2(full.endsWith(QString::fromUtf8(" \u00d74")), qPrintable(full));  // the fold count is part of it
+    QFontMetrics fm(w.font());
+    QVERIFY(fm.horizontalAdvance(full) > TimelineWidget::label_width);  // too long: painted elided
+    QString elided = fm.elidedText(full, Qt::ElideRight, TimelineWidget::label_width / 2);
+    QVERIFY(elided.endsWith(QString::fromUtf8("\u2026")));
+    QString tip = w.tooltip_at(QPoint(20, mid_y(w, 0)));
+    QVERIFY2(tip.contains(full.toHtmlEscaped()) && tip.contains("step"), qPrintable(tip));
+  }
+
+  void NextAndPreviousMatchStepInTimeOrderAcrossLanes() {
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 820, 200);
+    w.set_traces(trace_of(small_step(1)));
+    w.zoom_to(0, 1e-3);
+    w.set_search("0");  // ProfilerStep#0 (0 ms, step lane), qkv (0 ms, compute), mlp (1 ms), all-reduce (2 ms)
+    QCOMPARE(w.search_matches(), std::size_t(4));
+    auto name = [&] { return w.trace_of(*w.selected()).name_of(w.slice_of(*w.selected())); };
+    std::vector<std::string> forward;
+    for (int i = 0; i < 5; ++i) {
+      QVERIFY(w.step_match(true));
+      forward.push_back(name());
+    }
+    QCOMPARE(forward, (std::vector<std::string>{"ProfilerStep#0", "L0.attn.qkv.fwd.mb0", "L0.mlp.fwd.mb0",
+                                                "grads.bucket0.allreduce", "ProfilerStep#0"}));  // wraps
+    QVERIFY(w.step_match(false));
+    QCOMPARE(name(), std::string("grads.bucket0.allreduce"));  // back over the wrap
+    QVERIFY(w.step_match(false));
+    QCOMPARE(name(), std::string("L0.mlp.fwd.mb0"));
+    // Centred: the match's middle (2 ms) is in the middle of the view.
+    QVERIFY(qAbs((w.mapping().start_s() + w.mapping().end_s()) / 2 - 2e-3) < 1e-9);
+    w.set_search("no such op");
+    QVERIFY(!w.step_match(true));
+  }
+
+  void CtrlDragMeasuresATimeRangeShownOnTheRuler() {
+    TimelineWidget w;
+    w.resize(TimelineWidget::label_width + 820, 200);
+    w.set_traces(trace_of(small_step(1)));
+    w.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&w));
+    w.zoom_to(0, 4.1e-3);
+    TimeMapping before = w.mapping();
+    int y = mid_y(w, w.row_of(1, 1));
+    QTest::mousePress(&w, Qt::LeftButton, Qt::ControlModifier, QPoint(w.x_of(1e-3), y));
+    QTest::mouseMove(&w, QPoint(w.x_of(2e-3), y));
+    QTest::mouseRelease(&w, Qt::LeftButton, Qt::ControlModifier, QPoint(w.x_of(3e-3), y));
+    QVERIFY(w.measure());
+    QCOMPARE(w.mapping(), before);  // no pan
+    double px = before.seconds_per_px();
+    QVERIFY(qAbs(w.measure()->first - 1e-3) <= px && qAbs(w.measure()->second - 3e-3) <= px);
+    QString d = w.details_html();
+    QString length = format_time(w.measure()->second - w.measure()->first);  // whole pixels: 1.995 ms
+    QVERIFY2(d.contains("time range") && d.contains("<td>length</td><td>" + length + "</td>"), qPrintable(d));
+    QVERIFY(qAbs(w.measure()->second - w.measure()->first - 2e-3) <= 2 * px);
+    // The ruler shows it: a band of the measure colour in the middle of the range, on the ruler.
+    QImage image = render(w);
+    QColor label = pixel(image, w.x_of(2e-3) - 20, 5);
+    QVERIFY2(label.green() > 120 && label.red() < 60, qPrintable(label.name()));
+    QTest::keyClick(&w, Qt::Key_Escape);
+    QVERIFY(!w.measure());
+  }
+
   void TooltipNamesTheOpWithItsFigures() {
     TimelineWidget w;
     w.resize(TimelineWidget::label_width + 820, 200);
