@@ -23,6 +23,7 @@
 #include "model/plan.hpp"
 #include "model/program.hpp"
 #include "tests/exec_step_util.hpp"  // defines: ModelStepper, small_joint_plan
+#include "tests/exec_test_util.hpp"  // defines: on_threads
 #include "tests/test_util.hpp"       // defines: scenario, relative_l2
 
 namespace ditwin {
@@ -142,23 +143,7 @@ TEST_P(JointPrivacyTp, TwoTpRanksClipEachExampleByItsOneRankFactorAndAddTheOneRa
 
 INSTANTIATE_TEST_SUITE_P(Families, JointPrivacyTp, ::testing::Values("mmdit", "unified"));
 
-// Runs f(rank, communicator) on one thread per rank; rethrows the first failure.
-void on_threads(std::vector<std::unique_ptr<exec::Communicator>>& world,
-                const std::function<void(int, exec::Communicator&)>& f) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(world.size());
-  for (std::size_t r = 0; r < world.size(); ++r)
-    threads.emplace_back([&, r] {
-      try {
-        f(static_cast<int>(r), *world[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using test::on_threads;
 
 // A tiny scenario under DP-SGD (Poisson sampling, noise on, clipping that bites), laid out as
 // dp x tp x pp x cp.

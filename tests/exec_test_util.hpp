@@ -1,15 +1,40 @@
-// Helpers for the executor's tests: seeded random tensors and a central-difference gradient check
-// that compares whole gradients by norm (per-coordinate checks are noisy in fp32).
+// Helpers for the executor's tests: seeded random tensors, a central-difference gradient check
+// that compares whole gradients by norm (per-coordinate checks are noisy in fp32), and ranks run
+// as threads.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <exception>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "exec/comm/communicator.hpp"
+
 namespace ditwin::test {
+
+// Runs f(rank, communicator) on one thread per rank of `world` and joins them; rethrows the first
+// failure.
+inline void on_threads(std::vector<std::unique_ptr<exec::Communicator>>& world,
+                       const std::function<void(int, exec::Communicator&)>& f) {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(world.size());
+  for (std::size_t r = 0; r < world.size(); ++r)
+    threads.emplace_back([&, r] {
+      try {
+        f(static_cast<int>(r), *world[r]);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
 
 inline std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
   std::mt19937 gen(seed);

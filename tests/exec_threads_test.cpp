@@ -19,6 +19,7 @@
 #include "model/errors.hpp"
 #include "model/plan.hpp"
 #include "model/program.hpp"
+#include "tests/exec_test_util.hpp"  // defines: on_threads
 #include "tests/test_util.hpp"
 
 namespace {
@@ -26,22 +27,7 @@ namespace {
 using namespace ditwin;
 using exec::Communicator;
 
-// Runs f(rank, communicator) on one thread per rank and joins them; rethrows the first failure.
-void on_threads(std::vector<std::unique_ptr<Communicator>>& world, const std::function<void(int, Communicator&)>& f) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(world.size());
-  for (std::size_t r = 0; r < world.size(); ++r)
-    threads.emplace_back([&, r] {
-      try {
-        f(static_cast<int>(r), *world[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using test::on_threads;
 
 TEST(ThreadWorld, CollectivesPointToPointAndSplitMatchTheirDefinitions) {
   auto world = exec::thread_world(3);

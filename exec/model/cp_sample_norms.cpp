@@ -49,6 +49,23 @@ void cp_norm_pack(float* out, const std::vector<NormLinear>& linears, int batch)
   }
 }
 
+TensorComm stage_cp_norm_gather(Activations& buf, const std::vector<NormLinear>& linears, int batch, int cp) {
+  const std::size_t n = cp_norm_pack_size(linears, batch);
+  buf.assign(n * (cp + 1), 0.0f);
+  cp_norm_pack(buf.data(), linears, batch);
+  TensorComm io;
+  io.send = buf.data();
+  io.send_count = n;
+  io.recv = buf.data() + n;
+  io.recv_count = n * cp;
+  return io;
+}
+
+void take_cp_norm_gather(const Activations& buf, int cp, Activations& gathered) {
+  const std::size_t n = buf.size() / (cp + 1);
+  gathered.assign(buf.begin() + static_cast<std::ptrdiff_t>(n), buf.end());
+}
+
 void cp_owned_sq_norms(double* sq, const float* gathered, const std::vector<NormLinear>& linears, int batch, int cp,
                        int cp_index) {
   std::vector<float> scratch;

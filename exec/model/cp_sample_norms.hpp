@@ -14,6 +14,9 @@
 #include <cstddef>
 #include <vector>
 
+#include "exec/model/activations.hpp"  // defines: Activations
+#include "exec/model/model.hpp"        // defines: TensorComm
+
 namespace ditwin::exec {
 
 struct NormLinear {
@@ -33,6 +36,12 @@ struct NormLinear {
 std::size_t cp_norm_pack_size(const std::vector<NormLinear>& linears, int batch);
 // This rank's part: per linear, A then G of its token rows (token-sharded) or G (per-sample).
 void cp_norm_pack(float* out, const std::vector<NormLinear>& linears, int batch);
+// An op's ".norm_gather" as a model stages it: `buf` gets this rank's packed part, then room for
+// every rank's (cp parts), which the all-gather fills.
+TensorComm stage_cp_norm_gather(Activations& buf, const std::vector<NormLinear>& linears, int batch, int cp);
+// After the all-gather: the cp gathered parts of a staged buffer.
+void take_cp_norm_gather(const Activations& buf, int cp, Activations& gathered);
+
 // From the gathered parts (cp of them, in CP rank order) adds to sq[b], for each sample b this
 // rank owns, the squared norm of its whole weight (and bias) gradient of every linear.
 void cp_owned_sq_norms(double* sq, const float* gathered, const std::vector<NormLinear>& linears, int batch, int cp,

@@ -675,15 +675,7 @@ struct DiT::Impl {
     if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
       // DP-SGD under CP: this rank's rows of the op's A and G (or its partial G), gathered.
       require_dp(op.name);
-      auto lin = norm_linears(part.substr(0, part.size() - 12), op.layer, a);
-      const std::size_t n = cp_norm_pack_size(lin, B);
-      Buffer& buf = stage_buffer(op, n * (cp + 1));
-      cp_norm_pack(buf.data(), lin, B);
-      io.send = buf.data();
-      io.send_count = n;
-      io.recv = buf.data() + n;
-      io.recv_count = n * cp;
-      return io;
+      return stage_cp_norm_gather(staging[&op], norm_linears(part.substr(0, part.size() - 12), op.layer, a), B, cp);
     }
     if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
         part == "privacy.norms.pp_allreduce") {
@@ -788,8 +780,7 @@ struct DiT::Impl {
     } else if (part == "attn.sp_reducescatter" || part == "mlp.sp_reducescatter") {
       if (!fwd) from_rank_major(part[0] == 'a' ? a.dproj_full.data() : a.dfc2_full.data(), it->second.data(), B, tp, Ts, H);
     } else if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
-      const std::size_t n = it->second.size() / (cp + 1);
-      a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))].assign(it->second.begin() + n, it->second.end());
+      take_cp_norm_gather(it->second, cp, a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))]);
     } else if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
                part == "privacy.norms.pp_allreduce") {
       std::copy(it->second.begin(), it->second.end(), a.sq_norm.begin());

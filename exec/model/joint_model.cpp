@@ -1093,23 +1093,11 @@ struct JointModel::Impl {
       require_dp(op.name);
       MicroBatch& a = micro(op.microbatch, op.name);
       const std::string base = part.substr(0, part.size() - 12);
-      Buf& buf = staging[&op];
-      std::size_t n = 0;
-      if (base == "embed.tokens") {
-        n = static_cast<std::size_t>(B) * Tq * H;
-        buf.assign(n * (cp + 1), 0.0f);
-        std::copy(kept(a, base), kept(a, base) + n, buf.begin());
-      } else {
-        auto lin = norm_linears(base, op.layer, a);
-        n = cp_norm_pack_size(lin, B);
-        buf.assign(n * (cp + 1), 0.0f);
-        cp_norm_pack(buf.data(), lin, B);
-      }
-      io.send = buf.data();
-      io.send_count = n;
-      io.recv = buf.data() + n;
-      io.recv_count = n * cp;
-      return io;
+      // The token table's rows: each sample's embedding gradient rows (B x Tq x H), gathered whole.
+      const std::vector<NormLinear> lin = base == "embed.tokens"
+                                              ? std::vector<NormLinear>{{nullptr, kept(a, base), 1, 0, Tq * H, false, false}}
+                                              : norm_linears(base, op.layer, a);
+      return stage_cp_norm_gather(staging[&op], lin, B, cp);
     }
     if (part == "privacy.norms.tp_allreduce" || part == "privacy.norms.cp_allreduce" ||
         part == "privacy.norms.pp_allreduce") {
@@ -1250,8 +1238,7 @@ struct JointModel::Impl {
     }
     if (part.size() > 12 && part.compare(part.size() - 12, 12, ".norm_gather") == 0) {
       MicroBatch& a = micro(op.microbatch, op.name);
-      const std::size_t n = it->second.size() / (cp + 1);
-      a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))].assign(it->second.begin() + n, it->second.end());
+      take_cp_norm_gather(it->second, cp, a.cp_gathered[gather_key(op.layer, part.substr(0, part.size() - 12))]);
       staging.erase(it);
       return;
     }
