@@ -441,10 +441,10 @@ void TimelineWidget::paint_labels(QPainter& p, int first, int last, int height) 
     const Row& row = rows_[static_cast<std::size_t>(r)];
     int y = row_top(r);
     QRect box(6, y, label_width - 12, row_height);
-    // The stream keeps at most half the box; the rank label gets the rest. Both are elided
+    // Beside a rank label the stream keeps at most half the box, the rank label the rest. Both elided
     // with "…" when too long (the tooltip over the label has them whole).
     p.setFont(normal);
-    QString stream = p.fontMetrics().elidedText(stream_label(row), Qt::ElideRight, box.width() / 2);
+    QString stream = p.fontMetrics().elidedText(stream_label(row), Qt::ElideRight, row.first_of_process ? box.width() / 2 : box.width());
     int stream_width = p.fontMetrics().horizontalAdvance(stream);
     p.setPen(QColor(90, 90, 90));
     p.drawText(box, Qt::AlignVCenter | Qt::AlignRight, stream);
@@ -986,7 +986,10 @@ bool TimelineWidget::select_first(const QString& text) {
   }
   if (!best_ref) return false;
   select(best_ref);
-  reveal(*best_ref);
+  // Moves only when the op is off screen: a range chosen first (--range) is kept.
+  const Slice& s = slice_of(*best_ref);
+  QRectF r = slice_rect(*best_ref);
+  if (s.start_s < mapping_.start_s() || s.end_s() > mapping_.end_s() || r.top() < ruler_height || r.bottom() > height()) reveal(*best_ref);
   return true;
 }
 
