@@ -49,6 +49,25 @@ void cp_norm_pack(float* out, const std::vector<NormLinear>& linears, int batch)
   }
 }
 
+void local_sq_norms(double* sq, const std::vector<NormLinear>& linears, int batch, Activations& scratch) {
+  for (const auto& x : linears) {
+    if (x.inp == nullptr) {  // a table row per sample: its gradient is the sample's G
+      for (int b = 0; b < batch; ++b) {
+        const float* g = x.dout + static_cast<std::size_t>(b) * x.d_out;
+        double s = 0;
+        for (int c = 0; c < x.d_out; ++c) s += static_cast<double>(g[c]) * g[c];
+        sq[b] += s;
+      }
+      continue;
+    }
+    if (x.rows == 0) continue;
+    const bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
+    const std::size_t need = kernels::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
+    if (scratch.size() < need) scratch.resize(need);
+    kernels::linear_per_sample_sq_norms(sq, x.inp, x.dout, batch, x.rows, x.d_in, x.d_out, x.bias, ghost, scratch.data());
+  }
+}
+
 TensorComm stage_cp_norm_gather(Activations& buf, const std::vector<NormLinear>& linears, int batch, int cp) {
   const std::size_t n = cp_norm_pack_size(linears, batch);
   buf.assign(n * (cp + 1), 0.0f);

@@ -32,6 +32,11 @@ struct NormLinear {
   int pad_rows = 0;
 };
 
+// Without CP: adds to sq[b] each sample's squared norm of every linear's weight (and bias)
+// gradient from this rank's rows (a table row: ||G_b||^2), by the shared ghost-or-materialized
+// rule (model/privacy.hpp); `scratch` grows as needed.
+void local_sq_norms(double* sq, const std::vector<NormLinear>& linears, int batch, Activations& scratch);
+
 // Floats this rank sends for `linears` (the all-gather's part; the gathered buffer is cp times it).
 std::size_t cp_norm_pack_size(const std::vector<NormLinear>& linears, int batch);
 // This rank's part: per linear, A then G of its token rows (token-sharded) or G (per-sample).

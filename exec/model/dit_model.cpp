@@ -877,28 +877,7 @@ struct DiT::Impl {
       a.cp_gathered.erase(it);
       return;
     }
-    const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
-    if (part == "embed.class") {
-      if (!first) return;
-      if (classes == 0) return;
-      ensure_dc(a);
-      for (int b = 0; b < B; ++b) {  // one table row per sample: its gradient is the sample's dc
-        const float* d = a.dc.data() + static_cast<std::size_t>(b) * H;
-        double sq = 0;
-        for (int c = 0; c < H; ++c) sq += static_cast<double>(d[c]) * d[c];
-        a.sq_norm[b] += sq;
-      }
-      return;
-    }
-    for (const Linear& x : linears(part, l, a)) {
-      if (x.split == TpSplit::none && !first) continue;
-      const bool bias = x.split == TpSplit::column || first;
-      bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
-      std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
-      if (a.scratch.size() < need) a.scratch.resize(need);
-      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, x.dout, B, x.rows, x.d_in, x.d_out, bias, ghost,
-                                    a.scratch.data());
-    }
+    local_sq_norms(a.sq_norm.data(), norm_linears(part, l, a), B, a.scratch);
   }
 
   // Clip factor per sample: its weight (0 for a Poisson-sampling slot left empty) times

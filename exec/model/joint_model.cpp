@@ -1447,7 +1447,6 @@ struct JointModel::Impl {
       a.cp_gathered.erase(it);
       return;
     }
-    const bool first = tpi == 0;  // the TP rank that adds the parameters every TP rank holds whole
     if (part == "embed.tokens" && !mm) {  // this rank's vocabulary rows: split, on every rank
       for (int b = 0; b < B; ++b)
         token_rows(a, b, [&](int, const std::vector<double>& acc) {
@@ -1455,16 +1454,7 @@ struct JointModel::Impl {
         });
       return;
     }
-    for (const Linear& x : linears(part, l, a)) {
-      if (x.rows == 0) continue;
-      if (x.split == TpSplit::none && !first) continue;
-      const bool bias = x.b != none && (x.split == TpSplit::column || first);
-      bool ghost = ghost_norm_is_cheaper(x.rows, x.d_in, x.d_out);
-      std::size_t need = k::per_sample_norm_scratch(x.rows, x.d_in, x.d_out, ghost);
-      if (a.scratch.size() < need) a.scratch.resize(need);
-      k::linear_per_sample_sq_norms(a.sq_norm.data(), x.inp, kept(a, x.key), B, x.rows, x.d_in, x.d_out, bias, ghost,
-                                    a.scratch.data());
-    }
+    local_sq_norms(a.sq_norm.data(), norm_linears(part, l, a), B, a.scratch);
   }
   void clip(MicroBatch& a, const std::string& part) {
     require_dp(part);
