@@ -48,6 +48,19 @@ void trace_ops(const Trace& t, std::vector<TraceOp>& ops, std::vector<TraceStep>
   }
 }
 
+Trace shifted(const Trace& t, double by) {
+  Trace out = t;
+  if (by == 0) return out;
+  for (auto& p : out.processes)
+    for (auto& tr : p.tracks) {
+      for (auto& s : tr.slices) s.start_s += by;
+      for (auto& e : tr.max_end_s) e += by;
+    }
+  out.start_s += by;
+  out.end_s += by;
+  return out;
+}
+
 Comparison compare(const Trace& predicted, const Trace& measured, long long measured_step) {
   Comparison c;
   c.predicted_error = uncompared(predicted);
@@ -75,6 +88,14 @@ Comparison compare(const Trace& predicted, const Trace& measured, long long meas
   c.measured_step = m.measured_step;
   c.predicted_step_s = m.predicted_step_s;
   c.measured_step_s = m.measured_step_s;
+  auto start_of = [](const std::vector<TraceStep>& steps, long long step) {
+    const TraceStep* best = nullptr;
+    for (const auto& s : steps)
+      if (s.step == step && (!best || s.rank < best->rank)) best = &s;
+    return best ? best->start_s : 0.0;
+  };
+  c.predicted_step_start_s = start_of(psteps, m.predicted_step);
+  c.measured_step_start_s = start_of(msteps, m.measured_step);
   c.unmatched_predicted = m.only_predicted;
   c.unmatched_measured = m.only_measured;
   for (const OpPair& pair : m.pairs) {

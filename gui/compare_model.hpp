@@ -32,6 +32,9 @@ struct Comparison {
   std::size_t unmatched_predicted = 0, unmatched_measured = 0;  // within the compared steps
   long long predicted_step = -1, measured_step = -1;  // -1: whole traces (long runs)
   double predicted_step_s = 0, measured_step_s = 0;
+  // Where the compared steps start on the lowest rank: the view shifts the measured trace by
+  // predicted_step_start_s - measured_step_start_s so that the two steps line up.
+  double predicted_step_start_s = 0, measured_step_start_s = 0;
   std::vector<TraceStep> measured_steps;  // the measured trace's steps on its lowest rank, in order
   long long default_measured_step = -1;
 };
@@ -42,6 +45,9 @@ struct SliceRef {
   std::size_t process, track, slice;
 };
 void trace_ops(const Trace& t, std::vector<TraceOp>& ops, std::vector<TraceStep>& steps, std::vector<SliceRef>& where);
+
+// `t` with every slice `by` seconds later (the compare view's alignment of the compared steps).
+Trace shifted(const Trace& t, double by);
 
 // `measured_step` -1: the median steady-state step (model/compare's default_step). Throws
 // InputError when the measured trace has no such step.

@@ -86,7 +86,6 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     matches_->setText(text.trimmed().isEmpty() ? QString() : QString("  %1 ops").arg(timeline_->search_matches()));
   });
   connect(timeline_, &TimelineWidget::view_changed, this, &MainWindow::update_status);
-  bar->addSeparator();
   // Compare view: which measured step the prediction is compared against.
   bar->addSeparator();
   step_picker_ = new QComboBox;
@@ -111,12 +110,21 @@ QString MainWindow::compare_step(long long step) {
     return QString::fromStdString(e.what());
   }
   comparison_ = c;
-  timeline_->set_traces(primary_, measured_, comparison_);
-  table_model_->set_comparison(comparison_);
+  show_comparison();
   fill_step_picker();
   update_panel();
   update_status();
   return {};
+}
+
+void MainWindow::show_comparison() {
+  measured_shown_ = measured_;
+  if (measured_ && comparison_) {
+    const double by = comparison_->predicted_step_start_s - comparison_->measured_step_start_s;
+    if (by != 0) measured_shown_ = std::make_shared<const Trace>(shifted(*measured_, by));
+  }
+  timeline_->set_traces(primary_, measured_shown_, comparison_);
+  table_model_->set_comparison(comparison_);
 }
 
 void MainWindow::fill_step_picker() {
@@ -151,8 +159,7 @@ QString MainWindow::open_traces(const QStringList& paths) {
   measured_ = b;
   comparison_ = c;
   report_ = measured_report_ = json();
-  timeline_->set_traces(primary_, measured_, comparison_);
-  table_model_->set_comparison(comparison_);
+  show_comparison();
   table_->setVisible(comparison_ != nullptr);
   table_->sortByColumn(CompareTableModel::difference, Qt::DescendingOrder);
   fill_step_picker();
@@ -204,12 +211,16 @@ bool MainWindow::open_or_explain(const QStringList& paths) {
 void MainWindow::zoom_to_diff(const QModelIndex& index) {
   const OpDiff* d = table_model_->diff_at(table_proxy_->mapToSource(index).row());
   if (!d) return;
-  double lo = std::min(d->predicted_start_s, d->measured_start_s);
-  double hi = std::max(d->predicted_start_s + d->predicted_s, d->measured_start_s + d->measured_s);
+  // The diff's starts count from the compared steps, which the view lines up at the prediction's.
+  const double at = comparison_ ? comparison_->predicted_step_start_s : 0;
+  double lo = at + std::min(d->predicted_start_s, d->measured_start_s);
+  double hi = at + std::max(d->predicted_start_s + d->predicted_s, d->measured_start_s + d->measured_s);
   double pad = std::max(hi - lo, 1e-6) * 0.5;
   timeline_->zoom_to(lo - pad, hi + pad);
   int row = timeline_->row_of(d->pid, d->tid);
-  if (row >= 0) timeline_->set_scroll_y(row * TimelineWidget::row_height - 2 * TimelineWidget::row_height);
+  if (row >= 0)  // rows differ in height (sub-rows): from the row's top, two rows of context above
+    timeline_->set_scroll_y(timeline_->row_top(row) + timeline_->scroll_y() - TimelineWidget::ruler_height -
+                            2 * TimelineWidget::row_height);
 }
 
 namespace {

@@ -73,6 +73,9 @@ class MainWindow : public QMainWindow {
   void update_details();
 
   std::shared_ptr<const Trace> primary_, measured_;
+  // The measured trace as drawn: shifted so that its compared step lines up with the prediction's.
+  std::shared_ptr<const Trace> measured_shown_;
+  void show_comparison();
   std::shared_ptr<const Comparison> comparison_;
   nlohmann::json report_, measured_report_;
   TimelineWidget* timeline_ = nullptr;

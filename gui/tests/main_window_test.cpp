@@ -107,6 +107,16 @@ class MainWindowTest : public QObject {
     QCOMPARE(w.compare_step(2), QString());
     QCOMPARE(w.comparison()->measured_step, 2LL);
     QCOMPARE(w.step_picker()->currentData().toLongLong(), 2LL);
+    // The measured trace is drawn shifted so that step 2 starts where the predicted step does.
+    const Trace* shown = w.timeline()->measured();
+    bool found = false;
+    for (const auto& tr : shown->processes[0].tracks)
+      for (const auto& sl : tr.slices)
+        if (shown->name_of(sl) == "ProfilerStep#2") {
+          found = true;
+          QVERIFY(qAbs(sl.start_s) < 1e-12);
+        }
+    QVERIFY(found);
     QVERIFY2(w.metrics_panel()->toPlainText().contains("measured step"), qPrintable(w.metrics_panel()->toPlainText()));
     QVERIFY(w.compare_step(9).contains("no step 9"));
     QCOMPARE(w.comparison()->measured_step, 2LL);  // a refused step keeps the comparison shown
