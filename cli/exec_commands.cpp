@@ -256,6 +256,9 @@ int run_execute(const ExecuteArgs& a, const std::vector<std::string>& args) {
     ck.resume = !a.no_resume;
     const nlohmann::json source = data->describe();
     ck.plan_identity = exec::plan_identity(read_json_file(a.plan), source.value("index_sha256", ""));
+    ck.save_final = a.ft_save_final;  // controlled rollouts: the supervisor's planned stop
+    if (!a.ft_identity_plan.empty())  // controlled rollouts: one identity for the job, whichever plan runs it
+      ck.plan_identity = exec::plan_identity(read_json_file(a.ft_identity_plan), source.value("index_sha256", ""));
     if (a.stage > 0) {  // a stage: its own directory and identity; it hands over its last step
       const std::size_t k = static_cast<std::size_t>(a.stage - 1);
       ck.dir = stage_checkpoint_dir(checkpoint_dir, k);
@@ -528,6 +531,8 @@ std::function<int()> add_exec_commands(CLI::App& app, int argc, char** argv) {
   execute->add_option("--ft-run-dir", ex->ft_run_dir, "Internal: the supervisor's run directory")->group("");
   execute->add_option("--ft-attempt", ex->ft_attempt, "Internal: the supervisor's attempt number")->group("");
   execute->add_option("--ft-fired", ex->ft_fired, "Internal: injections that already fired")->group("");
+  execute->add_flag("--ft-save-final", ex->ft_save_final, "Internal: checkpoint the last step (a rollout's planned stop)")->group("");
+  execute->add_option("--ft-identity-plan", ex->ft_identity_plan, "Internal: the plan whose identity the checkpoints carry (a rollout's first plan)")->group("");
 
   auto ca = std::make_shared<CalibrateArgs>();
   auto* calibrate = app.add_subcommand("calibrate", "Measure this machine's kernels and communication into a device profile");

@@ -26,6 +26,8 @@ struct ExecuteArgs {
   // Multi-stage plans: --stage N runs stage N (1-based) alone; without it every stage runs in turn.
   int stage = 0;
   bool steps_given = false;  // --steps was on the command line
+  bool ft_save_final = false;  // controlled rollouts: the supervisor stops the attempt at a rollout's step, checkpointed
+  std::string ft_identity_plan;  // controlled rollouts: checkpoints carry this plan's identity (the job's first plan)
 };
 
 // `execute` on a plan with stages: each stage under mpirun in turn, from the previous stage's final

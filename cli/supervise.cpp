@@ -5,8 +5,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <numeric>
+#include <set>
 #include <sstream>
 
 #include "cli/exec_commands.hpp"
@@ -47,6 +52,178 @@ std::set<int> parse_fired(const std::string& list) {
     if (!item.empty()) out.insert(std::stoi(item));
   return out;
 }
+
+// --- controlled rollouts (issue 18 part 3): the supervisor's side ---
+namespace {
+
+// One window of steps as rank 0 logged them: step times (interval between step events, less the
+// checkpoint stall) and losses, from the newest attempt that computed each step.
+struct Window {
+  std::vector<double> step_s, loss;
+  double median_step_s() const {
+    if (step_s.empty()) return 0;
+    std::vector<double> v = step_s;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  }
+  double mean_loss() const { return loss.empty() ? 0 : std::accumulate(loss.begin(), loss.end(), 0.0) / loss.size(); }
+  double stddev_loss() const {
+    if (loss.size() < 2) return 0;
+    double m = mean_loss(), q = 0;
+    for (double l : loss) q += (l - m) * (l - m);
+    return std::sqrt(q / (loss.size() - 1));
+  }
+};
+
+// Steps first+1 .. last, from attempts >= min_attempt, skipping the attempts in `skip`.
+Window window_of(const std::vector<nlohmann::json>& events, long long first, long long last, int min_attempt,
+                 const std::set<int>& skip) {
+  std::map<long long, std::pair<double, double>> by_step;  // step -> (seconds, loss)
+  std::map<int, double> prev_t;  // attempt -> time of its previous step (or train_start)
+  for (const auto& e : events) {
+    if (e.value("rank", -1) != 0) continue;
+    int at = e.value("attempt", 0);
+    std::string k = e.value("event", "");
+    if (k == "train_start") prev_t[at] = e.at("t").get<double>();
+    if (k != "step") continue;
+    double t = e.at("t").get<double>();
+    double d = prev_t.count(at) ? t - prev_t[at] - e.value("stall_s", 0.0) : NAN;
+    prev_t[at] = t;
+    long long step = e.value("step", 0LL);
+    if (at < min_attempt || skip.count(at) || step <= first || step > last || std::isnan(d)) continue;
+    by_step[step] = {d, e.value("loss", 0.0)};
+  }
+  Window w;
+  for (const auto& [step, v] : by_step) w.step_s.push_back(v.first), w.loss.push_back(v.second);
+  return w;
+}
+
+// Plays the plan's rollouts through the supervisor's planned stops: run the plan in effect up to a
+// rollout's step (checkpointed), restart on its second plan for the watched window, compare, and
+// keep it or roll back (restart from the checkpoint before it, on the plan in effect before).
+class RolloutDriver {
+ public:
+  RolloutDriver(const Plan& plan, const ExecuteArgs& a, std::string run_dir, std::string checkpoint_dir)
+      : plan_(plan), steps_(a.steps), run_dir_(std::move(run_dir)), checkpoint_dir_(std::move(checkpoint_dir)),
+        in_effect_(a.plan) {
+    const auto& list = plan.reliability.rollouts;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const auto& r = list[i];
+      std::string at = "reliability.rollouts[" + std::to_string(i) + "]";
+      if (r.at_step < 0) throw InputError(at + ".at_hours: the supervisor switches plans at a step; give at_step");
+      if (r.plan_document.is_null()) throw InputError(at + ": no second plan to run (give plan: a file or an override)");
+      if (r.at_step >= steps_)
+        throw InputError(at + ".at_step " + std::to_string(r.at_step) + ": not reached in a run of " + std::to_string(steps_) +
+                         " steps (--steps)");
+      Plan second = parse_plan(r.plan_document);
+      if (second.parallelism.world() != plan.parallelism.world())
+        throw InputError(at + ".plan: runs on " + std::to_string(second.parallelism.world()) + " ranks, the job on " +
+                         std::to_string(plan.parallelism.world()) + ": the supervisor keeps the ranks");
+      // The checkpoints of the job carry its first plan's identity whichever plan writes them
+      // (--ft-identity-plan); the optimizer's state must still fit the second plan's optimizer.
+      if (second.training.optimizer.kind != plan.training.optimizer.kind)
+        throw InputError(at + ".plan.training.optimizer.kind: a rollout keeps the optimizer (its state is in the checkpoint "
+                         "before the rollout); change its settings (lr, ...), not its kind");
+      // The second plan's file, in the run directory: it keeps enough checkpoints that the one
+      // before the rollout survives the watched window.
+      nlohmann::json doc = r.plan_document;
+      long long every = std::max(1LL, second.reliability.checkpoint.interval_steps);
+      long long window = r.watch_steps > 0 ? r.watch_steps : 1000000;
+      doc["reliability"]["checkpoint"]["keep"] = second.reliability.checkpoint.keep + std::min(window / every, 1000LL) + 2;
+      std::string file = run_dir_ + "/rollout-" + std::to_string(i + 1) + ".plan.json";
+      fs::create_directories(run_dir_);
+      write_json_file(doc, file, 2);
+      files_.push_back(file);
+    }
+    stop_ = next_stop();
+  }
+  bool active() const { return !plan_.reliability.rollouts.empty(); }
+  const std::string& plan_file() const { return watching_ ? files_[k_] : in_effect_; }
+  long long stop_step() const { return stop_; }
+  bool save_final() const { return stop_ < steps_; }
+
+  bool after_finish(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+    const auto& rollouts = plan_.reliability.rollouts;
+    if (!watching_) {
+      if (k_ >= rollouts.size()) return false;  // the end of the run
+      const auto& r = rollouts[k_];
+      before_ = window_of(events, 0, r.at_step, 1, rolled_back_);
+      long long w = r.watch_steps;
+      if (w < 1) {  // watch_minutes: as many steps as the window holds at the step time before the change
+        double m = before_.median_step_s();
+        w = m > 0 ? static_cast<long long>(std::ceil(r.watch_s / m)) : 1;
+      }
+      w = std::max(1LL, std::min(w, steps_ - r.at_step));
+      auto tail = [&](std::vector<double> v) { return std::vector<double>(v.end() - std::min<long long>(w, v.size()), v.end()); };
+      before_.step_s = tail(before_.step_s);
+      before_.loss = tail(before_.loss);
+      window_steps_ = w;
+      watching_ = true;
+      first_window_attempt_ = attempt + 1;
+      stop_ = r.at_step + w;
+      add.push_back({{"event", "rollout_start"}, {"attempt", attempt}, {"rollout", k_}, {"at_step", r.at_step},
+                     {"change", r.change}, {"plan", files_[k_]}, {"watch_steps", w},
+                     {"before_median_step_s", before_.median_step_s()}, {"before_mean_loss", before_.mean_loss()}});
+      return true;
+    }
+    const auto& r = rollouts[k_];
+    Window after = window_of(events, r.at_step, r.at_step + window_steps_, first_window_attempt_, {});
+    std::string why;
+    double b = before_.median_step_s(), m = after.median_step_s();
+    if (r.step_time_regression > 0 && b > 0 && m > (1 + r.step_time_regression) * b)
+      why = "step time " + fixed(1e3 * m, 1) + " ms > " + fixed(1e3 * b, 1) + " ms x " + fixed(1 + r.step_time_regression, 2);
+    double bl = before_.mean_loss(), al = after.mean_loss();
+    if (why.empty() && r.loss_regression > 0 && al > (1 + r.loss_regression) * bl)
+      why = "loss " + fixed(al, 4) + " > " + fixed(bl, 4) + " x " + fixed(1 + r.loss_regression, 2);
+    if (why.empty() && r.loss_sigma > 0 && al > bl + r.loss_sigma * before_.stddev_loss())
+      why = "loss " + fixed(al, 4) + " > " + fixed(bl, 4) + " + " + fixed(r.loss_sigma, 1) + " sigma";
+    nlohmann::json figures = {{"rollout", k_}, {"attempt", attempt}, {"before_median_step_s", b}, {"after_median_step_s", m},
+                              {"before_mean_loss", bl}, {"after_mean_loss", al}, {"window_steps", window_steps_}};
+    watching_ = false;
+    if (!why.empty()) {
+      nlohmann::json e = figures;
+      e["event"] = "rollout_regressed";
+      e["why"] = why;
+      add.push_back(e);
+      // Back to the checkpoint before the change: the window's checkpoints go.
+      for (const auto& d : fs::directory_iterator(checkpoint_dir_)) {
+        std::string n = d.path().filename().string();
+        if (n.rfind("step-", 0) == 0 && n.size() == 13 && std::stoll(n.substr(5)) > r.at_step) fs::remove_all(d.path());
+      }
+      rolled_back_.insert(attempt);
+      add.push_back({{"event", "rollout_rolled_back"}, {"attempt", attempt}, {"rollout", k_}, {"to_step", r.at_step},
+                     {"window_attempt", attempt}, {"plan", in_effect_}});
+    } else {
+      nlohmann::json e = figures;
+      e["event"] = "rollout_kept";
+      add.push_back(e);
+      in_effect_ = files_[k_];
+    }
+    ++k_;
+    stop_ = next_stop();
+    // Rolled back at the run's last step: its steps are run again on the plan before.
+    return stop_ > r.at_step + (why.empty() ? window_steps_ : 0) || !why.empty();
+  }
+
+ private:
+  long long next_stop() const {
+    const auto& rollouts = plan_.reliability.rollouts;
+    return k_ < rollouts.size() ? rollouts[k_].at_step : steps_;
+  }
+  const Plan& plan_;
+  long long steps_;
+  std::string run_dir_, checkpoint_dir_, in_effect_;
+  std::vector<std::string> files_;
+  std::size_t k_ = 0;  // the next rollout, or the one being watched
+  bool watching_ = false;
+  long long stop_ = 0, window_steps_ = 0;
+  int first_window_attempt_ = 0;
+  Window before_;
+  std::set<int> rolled_back_;  // attempts whose window was rolled back: not a "before" any more
+};
+
+}  // namespace
+// --- end controlled rollouts ---
 
 int run_supervised(const ExecuteArgs& a) {
   Plan plan = load_plan(a.plan);
@@ -110,10 +287,30 @@ int run_supervised(const ExecuteArgs& a) {
   config.restart = plan.reliability.restart;
   config.inject = injections;
   config.environment = rank_environment(ranks);
+  RolloutDriver rollouts(plan, a, run_dir, dir);  // controlled rollouts (issue 18 part 3)
+  if (rollouts.active())
+    config.after_finish = [&](int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+      bool more = rollouts.after_finish(attempt, events, add);
+      for (const auto& e : add) {
+        std::string k = e.value("event", "");
+        std::string line = "supervisor: rollout " + std::to_string(e.value("rollout", 0) + 1) + ": " + k;
+        if (k == "rollout_start")
+          line += " at step " + e["at_step"].dump() + " on " + e.value("plan", "") + ", watching " + e["watch_steps"].dump() + " step(s)";
+        else if (k == "rollout_regressed") line += ": " + e.value("why", "");
+        else if (k == "rollout_rolled_back") line += " to the checkpoint of step " + e["to_step"].dump() + " on " + e.value("plan", "");
+        else if (k == "rollout_kept")
+          line += ": median step " + fixed(1e3 * e.value("after_median_step_s", 0.0), 1) + " ms vs " +
+                  fixed(1e3 * e.value("before_median_step_s", 0.0), 1) + " ms before";
+        std::cout << line << "\n" << std::flush;
+      }
+      return more;
+    };
   config.command = [&](int attempt, const std::set<int>& fired) {
     std::string fired_list;
     for (int i : fired) fired_list += (fired_list.empty() ? "" : ",") + std::to_string(i);
-    std::vector<std::string> args = {"execute", a.plan, "--steps", std::to_string(a.steps), "--warmup",
+    const std::string& plan_file = rollouts.active() ? rollouts.plan_file() : a.plan;  // controlled rollouts
+    const long long stop = rollouts.active() ? rollouts.stop_step() : a.steps;
+    std::vector<std::string> args = {"execute", plan_file, "--steps", std::to_string(stop), "--warmup",
                                      std::to_string(a.warmup), "--ranks", std::to_string(ranks), "--checkpoint-dir", dir,
                                      "--ft-run-dir", run_dir, "--ft-attempt", std::to_string(attempt), "--ft-fired",
                                      fired_list, "--report", run_dir + "/attempt-" + std::to_string(attempt) + ".report.json"};
@@ -124,6 +321,8 @@ int run_supervised(const ExecuteArgs& a) {
     if (!a.profile.empty()) args.insert(args.end(), {"--profile", a.profile});
     if (!a.parameters.empty()) args.insert(args.end(), {"--save-parameters", a.parameters});
     if (a.no_resume && attempt == 1) args.push_back("--no-resume");
+    if (rollouts.active() && rollouts.save_final()) args.push_back("--ft-save-final");  // controlled rollouts
+    if (rollouts.active()) args.insert(args.end(), {"--ft-identity-plan", a.plan});
     for (const auto& text : a.inject) args.insert(args.end(), {"--inject", text});
     return mpirun_argv(ranks, args);
   };
@@ -146,7 +345,11 @@ int run_supervised(const ExecuteArgs& a) {
     report = {{"schema", "ditwin.longrun_report/1"}, {"source", "measured"}, {"plan", plan.name}, {"error", e.what()}};
   }
   report["finished"] = run.finished;
-  report["supervisor"] = {{"attempts", run.attempts}, {"restarts", run.attempts - 1},
+  // Controlled rollouts: their planned restarts are not failures' restarts.
+  long long planned_restarts = 0;
+  for (const auto& e : run.events) planned_restarts += e.value("event", "") == "planned_stop" ? 1 : 0;
+  report["supervisor"] = {{"attempts", run.attempts}, {"restarts", run.attempts - 1 - planned_restarts},
+                          {"planned_restarts", planned_restarts},
                           {"stopped_because", run.stopped_because}, {"checkpoint_dir", dir},
                           {"restart_policy", {{"max_restarts", plan.reliability.restart.max_restarts},
                                               {"backoff_s", plan.reliability.restart.backoff_s},
@@ -176,14 +379,16 @@ int run_supervised(const ExecuteArgs& a) {
   if (report.contains("ettr")) {
     const auto& l = report["lost_seconds_by_cause"];
     std::cout << "supervised run of " << plan.name << ": " << (run.finished ? "finished" : "NOT finished") << " after "
-              << run.attempts - 1 << " restart(s)\n"
+              << run.attempts - 1 - planned_restarts << " restart(s)"
+              << (planned_restarts > 0 ? " and " + std::to_string(planned_restarts) + " planned by rollouts" : std::string()) << "\n"
               << "  ETTR             " << fixed(100 * report["ettr"]["mean"].get<double>(), 2) << "% ("
               << fixed(report["productive_s"].get<double>(), 2) << " s productive of " << fixed(report["wall_s"].get<double>(), 2)
               << " s wall, start-up " << fixed(report["startup_s"].get<double>(), 2) << " s not counted)\n"
               << "  lost (s)         rollback " << fixed(l["rollback"].get<double>(), 3) << ", detection "
               << fixed(l["detection"].get<double>(), 3) << ", restart " << fixed(l["restart"].get<double>(), 3)
               << ", checkpoint stall " << fixed(l["checkpoint_stall"].get<double>(), 3)
-              << ", numerical " << fixed(l.value("numerical", 0.0), 3) << "\n";
+              << ", numerical " << fixed(l.value("numerical", 0.0), 3) << ", rollout " << fixed(l.value("rollout", 0.0), 3)
+              << "\n";
   }
   if (!a.report.empty()) write_json_file(report, a.report, 2);
   if (!a.trace.empty() && report.contains("timeline")) write_json_file(exec::measured_longrun_trace(report), a.trace, -1);

@@ -545,6 +545,7 @@ ReliabilitySpec parse_reliability(JsonReader r) {
     p.finish();
   }
   if (r.has("numerical")) s.numerical = parse_numerical(r.object("numerical"));
+  r.accept("rollouts");  // controlled rollouts: resolve_rollouts, once the whole plan is known
   if (r.has("inject")) {
     const auto& list = r.raw("inject");
     if (!list.is_array()) r.fail("inject", "must be an array of objects");
@@ -678,6 +679,8 @@ Plan parse_plan(const nlohmann::json& document) {
   p.reliability = parse_reliability(root.object("reliability"));
   p.run = parse_run(root.object("run"));
   validate_plan(p);
+  if (document.contains("reliability") && document["reliability"].is_object() && document["reliability"].contains("rollouts"))
+    resolve_rollouts(document, p);  // controlled rollouts (model/rollouts.cpp)
   if (root.has("stages")) p.stages = resolve_stages(document, p);  // multi-stage campaigns (model/stages.cpp)
   return p;
 }
@@ -803,7 +806,9 @@ nlohmann::json read_json_file(const std::string& path) {
 Plan load_plan(const std::string& path) {
   auto document = read_json_file(path);
   try {
-    return parse_plan(document);
+    Plan plan = parse_plan(document);
+    resolve_rollout_files(plan, path);  // controlled rollouts: a second plan named by its file
+    return plan;
   } catch (const InputError& e) {
     throw InputError(path + ": " + e.what());
   }

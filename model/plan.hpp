@@ -186,6 +186,27 @@ struct NumericalSpec {
 };
 // --- end numerical faults ------------------------------------------------------------------------
 
+// --- controlled rollouts (issue 18 part 3) -------------------------------------------------------
+// A change rolled into the running job (reliability.rollouts, docs/plan.md and docs/reliability.md):
+// at a step or an hour, the job restarts from a checkpoint on a second plan, is watched for a
+// window, and is rolled back to the checkpoint taken before the change when its step time or
+// loss regresses past the thresholds.
+struct RolloutSpec {
+  long long at_step = -1;       // >= 1: after this many steps, or
+  double at_s = -1;             // >= 0: this long after the job's start (at_hours)
+  std::string change;           // what it is, for people
+  std::string plan_path;        // the second plan: a file (resolved relative to the plan by load_plan) ...
+  nlohmann::json plan_document; // ... or, once resolved, the second plan's whole document (null: none)
+  double watch_s = -1;          // the watched window: watch_minutes, or
+  long long watch_steps = -1;   // watch_steps
+  double step_time_regression = 0.1;  // regressed: the window's median step time > (1 + this) x before's
+  double loss_regression = 0;         // > 0: the window's mean loss > (1 + this) x before's
+  double loss_sigma = 0;              // > 0: the window's mean loss > before's mean + this x its stddev
+  double regress_probability = 0;     // the simulator: the chance that this rollout regresses
+  bool restart = true;                // applying it restarts the job from a checkpoint
+};
+// --- end controlled rollouts ---------------------------------------------------------------------
+
 struct ReliabilitySpec {
   std::string failures = "none";  // preset: none | llama3 | meta-rsc
   double failure_rate_scale = 1.0;
@@ -203,6 +224,7 @@ struct ReliabilitySpec {
   RestartPolicySpec restart;
   std::vector<InjectSpec> inject;
   NumericalSpec numerical;  // issue 18 part 2
+  std::vector<RolloutSpec> rollouts;  // issue 18 part 3 (resolve_rollouts)
   double exit_detection_s = 0.5;  // a process that exits (node alive) is noticed by its launcher
 };
 
@@ -249,6 +271,15 @@ Plan parse_plan(const nlohmann::json& document);
 // Multi-stage campaigns: the stages of `document` (its `stages` array) resolved over `base`, the
 // plan parsed from the rest of it. Errors name `stages[i].<path>` (model/stages.cpp).
 std::vector<Plan> resolve_stages(const nlohmann::json& document, const Plan& base);
+// Controlled rollouts: parses `reliability.rollouts` of `document` into base.reliability.rollouts; an
+// inline `plan` override is merged over the base document under the stage rule (model/stages.cpp)
+// and validated as a whole plan. Errors name `reliability.rollouts[i].<path>`. A `plan` path is
+// read by load_plan, relative to the plan's file (resolve_rollout_files).
+void resolve_rollouts(const nlohmann::json& document, Plan& base);
+// A stage's rule for one override: only the keys a stage may change (else an error naming `at`),
+// merged over `base_document` (RFC 7386). The caller parses and validates the result.
+nlohmann::json merge_override(const nlohmann::json& base_document, const nlohmann::json& patch, const std::string& at);
+void resolve_rollout_files(Plan& plan, const std::string& plan_path);
 // Whether two stages shard the training state differently (dp, tp, pp, cp, ZeRO stage, virtual
 // stages): moving from one to the other is a resharding checkpoint save and load.
 bool layout_changes(const Plan& from, const Plan& to);

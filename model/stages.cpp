@@ -121,6 +121,20 @@ std::vector<Plan> resolve_stages(const nlohmann::json& document, const Plan& bas
   return out;
 }
 
+// --- controlled rollouts (issue 18 part 3): a rollout's inline change obeys the stage rule ---
+nlohmann::json merge_override(const nlohmann::json& base_document, const nlohmann::json& patch, const std::string& at) {
+  if (!patch.is_object()) throw InputError(at + ": must be an object (an override, as a stage) or a plan file's path");
+  check_keys(patch, stage_schema(), at);
+  nlohmann::json p = patch;
+  p.erase("name");
+  if (p.contains("run") && p["run"].is_object() && p["run"].contains("tokens"))
+    throw InputError(at + ".run.tokens: a rollout changes the running job: its length stays the base plan's");
+  nlohmann::json merged = base_document;
+  merged.merge_patch(p);
+  return merged;
+}
+// --- end controlled rollouts ---
+
 bool layout_changes(const Plan& from, const Plan& to) {
   const auto& a = from.parallelism;
   const auto& b = to.parallelism;

@@ -52,6 +52,7 @@ const char* to_string(Cause c) {
     case Cause::stragglers: return "stragglers";
     case Cause::planned_maintenance: return "planned_maintenance";
     case Cause::numerical: return "numerical";
+    case Cause::rollout: return "rollout";
     case Cause::count: break;
   }
   return "?";
@@ -102,8 +103,31 @@ LongRunInputs longrun_inputs(const Plan& plan, double step_time_s, double mfu) {
   } else {
     in.work_s = plan.run.steps * step_time_s;
   }
+  // Controlled rollouts: a window in steps is priced at the plan's step time (the regressed one is
+  // not needed: a rolled-back window's work is all lost, however slowly it ran).
+  for (std::size_t i = 0; i < rel.rollouts.size(); ++i) {
+    const auto& r = rel.rollouts[i];
+    LongRunInputs::Rollout o;
+    o.name = r.change.empty() ? "rollout " + std::to_string(i + 1) : r.change;
+    if (r.at_step >= 0) o.at_work_s = static_cast<double>(r.at_step) * step_time_s;
+    else o.at_wall_s = r.at_s;
+    o.watch_s = r.watch_steps > 0 ? static_cast<double>(r.watch_steps) * step_time_s : r.watch_s;
+    o.regress_probability = r.regress_probability;
+    o.restart = r.restart;
+    in.rollouts.push_back(o);
+  }
   return in;
 }
+
+// --- controlled rollouts (issue 18 part 3) ---
+double LongRunInputs::rollout_expected_s() const {
+  double total = 0;
+  for (const auto& r : rollouts)
+    total += (r.restart ? stop_write_s + rollout_restart_s() : 0) + r.regress_probability * (r.watch_s + rollout_restart_s());
+  return total;
+}
+// --- end controlled rollouts ---
+
 
 std::vector<LongRunInputs::Scheduled> schedule_injections(LongRunInputs& in, const std::vector<InjectSpec>& inject,
                                                           long long steps, double exit_detection_s) {
@@ -613,6 +637,67 @@ nlohmann::json play_in_this_process(const LongRunInputs& in, const std::vector<i
 
 }  // namespace
 
+// --- controlled rollouts (issue 18 part 3) ---
+namespace {
+
+// Each trial's rollouts, on its result: a rollout happens when the trial reaches it (its work or
+// its wall time); its cost is added to the wall time of a step-count run, or taken from the
+// productive time of a fixed window. Whether it regresses is drawn from (seed, trial, rollout)
+// alone, so the failure draws do not move. Failures during a rollout's restarts and window are not
+// played (minutes in weeks). Trial 0's timeline gets a `rollout` lane, later events shifted.
+void apply_rollouts(LongRunResult& result, std::uint64_t seed) {
+  const auto& in = result.inputs;
+  if (in.rollouts.empty()) return;
+  const int lane = static_cast<int>(Cause::rollout);
+  for (std::size_t t = 0; t < result.trials.size(); ++t) {
+    TrialResult& r = result.trials[t];
+    const double ettr = r.wall_s > 0 ? r.productive_s / r.wall_s : 1;
+    double added_s = 0;  // wall time added by earlier rollouts of this trial
+    for (std::size_t k = 0; k < in.rollouts.size(); ++k) {
+      const auto& o = in.rollouts[k];
+      // When it happens, on this trial's clock before rollouts (training runs at its mean ETTR).
+      double at_wall = o.at_wall_s >= 0 ? o.at_wall_s : (ettr > 0 ? o.at_work_s / ettr : r.wall_s);
+      bool reached = o.at_wall_s >= 0 ? at_wall < r.wall_s - added_s : o.at_work_s <= r.productive_s + 1e-9;
+      if (!reached) continue;
+      std::uint64_t z = mix64(mix64(seed ^ 0x52DCE729DA3ED7B5ULL) ^ mix64(t * 1024 + k + 0x3C6EF372FE94F82BULL));
+      double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+      bool regressed = u < o.regress_probability;
+      double apply_s = o.restart ? in.stop_write_s + in.rollout_restart_s() : 0;
+      double cost = apply_s + (regressed ? o.watch_s + in.rollout_restart_s() : 0);
+      r.rollouts++;
+      if (regressed) r.rollouts_regressed++;
+      r.lost_s[lane] += cost;
+      if (in.duration_s > 0) {
+        // A fixed window: the rollout's time comes out of the training it would have done.
+        double take = std::min(cost, r.productive_s);
+        r.productive_s -= take;
+        r.lost_s[lane] += take - cost;
+      } else {
+        r.wall_s += cost;
+      }
+      if (t == 0) {
+        double start = at_wall + added_s;
+        for (auto& e : result.timeline)
+          if (e.start_s >= start) e.start_s += cost;
+        if (apply_s > 0) result.timeline.push_back({"rollout: " + o.name + " (save, restart, load)", "rollout", start, apply_s});
+        if (regressed) {
+          result.timeline.push_back({"rollout window (regressed, work lost)", "rollout", start + apply_s, o.watch_s});
+          result.timeline.push_back({"rollout rolled back (restart, load)", "rollout", start + apply_s + o.watch_s,
+                                     in.rollout_restart_s()});
+        } else {
+          result.timeline.push_back({"rollout kept", "rollout", start + apply_s, 0});
+        }
+      }
+      added_s += cost;
+    }
+  }
+  if (in.duration_s > 0)
+    for (auto& e : result.timeline) e.duration_s = std::max(0.0, std::min(e.duration_s, in.duration_s - e.start_s));
+}
+
+}  // namespace
+// --- end controlled rollouts ---
+
 LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& options) {
   if (options.trials < 1) throw InputError("--trials: must be >= 1");
   // Each trial keeps its row of results (~1 KB with its JSON): a bound well inside a laptop's memory.
@@ -659,6 +744,7 @@ LongRunResult simulate_longrun(const LongRunInputs& in, const LongRunOptions& op
     result.simgrid_events += out["activities"].get<double>();
   }
   if (!error.empty()) throw std::runtime_error("longrun: " + error);
+  apply_rollouts(result, options.seed);  // controlled rollouts (issue 18 part 3)
   return result;
 }
 
@@ -700,6 +786,26 @@ Summary summary_of(const LongRunResult& r, double (*f)(const TrialResult&, const
 
 }  // namespace
 
+// --- controlled rollouts: the report's summary ---
+static nlohmann::json rollouts_json(const LongRunResult& r) {
+  const auto& in = r.inputs;
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& o : in.rollouts)
+    list.push_back({{"name", o.name}, {"at_work_s", o.at_work_s}, {"at_wall_s", o.at_wall_s}, {"watch_s", o.watch_s},
+                    {"regress_probability", o.regress_probability}, {"restart", o.restart}});
+  double n = static_cast<double>(std::max<std::size_t>(1, r.trials.size())), applied = 0, regressed = 0, lost = 0;
+  for (const auto& t : r.trials) {
+    applied += t.rollouts;
+    regressed += t.rollouts_regressed;
+    lost += t.lost_s[static_cast<int>(Cause::rollout)];
+  }
+  return {{"list", list}, {"per_trial", applied / n}, {"regressed_per_trial", regressed / n},
+          {"lost_hours_mean", lost / n / 3600},
+          {"analytic_lost_hours", in.rollout_expected_s() / 3600},  // every rollout reached
+          {"restart_s", in.stop_write_s + in.rollout_restart_s()}, {"rollback_restart_s", in.rollout_restart_s()}};
+}
+// --- end controlled rollouts ---
+
 nlohmann::json to_json(const LongRunResult& r) {
   using nlohmann::json;
   const auto& in = r.inputs;
@@ -726,7 +832,8 @@ nlohmann::json to_json(const LongRunResult& r) {
   std::vector<std::pair<std::string, double>> groups = {
       {"rollback", lost(Cause::rollback)}, {"restart", restart_s}, {"detection", lost(Cause::detection)},
       {"checkpoint_stall", lost(Cause::checkpoint_stall)}, {"stragglers", lost(Cause::stragglers)},
-      {"planned_maintenance", lost(Cause::planned_maintenance)}, {"numerical", lost(Cause::numerical)}};
+      {"planned_maintenance", lost(Cause::planned_maintenance)}, {"numerical", lost(Cause::numerical)},
+      {"rollout", lost(Cause::rollout)}};
   for (const auto& [k, v] : groups) {
     lost_h[k] = v / 3600;
     lost_frac[k] = mean_wall > 0 ? v / mean_wall : 0;
@@ -782,6 +889,7 @@ nlohmann::json to_json(const LongRunResult& r) {
                          {"faults_per_trial", std::accumulate(r.trials.begin(), r.trials.end(), 0.0,
                                                               [](double a, const TrialResult& t) { return a + t.numerical; }) /
                                                   static_cast<double>(std::max<std::size_t>(1, r.trials.size()))}}},
+          {"rollouts", rollouts_json(r)},  // controlled rollouts (issue 18 part 3)
           {"simgrid_activities", r.simgrid_events}};
 }
 

@@ -52,6 +52,24 @@ struct LongRunInputs {
   // checkpoint + a checkpoint load (the skipped data window costs no time: its steps are not run).
   std::string numerical_policy = "skip";
   double numerical_per_s = 0;
+  // --- controlled rollouts (reliability.rollouts, issue 18 part 3) ---
+  // Each costs a planned restart at a checkpoint (stop_write_s + process_start_s + comm_init_s +
+  // load_s; none when restart is false) and, with probability regress_probability, its watched
+  // window of work plus a second restart from the checkpoint taken before it (the rollback:
+  // process_start_s + comm_init_s + load_s). Played on each trial's result (apply_rollouts).
+  struct Rollout {
+    std::string name;
+    double at_work_s = -1;  // >= 0: when this much nominal training is done (at_step x step time), or
+    double at_wall_s = -1;  // >= 0: this long after the job's start (at_hours)
+    double watch_s = 0;
+    double regress_probability = 0;
+    bool restart = true;
+  };
+  std::vector<Rollout> rollouts;
+  double rollout_restart_s() const { return process_start_s + comm_init_s + load_s; }
+  // The mean time one trial loses to its rollouts: sum of restart + p x (window + rollback restart).
+  double rollout_expected_s() const;
+  // --- end controlled rollouts ---
 };
 
 // `step_time_s` and `mfu` come from sim::simulate_step on the same plan. An "optimal" interval is
@@ -72,6 +90,7 @@ enum class Cause {
   detection, reschedule, spare_swap, process_start, comm_init, checkpoint_load,
   rollback, checkpoint_stall, stragglers, planned_maintenance,
   numerical,  // issue 18 part 2: numerical faults, at their policy's cost
+  rollout,    // issue 18 part 3: controlled rollouts (their restarts, and regressed windows rolled back)
   count
 };
 const char* to_string(Cause c);
@@ -83,6 +102,7 @@ struct TrialResult {
   std::array<double, cause_count> lost_s{};  // productive_s + sum(lost_s) == wall_s
   int failures = 0, planned = 0;
   int numerical = 0;        // numerical faults caught (not interruptions: the processes live on)
+  int rollouts = 0, rollouts_regressed = 0;  // controlled rollouts applied, and those rolled back
   bool finished = true;     // a step-count run reached its steps before the simulation cap
   double ettr() const { return wall_s > 0 ? productive_s / wall_s : 0; }
 };

@@ -196,6 +196,7 @@ SupervisedRun supervise(const SupervisorConfig& c) {
 
   SupervisedRun run;
   std::set<int> fired;
+  int planned = 0;  // controlled rollouts: planned restarts so far (not failures)
   for (int attempt = 1;; ++attempt) {
     run.attempts = attempt;
     std::vector<std::string> argv = c.command(attempt, fired);
@@ -275,6 +276,18 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     double detect_t = wall_now();
     drain(attempt, fired, seen);
     if (exited && exit_code == 0) {
+      // --- controlled rollouts: a clean exit may be a planned stop, not the end ---
+      if (c.after_finish) {
+        std::vector<nlohmann::json> add;
+        bool more = c.after_finish(attempt, events, add);
+        for (auto& e : add) record(std::move(e));
+        if (more) {
+          record({{"event", "planned_stop"}, {"attempt", attempt}});
+          ++planned;
+          continue;
+        }
+      }
+      // --- end controlled rollouts ---
       record({{"event", "finished"}, {"attempt", attempt}});
       log("supervisor: attempt " + std::to_string(attempt) + ": finished");
       run.finished = true;
@@ -346,14 +359,14 @@ SupervisedRun supervise(const SupervisorConfig& c) {
       run.stopped_because = "a rank refused its input (exit status 2): restarting would fail the same way";
       break;
     }
-    if (attempt - 1 >= c.restart.max_restarts) {
-      run.stopped_because = "gave up after " + std::to_string(attempt - 1) + " restart(s) (reliability.restart.max_restarts " +
+    if (attempt - 1 - planned >= c.restart.max_restarts) {
+      run.stopped_because = "gave up after " + std::to_string(attempt - 1 - planned) + " restart(s) (reliability.restart.max_restarts " +
                             std::to_string(c.restart.max_restarts) + ")";
       break;
     }
-    double backoff = c.restart.backoff_before(attempt);
-    record({{"event", "restart"}, {"restart", attempt}, {"backoff_s", backoff}});
-    log("supervisor: restart " + std::to_string(attempt) + "/" + std::to_string(c.restart.max_restarts) + " in " +
+    double backoff = c.restart.backoff_before(attempt - planned);
+    record({{"event", "restart"}, {"restart", attempt - planned}, {"backoff_s", backoff}});
+    log("supervisor: restart " + std::to_string(attempt - planned) + "/" + std::to_string(c.restart.max_restarts) + " in " +
         fixed(backoff, 2) + " s, from the newest good checkpoint");
     if (backoff > 0) std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
   }
@@ -417,6 +430,18 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
                                         {"numerical", 0}};
   json numerical_faults = json::array();
   json timeline = json::array(), failures = json::array();
+  // --- controlled rollouts: planned stops, and the attempts whose window was rolled back ---
+  lost["rollout"] = 0;
+  std::set<int> planned_stops, rolled_back_windows;
+  json rollouts = json::array();
+  for (const auto& e : events) {
+    std::string k = e.value("event", "");
+    if (k == "planned_stop") planned_stops.insert(e.value("attempt", 0));
+    if (k == "rollout_rolled_back") rolled_back_windows.insert(e.value("window_attempt", 0));
+    if (k.rfind("rollout_", 0) == 0) rollouts.push_back(e);
+  }
+  double planned_end = NAN;  // the end of the previous attempt, when it stopped as planned
+  // --- end controlled rollouts ---
   auto mark = [&](const std::string& name, const std::string& lane, double start, double d) {
     timeline.push_back({name, lane, start - t0, std::max(0.0, d)});
   };
@@ -425,7 +450,12 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   std::map<long long, std::vector<Work>> work;  // per step index, every time it was computed
   double partial_s = 0, end_t = t0, prev_detect = NAN;
   for (auto& [a, at] : attempts) {
-    if (a > 1 && !std::isnan(prev_detect)) {
+    if (a > 1 && !std::isnan(planned_end) && !std::isnan(at.train_start)) {  // controlled rollouts: a planned restart
+      double stop = std::max(planned_end, at.train_start);
+      lost["rollout"] += stop - planned_end;
+      mark(rolled_back_windows.count(a - 1) ? "rollout: roll back (restart, load)" : "rollout: restart on the next plan",
+           "rollout", planned_end, stop - planned_end);
+    } else if (a > 1 && !std::isnan(prev_detect)) {
       // Restart: kill + backoff until the launch, the processes and MPI up, then load + set-up.
       double launch = std::isnan(at.launch) ? prev_detect : at.launch;
       double stop = at.failed && std::isnan(at.train_start) ? at.fail : at.train_start;
@@ -466,13 +496,24 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
         end = at.fail;
         partial_s += end - prev;  // the step in flight is lost
         if (end > prev) mark("work in flight (lost)", "rollback", prev, end - prev);
-      } else if (!std::isnan(at.drain_t)) {
+      } else if (!std::isnan(at.drain_t) && !planned_stops.count(a)) {
         end = std::max(prev, at.drain_t);
         lost["checkpoint_stall"] += end - prev;
         if (end > prev) mark("checkpoint drain", "checkpoint", prev, end - prev);
       }
       mark("train (attempt " + std::to_string(a) + ")", "train", at.train_start, end - at.train_start);
       end_t = end;
+      // --- controlled rollouts: a planned stop's final save is the rollout's, not a checkpoint stall ---
+      if (planned_stops.count(a) && !at.failed && !at.steps.empty()) {
+        double save = at.steps.back().stall;
+        lost["checkpoint_stall"] -= save;
+        lost["rollout"] += save;
+        if (save > 0) mark("rollout: checkpoint at the planned stop", "rollout", end - save, save);
+      }
+      planned_end = planned_stops.count(a) && !at.failed ? end : NAN;
+      // --- end controlled rollouts ---
+    } else {
+      planned_end = NAN;
     }
     for (const auto& e : at.numerical)
       numerical_faults.push_back({{"attempt", a}, {"category", "numerical"}, {"at_s", e.at("t").get<double>() - t0},
@@ -499,7 +540,9 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   for (const auto& [step, list] : work) {
     if (list.back().skipped || list.back().numerical) lost["numerical"] += list.back().seconds;
     else productive += list.back().seconds;
-    for (std::size_t i = 0; i + 1 < list.size(); ++i) (list[i].numerical ? lost["numerical"] : rolled) += list[i].seconds;
+    for (std::size_t i = 0; i + 1 < list.size(); ++i)
+      (list[i].numerical ? lost["numerical"] : rolled_back_windows.count(list[i].attempt) ? lost["rollout"] : rolled) +=
+          list[i].seconds;
     last_step = std::max(last_step, step);
   }
   lost["rollback"] = rolled;
@@ -510,12 +553,13 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
   }
   double wall = end_t - t0;
   double restart = lost["reschedule"] + lost["process_start"] + lost["checkpoint_load"];
-  double accounted = productive + lost["rollback"] + lost["detection"] + lost["checkpoint_stall"] + restart + lost["numerical"];
+  double accounted = productive + lost["rollback"] + lost["detection"] + lost["checkpoint_stall"] + restart + lost["numerical"] +
+                    lost["rollout"];
   double ettr = wall > 0 ? productive / wall : 0;
   json ettr_j = {{"mean", ettr}, {"p5", ettr}, {"p50", ettr}, {"p95", ettr}, {"stddev", 0.0}, {"ci95", {ettr, ettr}}};
   json by_cause_s = {{"rollback", lost["rollback"]}, {"restart", restart}, {"detection", lost["detection"]},
                      {"checkpoint_stall", lost["checkpoint_stall"]}, {"stragglers", 0.0}, {"planned_maintenance", 0.0},
-                     {"numerical", lost["numerical"]}};
+                     {"numerical", lost["numerical"]}, {"rollout", lost["rollout"]}};
   json by_cause_h = json::object(), by_cause_frac = json::object();
   for (const auto& [k, v] : by_cause_s.items()) {
     by_cause_h[k] = v.get<double>() / 3600;
@@ -535,6 +579,7 @@ nlohmann::json measured_longrun_report(const std::string& plan, const nlohmann::
           {"interruptions", failures.size()},
           {"failures", failures},
           {"numerical_faults", numerical_faults},
+          {"rollouts", rollouts},  // controlled rollouts: rollout_start, rollout_regressed, rollout_rolled_back / rollout_kept
           {"lost_seconds_by_cause", by_cause_s},
           {"lost_hours_by_cause", by_cause_h},
           {"lost_fraction_by_cause", by_cause_frac},

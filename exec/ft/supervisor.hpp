@@ -28,6 +28,13 @@ struct SupervisorConfig {
   // Environment set in the launched process (name, value), on top of the supervisor's.
   std::vector<std::pair<std::string, std::string>> environment;
   std::function<void(const std::string&)> log;  // progress lines
+  // --- controlled rollouts (issue 18 part 3) ---
+  // Called when an attempt exits with status 0, with every event so far: true launches another
+  // attempt (a planned restart: a rollout, its rollback, or going on after it), false ends the run.
+  // Events it appends to `add` are recorded (time and rank -1 set). Planned restarts are not
+  // failures: the restart policy (max_restarts, backoff) counts failures only.
+  std::function<bool(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add)> after_finish;
+  // --- end controlled rollouts ---
 };
 
 struct SupervisedRun {
