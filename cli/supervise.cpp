@@ -135,38 +135,69 @@ class RolloutDriver {
       write_json_file(doc, file, 2);
       files_.push_back(file);
     }
-    stop_ = next_stop();
   }
   bool active() const { return !plan_.reliability.rollouts.empty(); }
   const std::string& plan_file() const { return watching_ ? files_[k_] : in_effect_; }
-  long long stop_step() const { return stop_; }
-  bool save_final() const { return stop_ < steps_; }
+  // Where the next attempt stops: the next rollout's step, else the end. A watched attempt runs on
+  // past its window (kept: no restart); a regression stops it (watch).
+  long long stop_step() const {
+    const auto& rollouts = plan_.reliability.rollouts;
+    std::size_t next = watching_ ? k_ + 1 : k_;
+    return next < rollouts.size() ? rollouts[next].at_step : steps_;
+  }
+  bool save_final() const { return stop_step() < steps_; }
+  // Before an attempt starts: a roll-back deletes the checkpoints after the rollout's step (the
+  // ranks that wrote them are gone), so the attempt resumes from the one before the change.
+  void before_attempt() {
+    if (rollback_to_ < 0) return;
+    for (const auto& d : fs::directory_iterator(checkpoint_dir_)) {
+      std::string n = d.path().filename().string();
+      if (n.rfind("step-", 0) == 0 && n.size() == 13 && std::stoll(n.substr(5)) > rollback_to_) fs::remove_all(d.path());
+    }
+    rollback_to_ = -1;
+  }
+
+  // While an attempt runs: once the window's last step is logged, judge it; true stops the attempt.
+  bool watch(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+    if (!watching_) return false;
+    const long long end = plan_.reliability.rollouts[k_].at_step + window_steps_;
+    bool done = false;
+    for (auto it = events.rbegin(); it != events.rend() && !done; ++it)
+      done = it->value("event", "") == "step" && it->value("rank", -1) == 0 && it->value("attempt", 0) >= first_window_attempt_ &&
+             it->value("step", 0LL) >= end;
+    if (!done) return false;
+    return !decide(attempt, events, add);  // regressed: stop now
+  }
 
   bool after_finish(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
     const auto& rollouts = plan_.reliability.rollouts;
-    if (!watching_) {
-      if (k_ >= rollouts.size()) return false;  // the end of the run
-      const auto& r = rollouts[k_];
-      before_ = window_of(events, 0, r.at_step, 1, rolled_back_);
-      long long w = r.watch_steps;
-      if (w < 1) {  // watch_minutes: as many steps as the window holds at the step time before the change
-        double m = before_.median_step_s();
-        w = m > 0 ? static_cast<long long>(std::ceil(r.watch_s / m)) : 1;
-      }
-      w = std::max(1LL, std::min(w, steps_ - r.at_step));
-      auto tail = [&](std::vector<double> v) { return std::vector<double>(v.end() - std::min<long long>(w, v.size()), v.end()); };
-      before_.step_s = tail(before_.step_s);
-      before_.loss = tail(before_.loss);
-      window_steps_ = w;
-      watching_ = true;
-      first_window_attempt_ = attempt + 1;
-      stop_ = r.at_step + w;
-      add.push_back({{"event", "rollout_start"}, {"attempt", attempt}, {"rollout", k_}, {"at_step", r.at_step},
-                     {"change", r.change}, {"plan", files_[k_]}, {"watch_steps", w},
-                     {"before_median_step_s", before_.median_step_s()}, {"before_mean_loss", before_.mean_loss()}});
-      return true;
-    }
+    if (watching_ && !decide(attempt, events, add)) return true;  // the window ended with the attempt
+    if (k_ >= rollouts.size()) return false;  // the end of the run
+    // The attempt stopped at rollout k_'s step: start it.
     const auto& r = rollouts[k_];
+    before_ = window_of(events, 0, r.at_step, 1, rolled_back_);
+    long long w = r.watch_steps;
+    if (w < 1) {  // watch_minutes: as many steps as the window holds at the step time before the change
+      double m = before_.median_step_s();
+      w = m > 0 ? static_cast<long long>(std::ceil(r.watch_s / m)) : 1;
+    }
+    w = std::max(1LL, std::min(w, steps_ - r.at_step));
+    auto tail = [&](std::vector<double> v) { return std::vector<double>(v.end() - std::min<long long>(w, v.size()), v.end()); };
+    before_.step_s = tail(before_.step_s);
+    before_.loss = tail(before_.loss);
+    window_steps_ = w;
+    watching_ = true;
+    first_window_attempt_ = attempt + 1;
+    add.push_back({{"event", "rollout_start"}, {"attempt", attempt}, {"rollout", k_}, {"at_step", r.at_step},
+                   {"change", r.change}, {"plan", files_[k_]}, {"watch_steps", w},
+                   {"before_median_step_s", before_.median_step_s()}, {"before_mean_loss", before_.mean_loss()}});
+    return true;
+  }
+
+ private:
+  // The window against the same number of steps before the change: true when kept.
+  bool decide(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+    const auto& r = plan_.reliability.rollouts[k_];
     Window after = window_of(events, r.at_step, r.at_step + window_steps_, first_window_attempt_, {});
     std::string why;
     double b = before_.median_step_s(), m = after.median_step_s();
@@ -180,43 +211,31 @@ class RolloutDriver {
     nlohmann::json figures = {{"rollout", k_}, {"attempt", attempt}, {"before_median_step_s", b}, {"after_median_step_s", m},
                               {"before_mean_loss", bl}, {"after_mean_loss", al}, {"window_steps", window_steps_}};
     watching_ = false;
-    if (!why.empty()) {
-      nlohmann::json e = figures;
-      e["event"] = "rollout_regressed";
-      e["why"] = why;
-      add.push_back(e);
-      // Back to the checkpoint before the change: the window's checkpoints go.
-      for (const auto& d : fs::directory_iterator(checkpoint_dir_)) {
-        std::string n = d.path().filename().string();
-        if (n.rfind("step-", 0) == 0 && n.size() == 13 && std::stoll(n.substr(5)) > r.at_step) fs::remove_all(d.path());
-      }
-      rolled_back_.insert(attempt);
-      add.push_back({{"event", "rollout_rolled_back"}, {"attempt", attempt}, {"rollout", k_}, {"to_step", r.at_step},
-                     {"window_attempt", attempt}, {"plan", in_effect_}});
-    } else {
-      nlohmann::json e = figures;
-      e["event"] = "rollout_kept";
-      add.push_back(e);
-      in_effect_ = files_[k_];
-    }
     ++k_;
-    stop_ = next_stop();
-    // Rolled back at the run's last step: its steps are run again on the plan before.
-    return stop_ > r.at_step + (why.empty() ? window_steps_ : 0) || !why.empty();
+    if (why.empty()) {
+      figures["event"] = "rollout_kept";
+      add.push_back(figures);
+      in_effect_ = files_[k_ - 1];
+      return true;
+    }
+    figures["event"] = "rollout_regressed";
+    figures["why"] = why;
+    add.push_back(figures);
+    rolled_back_.insert(attempt);
+    rollback_to_ = r.at_step;
+    add.push_back({{"event", "rollout_rolled_back"}, {"attempt", attempt}, {"rollout", k_ - 1}, {"to_step", r.at_step},
+                   {"window_attempt", attempt}, {"plan", in_effect_}});
+    return false;
   }
 
- private:
-  long long next_stop() const {
-    const auto& rollouts = plan_.reliability.rollouts;
-    return k_ < rollouts.size() ? rollouts[k_].at_step : steps_;
-  }
+  long long rollback_to_ = -1;  // a roll-back's checkpoint step, until the next attempt starts
   const Plan& plan_;
   long long steps_;
   std::string run_dir_, checkpoint_dir_, in_effect_;
   std::vector<std::string> files_;
   std::size_t k_ = 0;  // the next rollout, or the one being watched
   bool watching_ = false;
-  long long stop_ = 0, window_steps_ = 0;
+  long long window_steps_ = 0;
   int first_window_attempt_ = 0;
   Window before_;
   std::set<int> rolled_back_;  // attempts whose window was rolled back: not a "before" any more
@@ -288,9 +307,7 @@ int run_supervised(const ExecuteArgs& a) {
   config.inject = injections;
   config.environment = rank_environment(ranks);
   RolloutDriver rollouts(plan, a, run_dir, dir);  // controlled rollouts (issue 18 part 3)
-  if (rollouts.active())
-    config.after_finish = [&](int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
-      bool more = rollouts.after_finish(attempt, events, add);
+  auto print_rollout_events = [](const std::vector<nlohmann::json>& add) {
       for (const auto& e : add) {
         std::string k = e.value("event", "");
         std::string line = "supervisor: rollout " + std::to_string(e.value("rollout", 0) + 1) + ": " + k;
@@ -303,12 +320,24 @@ int run_supervised(const ExecuteArgs& a) {
                   fixed(1e3 * e.value("before_median_step_s", 0.0), 1) + " ms before";
         std::cout << line << "\n" << std::flush;
       }
+  };
+  if (rollouts.active()) {
+    config.after_finish = [&](int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+      bool more = rollouts.after_finish(attempt, events, add);
+      print_rollout_events(add);
       return more;
     };
+    config.watch = [&](int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add) {
+      bool stop = rollouts.watch(attempt, events, add);
+      print_rollout_events(add);
+      return stop;
+    };
+  }
   config.command = [&](int attempt, const std::set<int>& fired) {
     std::string fired_list;
     for (int i : fired) fired_list += (fired_list.empty() ? "" : ",") + std::to_string(i);
-    const std::string& plan_file = rollouts.active() ? rollouts.plan_file() : a.plan;  // controlled rollouts
+    if (rollouts.active()) rollouts.before_attempt();  // controlled rollouts
+    const std::string& plan_file = rollouts.active() ? rollouts.plan_file() : a.plan;
     const long long stop = rollouts.active() ? rollouts.stop_step() : a.steps;
     std::vector<std::string> args = {"execute", plan_file, "--steps", std::to_string(stop), "--warmup",
                                      std::to_string(a.warmup), "--ranks", std::to_string(ranks), "--checkpoint-dir", dir,

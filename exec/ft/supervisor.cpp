@@ -238,9 +238,16 @@ SupervisedRun supervise(const SupervisorConfig& c) {
     std::vector<double> changed_wall(c.ranks, launch_t);
     std::vector<int> verified(c.ranks, -1);
     auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    bool planned_kill = false;  // controlled rollouts: c.watch stopped the attempt
     while (true) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       drain(attempt, fired, seen);
+      if (c.watch) {  // controlled rollouts: a watched window judged while the attempt runs
+        std::vector<nlohmann::json> add;
+        planned_kill = c.watch(attempt, events, add);
+        for (auto& e : add) record(std::move(e));
+        if (planned_kill) break;
+      }
       int status = 0;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
         exited = true;
@@ -273,6 +280,32 @@ SupervisedRun supervise(const SupervisorConfig& c) {
       }
       if (hung_rank >= 0 || dead_rank >= 0 || interrupted) break;
     }
+    // --- controlled rollouts: a planned stop by SIGKILL (the ranks and their checkpoints after the
+    // rollout's are thrown away: the next attempt restarts from the checkpoint before it) ---
+    if (planned_kill) {
+      ::kill(-pid, SIGKILL);
+      std::vector<int> pids;
+      for (int r = 0; r < c.ranks; ++r) {
+        Heartbeat h = read_heartbeat(c.run_dir + "/heartbeat-" + std::to_string(r));
+        if (h.attempt == attempt && (h.pid == verified[r] || runs_in(h.pid, c.run_dir))) pids.push_back(h.pid);
+      }
+      for (int p : end_orphans(c.run_dir)) pids.push_back(p);
+      for (int p : pids) ::kill(p, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      for (int p : pids)
+        while (!gone(p) && std::chrono::steady_clock::now() < until) {
+          reap_children();
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+      reap_children();
+      drain(attempt, fired, seen);
+      record({{"event", "planned_stop"}, {"attempt", attempt}, {"killed", true}});
+      log("supervisor: attempt " + std::to_string(attempt) + ": stopped as planned (rollout)");
+      ++planned;
+      continue;
+    }
+    // --- end controlled rollouts ---
     double detect_t = wall_now();
     drain(attempt, fired, seen);
     if (exited && exit_code == 0) {

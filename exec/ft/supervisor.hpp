@@ -34,6 +34,9 @@ struct SupervisorConfig {
   // Events it appends to `add` are recorded (time and rank -1 set). Planned restarts are not
   // failures: the restart policy (max_restarts, backoff) counts failures only.
   std::function<bool(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add)> after_finish;
+  // Called at every poll while an attempt runs: true stops it now (SIGKILL, a planned stop, then the
+  // next attempt as after after_finish), e.g. a watched window that regressed.
+  std::function<bool(int attempt, const std::vector<nlohmann::json>& events, std::vector<nlohmann::json>& add)> watch;
   // --- end controlled rollouts ---
 };
 
