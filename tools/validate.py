@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Simulates every validation plan and prints predicted vs published as a Markdown table.
-Usage: tools/validate.py [path/to/ditwin]   (default: build/cli/ditwin)"""
+Usage: tools/validate.py [path/to/ditwin] [--candidates]   (default: build/cli/ditwin)
+--candidates: the candidate rows of scenarios/validation/candidates/ (not yet held by the tests)."""
 import json, os, subprocess, sys, tempfile, time
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ditwin = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "build", "cli", "ditwin")
-folder = os.path.join(root, "scenarios", "validation")
-rows = json.load(open(os.path.join(folder, "published.json")))["rows"]
+args = [a for a in sys.argv[1:] if a != "--candidates"]
+candidates = "--candidates" in sys.argv[1:]
+ditwin = args[0] if args else os.path.join(root, "build", "cli", "ditwin")
+folder = os.path.join(root, "scenarios", "validation", *(["candidates"] if candidates else []))
+rows = json.load(open(os.path.join(folder, "candidates.json" if candidates else "published.json")))["rows"]
 print("| plan | metric | published | predicted | error | MFU | simulated in |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 worst = 0.0
