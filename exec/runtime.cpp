@@ -1204,13 +1204,19 @@ class Runner {
     FaultTolerance::NumericalInjection inj;
     if (options_.ft) inj = options_.ft->numerical_at(step);
     // The gradients this rank applies (ZeRO: its shards; DDP: the replicated array, counted once per
-    // DP x CP group; TP-replicated parameters count once per TP rank).
-    std::vector<std::pair<float*, std::size_t>> parts;
-    if (zero_ == 0) parts.push_back({grads_.data(), total_});
+    // DP x CP group), each with its first element's index in the flat array: a parameter every TP
+    // rank holds whole counts on TP rank 0 only (writes()), so the norm is the one-rank model's.
+    struct Part {
+      float* p;
+      std::size_t n, begin;
+    };
+    std::vector<Part> parts;
+    if (zero_ == 0) parts.push_back({grads_.data(), total_, 0});
     else
-      for (auto& [key, s] : shards_) parts.push_back({s.grad.data(), static_cast<std::size_t>(s.mine)});
+      for (auto& [key, s] : shards_)
+        parts.push_back({s.grad.data(), static_cast<std::size_t>(s.mine), s.whole.begin + static_cast<std::size_t>(s.mine_begin)});
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    for (auto& [p, n] : parts) {
+    for (auto& [p, n, begin] : parts) {
       if (inj.nan) model_.scale(p, nan, n);
       if (inj.factor != 1) model_.scale(p, static_cast<float>(inj.factor), n);
     }
@@ -1219,10 +1225,11 @@ class Runner {
     double sq = 0;
     if (zero_ != 0 || dpc_->rank() == 0) {
       std::vector<float> host;
-      for (auto& [p, n] : parts) {
+      for (auto& [p, n, begin] : parts) {
         host.resize(n);
         model_.download(host.data(), p, n);
-        for (float g : host) sq += static_cast<double>(g) * g;
+        for (std::size_t i = 0; i < n; ++i)
+          if (writes(begin + i)) sq += static_cast<double>(host[i]) * host[i];
       }
     }
     guard_loss_ = comm_.all_reduce_sum(local_loss) / program_.dp;

@@ -431,6 +431,27 @@ TEST(FtNumerical, NanAtStep5IsSkippedOnEveryRankAndTheRunEndsFinite) {
   EXPECT_NEAR(sum, r.report["wall_s"].get<double>(), 1e-6);
 }
 
+// The guard's gradient norm is the one-rank model's whatever the layout: a parameter every TP rank
+// holds whole counts once (it counted once per TP rank, inflating the spike statistic under TP).
+TEST(FtNumerical, TheGuardsGradientNormIsTheSameUnderDataAndTensorParallelism) {
+  nlohmann::json numerical = {{"policy", "skip"}, {"window", 2}, {"spike_sigma", 3}};
+  auto norm_at_spike = [&](const std::string& tag, int dp, int tp) {
+    std::string path = write_numerical_plan(tag, numerical);
+    auto j = ditwin::read_json_file(path);
+    j["parallelism"] = {{"dp", dp}, {"tp", tp}, {"zero", 0}, {"bucket_mb", 0.05}};
+    std::ofstream(path) << j.dump();
+    Outcome r = supervised(path, tag, "--fresh --inject spike:step=3,factor=100", 5);
+    EXPECT_EQ(r.rc, 0) << r.log;
+    for (const auto& e : r.report["events"])
+      if (e.value("event", "") == "numerical") return e.at("grad_norm").get<double>();
+    ADD_FAILURE() << tag << ": no numerical event";
+    return 0.0;
+  };
+  double dp2 = norm_at_spike("norm-dp2", 2, 1), tp2 = norm_at_spike("norm-tp2", 1, 2);
+  ASSERT_GT(dp2, 0);
+  EXPECT_NEAR(tp2 / dp2, 1.0, 1e-4);
+}
+
 // Rollback with a data window of 2 and half the learning rate for 2 steps, then a kill after the
 // rollback: the weights equal those of a run that skips the same window (and lowers the same
 // learning rate) from the start (its checkpoint directory holds only numerical.json, the run's
