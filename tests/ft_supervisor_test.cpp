@@ -462,10 +462,19 @@ TEST(FtNumerical, NanAtStep5RollsBackAndEqualsARunThatSkippedTheWindowFromTheSta
   Outcome r = supervised(plan, "nan-rollback", "--fresh --inject nan:rank=0,step=5 --inject kill:rank=1,step=6", 8);
   ASSERT_EQ(r.rc, 0) << r.log;
   auto seq = numerical_sequence(r.report["events"]);
+  // Up to the replayed step 5 the order is fixed; the kill then races rank 0's record of step 6
+  // and its checkpoint: "step 6" may be logged or lost, and the restart resumes after step 6 or
+  // replays 5 and 6 from step 4's checkpoint (each seen within ten runs). Either way: one restart,
+  // and the run ends with steps 7 and 8 (the weights, checked below, are what must not vary).
   std::vector<std::string> want = {"step 1", "step 2", "step 3", "step 4", "step 5", "injected nan",
-                                   "numerical rollback at 5", "step 6 thrown away", "rollback to 4", "step 5", "step 6",
-                                   "restart", "step 7", "step 8"};
-  EXPECT_EQ(seq, want);
+                                   "numerical rollback at 5", "step 6 thrown away", "rollback to 4", "step 5"};
+  ASSERT_GE(seq.size(), want.size() + 3);
+  EXPECT_EQ(std::vector<std::string>(seq.begin(), seq.begin() + static_cast<long>(want.size())), want);
+  std::vector<std::string> rest(seq.begin() + static_cast<long>(want.size()), seq.end());
+  std::vector<std::vector<std::string>> allowed = {{"step 6", "restart", "step 7", "step 8"},
+                                                   {"restart", "step 7", "step 8"},
+                                                   {"restart", "step 5", "step 6", "step 7", "step 8"}};
+  EXPECT_NE(std::find(allowed.begin(), allowed.end(), rest), allowed.end()) << ::testing::PrintToString(seq);
   EXPECT_TRUE(std::isfinite(last_loss(r.report["events"])));
   EXPECT_GT(r.report["lost_seconds_by_cause"]["numerical"].get<double>(), 0);
   std::string ck = ::testing::TempDir() + "/ft_run_nan-rollback.ck";
