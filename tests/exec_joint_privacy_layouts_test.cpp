@@ -221,16 +221,7 @@ TEST(JointPrivacyLayouts, RefusesSequenceParallelLayouts) {
   for (const char* scenario : {"tiny-mmdit-cpu.json", "tiny-unified-cpu.json"}) {
     const Plan base = private_plan(scenario, 1, 2);
     EXPECT_NO_THROW(exec::check_plan(base)) << scenario;
-    auto refusal = [&](const std::function<void(Plan&)>& change) {
-      Plan p = base;
-      change(p);
-      try {
-        exec::check_plan(p);
-      } catch (const InputError& e) {
-        return std::string(e.what());
-      }
-      return std::string("(accepted)");
-    };
+    auto refusal = [&](const std::function<void(Plan&)>& change) { return test::check_plan_refusal(base, change); };
     EXPECT_EQ(refusal([](Plan& p) { p.parallelism.pp = 2; }), "(accepted)") << scenario;
     EXPECT_EQ(refusal([](Plan& p) { p.parallelism.cp = 2; }), "(accepted)") << scenario;
     const std::string sp = refusal([](Plan& p) { p.parallelism.sequence_parallel = true; });

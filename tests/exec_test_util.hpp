@@ -14,8 +14,23 @@
 #include <vector>
 
 #include "exec/comm/communicator.hpp"
+#include "exec/runtime.hpp"  // defines: check_plan
+#include "model/errors.hpp"
+#include "model/plan.hpp"
 
 namespace ditwin::test {
+
+// exec::check_plan's message for `base` changed by `change`, or "(accepted)".
+inline std::string check_plan_refusal(const Plan& base, const std::function<void(Plan&)>& change) {
+  Plan p = base;
+  change(p);
+  try {
+    exec::check_plan(p);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
 
 // Runs f(rank, communicator) on one thread per rank of `world` and joins them; rethrows the first
 // failure.

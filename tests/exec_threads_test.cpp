@@ -162,16 +162,7 @@ TEST(ExecThreads, DpSgdRunsEveryLayoutButSequenceParallelism) {
   base.parallelism.dp = 1;
   base.parallelism.tp = 2;
   EXPECT_NO_THROW(exec::check_plan(base));
-  auto refusal = [&](const std::function<void(Plan&)>& change) {
-    Plan p = base;
-    change(p);
-    try {
-      exec::check_plan(p);
-    } catch (const InputError& e) {
-      return std::string(e.what());
-    }
-    return std::string("(accepted)");
-  };
+  auto refusal = [&](const std::function<void(Plan&)>& change) { return test::check_plan_refusal(base, change); };
   EXPECT_EQ(refusal([](Plan& p) { p.parallelism.pp = 2; }), "(accepted)");
   EXPECT_EQ(refusal([](Plan& p) { p.parallelism.cp = 2; }), "(accepted)");
   EXPECT_EQ(refusal([](Plan& p) { p.parallelism.sequence_parallel = true; }).rfind("parallelism.sequence_parallel: ", 0), 0u);
